@@ -1,0 +1,103 @@
+"""Shared timing helpers: ``torch.utils.benchmark`` timings, the ``x.clone()`` floor, peak memory.
+
+Every benchmark script exposes ``run(quick: bool) -> list[dict]`` returning rows built by
+:func:`row`; ``benchmarks.run_all`` collects them into JSON and a Markdown table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils import benchmark
+
+Row = dict[str, Any]
+
+
+def time_ms(fn: Callable[[], object], min_run_time: float = 0.5) -> float:
+    """Median wall time of ``fn()`` in milliseconds (``Timer.blocked_autorange``)."""
+    fn()  # warm-up (and compilation for compiled paths)
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+
+
+def forward_backward(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> Callable[[], None]:
+    """A closure running ``fn(x)`` forward and backward with a fixed upstream gradient."""
+    leaf = x.detach().requires_grad_(True)
+    grad = None
+
+    def step() -> None:
+        nonlocal grad
+        y = fn(leaf)
+        if grad is None:
+            grad = torch.ones_like(y)
+        y.backward(grad)
+        leaf.grad = None
+
+    return step
+
+
+def peak_memory_mb(fn: Callable[[], object]) -> float:
+    """Peak extra memory (MiB) allocated by ``fn()`` on the CPU, from the profiler's memory events.
+
+    Returns NaN where the profiler records no memory events.
+    """
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted(
+        (e for e in prof.events() if e.name == "[memory]"), key=lambda e: e.time_range.start
+    )
+    if not events:
+        return math.nan
+    current = peak = 0
+    for event in events:
+        current += event.cpu_memory_usage
+        peak = max(peak, current)
+    return peak / 2**20
+
+
+def row(
+    op: str,
+    impl: str,
+    x: torch.Tensor,
+    params: str,
+    fwd_ms: float,
+    fwdbwd_ms: float,
+    *,
+    naive_fwd_ms: float,
+    naive_fwdbwd_ms: float,
+    clone_ms: float,
+    peak_mb: float,
+) -> Row:
+    """One result row; ratios > 1 mean faster than the naive implementation."""
+    return {
+        "op": op,
+        "impl": impl,
+        "shape": "x".join(map(str, x.shape)),
+        "dtype": str(x.dtype).replace("torch.", ""),
+        "device": x.device.type,
+        "threads": torch.get_num_threads(),
+        "params": params,
+        "fwd_ms": fwd_ms,
+        "fwdbwd_ms": fwdbwd_ms,
+        "speedup_fwd": naive_fwd_ms / fwd_ms if fwd_ms == fwd_ms else math.nan,
+        "speedup_fwdbwd": naive_fwdbwd_ms / fwdbwd_ms if fwdbwd_ms == fwdbwd_ms else math.nan,
+        "x_clone_floor": fwd_ms / clone_ms,
+        "peak_extra_mb": peak_mb,
+    }
+
+
+def clone_ms(x: torch.Tensor, min_run_time: float = 0.5) -> float:
+    """The memory-bandwidth floor: one read and one write of the input."""
+    return time_ms(x.clone, min_run_time)

@@ -1,0 +1,155 @@
+"""Argument and input validation. Every failure is a ValueError or TypeError naming the parameter."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ._shape import IntOrTuple, ntuple, pool_output_size
+
+__all__ = [
+    "Window",
+    "check_bool",
+    "check_choice",
+    "check_float_range",
+    "check_generator",
+    "check_input",
+    "check_window",
+    "restore_batch",
+]
+
+
+class Window(NamedTuple):
+    """A validated pooling window: one int per spatial dimension in each field."""
+
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+
+
+def check_window(
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None,
+    padding: IntOrTuple,
+    n: int,
+    dilation: IntOrTuple = 1,
+) -> Window:
+    """Normalises window arguments to ``n``-tuples and checks them.
+
+    ``stride=None`` (or an empty sequence, as PyTorch allows) means ``kernel_size``.
+    Padding must be at most half the effective window, as in PyTorch.
+    """
+    k = ntuple(kernel_size, n, "kernel_size")
+    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
+        s = k
+    else:
+        s = ntuple(stride, n, "stride")
+    p = ntuple(padding, n, "padding")
+    d = ntuple(dilation, n, "dilation")
+    for name, values, minimum in (
+        ("kernel_size", k, 1),
+        ("stride", s, 1),
+        ("padding", p, 0),
+        ("dilation", d, 1),
+    ):
+        if any(v < minimum for v in values):
+            bound = "positive" if minimum == 1 else "non-negative"
+            raise ValueError(f"{name} must be {bound}, got {values}")
+    for axis, (kk, pp, dd) in enumerate(zip(k, p, d)):
+        half = (dd * (kk - 1) + 1) // 2
+        if pp > half:
+            raise ValueError(
+                f"padding must be at most half of the effective kernel size in dimension {axis} "
+                f"(kernel_size={kk}, dilation={dd}: at most {half}), got {pp}"
+            )
+    return Window(k, s, p, d)
+
+
+def check_input(
+    x: object,
+    n: int,
+    name: str = "input",
+    *,
+    floating: bool = True,
+    window: Window | None = None,
+    ceil_mode: bool = False,
+) -> tuple[Tensor, bool]:
+    """Checks an ``(N, C, *spatial)`` or batch-less ``(C, *spatial)`` input with ``n`` spatial dims.
+
+    Returns:
+        The input with a batch dimension, and whether one was added.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() not in (n + 1, n + 2):
+        raise ValueError(
+            f"{name} must have {n + 1} (C, *spatial) or {n + 2} (N, C, *spatial) dimensions "
+            f"for {n}d pooling, got shape {tuple(x.shape)}"
+        )
+    if floating and not x.is_floating_point():
+        raise TypeError(f"{name} must have a floating-point dtype, got {x.dtype}")
+    unbatched = x.dim() == n + 1
+    if unbatched:
+        x = x.unsqueeze(0)
+    if window is not None:
+        spatial = tuple(x.shape[2:])
+        if any(size == 0 for size in spatial):
+            raise ValueError(f"{name} must have non-zero spatial sizes, got shape {tuple(x.shape)}")
+        try:
+            pool_output_size(spatial, window.kernel_size, window.stride, window.padding, window.dilation, ceil_mode)
+        except ValueError as error:
+            raise ValueError(f"{name} of shape {tuple(x.shape)} does not fit the window: {error}") from None
+    return x, unbatched
+
+
+def restore_batch(y: Tensor, unbatched: bool) -> Tensor:
+    """Removes the batch dimension that :func:`check_input` added."""
+    return y.squeeze(0) if unbatched else y
+
+
+def check_choice(value: object, name: str, choices: Iterable[str]) -> str:
+    """Checks that ``value`` is one of ``choices``."""
+    options = tuple(choices)
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {options}, got {type(value).__name__}")
+    if value not in options:
+        raise ValueError(f"{name} must be one of {options}, got {value!r}")
+    return value
+
+
+def check_bool(value: object, name: str) -> bool:
+    """Checks that ``value`` is a bool."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def check_float_range(
+    value: object, name: str, low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> float:
+    """Checks that ``value`` is a real number in ``[low, high]`` (ends optionally open)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    v = float(value)
+    too_low = v <= low if low_open else v < low
+    too_high = v >= high if high_open else v > high
+    if too_low or too_high or v != v:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        raise ValueError(f"{name} must be in {left}{low}, {high}{right}, got {value}")
+    return v
+
+
+def check_generator(generator: object, x: Tensor) -> torch.Generator | None:
+    """Checks an optional ``torch.Generator`` against the input's device."""
+    if generator is None:
+        return None
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if generator.device.type != x.device.type:
+        raise ValueError(f"generator is on {generator.device}, but the input is on {x.device}")
+    return generator

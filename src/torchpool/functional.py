@@ -1,0 +1,77 @@
+"""Functions only: ``import torchpool.functional as TPF``."""
+
+from __future__ import annotations
+
+from ._shape import pool_output_size
+from .ops.combined import (
+    adaptive_avgmax_pool1d,
+    adaptive_avgmax_pool2d,
+    adaptive_avgmax_pool3d,
+    adaptive_catavgmax_pool1d,
+    adaptive_catavgmax_pool2d,
+    adaptive_catavgmax_pool3d,
+    avgmax_pool1d,
+    avgmax_pool2d,
+    avgmax_pool3d,
+    catavgmax_pool1d,
+    catavgmax_pool2d,
+    catavgmax_pool3d,
+    mixed_pool1d,
+    mixed_pool2d,
+    mixed_pool3d,
+)
+from .ops.global_ import gem, global_avg_pool, global_max_pool
+from .ops.median import (
+    median_pool1d,
+    median_pool1d_with_indices,
+    median_pool2d,
+    median_pool2d_with_indices,
+    median_pool3d,
+    median_pool3d_with_indices,
+)
+from .ops.stochastic import (
+    stochastic_pool1d,
+    stochastic_pool1d_with_indices,
+    stochastic_pool2d,
+    stochastic_pool2d_with_indices,
+    stochastic_pool3d,
+    stochastic_pool3d_with_indices,
+)
+from .ops.unpool import max_unpool1d, max_unpool2d, max_unpool3d
+
+__all__ = [
+    "adaptive_avgmax_pool1d",
+    "adaptive_avgmax_pool2d",
+    "adaptive_avgmax_pool3d",
+    "adaptive_catavgmax_pool1d",
+    "adaptive_catavgmax_pool2d",
+    "adaptive_catavgmax_pool3d",
+    "avgmax_pool1d",
+    "avgmax_pool2d",
+    "avgmax_pool3d",
+    "catavgmax_pool1d",
+    "catavgmax_pool2d",
+    "catavgmax_pool3d",
+    "gem",
+    "global_avg_pool",
+    "global_max_pool",
+    "max_unpool1d",
+    "max_unpool2d",
+    "max_unpool3d",
+    "median_pool1d",
+    "median_pool1d_with_indices",
+    "median_pool2d",
+    "median_pool2d_with_indices",
+    "median_pool3d",
+    "median_pool3d_with_indices",
+    "mixed_pool1d",
+    "mixed_pool2d",
+    "mixed_pool3d",
+    "pool_output_size",
+    "stochastic_pool1d",
+    "stochastic_pool1d_with_indices",
+    "stochastic_pool2d",
+    "stochastic_pool2d_with_indices",
+    "stochastic_pool3d",
+    "stochastic_pool3d_with_indices",
+]

@@ -1,0 +1,59 @@
+"""Modules only: ``import torchpool.nn as tpnn``."""
+
+from __future__ import annotations
+
+from .ops.combined import (
+    AdaptiveAvgMaxPool1d,
+    AdaptiveAvgMaxPool2d,
+    AdaptiveAvgMaxPool3d,
+    AdaptiveCatAvgMaxPool1d,
+    AdaptiveCatAvgMaxPool2d,
+    AdaptiveCatAvgMaxPool3d,
+    AvgMaxPool1d,
+    AvgMaxPool2d,
+    AvgMaxPool3d,
+    CatAvgMaxPool1d,
+    CatAvgMaxPool2d,
+    CatAvgMaxPool3d,
+    GatedPool2d,
+    LearnedMixedPool2d,
+    MixedPool1d,
+    MixedPool2d,
+    MixedPool3d,
+)
+from .ops.global_ import GeM, GlobalAvgPool, GlobalMaxPool
+from .ops.median import MedianPool1d, MedianPool2d, MedianPool3d
+from .ops.stochastic import StochasticPool1d, StochasticPool2d, StochasticPool3d
+from .ops.unpool import MaxUnpool1d, MaxUnpool2d, MaxUnpool3d
+
+__all__ = [
+    "AdaptiveAvgMaxPool1d",
+    "AdaptiveAvgMaxPool2d",
+    "AdaptiveAvgMaxPool3d",
+    "AdaptiveCatAvgMaxPool1d",
+    "AdaptiveCatAvgMaxPool2d",
+    "AdaptiveCatAvgMaxPool3d",
+    "AvgMaxPool1d",
+    "AvgMaxPool2d",
+    "AvgMaxPool3d",
+    "CatAvgMaxPool1d",
+    "CatAvgMaxPool2d",
+    "CatAvgMaxPool3d",
+    "GatedPool2d",
+    "GeM",
+    "GlobalAvgPool",
+    "GlobalMaxPool",
+    "LearnedMixedPool2d",
+    "MaxUnpool1d",
+    "MaxUnpool2d",
+    "MaxUnpool3d",
+    "MedianPool1d",
+    "MedianPool2d",
+    "MedianPool3d",
+    "MixedPool1d",
+    "MixedPool2d",
+    "MixedPool3d",
+    "StochasticPool1d",
+    "StochasticPool2d",
+    "StochasticPool3d",
+]

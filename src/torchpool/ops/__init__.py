@@ -1,0 +1,1 @@
+"""One module per pooling family, each holding its functions and Modules."""

@@ -1,0 +1,241 @@
+"""Global pooling (section 6 of the survey; NIN, arXiv 1312.4400) and generalized-mean (GeM) pooling.
+
+Each output channel summarises the whole spatial extent, so the output no longer depends on
+the input size: ``y_c = mean_{s} x_{c,s}`` (max likewise), and GeM (Radenovic et al. 2018)
+``y_c = (mean_s clamp(x, eps)^p)^(1/p)`` with a learnable ``p`` (1 = average, large = max).
+Any number of spatial dimensions; channels first (``"NCHW"``) or last (``"NHWC"``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .._checks import check_bool, check_choice, check_float_range
+from ..registry import register_pool
+
+__all__ = ["GeM", "GlobalAvgPool", "GlobalMaxPool", "gem", "global_avg_pool", "global_max_pool"]
+
+_FORMATS = ("NCHW", "NHWC")
+
+
+def _spatial_dims(x: object, input_fmt: str, flatten: bool) -> tuple[Tensor, tuple[int, ...], int]:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+    check_choice(input_fmt, "input_fmt", _FORMATS)
+    check_bool(flatten, "flatten")
+    if x.dim() < 3:
+        raise ValueError(f"input must have shape (N, C, *spatial) with at least one spatial dim, got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"input must have a floating-point dtype, got {x.dtype}")
+    dims = tuple(range(2, x.dim())) if input_fmt == "NCHW" else tuple(range(1, x.dim() - 1))
+    if any(x.shape[d] == 0 for d in dims):
+        raise ValueError(f"input must have non-zero spatial sizes, got shape {tuple(x.shape)}")
+    channel_dim = 1 if input_fmt == "NCHW" else x.dim() - 1
+    return x, dims, channel_dim
+
+
+def _finish(y: Tensor, flatten: bool) -> Tensor:
+    """``y`` was reduced with keepdim=True: flatten it to ``(N, C)`` or keep the size-1 dims."""
+    return y.flatten(1) if flatten else y
+
+
+def global_avg_pool(x: Tensor, *, flatten: bool = True, input_fmt: str = "NCHW") -> Tensor:
+    """Mean over all spatial positions of each channel.
+
+    Args:
+        x: input with a batch dimension.
+        flatten: return ``(N, C)``; otherwise keep size-1 spatial dimensions.
+        input_fmt: ``"NCHW"`` (channels first) or ``"NHWC"`` (channels last), for any
+            number of spatial dimensions.
+
+    Returns:
+        The pooled tensor.
+
+    Shape:
+        - Input: ``(N, C, *S)`` or, with ``input_fmt="NHWC"``, ``(N, *S, C)``.
+        - Output: ``(N, C)`` if ``flatten``, else the input shape with every ``S`` set to 1.
+
+    Example:
+        >>> global_avg_pool(torch.arange(8.0).reshape(1, 2, 2, 2)).tolist()
+        [[1.5, 5.5]]
+    """
+    x, dims, _ = _spatial_dims(x, input_fmt, flatten)
+    return _finish(x.mean(dim=dims, keepdim=True), flatten)
+
+
+def global_max_pool(x: Tensor, *, flatten: bool = True, input_fmt: str = "NCHW") -> Tensor:
+    """Max over all spatial positions of each channel (NaN propagates).
+
+    Args:
+        x: input with a batch dimension.
+        flatten: return ``(N, C)``; otherwise keep size-1 spatial dimensions.
+        input_fmt: ``"NCHW"`` or ``"NHWC"``, for any number of spatial dimensions.
+
+    Returns:
+        The pooled tensor.
+
+    Shape:
+        - Input: ``(N, C, *S)`` or ``(N, *S, C)``.
+        - Output: ``(N, C)`` if ``flatten``, else the input shape with every ``S`` set to 1.
+
+    Example:
+        >>> global_max_pool(torch.arange(8.0).reshape(1, 2, 2, 2)).tolist()
+        [[3.0, 7.0]]
+    """
+    x, dims, _ = _spatial_dims(x, input_fmt, flatten)
+    return _finish(x.amax(dim=dims, keepdim=True), flatten)
+
+
+def gem(
+    x: Tensor,
+    p: float | Tensor = 3.0,
+    eps: float = 1e-6,
+    *,
+    flatten: bool = True,
+    input_fmt: str = "NCHW",
+) -> Tensor:
+    """Generalized-mean pooling: ``(mean clamp(x, eps)^p)^(1/p)`` over all spatial positions.
+
+    ``p = 1`` is average pooling; ``p -> inf`` tends to max pooling. Inputs are clamped to
+    ``eps`` so zeros (after ReLU) give finite values and gradients. Half-precision inputs are
+    computed in float32 and returned in their own dtype.
+
+    Args:
+        x: input with a batch dimension.
+        p: the exponent, a positive number or a tensor (learnable in :class:`GeM`; a
+            1-element tensor, or one value per channel).
+        eps: lower clamp of the input, positive.
+        flatten: return ``(N, C)``; otherwise keep size-1 spatial dimensions.
+        input_fmt: ``"NCHW"`` or ``"NHWC"``, for any number of spatial dimensions.
+
+    Returns:
+        The pooled tensor.
+
+    Shape:
+        - Input: ``(N, C, *S)`` or ``(N, *S, C)``.
+        - Output: ``(N, C)`` if ``flatten``, else the input shape with every ``S`` set to 1.
+
+    Example:
+        >>> round(gem(torch.tensor([[[1.0, 2.0]]]), p=1.0).item(), 4)
+        1.5
+    """
+    x, dims, channel_dim = _spatial_dims(x, input_fmt, flatten)
+    check_float_range(eps, "eps", 0.0, float("inf"), low_open=True)
+    if isinstance(p, Tensor):
+        if p.numel() not in (1, x.shape[channel_dim]):
+            raise ValueError(f"p must have 1 or {x.shape[channel_dim]} (channels) elements, got {p.numel()}")
+        shape = [1] * x.dim()
+        shape[channel_dim] = p.numel()
+        exponent = p.float().reshape(shape)
+    else:
+        exponent = torch.tensor(check_float_range(p, "p", 0.0, float("inf"), low_open=True))
+    compute = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    exponent = exponent.to(device=compute.device, dtype=compute.dtype)
+    y = compute.clamp(min=eps).pow(exponent).mean(dim=dims, keepdim=True).pow(1.0 / exponent)
+    return _finish(y.to(x.dtype), flatten)
+
+
+class _GlobalBase(nn.Module):
+    def __init__(self, *, flatten: bool = True, input_fmt: str = "NCHW") -> None:
+        super().__init__()
+        self.flatten = check_bool(flatten, "flatten")
+        self.input_fmt = check_choice(input_fmt, "input_fmt", _FORMATS)
+
+    def extra_repr(self) -> str:
+        return f"flatten={self.flatten}, input_fmt={self.input_fmt!r}"
+
+
+class GlobalAvgPool(_GlobalBase):
+    """Global average pooling (NIN): the Module form of :func:`global_avg_pool`.
+
+    Shape:
+        - Input: ``(N, C, *S)`` or ``(N, *S, C)``.
+        - Output: ``(N, C)`` if ``flatten``, else ``S`` set to 1.
+
+    Example:
+        >>> GlobalAvgPool()(torch.zeros(4, 12, 18, 18)).shape
+        torch.Size([4, 12])
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return global_avg_pool(x, flatten=self.flatten, input_fmt=self.input_fmt)
+
+
+class GlobalMaxPool(_GlobalBase):
+    """Global max pooling: the Module form of :func:`global_max_pool`.
+
+    Shape:
+        - Input: ``(N, C, *S)`` or ``(N, *S, C)``.
+        - Output: ``(N, C)`` if ``flatten``, else ``S`` set to 1.
+
+    Example:
+        >>> GlobalMaxPool(flatten=False)(torch.zeros(4, 12, 18, 18)).shape
+        torch.Size([4, 12, 1, 1])
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return global_max_pool(x, flatten=self.flatten, input_fmt=self.input_fmt)
+
+
+class GeM(_GlobalBase):
+    """Generalized-mean pooling with a learnable exponent (Radenovic et al. 2018).
+
+    Args:
+        p: initial exponent.
+        eps: lower clamp of the input.
+        learnable: make ``p`` an ``nn.Parameter`` (else a buffer).
+        channels: learn one ``p`` per channel (this many) instead of one per layer.
+        flatten: return ``(N, C)``.
+        input_fmt: ``"NCHW"`` or ``"NHWC"``.
+
+    Shape:
+        - Input: ``(N, C, *S)`` or ``(N, *S, C)``.
+        - Output: ``(N, C)`` if ``flatten``, else ``S`` set to 1.
+
+    Example:
+        >>> pool = GeM(p=3.0)
+        >>> pool(torch.ones(2, 8, 7, 7)).shape
+        torch.Size([2, 8])
+    """
+
+    p: Tensor
+
+    def __init__(
+        self,
+        p: float = 3.0,
+        eps: float = 1e-6,
+        *,
+        learnable: bool = True,
+        channels: int | None = None,
+        flatten: bool = True,
+        input_fmt: str = "NCHW",
+    ) -> None:
+        super().__init__(flatten=flatten, input_fmt=input_fmt)
+        p = check_float_range(p, "p", 0.0, float("inf"), low_open=True)
+        self.eps = check_float_range(eps, "eps", 0.0, float("inf"), low_open=True)
+        self.learnable = check_bool(learnable, "learnable")
+        if channels is not None and (isinstance(channels, bool) or not isinstance(channels, int) or channels < 1):
+            raise ValueError(f"channels must be None or a positive int, got {channels!r}")
+        self.channels = channels
+        value = torch.full((1 if channels is None else channels,), p)
+        if learnable:
+            self.p = nn.Parameter(value)
+        else:
+            self.register_buffer("p", value)
+
+    def extra_repr(self) -> str:
+        p = [round(v, 4) for v in self.p.detach().cpu().tolist()]
+        shown = p[0] if len(p) == 1 else p
+        return f"p={shown}, eps={self.eps}, learnable={self.learnable}, channels={self.channels}, " + super().extra_repr()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return gem(x, self.p, self.eps, flatten=self.flatten, input_fmt=self.input_fmt)
+
+
+register_pool("global_avg", GlobalAvgPool, family="global", dims=(1, 2, 3),
+              description="mean over all positions (NIN)")
+register_pool("global_max", GlobalMaxPool, family="global", dims=(1, 2, 3),
+              description="max over all positions")
+register_pool("gem", GeM, family="global", dims=(1, 2, 3), trainable=True,
+              description="generalized mean (mean x^p)^(1/p), learnable p")

@@ -1,0 +1,195 @@
+"""Max unpooling (section 9 of the survey): put pooled values back at their recorded positions.
+
+Pooling with indices records where each output came from ("switches"); unpooling scatters
+values back to those positions and fills the rest with zeros. Indices may come from
+``torch.nn.functional.max_pool*d(return_indices=True)``, or from torchpool's stochastic and
+median pooling ``*_with_indices`` functions: all use the same format, a flat index into
+each ``(n, c)`` plane of the unpadded input.
+
+Overlapping windows (``kernel_size > stride``) can record the same position twice. PyTorch's
+``max_unpool`` then keeps one of the values in the forward but copies the gradient to every
+duplicate in the backward, so forward and backward disagree (pytorch #80204). torchpool
+combines duplicates with one rule used by both passes, chosen by ``reduce``:
+
+* ``"mean"`` (default): a position receiving several values gets their mean. Straight after
+  pooling the duplicates are equal (they are the same input cell), so this reproduces the
+  pooled value exactly; the operation is linear, so its gradient (``1/count`` to each
+  duplicate) is exact and ``gradcheck`` passes.
+* ``"sum"``: duplicates are added; also linear and exact.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .._checks import check_choice, check_input, check_window, restore_batch
+from .._shape import IntOrTuple
+from ._base import WindowPool
+
+__all__ = ["MaxUnpool1d", "MaxUnpool2d", "MaxUnpool3d", "max_unpool1d", "max_unpool2d", "max_unpool3d"]
+
+_REDUCTIONS = ("mean", "sum")
+
+
+def _unpool_size(
+    spatial_in: Sequence[int],
+    window_args: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]],
+    output_size: Sequence[int] | None,
+    n: int,
+) -> tuple[int, ...]:
+    kernel, stride, padding = window_args
+    default = tuple((i - 1) * s - 2 * p + k for i, k, s, p in zip(spatial_in, kernel, stride, padding))
+    if output_size is None:
+        if any(size < 1 for size in default):
+            raise ValueError(f"the default output size {default} is empty; pass output_size")
+        return default
+    if isinstance(output_size, (str, bytes)) or not isinstance(output_size, Sequence):
+        raise TypeError(f"output_size must be a sequence of ints or None, got {type(output_size).__name__}")
+    sizes = tuple(output_size)
+    if len(sizes) not in (n, n + 1, n + 2):
+        raise ValueError(f"output_size must give the {n} spatial sizes (optionally preceded by N, C), got {sizes}")
+    sizes = sizes[-n:]
+    if any(isinstance(size, bool) or not isinstance(size, int) for size in sizes):
+        raise TypeError(f"output_size must contain ints, got {output_size!r}")
+    for axis, (size, low, s) in enumerate(zip(sizes, default, stride)):
+        if not low - s < size < low + s:
+            raise ValueError(
+                f"output_size {sizes} is not reachable from input size {tuple(spatial_in)} in dimension {axis}: "
+                f"must lie strictly between {low - s} and {low + s}"
+            )
+    return sizes
+
+
+def _max_unpool(
+    n: int,
+    x: Tensor,
+    indices: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None,
+    padding: IntOrTuple,
+    output_size: Sequence[int] | None,
+    reduce: str,
+) -> Tensor:
+    window = check_window(kernel_size, stride, padding, n)
+    check_choice(reduce, "reduce", _REDUCTIONS)
+    xb, unbatched = check_input(x, n)
+    if not isinstance(indices, Tensor):
+        raise TypeError(f"indices must be a torch.Tensor, got {type(indices).__name__}")
+    if indices.dtype != torch.int64:
+        raise TypeError(f"indices must have dtype torch.int64, got {indices.dtype}")
+    if indices.shape != x.shape:
+        raise ValueError(f"indices must have the input's shape {tuple(x.shape)}, got {tuple(indices.shape)}")
+    out_spatial = _unpool_size(xb.shape[2:], (window.kernel_size, window.stride, window.padding), output_size, n)
+    plane = math.prod(out_spatial)
+    flat_indices = indices.reshape(xb.shape[0], xb.shape[1], -1)
+    if flat_indices.numel() > 0:
+        low, high = int(flat_indices.min()), int(flat_indices.max())
+        if low < 0 or high >= plane:
+            raise ValueError(
+                f"indices must lie in [0, {plane}) for output size {out_spatial}, got values in [{low}, {high}]"
+            )
+    values = xb.reshape(flat_indices.shape)
+    out = values.new_zeros(*flat_indices.shape[:2], plane).scatter_add(2, flat_indices, values)
+    if reduce == "mean":
+        counts = torch.zeros(out.shape, dtype=values.dtype, device=values.device)
+        counts.scatter_add_(2, flat_indices, torch.ones_like(values))
+        out = out / counts.clamp_min(1)
+    out = out.reshape(*xb.shape[:2], *out_spatial)
+    return restore_batch(out, unbatched)
+
+
+def _function(n: int) -> Callable[..., Tensor]:
+    def max_unpool(
+        x: Tensor,
+        indices: Tensor,
+        kernel_size: IntOrTuple,
+        stride: IntOrTuple | None = None,
+        padding: IntOrTuple = 0,
+        output_size: Sequence[int] | None = None,
+        *,
+        reduce: str = "mean",
+    ) -> Tensor:
+        return _max_unpool(n, x, indices, kernel_size, stride, padding, output_size, reduce)
+
+    sizes = ", ".join(["4"] * n)
+    max_unpool.__name__ = max_unpool.__qualname__ = f"max_unpool{n}d"
+    max_unpool.__doc__ = f"""Scatters pooled values back to the positions recorded in ``indices``; zeros elsewhere.
+
+    Duplicate indices (overlapping windows) are combined by ``reduce`` in the forward and
+    the backward alike (see the module docstring); PyTorch's ``max_unpool{n}d`` keeps one
+    value forward but sums gradients backward.
+
+    Args:
+        x: the pooled values, batched or batch-less.
+        indices: int64 flat indices into each ``(n, c)`` plane of the output, as returned
+            by ``max_pool{n}d(..., return_indices=True)`` or torchpool's ``*_with_indices``.
+        kernel_size: the pooling window size.
+        stride: the pooling stride; ``None`` means ``kernel_size``.
+        padding: the pooling padding.
+        output_size: the spatial size to produce (several input sizes pool to the same
+            size, so the default ``(H_in - 1) * s - 2p + k`` may need overriding); may
+            include the leading ``N, C``.
+        reduce: ``"mean"`` or ``"sum"`` for positions receiving several values.
+
+    Returns:
+        The unpooled tensor.
+
+    Shape:
+        - Input: ``(N, C, *S_in)`` or ``(C, *S_in)``; ``indices`` the same.
+        - Output: ``(N, C, *S_out)`` or ``(C, *S_out)``.
+
+    Example:
+        >>> x = torch.arange({4**n}.0).reshape(1, 1, {sizes})
+        >>> y, idx = torch.nn.functional.max_pool{n}d(x, 2, return_indices=True)
+        >>> torch.equal(max_unpool{n}d(y, idx, 2).flatten(2).gather(2, idx.flatten(2)), y.flatten(2))
+        True
+    """
+    return max_unpool
+
+
+max_unpool1d, max_unpool2d, max_unpool3d = (_function(n) for n in (1, 2, 3))
+
+
+class _MaxUnpoolBase(WindowPool):
+    _function: Callable[..., Tensor]
+    _repr_options = ("reduce",)
+
+    def __init__(
+        self,
+        kernel_size: IntOrTuple,
+        stride: IntOrTuple | None = None,
+        padding: IntOrTuple = 0,
+        *,
+        reduce: str = "mean",
+    ) -> None:
+        super().__init__(kernel_size, stride, padding)
+        self.reduce = check_choice(reduce, "reduce", _REDUCTIONS)
+
+    def forward(self, x: Tensor, indices: Tensor, output_size: Sequence[int] | None = None) -> Tensor:
+        return type(self)._function(
+            x, indices, self.kernel_size, self.stride, self.padding, output_size, reduce=self.reduce
+        )
+
+
+def _module(n: int, function: Callable[..., Tensor]) -> type[nn.Module]:
+    doc = f"""Module form of :func:`max_unpool{n}d`; ``forward(x, indices, output_size=None)``.
+
+    Shape:
+        - Input: ``(N, C, *S_in)`` or ``(C, *S_in)``; ``indices`` the same.
+        - Output: ``(N, C, *S_out)`` or ``(C, *S_out)``.
+
+    Example:
+        >>> pool = torch.nn.MaxPool{n}d(2, return_indices=True)
+        >>> y, idx = pool(torch.randn(1, 3, {", ".join(["4"] * n)}))
+        >>> MaxUnpool{n}d(2)(y, idx).shape
+        torch.Size([1, 3, {", ".join(["4"] * n)}])
+    """
+    attrs = {"_function": staticmethod(function), "__doc__": doc, "__module__": __name__}
+    return type(f"MaxUnpool{n}d", (_MaxUnpoolBase,), attrs)
+
+
+MaxUnpool1d, MaxUnpool2d, MaxUnpool3d = (_module(n, fn) for n, fn in ((1, max_unpool1d), (2, max_unpool2d), (3, max_unpool3d)))

@@ -1,0 +1,332 @@
+"""One record per op: its function, its Module, its float64 reference and its cases.
+
+The generic tests in ``test_ops.py`` iterate over ``OPS``; a new op gets the whole test set
+by adding a record here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from reference import (
+    adaptive_reference,
+    avg_pool_reference,
+    gated_reference,
+    gem_reference,
+    global_reference,
+    max_pool_reference,
+    max_unpool_reference,
+    median_pool_reference,
+    stochastic_eval_reference,
+)
+from torch import Tensor, nn
+
+import torchpool as tp
+
+Kwargs = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Case:
+    """An input shape (with batch) and the op's keyword arguments."""
+
+    shape: tuple[int, ...]
+    kwargs: Kwargs = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        args = ",".join(f"{k}={v}" for k, v in self.kwargs.items())
+        return f"{'x'.join(map(str, self.shape))}[{args}]"
+
+
+@dataclass(frozen=True)
+class OpRecord:
+    """An op under test.
+
+    Attributes:
+        name: test id.
+        function: ``function(x, **kwargs)``, deterministic (eval mode for random ops).
+        module: ``module(**kwargs)`` builds the Module; it is called in eval mode as ``m(x)``.
+        reference: ``reference(x, **kwargs)`` in float64.
+        cases: shapes and arguments.
+        inputs: ``"tiefree"`` (distinct values), ``"positive"`` (distinct, > 0) or ``"real"``.
+        batchless: whether ``(C, *spatial)`` input is accepted.
+        dims: number of spatial dims.
+    """
+
+    name: str
+    function: Callable[..., Tensor]
+    module: Callable[..., nn.Module]
+    reference: Callable[..., Tensor]
+    cases: tuple[Case, ...]
+    dims: int
+    inputs: str = "tiefree"
+    batchless: bool = True
+
+
+def make_input(record: OpRecord, shape: tuple[int, ...], dtype: torch.dtype = torch.float64, seed: int = 0) -> Tensor:
+    """Distinct values (so max/median have no ties), shuffled; positive where the op needs it."""
+    g = torch.Generator().manual_seed(seed)
+    numel = 1
+    for size in shape:
+        numel *= size
+    values = torch.randperm(numel, generator=g).double() / max(numel, 1)
+    values = values + 0.1 * torch.rand(numel, generator=g, dtype=torch.float64) / max(numel, 1)
+    values = values + 0.05 if record.inputs == "positive" else values * 4 - 2
+    return values.reshape(shape).to(dtype)
+
+
+def _avgmax_ref(x: Tensor, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True) -> Tensor:
+    avg = avg_pool_reference(x, kernel_size, stride, padding, ceil_mode, count_include_pad)
+    return 0.5 * (avg + max_pool_reference(x, kernel_size, stride, padding, ceil_mode))
+
+
+def _catavgmax_ref(x: Tensor, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True) -> Tensor:
+    avg = avg_pool_reference(x, kernel_size, stride, padding, ceil_mode, count_include_pad)
+    return torch.cat([avg, max_pool_reference(x, kernel_size, stride, padding, ceil_mode)], 1)
+
+
+def _mixed_ref(x: Tensor, kernel_size, stride=None, padding=0, max_probability=0.5) -> Tensor:
+    mx = max_pool_reference(x, kernel_size, stride, padding)
+    return max_probability * mx + (1 - max_probability) * avg_pool_reference(x, kernel_size, stride, padding)
+
+
+_WINDOW_CASES = {
+    1: (Case((2, 3, 9), {"kernel_size": 3, "stride": 2, "padding": 1}), Case((1, 2, 8), {"kernel_size": 2})),
+    2: (
+        Case((2, 3, 7, 6), {"kernel_size": 3, "stride": 2, "padding": 1}),
+        Case((1, 2, 5, 5), {"kernel_size": (2, 3), "stride": (1, 2)}),
+        Case((1, 2, 5, 5), {"kernel_size": 2, "stride": 2, "ceil_mode": True, "count_include_pad": False}),
+    ),
+    3: (Case((1, 2, 4, 5, 4), {"kernel_size": 2, "stride": (1, 2, 2), "padding": 1}),),
+}
+
+
+def _without(cases: tuple[Case, ...], *names: str) -> tuple[Case, ...]:
+    return tuple(Case(c.shape, {k: v for k, v in c.kwargs.items() if k not in names}) for c in cases)
+
+
+def _median_cases(n: int) -> tuple[Case, ...]:
+    base = _without(_WINDOW_CASES[n], "ceil_mode", "count_include_pad")
+    modes = ("reflect", "zeros", "replicate")
+    return tuple(Case(c.shape, {**c.kwargs, "padding_mode": modes[i % 3]}) for i, c in enumerate(base))
+
+
+def _unpool_indices(shape: tuple[int, ...], kernel_size, stride, padding) -> Tensor:
+    """Switches from a real max pool whose output has ``shape`` (overlapping windows give duplicates)."""
+    n = 2
+    k, s, p = (torch.nn.modules.utils._pair(v) for v in (kernel_size, stride, padding))
+    batched = shape if len(shape) == n + 2 else (1, *shape)
+    size = [(o - 1) * ss - 2 * pp + kk for o, kk, ss, pp in zip(batched[2:], k, s, p)]
+    g = torch.Generator().manual_seed(1)
+    source = torch.randn(1, batched[1], *size, generator=g)  # same switches for every sample
+    _, indices = F.max_pool2d(source, k, s, p, return_indices=True)
+    return indices.expand(batched[0], -1, -1, -1) if len(shape) == n + 2 else indices[0]
+
+
+def _unpool_fn(x: Tensor, kernel_size, stride, padding, reduce="mean") -> Tensor:
+    indices = _unpool_indices(tuple(x.shape), kernel_size, stride, padding)
+    return tp.max_unpool2d(x, indices, kernel_size, stride, padding, reduce=reduce)
+
+
+class _UnpoolModule(nn.Module):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__()
+        self.kwargs = kwargs
+        self.unpool = tp.MaxUnpool2d(**kwargs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        k = self.kwargs
+        indices = _unpool_indices(tuple(x.shape), k["kernel_size"], k["stride"], k["padding"])
+        return self.unpool(x, indices)
+
+
+def _unpool_ref(x: Tensor, kernel_size, stride, padding, reduce="mean") -> Tensor:
+    indices = _unpool_indices(tuple(x.shape), kernel_size, stride, padding)
+    size = [(o - 1) * stride - 2 * padding + kernel_size for o in x.shape[2:]]
+    return max_unpool_reference(x, indices, size, reduce)
+
+
+def _gated_module(kernel_size, stride=None, padding=0, channels=None) -> nn.Module:
+    module = tp.GatedPool2d(kernel_size, stride, padding, channels=channels)
+    with torch.no_grad():
+        module.gate_weight.copy_(torch.linspace(-1.5, 1.0, module.gate_weight.numel()).reshape_as(module.gate_weight))
+    return module
+
+
+def _gated_fn(x: Tensor, **kwargs: Any) -> Tensor:
+    return _gated_module(**kwargs).to(x.dtype)(x)
+
+
+def _gated_ref(x: Tensor, kernel_size, stride=None, padding=0, channels=None) -> Tensor:
+    weight = _gated_module(kernel_size, stride, padding, channels).gate_weight.detach()
+    return gated_reference(x, weight, kernel_size, stride or kernel_size, padding)
+
+
+def _learned_module(kernel_size, stride=None, padding=0, channels=None) -> nn.Module:
+    module = tp.LearnedMixedPool2d(kernel_size, stride, padding, channels=channels)
+    with torch.no_grad():
+        module.mix_logit.copy_(torch.linspace(-2.0, 1.0, module.mix_logit.numel()))
+    return module
+
+
+def _learned_ref(x: Tensor, kernel_size, stride=None, padding=0, channels=None) -> Tensor:
+    a = torch.sigmoid(torch.linspace(-2.0, 1.0, channels or 1).double()).reshape(-1, 1, 1)
+    return a * max_pool_reference(x, kernel_size, stride, padding) + (1 - a) * avg_pool_reference(
+        x, kernel_size, stride, padding
+    )
+
+
+def _gem_ref(x: Tensor, p=3.0, eps=1e-6, flatten=True, input_fmt="NCHW") -> Tensor:
+    return gem_reference(x if input_fmt == "NCHW" else x.movedim(-1, 1), p, eps)
+
+
+def _global_ref(reduce: str) -> Callable[..., Tensor]:
+    def ref(x: Tensor, flatten=True, input_fmt="NCHW") -> Tensor:
+        return global_reference(x, reduce, channels_last=input_fmt == "NHWC")
+
+    return ref
+
+
+def _eval_module(cls: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    return lambda **kwargs: cls(**kwargs).eval()
+
+
+def _records() -> list[OpRecord]:
+    records: list[OpRecord] = []
+    for n in (1, 2, 3):
+        cases = _WINDOW_CASES[n]
+        records += [
+            OpRecord(f"avgmax{n}d", getattr(tp, f"avgmax_pool{n}d"), getattr(tp, f"AvgMaxPool{n}d"), _avgmax_ref, cases, n),
+            OpRecord(
+                f"catavgmax{n}d",
+                getattr(tp, f"catavgmax_pool{n}d"),
+                getattr(tp, f"CatAvgMaxPool{n}d"),
+                _catavgmax_ref,
+                cases,
+                n,
+            ),
+            OpRecord(
+                f"adaptive_avgmax{n}d",
+                getattr(tp, f"adaptive_avgmax_pool{n}d"),
+                getattr(tp, f"AdaptiveAvgMaxPool{n}d"),
+                lambda x, output_size=1: 0.5 * (adaptive_reference(x, output_size, "avg") + adaptive_reference(x, output_size, "max")),
+                (Case(cases[0].shape, {"output_size": 1}), Case(cases[0].shape, {"output_size": 3})),
+                n,
+            ),
+            OpRecord(
+                f"adaptive_catavgmax{n}d",
+                getattr(tp, f"adaptive_catavgmax_pool{n}d"),
+                getattr(tp, f"AdaptiveCatAvgMaxPool{n}d"),
+                lambda x, output_size=1: torch.cat(
+                    [adaptive_reference(x, output_size, "avg"), adaptive_reference(x, output_size, "max")], 1
+                ),
+                (Case(cases[0].shape, {"output_size": 2}),),
+                n,
+            ),
+            OpRecord(
+                f"mixed{n}d_eval",
+                partial(getattr(tp, f"mixed_pool{n}d"), training=False),
+                _eval_module(getattr(tp, f"MixedPool{n}d")),
+                _mixed_ref,
+                tuple(Case(c.shape, {**c.kwargs, "max_probability": 0.3}) for c in _without(cases, "ceil_mode", "count_include_pad")),
+                n,
+            ),
+            OpRecord(
+                f"median{n}d",
+                getattr(tp, f"median_pool{n}d"),
+                getattr(tp, f"MedianPool{n}d"),
+                lambda x, kernel_size, stride=None, padding=0, padding_mode="reflect": median_pool_reference(
+                    x, kernel_size, stride, padding, padding_mode
+                ),
+                _median_cases(n),
+                n,
+            ),
+            OpRecord(
+                f"stochastic{n}d_eval",
+                partial(getattr(tp, f"stochastic_pool{n}d"), training=False),
+                _eval_module(getattr(tp, f"StochasticPool{n}d")),
+                stochastic_eval_reference,
+                _without(cases, "ceil_mode", "count_include_pad"),
+                n,
+                inputs="positive",
+            ),
+        ]
+    records += [
+        OpRecord(
+            "learned_mixed2d",
+            lambda x, **kw: _learned_module(**kw).to(x.dtype)(x),
+            _learned_module,
+            _learned_ref,
+            (Case((2, 3, 6, 6), {"kernel_size": 2, "channels": 3}), Case((1, 2, 7, 7), {"kernel_size": 3, "stride": 2, "padding": 1})),
+            2,
+        ),
+        OpRecord(
+            "gated2d",
+            _gated_fn,
+            _gated_module,
+            _gated_ref,
+            (Case((2, 3, 6, 6), {"kernel_size": 2, "channels": 3}), Case((1, 2, 7, 7), {"kernel_size": 3, "stride": 2, "padding": 1})),
+            2,
+        ),
+        OpRecord(
+            "max_unpool2d",
+            _unpool_fn,
+            _UnpoolModule,
+            _unpool_ref,
+            (
+                Case((2, 3, 3, 3), {"kernel_size": 3, "stride": 2, "padding": 1}),
+                Case((1, 2, 3, 4), {"kernel_size": 2, "stride": 2, "padding": 0, "reduce": "sum"}),
+                Case((1, 2, 4, 4), {"kernel_size": 3, "stride": 1, "padding": 1, "reduce": "sum"}),
+            ),
+            2,
+        ),
+    ]
+    for n in (1, 2, 3):
+        shape = (2, 3, *[4, 3, 5][:n])
+        records += [
+            OpRecord(
+                f"global_avg_{n}d",
+                tp.global_avg_pool,
+                tp.GlobalAvgPool,
+                _global_ref("avg"),
+                (Case(shape), Case(shape, {"input_fmt": "NHWC"})),
+                n,
+                batchless=False,
+            ),
+            OpRecord(
+                f"global_max_{n}d",
+                tp.global_max_pool,
+                tp.GlobalMaxPool,
+                _global_ref("max"),
+                (Case(shape), Case(shape, {"input_fmt": "NHWC"})),
+                n,
+                batchless=False,
+            ),
+            OpRecord(
+                f"gem_{n}d",
+                lambda x, p=3.0, **kw: tp.gem(x, p, **kw),
+                lambda p=3.0, **kw: tp.GeM(p, **kw),
+                _gem_ref,
+                (Case(shape), Case(shape, {"p": 2.5, "eps": 1e-3, "input_fmt": "NHWC"})),
+                n,
+                inputs="positive",
+                batchless=False,
+            ),
+        ]
+    return records
+
+
+OPS: tuple[OpRecord, ...] = tuple(_records())
+
+# tolerances (rtol, atol) against the float64 reference evaluated on the same rounded input
+TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
+    torch.float64: (1e-10, 1e-10),
+    torch.float32: (1e-5, 1e-5),
+    torch.float16: (4e-3, 4e-3),
+    torch.bfloat16: (3e-2, 3e-2),
+}

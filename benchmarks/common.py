@@ -40,7 +40,7 @@ def forward_backward(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
 
 
 def peak_memory_mb(fn: Callable[[], object]) -> float:
-    """Peak extra memory (MiB) allocated by ``fn()`` on the CPU, from the profiler's memory events.
+    """Peak extra memory (MiB) allocated by ``fn()``: CUDA's peak counter, or the CPU profiler's events.
 
     Returns NaN where the profiler records no memory events.
     """
@@ -55,14 +55,13 @@ def peak_memory_mb(fn: Callable[[], object]) -> float:
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    events = sorted(
-        (e for e in prof.events() if e.name == "[memory]"), key=lambda e: e.time_range.start
-    )
-    if not events:
+    # allocations are recorded as each op's *self* memory, frees as "[memory]" events
+    events = sorted(prof.events(), key=lambda e: e.time_range.start)
+    if not any(e.self_cpu_memory_usage for e in events):
         return math.nan
     current = peak = 0
     for event in events:
-        current += event.cpu_memory_usage
+        current += event.self_cpu_memory_usage
         peak = max(peak, current)
     return peak / 2**20
 

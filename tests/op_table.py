@@ -68,7 +68,9 @@ class OpRecord:
     batchless: bool = True
 
 
-def make_input(record: OpRecord, shape: tuple[int, ...], dtype: torch.dtype = torch.float64, seed: int = 0) -> Tensor:
+def make_input(
+    record: OpRecord, shape: tuple[int, ...], dtype: torch.dtype = torch.float64, seed: int = 0
+) -> Tensor:
     """Distinct values (so max/median have no ties), shuffled; positive where the op needs it."""
     g = torch.Generator().manual_seed(seed)
     numel = 1
@@ -80,12 +82,16 @@ def make_input(record: OpRecord, shape: tuple[int, ...], dtype: torch.dtype = to
     return values.reshape(shape).to(dtype)
 
 
-def _avgmax_ref(x: Tensor, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True) -> Tensor:
+def _avgmax_ref(
+    x: Tensor, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True
+) -> Tensor:
     avg = avg_pool_reference(x, kernel_size, stride, padding, ceil_mode, count_include_pad)
     return 0.5 * (avg + max_pool_reference(x, kernel_size, stride, padding, ceil_mode))
 
 
-def _catavgmax_ref(x: Tensor, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True) -> Tensor:
+def _catavgmax_ref(
+    x: Tensor, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True
+) -> Tensor:
     avg = avg_pool_reference(x, kernel_size, stride, padding, ceil_mode, count_include_pad)
     return torch.cat([avg, max_pool_reference(x, kernel_size, stride, padding, ceil_mode)], 1)
 
@@ -154,7 +160,9 @@ def _unpool_ref(x: Tensor, kernel_size, stride, padding, reduce="mean") -> Tenso
 def _gated_module(kernel_size, stride=None, padding=0, channels=None) -> nn.Module:
     module = tp.GatedPool2d(kernel_size, stride, padding, channels=channels)
     with torch.no_grad():
-        module.gate_weight.copy_(torch.linspace(-1.5, 1.0, module.gate_weight.numel()).reshape_as(module.gate_weight))
+        module.gate_weight.copy_(
+            torch.linspace(-1.5, 1.0, module.gate_weight.numel()).reshape_as(module.gate_weight)
+        )
     return module
 
 
@@ -201,7 +209,14 @@ def _records() -> list[OpRecord]:
     for n in (1, 2, 3):
         cases = _WINDOW_CASES[n]
         records += [
-            OpRecord(f"avgmax{n}d", getattr(tp, f"avgmax_pool{n}d"), getattr(tp, f"AvgMaxPool{n}d"), _avgmax_ref, cases, n),
+            OpRecord(
+                f"avgmax{n}d",
+                getattr(tp, f"avgmax_pool{n}d"),
+                getattr(tp, f"AvgMaxPool{n}d"),
+                _avgmax_ref,
+                cases,
+                n,
+            ),
             OpRecord(
                 f"catavgmax{n}d",
                 getattr(tp, f"catavgmax_pool{n}d"),
@@ -214,7 +229,10 @@ def _records() -> list[OpRecord]:
                 f"adaptive_avgmax{n}d",
                 getattr(tp, f"adaptive_avgmax_pool{n}d"),
                 getattr(tp, f"AdaptiveAvgMaxPool{n}d"),
-                lambda x, output_size=1: 0.5 * (adaptive_reference(x, output_size, "avg") + adaptive_reference(x, output_size, "max")),
+                lambda x, output_size=1: (
+                    0.5
+                    * (adaptive_reference(x, output_size, "avg") + adaptive_reference(x, output_size, "max"))
+                ),
                 (Case(cases[0].shape, {"output_size": 1}), Case(cases[0].shape, {"output_size": 3})),
                 n,
             ),
@@ -233,7 +251,10 @@ def _records() -> list[OpRecord]:
                 partial(getattr(tp, f"mixed_pool{n}d"), training=False),
                 _eval_module(getattr(tp, f"MixedPool{n}d")),
                 _mixed_ref,
-                tuple(Case(c.shape, {**c.kwargs, "max_probability": 0.3}) for c in _without(cases, "ceil_mode", "count_include_pad")),
+                tuple(
+                    Case(c.shape, {**c.kwargs, "max_probability": 0.3})
+                    for c in _without(cases, "ceil_mode", "count_include_pad")
+                ),
                 n,
             ),
             OpRecord(
@@ -262,7 +283,10 @@ def _records() -> list[OpRecord]:
             lambda x, **kw: _learned_module(**kw).to(x.dtype)(x),
             _learned_module,
             _learned_ref,
-            (Case((2, 3, 6, 6), {"kernel_size": 2, "channels": 3}), Case((1, 2, 7, 7), {"kernel_size": 3, "stride": 2, "padding": 1})),
+            (
+                Case((2, 3, 6, 6), {"kernel_size": 2, "channels": 3}),
+                Case((1, 2, 7, 7), {"kernel_size": 3, "stride": 2, "padding": 1}),
+            ),
             2,
         ),
         OpRecord(
@@ -270,7 +294,10 @@ def _records() -> list[OpRecord]:
             _gated_fn,
             _gated_module,
             _gated_ref,
-            (Case((2, 3, 6, 6), {"kernel_size": 2, "channels": 3}), Case((1, 2, 7, 7), {"kernel_size": 3, "stride": 2, "padding": 1})),
+            (
+                Case((2, 3, 6, 6), {"kernel_size": 2, "channels": 3}),
+                Case((1, 2, 7, 7), {"kernel_size": 3, "stride": 2, "padding": 1}),
+            ),
             2,
         ),
         OpRecord(

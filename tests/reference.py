@@ -101,7 +101,8 @@ def adaptive_reference(x: Tensor, output_size: int | Sequence[int], reduce: str)
     y = torch.empty(*x.shape[:2], *outs, dtype=torch.float64)
     for pos in itertools.product(*(range(o) for o in outs)):
         region = tuple(
-            slice(math.floor(i * a / o), math.ceil((i + 1) * a / o)) for i, a, o in zip(pos, x.shape[2:], outs)
+            slice(math.floor(i * a / o), math.ceil((i + 1) * a / o))
+            for i, a, o in zip(pos, x.shape[2:], outs)
         )
         cells = x[(slice(None), slice(None), *region)].flatten(2)
         y[(slice(None), slice(None), *pos)] = cells.mean(-1) if reduce == "avg" else cells.amax(-1)

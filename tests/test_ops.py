@@ -43,7 +43,9 @@ def test_layouts_give_same_values(op: OpRecord, case: Case) -> None:
     expected = op.function(x, **case.kwargs)
     if x.dim() in (4, 5):
         fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
-        torch.testing.assert_close(op.function(x.to(memory_format=fmt), **case.kwargs), expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(
+            op.function(x.to(memory_format=fmt), **case.kwargs), expected, rtol=0, atol=1e-6
+        )
     wide = torch.zeros(*case.shape[:-1], 2 * case.shape[-1], dtype=x.dtype)
     wide[..., ::2] = x
     strided = wide[..., ::2]

@@ -41,7 +41,7 @@ def check_window(
     """Normalises window arguments to ``n``-tuples and checks them.
 
     ``stride=None`` (or an empty sequence, as PyTorch allows) means ``kernel_size``.
-    Padding must be at most half the effective window, as in PyTorch.
+    Padding must be at most ``kernel_size // 2``, as PyTorch's max pooling requires.
     """
     k = ntuple(kernel_size, n, "kernel_size")
     if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
@@ -59,12 +59,11 @@ def check_window(
         if any(v < minimum for v in values):
             bound = "positive" if minimum == 1 else "non-negative"
             raise ValueError(f"{name} must be {bound}, got {values}")
-    for axis, (kk, pp, dd) in enumerate(zip(k, p, d)):
-        half = (dd * (kk - 1) + 1) // 2
-        if pp > half:
+    for axis, (kk, pp) in enumerate(zip(k, p)):
+        if pp > kk // 2:
             raise ValueError(
-                f"padding must be at most half of the effective kernel size in dimension {axis} "
-                f"(kernel_size={kk}, dilation={dd}: at most {half}), got {pp}"
+                f"padding must be at most half of kernel_size in dimension {axis} "
+                f"(kernel_size={kk}: at most {kk // 2}), got {pp}"
             )
     return Window(k, s, p, d)
 
@@ -100,7 +99,9 @@ def check_input(
         if any(size == 0 for size in spatial):
             raise ValueError(f"{name} must have non-zero spatial sizes, got shape {tuple(x.shape)}")
         try:
-            pool_output_size(spatial, window.kernel_size, window.stride, window.padding, window.dilation, ceil_mode)
+            pool_output_size(
+                spatial, window.kernel_size, window.stride, window.padding, window.dilation, ceil_mode
+            )
         except ValueError as error:
             raise ValueError(f"{name} of shape {tuple(x.shape)} does not fit the window: {error}") from None
     return x, unbatched

@@ -75,12 +75,13 @@ def _is_integer_like(value: object) -> bool:
 def _one_output_size(
     size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool, axis: int
 ) -> int:
-    effective = dilation * (kernel - 1) + 1
-    if padding > effective // 2:
+    # PyTorch's max pooling bounds padding by half the kernel, ignoring dilation
+    if padding > kernel // 2:
         raise ValueError(
-            f"padding must be at most half of the effective kernel size ({effective} // 2 = "
-            f"{effective // 2}) in dimension {axis}, got {padding}"
+            f"padding must be at most half of kernel_size ({kernel} // 2 = {kernel // 2}) in dimension "
+            f"{axis}, got {padding}"
         )
+    effective = dilation * (kernel - 1) + 1
     numerator = size + 2 * padding - effective + (stride - 1 if ceil_mode else 0)
     out = numerator // stride + 1  # floor division rounds towards -inf like div_rtn
     if ceil_mode and (out - 1) * stride >= size + padding:
@@ -133,7 +134,7 @@ def pool_output_size(
         size: input size, an int or one int per spatial dimension.
         kernel_size: window size.
         stride: step between windows; ``None`` means ``kernel_size``.
-        padding: implicit padding on both sides, at most half the effective window.
+        padding: implicit padding on both sides, at most ``kernel_size // 2`` (PyTorch's bound).
         dilation: spacing between window cells.
         ceil_mode: round the division up instead of down.
 

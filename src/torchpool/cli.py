@@ -32,7 +32,10 @@ def format_pool_table(family: str | None = None) -> str:
         for info in list_pools(family)
     ]
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header) - 1)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1] for row in [header, *rows]]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1]
+        for row in [header, *rows]
+    ]
     return "\n".join(line.rstrip() for line in lines)
 
 

@@ -59,7 +59,6 @@ __all__ = [
 ]
 
 
-
 def _avg_pool3d(x: Tensor, *args: object, **kwargs: object) -> Tensor:
     """``F.avg_pool3d``, computed in float32 for half inputs on the CPU (which lacks that kernel)."""
     if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
@@ -83,6 +82,7 @@ _ADAPTIVE_MAX: dict[int, Callable[..., Tensor]] = {
 
 # avgmax of arange(8) shaped (8,), (2, 4) and (2, 2, 2) with 2-wide windows, for the doctests
 _AVGMAX_EXAMPLE = {1: [0.75, 2.75, 4.75, 6.75], 2: [3.75, 5.75], 3: [5.25]}
+_EXAMPLE_SHAPE = {1: "8", 2: "2, 4", 3: "2, 2, 2"}
 
 
 def _avg_and_max(
@@ -127,7 +127,7 @@ def _avgmax(n: int) -> Callable[..., Tensor]:
         return 0.5 * (avg + mx)
 
     avgmax_pool.__name__ = avgmax_pool.__qualname__ = f"avgmax_pool{n}d"
-    avgmax_pool.__doc__ = f"""Average plus max over each window, halved: ``0.5 * (avg_pool{n}d + max_pool{n}d)``.
+    avgmax_pool.__doc__ = f"""Half the sum of average and max over each window: ``0.5 * (avg + max)``.
 
     Arguments are those of ``torch.nn.functional.avg_pool{n}d``; the max uses ``-inf`` padding.
 
@@ -147,7 +147,7 @@ def _avgmax(n: int) -> Callable[..., Tensor]:
         - Output: ``(N, C, *S_out)`` or ``(C, *S_out)``, ``S_out`` as for ``max_pool{n}d``.
 
     Example:
-        >>> x = torch.arange(8.0).reshape(1, 1, {", ".join(["2"] * 3) if n == 3 else "2, 4" if n == 2 else "8"})
+        >>> x = torch.arange(8.0).reshape(1, 1, {_EXAMPLE_SHAPE[n]})
         >>> avgmax_pool{n}d(x, 2).flatten().tolist()
         {_AVGMAX_EXAMPLE[n]}
     """
@@ -201,7 +201,7 @@ def _adaptive_avgmax(n: int) -> Callable[..., Tensor]:
         return 0.5 * (avg + mx)
 
     adaptive_avgmax_pool.__name__ = adaptive_avgmax_pool.__qualname__ = f"adaptive_avgmax_pool{n}d"
-    adaptive_avgmax_pool.__doc__ = f"""The seed's ``add_avgmax_pool2d``: ``0.5 * (adaptive_avg + adaptive_max)``.
+    adaptive_avgmax_pool.__doc__ = f"""The seed's ``add_avgmax_pool2d``: half the adaptive average plus max.
 
     Args:
         x: input, batched or batch-less.
@@ -215,7 +215,7 @@ def _adaptive_avgmax(n: int) -> Callable[..., Tensor]:
         - Output: ``(N, C, *output_size)`` or ``(C, *output_size)``.
 
     Example:
-        >>> x = torch.arange(8.0).reshape(1, 1, {"8" if n == 1 else "2, 4" if n == 2 else "2, 2, 2"})
+        >>> x = torch.arange(8.0).reshape(1, 1, {_EXAMPLE_SHAPE[n]})
         >>> adaptive_avgmax_pool{n}d(x).flatten().tolist()
         [5.25]
     """
@@ -228,7 +228,7 @@ def _adaptive_catavgmax(n: int) -> Callable[..., Tensor]:
         return torch.cat([avg, mx], dim=-(n + 1))
 
     adaptive_catavgmax_pool.__name__ = adaptive_catavgmax_pool.__qualname__ = f"adaptive_catavgmax_pool{n}d"
-    adaptive_catavgmax_pool.__doc__ = f"""The seed's ``cat_avgmax_pool2d``: adaptive average and max, concatenated on channels.
+    adaptive_catavgmax_pool.__doc__ = f"""Adaptive average and max, concatenated on channels.
 
     Args:
         x: input, batched or batch-less.
@@ -242,7 +242,7 @@ def _adaptive_catavgmax(n: int) -> Callable[..., Tensor]:
         - Output: ``(N, 2C, *output_size)`` or ``(2C, *output_size)``.
 
     Example:
-        >>> x = torch.arange(8.0).reshape(1, 1, {"8" if n == 1 else "2, 4" if n == 2 else "2, 2, 2"})
+        >>> x = torch.arange(8.0).reshape(1, 1, {_EXAMPLE_SHAPE[n]})
         >>> adaptive_catavgmax_pool{n}d(x).flatten().tolist()
         [3.5, 7.0]
     """
@@ -296,7 +296,7 @@ def _mixed(n: int) -> Callable[..., Tensor]:
         - Output: ``(N, C, *S_out)`` or ``(C, *S_out)``.
 
     Example:
-        >>> x = torch.arange(8.0).reshape(1, 1, {", ".join(["2"] * 3) if n == 3 else "2, 4" if n == 2 else "8"})
+        >>> x = torch.arange(8.0).reshape(1, 1, {_EXAMPLE_SHAPE[n]})
         >>> mixed_pool{n}d(x, 2, training=False).flatten().tolist()
         {_AVGMAX_EXAMPLE[n]}
     """
@@ -305,7 +305,9 @@ def _mixed(n: int) -> Callable[..., Tensor]:
 
 avgmax_pool1d, avgmax_pool2d, avgmax_pool3d = (_avgmax(n) for n in (1, 2, 3))
 catavgmax_pool1d, catavgmax_pool2d, catavgmax_pool3d = (_catavgmax(n) for n in (1, 2, 3))
-adaptive_avgmax_pool1d, adaptive_avgmax_pool2d, adaptive_avgmax_pool3d = (_adaptive_avgmax(n) for n in (1, 2, 3))
+adaptive_avgmax_pool1d, adaptive_avgmax_pool2d, adaptive_avgmax_pool3d = (
+    _adaptive_avgmax(n) for n in (1, 2, 3)
+)
 adaptive_catavgmax_pool1d, adaptive_catavgmax_pool2d, adaptive_catavgmax_pool3d = (
     _adaptive_catavgmax(n) for n in (1, 2, 3)
 )
@@ -426,7 +428,11 @@ AdaptiveCatAvgMaxPool1d, AdaptiveCatAvgMaxPool2d, AdaptiveCatAvgMaxPool3d = (
         f"AdaptiveCatAvgMaxPool{n}d",
         _doc(f"AdaptiveCatAvgMaxPool{n}d", f"adaptive_catavgmax_pool{n}d", n, 2).replace("(2)(", "(1)("),
     )
-    for n, fn in ((1, adaptive_catavgmax_pool1d), (2, adaptive_catavgmax_pool2d), (3, adaptive_catavgmax_pool3d))
+    for n, fn in (
+        (1, adaptive_catavgmax_pool1d),
+        (2, adaptive_catavgmax_pool2d),
+        (3, adaptive_catavgmax_pool3d),
+    )
 )
 MixedPool1d, MixedPool2d, MixedPool3d = (
     _module(_MixedBase, fn, f"MixedPool{n}d", _doc(f"MixedPool{n}d", f"mixed_pool{n}d", n, 1))
@@ -519,7 +525,9 @@ class GatedPool2d(WindowPool):
         _check_channels(channels)
         self.channels = channels
         window = check_window(kernel_size, stride, padding, 2)
-        self.gate_weight = nn.Parameter(torch.zeros(1 if channels is None else channels, 1, *window.kernel_size))
+        self.gate_weight = nn.Parameter(
+            torch.zeros(1 if channels is None else channels, 1, *window.kernel_size)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         avg, mx = _avg_and_max(x, 2, self.kernel_size, self.stride, self.padding, False, True)
@@ -545,24 +553,69 @@ def _per_channel(values: Tensor, like: Tensor, channels: int | None) -> Tensor:
     n_spatial = 2
     c_dim = like.dim() - n_spatial - 1
     if like.shape[c_dim] != channels:
-        raise ValueError(f"input has {like.shape[c_dim]} channels, but the pool was built with channels={channels}")
+        raise ValueError(
+            f"input has {like.shape[c_dim]} channels, but the pool was built with channels={channels}"
+        )
     return values.to(like.dtype).reshape(-1, *([1] * n_spatial))
 
 
 for _n in (1, 2, 3):
     _cls_kwargs = {"kernel_size": 2}
-    register_pool(f"avgmax{_n}d", globals()[f"AvgMaxPool{_n}d"], family="combined", dims=(_n,),
-                  description="0.5 * (avg + max) per window", example_kwargs=_cls_kwargs)
-    register_pool(f"catavgmax{_n}d", globals()[f"CatAvgMaxPool{_n}d"], family="combined", dims=(_n,),
-                  channel_multiplier=2, description="[avg, max] per window, on channels", example_kwargs=_cls_kwargs)
-    register_pool(f"adaptive_avgmax{_n}d", globals()[f"AdaptiveAvgMaxPool{_n}d"], family="combined", dims=(_n,),
-                  description="0.5 * (adaptive avg + adaptive max) (seed's add_avgmax_pool2d)")
-    register_pool(f"adaptive_catavgmax{_n}d", globals()[f"AdaptiveCatAvgMaxPool{_n}d"], family="combined",
-                  dims=(_n,), channel_multiplier=2,
-                  description="[adaptive avg, adaptive max] on channels (seed's cat_avgmax_pool2d)")
-    register_pool(f"mixed{_n}d", globals()[f"MixedPool{_n}d"], family="combined", dims=(_n,),
-                  description="max or avg at random per sample (Yu et al. 2014)", example_kwargs=_cls_kwargs)
-register_pool("learned_mixed2d", LearnedMixedPool2d, family="combined", dims=(2,), trainable=True,
-              description="a * max + (1 - a) * avg, learned a (Lee et al. 2016)", example_kwargs={"kernel_size": 2})
-register_pool("gated2d", GatedPool2d, family="combined", dims=(2,), trainable=True,
-              description="sigmoid(w . x_R) gates max vs avg (Lee et al. 2016)", example_kwargs={"kernel_size": 2})
+    register_pool(
+        f"avgmax{_n}d",
+        globals()[f"AvgMaxPool{_n}d"],
+        family="combined",
+        dims=(_n,),
+        description="0.5 * (avg + max) per window",
+        example_kwargs=_cls_kwargs,
+    )
+    register_pool(
+        f"catavgmax{_n}d",
+        globals()[f"CatAvgMaxPool{_n}d"],
+        family="combined",
+        dims=(_n,),
+        channel_multiplier=2,
+        description="[avg, max] per window, on channels",
+        example_kwargs=_cls_kwargs,
+    )
+    register_pool(
+        f"adaptive_avgmax{_n}d",
+        globals()[f"AdaptiveAvgMaxPool{_n}d"],
+        family="combined",
+        dims=(_n,),
+        description="0.5 * (adaptive avg + adaptive max) (seed's add_avgmax_pool2d)",
+    )
+    register_pool(
+        f"adaptive_catavgmax{_n}d",
+        globals()[f"AdaptiveCatAvgMaxPool{_n}d"],
+        family="combined",
+        dims=(_n,),
+        channel_multiplier=2,
+        description="[adaptive avg, adaptive max] on channels (seed's cat_avgmax_pool2d)",
+    )
+    register_pool(
+        f"mixed{_n}d",
+        globals()[f"MixedPool{_n}d"],
+        family="combined",
+        dims=(_n,),
+        description="max or avg at random per sample (Yu et al. 2014)",
+        example_kwargs=_cls_kwargs,
+    )
+register_pool(
+    "learned_mixed2d",
+    LearnedMixedPool2d,
+    family="combined",
+    dims=(2,),
+    trainable=True,
+    description="a * max + (1 - a) * avg, learned a (Lee et al. 2016)",
+    example_kwargs={"kernel_size": 2},
+)
+register_pool(
+    "gated2d",
+    GatedPool2d,
+    family="combined",
+    dims=(2,),
+    trainable=True,
+    description="sigmoid(w . x_R) gates max vs avg (Lee et al. 2016)",
+    example_kwargs={"kernel_size": 2},
+)

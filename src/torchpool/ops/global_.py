@@ -25,7 +25,9 @@ def _spatial_dims(x: object, input_fmt: str, flatten: bool) -> tuple[Tensor, tup
     check_choice(input_fmt, "input_fmt", _FORMATS)
     check_bool(flatten, "flatten")
     if x.dim() < 3:
-        raise ValueError(f"input must have shape (N, C, *spatial) with at least one spatial dim, got {tuple(x.shape)}")
+        raise ValueError(
+            f"input must have shape (N, C, *spatial) with at least one spatial dim, got {tuple(x.shape)}"
+        )
     if not x.is_floating_point():
         raise TypeError(f"input must have a floating-point dtype, got {x.dtype}")
     dims = tuple(range(2, x.dim())) if input_fmt == "NCHW" else tuple(range(1, x.dim() - 1))
@@ -215,7 +217,9 @@ class GeM(_GlobalBase):
         p = check_float_range(p, "p", 0.0, float("inf"), low_open=True)
         self.eps = check_float_range(eps, "eps", 0.0, float("inf"), low_open=True)
         self.learnable = check_bool(learnable, "learnable")
-        if channels is not None and (isinstance(channels, bool) or not isinstance(channels, int) or channels < 1):
+        if channels is not None and (
+            isinstance(channels, bool) or not isinstance(channels, int) or channels < 1
+        ):
             raise ValueError(f"channels must be None or a positive int, got {channels!r}")
         self.channels = channels
         value = torch.full((1 if channels is None else channels,), p)
@@ -227,15 +231,26 @@ class GeM(_GlobalBase):
     def extra_repr(self) -> str:
         p = [round(v, 4) for v in self.p.detach().cpu().tolist()]
         shown = p[0] if len(p) == 1 else p
-        return f"p={shown}, eps={self.eps}, learnable={self.learnable}, channels={self.channels}, " + super().extra_repr()
+        return (
+            f"p={shown}, eps={self.eps}, learnable={self.learnable}, channels={self.channels}, "
+            + super().extra_repr()
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return gem(x, self.p, self.eps, flatten=self.flatten, input_fmt=self.input_fmt)
 
 
-register_pool("global_avg", GlobalAvgPool, family="global", dims=(1, 2, 3),
-              description="mean over all positions (NIN)")
-register_pool("global_max", GlobalMaxPool, family="global", dims=(1, 2, 3),
-              description="max over all positions")
-register_pool("gem", GeM, family="global", dims=(1, 2, 3), trainable=True,
-              description="generalized mean (mean x^p)^(1/p), learnable p")
+register_pool(
+    "global_avg", GlobalAvgPool, family="global", dims=(1, 2, 3), description="mean over all positions (NIN)"
+)
+register_pool(
+    "global_max", GlobalMaxPool, family="global", dims=(1, 2, 3), description="max over all positions"
+)
+register_pool(
+    "gem",
+    GeM,
+    family="global",
+    dims=(1, 2, 3),
+    trainable=True,
+    description="generalized mean (mean x^p)^(1/p), learnable p",
+)

@@ -21,8 +21,18 @@ _WINDOWED = {
     "lp": (nn.LPPool1d, nn.LPPool2d, nn.LPPool3d, "power-average (sum x^p)^(1/p) (PyTorch)"),
 }
 _ADAPTIVE = {
-    "adaptive_max": (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, "max into a fixed grid"),
-    "adaptive_avg": (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, "mean into a fixed grid"),
+    "adaptive_max": (
+        nn.AdaptiveMaxPool1d,
+        nn.AdaptiveMaxPool2d,
+        nn.AdaptiveMaxPool3d,
+        "max into a fixed grid",
+    ),
+    "adaptive_avg": (
+        nn.AdaptiveAvgPool1d,
+        nn.AdaptiveAvgPool2d,
+        nn.AdaptiveAvgPool3d,
+        "mean into a fixed grid",
+    ),
 }
 
 for _name, (*_classes, _text) in _WINDOWED.items():
@@ -30,17 +40,33 @@ for _name, (*_classes, _text) in _WINDOWED.items():
         _kwargs: dict[str, object] = {"kernel_size": 2}
         if _name == "lp":
             _kwargs = {"norm_type": 2.0, "kernel_size": 2}
-        register_pool(f"{_name}{_dim}d", _cls, family="max/avg", dims=(_dim,), description=_text,
-                      example_kwargs=_kwargs)
+        register_pool(
+            f"{_name}{_dim}d", _cls, family="max/avg", dims=(_dim,), description=_text, example_kwargs=_kwargs
+        )
         if _name == "max":
-            register_pool(f"overlapping_max{_dim}d", partial(_cls, kernel_size=3, stride=2, padding=1),
-                          family="max/avg", dims=(_dim,),
-                          description="max, 3-wide windows with stride 2 (AlexNet's overlapping pooling)")
+            register_pool(
+                f"overlapping_max{_dim}d",
+                partial(_cls, kernel_size=3, stride=2, padding=1),
+                family="max/avg",
+                dims=(_dim,),
+                description="max, 3-wide windows with stride 2 (AlexNet's overlapping pooling)",
+            )
 for _name, (*_classes, _text) in _ADAPTIVE.items():
     for _dim, _cls in enumerate(_classes, start=1):
-        register_pool(f"{_name}{_dim}d", _cls, family="max/avg", dims=(_dim,), description=_text + " (PyTorch)",
-                      example_kwargs={"output_size": 1})
+        register_pool(
+            f"{_name}{_dim}d",
+            _cls,
+            family="max/avg",
+            dims=(_dim,),
+            description=_text + " (PyTorch)",
+            example_kwargs={"output_size": 1},
+        )
 for _dim, _cls in ((2, nn.FractionalMaxPool2d), (3, nn.FractionalMaxPool3d)):
-    register_pool(f"fractional_max{_dim}d", _cls, family="max/avg", dims=(_dim,),
-                  description="max over pseudo-random windows (Graham 2014, PyTorch)",
-                  example_kwargs={"kernel_size": 2, "output_ratio": 0.5})
+    register_pool(
+        f"fractional_max{_dim}d",
+        _cls,
+        family="max/avg",
+        dims=(_dim,),
+        description="max over pseudo-random windows (Graham 2014, PyTorch)",
+        example_kwargs={"kernel_size": 2, "output_ratio": 0.5},
+    )

@@ -51,14 +51,17 @@ def _unpool_size(
         raise TypeError(f"output_size must be a sequence of ints or None, got {type(output_size).__name__}")
     sizes = tuple(output_size)
     if len(sizes) not in (n, n + 1, n + 2):
-        raise ValueError(f"output_size must give the {n} spatial sizes (optionally preceded by N, C), got {sizes}")
+        raise ValueError(
+            f"output_size must give the {n} spatial sizes (optionally preceded by N, C), got {sizes}"
+        )
     sizes = sizes[-n:]
     if any(isinstance(size, bool) or not isinstance(size, int) for size in sizes):
         raise TypeError(f"output_size must contain ints, got {output_size!r}")
     for axis, (size, low, s) in enumerate(zip(sizes, default, stride)):
         if not low - s < size < low + s:
             raise ValueError(
-                f"output_size {sizes} is not reachable from input size {tuple(spatial_in)} in dimension {axis}: "
+                f"output_size {sizes} is not reachable from input size {tuple(spatial_in)} "
+                f"in dimension {axis}: "
                 f"must lie strictly between {low - s} and {low + s}"
             )
     return sizes
@@ -83,14 +86,17 @@ def _max_unpool(
         raise TypeError(f"indices must have dtype torch.int64, got {indices.dtype}")
     if indices.shape != x.shape:
         raise ValueError(f"indices must have the input's shape {tuple(x.shape)}, got {tuple(indices.shape)}")
-    out_spatial = _unpool_size(xb.shape[2:], (window.kernel_size, window.stride, window.padding), output_size, n)
+    out_spatial = _unpool_size(
+        xb.shape[2:], (window.kernel_size, window.stride, window.padding), output_size, n
+    )
     plane = math.prod(out_spatial)
     flat_indices = indices.reshape(xb.shape[0], xb.shape[1], -1)
     if flat_indices.numel() > 0:
         low, high = int(flat_indices.min()), int(flat_indices.max())
         if low < 0 or high >= plane:
             raise ValueError(
-                f"indices must lie in [0, {plane}) for output size {out_spatial}, got values in [{low}, {high}]"
+                f"indices must lie in [0, {plane}) for output size {out_spatial}, "
+                f"got values in [{low}, {high}]"
             )
     values = xb.reshape(flat_indices.shape)
     out = values.new_zeros(*flat_indices.shape[:2], plane).scatter_add(2, flat_indices, values)
@@ -117,7 +123,7 @@ def _function(n: int) -> Callable[..., Tensor]:
 
     sizes = ", ".join(["4"] * n)
     max_unpool.__name__ = max_unpool.__qualname__ = f"max_unpool{n}d"
-    max_unpool.__doc__ = f"""Scatters pooled values back to the positions recorded in ``indices``; zeros elsewhere.
+    max_unpool.__doc__ = f"""Scatters pooled values back to the positions in ``indices``; zeros elsewhere.
 
     Duplicate indices (overlapping windows) are combined by ``reduce`` in the forward and
     the backward alike (see the module docstring); PyTorch's ``max_unpool{n}d`` keeps one
@@ -192,4 +198,6 @@ def _module(n: int, function: Callable[..., Tensor]) -> type[nn.Module]:
     return type(f"MaxUnpool{n}d", (_MaxUnpoolBase,), attrs)
 
 
-MaxUnpool1d, MaxUnpool2d, MaxUnpool3d = (_module(n, fn) for n, fn in ((1, max_unpool1d), (2, max_unpool2d), (3, max_unpool3d)))
+MaxUnpool1d, MaxUnpool2d, MaxUnpool3d = (
+    _module(n, fn) for n, fn in ((1, max_unpool1d), (2, max_unpool2d), (3, max_unpool3d))
+)

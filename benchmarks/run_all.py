@@ -1,0 +1,70 @@
+"""Runs every benchmark and writes ``results.json`` and ``results.md``.
+
+``python -m benchmarks.run_all [--quick] [--threads 2] [--out bench-results]`` from the
+repository root. Ratios: ``speedup_*`` = naive time / our time (higher is better);
+``x_clone_floor`` = our forward time / ``x.clone()`` time (1.0 is the memory-bandwidth floor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import platform
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import Row
+
+SCRIPTS = ("bench_median", "bench_stochastic")
+COLUMNS = (
+    "op", "impl", "params", "shape", "dtype", "device", "threads", "fwd_ms", "fwdbwd_ms",
+    "speedup_fwd", "speedup_fwdbwd", "x_clone_floor", "peak_extra_mb",
+)  # fmt: skip
+
+
+def machine() -> str:
+    """A one-line description of where the numbers come from."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def markdown(rows: list[Row]) -> str:
+    """The rows as a Markdown table."""
+
+    def cell(value: object) -> str:
+        if isinstance(value, float):
+            return "—" if math.isnan(value) else f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and configurations")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", nargs="*", default=list(SCRIPTS), choices=SCRIPTS)
+    parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows: list[Row] = []
+    for name in args.only:
+        module = importlib.import_module(f"benchmarks.{name}")
+        rows += module.run(args.quick)
+        print(f"{name}: done", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
+    table = f"Machine: {machine()}\n\n{markdown(rows)}\n"
+    (args.out / "results.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

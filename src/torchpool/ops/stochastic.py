@@ -1,0 +1,699 @@
+"""Stochastic pooling (Zeiler & Fergus, "Stochastic Pooling for Regularization of Deep
+Convolutional Neural Networks", arXiv 1301.3557).
+
+Training: each window ``R`` draws one cell ``l`` with probability ``p_i = a_i / sum_{j in R} a_j``
+and outputs ``a_l``; the gradient flows only to the drawn cell, as in max pooling.
+Evaluation ("probabilistic weighting"): each window outputs the expectation of the training
+output, ``sum_i p_i a_i = sum a^2 / sum a``.
+
+Sampler (training). Windows are sampled independently: every window draws exactly one
+uniform ``r ~ U[0, 1)`` of its own, also where windows overlap (``stride < kernel_size``) and
+share cells, so the draws of two windows are independent even when they share cells. The
+draw is an inverse-CDF pass over the window's cells in row-major order: with ``S`` the
+window sum and ``u = r * S`` (clamped strictly below ``S``), the drawn cell is the first
+whose running sum exceeds ``u``. Both passes iterate over the ``prod(kernel_size)`` window
+offsets on strided views of the (padded) input, so no ``unfold`` copy is made; the running
+sums are accumulated in float32 (float64 for float64 input). The output is gathered from the
+input at the drawn flat indices, so autograd gives the exact one-hot gradient (overlapping
+windows that draw the same cell add their gradients).
+
+Special values:
+
+* Negative, NaN or infinite input raises ``ValueError``: the probabilities ``a_i / sum a``
+  are only defined for finite ``a >= 0`` (apply ReLU first). This check reads the input once.
+* A window whose cells are all zero (including padding) outputs 0 with zero gradient. In
+  training it returns its first in-bounds cell (row-major), Caffe's rule; in evaluation the
+  denominator is made safe before dividing, so neither the forward nor the backward pass
+  produces NaN.
+* Zero padding cells have probability 0 and are never drawn.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Literal, overload
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._checks import Window, check_bool, check_generator, check_input, check_window, restore_batch
+from .._shape import IntOrTuple, pool_output_size
+from ..registry import register_pool
+from ._base import WindowPool
+
+__all__ = [
+    "StochasticPool1d",
+    "StochasticPool2d",
+    "StochasticPool3d",
+    "stochastic_pool1d",
+    "stochastic_pool1d_with_indices",
+    "stochastic_pool2d",
+    "stochastic_pool2d_with_indices",
+    "stochastic_pool3d",
+    "stochastic_pool3d_with_indices",
+]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_values(x: Tensor) -> None:
+    """Raises ``ValueError`` unless every element is finite and non-negative (one pass)."""
+    if x.numel() == 0:
+        return
+    lo, hi = torch.aminmax(x.detach())
+    if bool(torch.isnan(lo)):
+        raise ValueError("input must not contain NaN: stochastic pooling needs finite, non-negative input")
+    if not bool(lo >= 0):
+        raise ValueError(
+            "input must be non-negative for stochastic pooling (cells are drawn with probability "
+            f"a / sum(a); apply ReLU first), got a minimum of {lo.item()}"
+        )
+    if bool(torch.isinf(hi)):
+        raise ValueError("input must be finite for stochastic pooling, got inf")
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _flat_strides(spatial: tuple[int, ...]) -> list[int]:
+    strides = [1] * len(spatial)
+    for d in range(len(spatial) - 2, -1, -1):
+        strides[d] = strides[d + 1] * spatial[d + 1]
+    return strides
+
+
+def _window_tables(
+    spatial: tuple[int, ...], out: tuple[int, ...], win: Window, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Flat-index tables in the unpadded plane.
+
+    Returns ``offsets`` (``prod(k)``,): the flat offset of each window cell from the window's
+    first cell, row-major; ``base`` (``*out``): the flat index of each window's first cell
+    (negative or wrapped where that cell is padding, never used there); ``first`` (``*out``):
+    the flat index of each window's first in-bounds cell.
+    """
+    strides = _flat_strides(spatial)
+    k, s, p = win.kernel_size, win.stride, win.padding
+    offsets = torch.tensor(
+        [
+            sum(o * st for o, st in zip(off, strides, strict=True))
+            for off in itertools.product(*(range(kk) for kk in k))
+        ],
+        dtype=torch.int64,
+        device=device,
+    )
+    base = torch.zeros(out, dtype=torch.int64, device=device)
+    first = torch.zeros(out, dtype=torch.int64, device=device)
+    n = len(spatial)
+    for d in range(n):
+        start = torch.arange(out[d], device=device, dtype=torch.int64) * s[d] - p[d]
+        shape = [1] * n
+        shape[d] = out[d]
+        base = base + (start * strides[d]).view(shape)
+        first = first + (start.clamp(min=0) * strides[d]).view(shape)
+    return offsets, base, first
+
+
+def _padded(x: Tensor, padding: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """``x`` (N, C, *spatial) zero-padded and in ``dtype``; ``x`` itself when nothing changes."""
+    if not any(padding):
+        return x if x.dtype == dtype else x.to(dtype)
+    pads = [q for pp in reversed(padding) for q in (pp, pp)]
+    return F.pad(x.to(dtype), pads)
+
+
+def _offset_views(a: Tensor, win: Window, out: tuple[int, ...]) -> list[Tensor]:
+    """One strided view (N, C, *out) of ``a`` per window offset, in row-major offset order."""
+    views = []
+    for off in itertools.product(*(range(kk) for kk in win.kernel_size)):
+        index = tuple(
+            slice(o, o + st * (n - 1) + 1, st) for o, st, n in zip(off, win.stride, out, strict=True)
+        )
+        key: tuple[object, ...] = (Ellipsis, *index)
+        views.append(a[key])  # type: ignore[index]
+    return views
+
+
+def _sample_indices(
+    x: Tensor, win: Window, out: tuple[int, ...], generator: torch.Generator | None
+) -> tuple[Tensor, Tensor | None]:
+    """Draws one cell per window.
+
+    Returns:
+        Flat indices (N, C, *out) into the unpadded plane, and a mask of the windows with a
+        positive sum (``None`` when all are positive).
+    """
+    spatial = tuple(x.shape[2:])
+    with torch.no_grad():
+        a = _padded(x.detach(), win.padding, _compute_dtype(x.dtype))
+        views = _offset_views(a, win, out)
+        kk = len(views)
+        # pass 1: window sums, accumulated in the same order as the running sums of pass 2
+        total = views[0].clone() if kk == 1 else torch.add(views[0], views[1])
+        for v in views[2:]:
+            total.add_(v)
+        # one uniform per window; u < S strictly. For S == 0, u = -tiny so the first cell wins.
+        u = torch.rand(total.shape, generator=generator, dtype=total.dtype, device=total.device)
+        u.mul_(total)
+        torch.minimum(u, torch.nextafter(total, total.new_tensor(-math.inf)), out=u)
+        # pass 2: the drawn cell is the first whose running sum c_t exceeds u; c_t is non-decreasing,
+        # so (c_t <= u) holds exactly for t before it, and its flat offset from the window's first
+        # cell is the sum of the offset steps delta_t over those t. The last running sum equals
+        # S > u, so the last step is never needed.
+        offsets, base, first = _window_tables(spatial, out, win, x.device)
+        delta = (offsets[1:] - offsets[:-1]).tolist()
+        offset = torch.zeros(total.shape, dtype=torch.int32, device=total.device)
+        if kk > 1:
+            below = torch.empty(total.shape, dtype=torch.bool, device=total.device)
+            running = views[0]
+            for t in range(kk - 1):
+                if t == 1:
+                    running = torch.add(views[0], views[1])
+                elif t > 1:
+                    running.add_(views[t])
+                torch.le(running, u, out=below)
+                offset.add_(below, alpha=delta[t])
+        index = offset.to(torch.int64).add_(base)
+        # a zero window drew its first cell, which is padding in windows starting before the input:
+        # give those windows (the first ceil(p / s) along each padded dimension) their first
+        # in-bounds cell instead
+        for d, (p_d, s_d) in enumerate(zip(win.padding, win.stride, strict=True)):
+            m = -(-p_d // s_d)
+            if m:
+                part = [slice(None)] * index.dim()
+                part[2 + d] = slice(0, m)
+                fix = torch.where(total[tuple(part)] > 0, index[tuple(part)], first[tuple(part[2:])])
+                index[tuple(part)] = fix
+        positive = total > 0
+        if bool(positive.all()):
+            return index, None
+    return index, positive
+
+
+def _gather(x: Tensor, index: Tensor) -> Tensor:
+    n, c = x.shape[:2]
+    values = x.flatten(2).gather(2, index.flatten(2))
+    return values.view(n, c, *index.shape[2:])
+
+
+class _ProbabilisticWeighting(torch.autograd.Function):
+    """``sum a^2 / sum a`` per window, as ``avg_pool(a*a) / avg_pool(a)`` (the padding cancels).
+
+    The backward is written out, ``d out_w / d a_i = (2 a_i - out_w) / (k m_w)`` with ``m_w`` the
+    window mean and ``k`` the window size, and computed with two ``avg_pool_backward`` calls in the
+    input's memory format (autograd through the forward mixes layouts and is several times slower).
+    A zero window (``m_w == 0``) divides by 1 instead: its output is 0, and so is its gradient,
+    because all its cells are 0 and ``out_w == 0``.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        a: Tensor,
+        kernel: tuple[int, ...],
+        stride: tuple[int, ...],
+        padding: tuple[int, ...],
+    ) -> Tensor:
+        pool = F.avg_pool3d if a.dim() == 5 else F.avg_pool2d
+        mean = pool(a, kernel, stride, padding)
+        mean_sq = pool(a * a, kernel, stride, padding)
+        safe = torch.where(mean > 0, mean, torch.ones((), dtype=mean.dtype, device=mean.device))
+        out = mean_sq.div_(safe)
+        ctx.save_for_backward(a, safe, out)
+        ctx.window = (kernel, stride, padding)  # type: ignore[attr-defined]
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        a, safe, out = ctx.saved_tensors  # type: ignore[attr-defined]
+        kernel, stride, padding = ctx.window  # type: ignore[attr-defined]
+        fmt = torch.channels_last if a.dim() == 4 else torch.contiguous_format
+        backward = torch.ops.aten.avg_pool3d_backward if a.dim() == 5 else torch.ops.aten.avg_pool2d_backward
+        ratio = grad.contiguous(memory_format=fmt) / safe
+        args = (list(kernel), list(stride), list(padding), False, True, None)
+        weight = backward(ratio, a, *args)
+        shift = backward(ratio.mul_(out), a, *args)
+        return torch.addcmul(shift.neg_(), a, weight, value=2), None, None, None
+
+
+def _eval(x: Tensor, win: Window, n: int) -> Tensor:
+    """Probabilistic weighting in float32 (float64 for float64 input), returned in ``x.dtype``."""
+    dtype = _compute_dtype(x.dtype)
+    k, s, p = win.kernel_size, win.stride, win.padding
+    if n == 3:
+        a = x.to(dtype=dtype, memory_format=torch.contiguous_format)
+        return _ProbabilisticWeighting.apply(a, k, s, p).to(x.dtype)
+    # PyTorch's CPU avg_pool2d is several times faster in channels_last; 1d runs as 2d
+    a = x.unsqueeze(2) if n == 1 else x
+    if n == 1:
+        k, s, p = (1, *k), (1, *s), (0, *p)
+    a = a.to(dtype=dtype, memory_format=torch.channels_last)
+    y = _ProbabilisticWeighting.apply(a, k, s, p).to(x.dtype)
+    return y.squeeze(2) if n == 1 else y
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous():
+        return torch.channels_last_3d
+    return torch.contiguous_format
+
+
+def _stochastic_pool(
+    x: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None,
+    padding: IntOrTuple,
+    n: int,
+    training: bool,
+    generator: torch.Generator | None,
+    return_indices: bool,
+) -> Tensor | tuple[Tensor, Tensor]:
+    win = check_window(kernel_size, stride, padding, n)
+    x4, unbatched = check_input(x, n, "input", window=win)
+    check_bool(training, "training")
+    check_bool(return_indices, "return_indices")
+    gen = check_generator(generator, x4)
+    if return_indices and not training:
+        raise ValueError(
+            "return_indices=True is only defined in training mode: the evaluation output "
+            "sum(a^2)/sum(a) is a weighted average, not one cell"
+        )
+    _check_values(x4)
+    out = tuple(pool_output_size(tuple(x4.shape[2:]), win.kernel_size, win.stride, win.padding))
+    fmt = _memory_format(x4)
+    if not training:
+        y = _eval(x4, win, n).contiguous(memory_format=fmt)
+        return restore_batch(y, unbatched)
+    index, positive = _sample_indices(x4, win, out, gen)
+    y = _gather(x4, index)
+    if positive is not None:
+        # zero windows: the value is 0 already; this also stops their gradient
+        y = torch.where(positive, y, torch.zeros((), dtype=y.dtype, device=y.device))
+    y = y.contiguous(memory_format=fmt)
+    if return_indices:
+        return restore_batch(y, unbatched), restore_batch(index.contiguous(memory_format=fmt), unbatched)
+    return restore_batch(y, unbatched)
+
+
+_SHAPE_DOC = """
+    Args:
+        x: non-negative input of shape ``(N, C, {dims})`` or ``(C, {dims})``, floating point.
+            float16/bfloat16 are summed in float32; the output keeps the input dtype.
+        kernel_size: window size, an int or {n} ints.
+        stride: step between windows; ``None`` means ``kernel_size``. ``stride < kernel_size``
+            (overlapping windows) is supported; each window draws independently.
+        padding: implicit zero padding on both sides, at most half the window. Padding cells
+            have value 0 and are never drawn.
+        training: draw one cell per window (``True``) or return the probabilistic weighting
+            ``sum a^2 / sum a`` (``False``).
+        generator: optional ``torch.Generator`` for the draws (one uniform per window, in
+            output order); ignored when ``training=False``.
+        return_indices: also return the flat index of each drawn cell into the unpadded
+            spatial volume of its ``(n, c)`` plane, in the format of
+            ``F.max_pool{n}d(..., return_indices=True)`` (accepted by ``F.max_unpool{n}d``).
+            Only in training mode.
+
+    Returns:
+        The pooled tensor, or ``(values, indices)`` with int64 ``indices`` when
+        ``return_indices=True``.
+
+    Shape:
+        - Input: ``(N, C, {dims})`` or ``(C, {dims})``.
+        - Output: ``(N, C, {outdims})`` or ``(C, {outdims})``, where
+          ``out = floor((in + 2 * padding - kernel_size) / stride) + 1``.
+
+    Raises:
+        ValueError: for negative, NaN or infinite input, bad window arguments, a window
+            larger than the padded input, or ``return_indices=True`` with ``training=False``.
+        TypeError: for a non-tensor or non-floating input, non-int window arguments, or a
+            generator that is not a ``torch.Generator``.
+"""
+
+
+# --------------------------------------------------------------------------- functions
+
+
+@overload
+def stochastic_pool1d(
+    x: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = ...,
+    padding: IntOrTuple = ...,
+    *,
+    training: bool = ...,
+    generator: torch.Generator | None = ...,
+    return_indices: Literal[False] = ...,
+) -> Tensor: ...
+@overload
+def stochastic_pool1d(
+    x: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = ...,
+    padding: IntOrTuple = ...,
+    *,
+    training: bool = ...,
+    generator: torch.Generator | None = ...,
+    return_indices: Literal[True],
+) -> tuple[Tensor, Tensor]: ...
+@overload
+def stochastic_pool1d(
+    x: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = ...,
+    padding: IntOrTuple = ...,
+    *,
+    training: bool = ...,
+    generator: torch.Generator | None = ...,
+    return_indices: bool,
+) -> Tensor | tuple[Tensor, Tensor]: ...
+def stochastic_pool1d(
+    x: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    *,
+    training: bool = True,
+    generator: torch.Generator | None = None,
+    return_indices: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """1d stochastic pooling; see the module docstring for the sampler.
+
+    Example:
+        >>> x = torch.tensor([[[1.0, 3.0, 0.0, 0.0]]])
+        >>> stochastic_pool1d(x, 2, training=False)
+        tensor([[[2.5000, 0.0000]]])
+        >>> y = stochastic_pool1d(x, 2, generator=torch.Generator().manual_seed(0))
+        >>> y[0, 0, 0].item() in (1.0, 3.0), y[0, 0, 1].item()
+        (True, 0.0)
+    """
+    return _stochastic_pool(x, kernel_size, stride, padding, 1, training, generator, return_indices)
+
+
+@overload
+def stochastic_pool2d(
+    x: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = ...,
+    padding: IntOrTuple = ...,
+    *,
+    training: bool = ...,
+    generator: torch.Generator | None = ...,
+    return_indices: Literal[False] = ...,
+) -> Tensor: ...
+@overload
+def stochastic_pool2d(
+    x: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = ...,
+    padding: IntOrTuple = ...,
+    *,
+    training: bool = ...,
+    generator: torch.Generator | None = ...,
+    return_indices: Literal[True],
+) -> tuple[Tensor, Tensor]: ...
+@overload
+def stochastic_pool2d(
+    x: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = ...,
+    padding: IntOrTuple = ...,
+    *,
+    training: bool = ...,
+    generator: torch.Generator | None = ...,
+    return_indices: bool,
+) -> Tensor | tuple[Tensor, Tensor]: ...
+def stochastic_pool2d(
+    x: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    *,
+    training: bool = True,
+    generator: torch.Generator | None = None,
+    return_indices: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """2d stochastic pooling; see the module docstring for the sampler.
+
+    Example:
+        >>> x = torch.tensor([[[[1.0, 3.0], [0.0, 0.0]]]])
+        >>> stochastic_pool2d(x, 2, training=False)
+        tensor([[[[2.5000]]]])
+        >>> y, idx = stochastic_pool2d(x, 2, generator=torch.Generator().manual_seed(0), return_indices=True)
+        >>> y.shape, idx.item() in (0, 1), y.item() == x.flatten()[idx].item()
+        (torch.Size([1, 1, 1, 1]), True, True)
+    """
+    return _stochastic_pool(x, kernel_size, stride, padding, 2, training, generator, return_indices)
+
+
+@overload
+def stochastic_pool3d(
+    x: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = ...,
+    padding: IntOrTuple = ...,
+    *,
+    training: bool = ...,
+    generator: torch.Generator | None = ...,
+    return_indices: Literal[False] = ...,
+) -> Tensor: ...
+@overload
+def stochastic_pool3d(
+    x: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = ...,
+    padding: IntOrTuple = ...,
+    *,
+    training: bool = ...,
+    generator: torch.Generator | None = ...,
+    return_indices: Literal[True],
+) -> tuple[Tensor, Tensor]: ...
+@overload
+def stochastic_pool3d(
+    x: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = ...,
+    padding: IntOrTuple = ...,
+    *,
+    training: bool = ...,
+    generator: torch.Generator | None = ...,
+    return_indices: bool,
+) -> Tensor | tuple[Tensor, Tensor]: ...
+def stochastic_pool3d(
+    x: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    *,
+    training: bool = True,
+    generator: torch.Generator | None = None,
+    return_indices: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """3d stochastic pooling; see the module docstring for the sampler.
+
+    Example:
+        >>> x = torch.ones(2, 4, 4, 4)
+        >>> stochastic_pool3d(x, 2).shape
+        torch.Size([2, 2, 2, 2])
+        >>> stochastic_pool3d(x, 2, training=False).unique()
+        tensor([1.])
+    """
+    return _stochastic_pool(x, kernel_size, stride, padding, 3, training, generator, return_indices)
+
+
+def stochastic_pool1d_with_indices(
+    x: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    *,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Training-mode :func:`stochastic_pool1d` returning ``(values, indices)``.
+
+    Example:
+        >>> x = torch.tensor([[0.0, 2.0, 5.0, 0.0]])
+        >>> stochastic_pool1d_with_indices(x, 2)
+        (tensor([[2., 5.]]), tensor([[1, 2]]))
+    """
+    return stochastic_pool1d(x, kernel_size, stride, padding, generator=generator, return_indices=True)
+
+
+def stochastic_pool2d_with_indices(
+    x: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    *,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Training-mode :func:`stochastic_pool2d` returning ``(values, indices)``.
+
+    The indices are in ``F.max_pool2d(..., return_indices=True)`` format (``h * W + w``), so
+    ``F.max_unpool2d`` accepts them.
+
+    Example:
+        >>> x = torch.tensor([[[0.0, 2.0], [0.0, 0.0]]])
+        >>> stochastic_pool2d_with_indices(x, 2)
+        (tensor([[[2.]]]), tensor([[[1]]]))
+    """
+    return stochastic_pool2d(x, kernel_size, stride, padding, generator=generator, return_indices=True)
+
+
+def stochastic_pool3d_with_indices(
+    x: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    *,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Training-mode :func:`stochastic_pool3d` returning ``(values, indices)``.
+
+    Example:
+        >>> x = torch.zeros(1, 2, 2, 2)
+        >>> x[0, 1, 0, 1] = 4.0
+        >>> stochastic_pool3d_with_indices(x, 2)
+        (tensor([[[[4.]]]]), tensor([[[[5]]]]))
+    """
+    return stochastic_pool3d(x, kernel_size, stride, padding, generator=generator, return_indices=True)
+
+
+for _f, _n, _dims, _out in (
+    (stochastic_pool1d, 1, "L", "L_out"),
+    (stochastic_pool2d, 2, "H, W", "H_out, W_out"),
+    (stochastic_pool3d, 3, "D, H, W", "D_out, H_out, W_out"),
+):
+    _doc = _f.__doc__ or ""
+    _head, _, _example = _doc.partition("\n    Example:")
+    _f.__doc__ = (
+        _head.rstrip()
+        + "\n"
+        + _SHAPE_DOC.format(n=_n, dims=_dims, outdims=_out)
+        + "\n    Example:"
+        + _example
+    )
+
+
+# --------------------------------------------------------------------------- modules
+
+
+class _StochasticPoolNd(WindowPool):
+    _repr_options = ("return_indices",)
+    _ndim = 0
+
+    def __init__(
+        self,
+        kernel_size: IntOrTuple,
+        stride: IntOrTuple | None = None,
+        padding: IntOrTuple = 0,
+        *,
+        return_indices: bool = False,
+    ) -> None:
+        super().__init__(kernel_size, stride, padding)
+        check_window(kernel_size, stride, padding, self._ndim)
+        self.return_indices = check_bool(return_indices, "return_indices")
+
+    def forward(
+        self, x: Tensor, *, generator: torch.Generator | None = None
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        return _stochastic_pool(
+            x,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self._ndim,
+            self.training,
+            generator,
+            self.return_indices,
+        )
+
+
+class StochasticPool1d(_StochasticPoolNd):
+    """1d stochastic pooling: draws a cell per window in training mode (``module.train()``),
+    returns ``sum a^2 / sum a`` per window in eval mode. See :func:`stochastic_pool1d`.
+
+    Args:
+        kernel_size: window size.
+        stride: step between windows; ``None`` means ``kernel_size``.
+        padding: implicit zero padding on both sides.
+        return_indices: also return the drawn cells' indices (training mode only; raises
+            ``ValueError`` in eval mode).
+
+    Shape:
+        - Input: ``(N, C, L)`` or ``(C, L)``, non-negative.
+        - Output: ``(N, C, L_out)`` or ``(C, L_out)``.
+
+    Example:
+        >>> pool = StochasticPool1d(2).eval()
+        >>> pool(torch.tensor([[[1.0, 3.0, 2.0, 2.0]]]))
+        tensor([[[2.5000, 2.0000]]])
+    """
+
+    _ndim = 1
+
+
+class StochasticPool2d(_StochasticPoolNd):
+    """2d stochastic pooling: draws a cell per window in training mode (``module.train()``),
+    returns ``sum a^2 / sum a`` per window in eval mode. See :func:`stochastic_pool2d`.
+
+    Args:
+        kernel_size: window size, an int or 2 ints.
+        stride: step between windows; ``None`` means ``kernel_size``.
+        padding: implicit zero padding on both sides.
+        return_indices: also return the drawn cells' indices (training mode only; raises
+            ``ValueError`` in eval mode).
+
+    Shape:
+        - Input: ``(N, C, H, W)`` or ``(C, H, W)``, non-negative.
+        - Output: ``(N, C, H_out, W_out)`` or ``(C, H_out, W_out)``.
+
+    Example:
+        >>> pool = StochasticPool2d(3, stride=2, padding=1)
+        >>> pool
+        StochasticPool2d(kernel_size=3, stride=2, padding=1, return_indices=False)
+        >>> pool(torch.rand(2, 8, 16, 16), generator=torch.Generator().manual_seed(0)).shape
+        torch.Size([2, 8, 8, 8])
+    """
+
+    _ndim = 2
+
+
+class StochasticPool3d(_StochasticPoolNd):
+    """3d stochastic pooling: draws a cell per window in training mode (``module.train()``),
+    returns ``sum a^2 / sum a`` per window in eval mode. See :func:`stochastic_pool3d`.
+
+    Args:
+        kernel_size: window size, an int or 3 ints.
+        stride: step between windows; ``None`` means ``kernel_size``.
+        padding: implicit zero padding on both sides.
+        return_indices: also return the drawn cells' indices (training mode only; raises
+            ``ValueError`` in eval mode).
+
+    Shape:
+        - Input: ``(N, C, D, H, W)`` or ``(C, D, H, W)``, non-negative.
+        - Output: ``(N, C, D_out, H_out, W_out)`` or ``(C, D_out, H_out, W_out)``.
+
+    Example:
+        >>> StochasticPool3d(2)(torch.rand(1, 2, 4, 4, 4)).shape
+        torch.Size([1, 2, 2, 2, 2])
+    """
+
+    _ndim = 3
+
+
+for _n, _cls in ((1, StochasticPool1d), (2, StochasticPool2d), (3, StochasticPool3d)):
+    register_pool(
+        f"stochastic{_n}d",
+        _cls,
+        family="stochastic",
+        dims=(_n,),
+        description="sample a cell with p = a / sum a; eval sum a^2 / sum a (Zeiler & Fergus)",
+        example_kwargs={"kernel_size": 2},
+    )

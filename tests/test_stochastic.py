@@ -1,0 +1,433 @@
+"""Tests for stochastic pooling: references, gradients, sampling statistics, layouts, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from torchpool.ops.stochastic import (
+    StochasticPool1d,
+    StochasticPool2d,
+    StochasticPool3d,
+    stochastic_pool1d,
+    stochastic_pool1d_with_indices,
+    stochastic_pool2d,
+    stochastic_pool2d_with_indices,
+    stochastic_pool3d,
+    stochastic_pool3d_with_indices,
+)
+
+try:  # tests/ as a package or as a plain directory on sys.path
+    from .reference_stochastic import (
+        naive_stochastic_eval2d,
+        naive_stochastic_pool2d,
+        stochastic_eval_reference,
+        stochastic_probabilities_reference,
+        window_cells_reference,
+    )
+except ImportError:
+    from reference_stochastic import (  # type: ignore[no-redef]
+        naive_stochastic_eval2d,
+        naive_stochastic_pool2d,
+        stochastic_eval_reference,
+        stochastic_probabilities_reference,
+        window_cells_reference,
+    )
+
+FUNCS = {1: stochastic_pool1d, 2: stochastic_pool2d, 3: stochastic_pool3d}
+WITH_INDICES = {
+    1: stochastic_pool1d_with_indices,
+    2: stochastic_pool2d_with_indices,
+    3: stochastic_pool3d_with_indices,
+}
+MODULES = {1: StochasticPool1d, 2: StochasticPool2d, 3: StochasticPool3d}
+
+# (ndim, spatial, kernel_size, stride, padding)
+CASES = [
+    (1, (11,), 3, 2, 1),
+    (1, (8,), 2, None, 0),
+    (2, (7, 9), 3, 2, 1),
+    (2, (8, 8), 2, 2, 0),
+    (2, (6, 7), (3, 2), 1, (1, 0)),
+    (2, (5, 5), 3, 1, 0),
+    (3, (5, 6, 4), 2, 1, 1),
+    (3, (4, 4, 6), (2, 2, 3), (2, 2, 3), 0),
+]
+CASE_IDS = [f"{c[0]}d-{c[1]}-k{c[2]}-s{c[3]}-p{c[4]}" for c in CASES]
+
+
+def relu_input(shape, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g, dtype=torch.float64).relu().to(dtype)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def chi_square_pvalue(counts: torch.Tensor, expected: torch.Tensor) -> float:
+    """Pearson chi-square goodness-of-fit p-value (scipy when importable)."""
+    counts, expected = counts.double(), expected.double()
+    try:
+        from scipy import stats
+    except ImportError:  # pragma: no cover - scipy is installed in CI
+        statistic = ((counts - expected) ** 2 / expected).sum()
+        df = counts.numel() - 1
+        return float(torch.special.gammaincc(torch.tensor(df / 2.0), statistic / 2))
+    return float(
+        stats.chisquare(counts.numpy(), expected.numpy() * counts.sum().item() / expected.sum().item()).pvalue
+    )
+
+
+# --------------------------------------------------------------------------- values
+
+
+@pytest.mark.parametrize(("n", "spatial", "k", "s", "p"), CASES, ids=CASE_IDS)
+def test_eval_matches_reference(n, spatial, k, s, p):
+    x = relu_input((2, 3, *spatial), seed=1)
+    y = FUNCS[n](x, k, s, p, training=False)
+    torch.testing.assert_close(y, stochastic_eval_reference(x, k, s, p), rtol=1e-12, atol=1e-12)
+    assert y.dtype == x.dtype
+
+
+@pytest.mark.parametrize(("n", "spatial", "k", "s", "p"), CASES, ids=CASE_IDS)
+def test_training_draws_positive_cells_of_the_window(n, spatial, k, s, p):
+    x = relu_input((2, 3, *spatial), seed=2)
+    x[0, 0] = 0.0  # a whole plane of zero windows
+    y, idx = FUNCS[n](x, k, s, p, generator=gen(1), return_indices=True)
+    assert idx.dtype == torch.int64 and idx.shape == y.shape
+    # the values are the input at the indices
+    flat = x.flatten(2)
+    torch.testing.assert_close(y.flatten(2), flat.gather(2, idx.flatten(2)), rtol=0, atol=0)
+    # each index is a cell of its window, with positive probability
+    probs = stochastic_probabilities_reference(x, k, s, p)
+    _, table = window_cells_reference(spatial, k, s, p)
+    match = idx.unsqueeze(-1) == table  # (N, C, *out, kk)
+    assert bool((match.sum(-1) == 1).all()), "index is not a cell of its window"
+    assert bool(((probs * match).sum(-1) > 0).all()), "drew a cell with probability 0"
+    # zero windows: output 0 at the first in-bounds cell
+    first = table.clamp(min=-1).masked_fill(table < 0, 10**9).min(-1).values
+    zero_windows = probs.max(-1).values == 1.0
+    torch.testing.assert_close(idx[0, 0], first)
+    assert bool((y[zero_windows] == flat.gather(2, idx.flatten(2)).view_as(y)[zero_windows]).all())
+
+
+def test_zero_windows_give_zero_output_and_zero_gradient():
+    x = relu_input((2, 3, 8, 8), seed=3)
+    x[:, :, :4, :4] = 0.0
+    for training in (True, False):
+        leaf = x.clone().requires_grad_(True)
+        y = stochastic_pool2d(leaf, 2, training=training, generator=gen())
+        assert bool((y[:, :, :2, :2] == 0).all())
+        y.backward(torch.randn(y.shape, dtype=y.dtype))
+        assert leaf.grad is not None and bool(torch.isfinite(leaf.grad).all())
+        assert bool((leaf.grad[:, :, :4, :4] == 0).all())
+    # all-zero input, eval with padding and overlap: no NaN anywhere
+    z = torch.zeros(1, 2, 5, 5, requires_grad=True)
+    y = stochastic_pool2d(z, 3, 1, 1, training=False)
+    y.sum().backward()
+    assert bool((y == 0).all()) and z.grad is not None and bool((z.grad == 0).all())
+
+
+@pytest.mark.parametrize(("n", "spatial", "k", "s", "p"), CASES, ids=CASE_IDS)
+def test_training_gradient_is_one_hot_per_window(n, spatial, k, s, p):
+    x = relu_input((2, 3, *spatial), seed=4).requires_grad_(True)
+    y, idx = FUNCS[n](x, k, s, p, generator=gen(2), return_indices=True)
+    upstream = torch.randn(y.shape, dtype=y.dtype, generator=gen(3))
+    y.backward(upstream)
+    # overlapping windows accumulate; zero windows (all cells 0) pass no gradient
+    positive = stochastic_eval_reference(x, k, s, p) > 0
+    masked = upstream * positive
+    expected = torch.zeros_like(x).flatten(2).scatter_add_(2, idx.flatten(2), masked.flatten(2))
+    torch.testing.assert_close(x.grad, expected.view_as(x), rtol=0, atol=1e-12)
+
+
+def test_gradcheck_eval():
+    for n, spatial, k, s, p in [(1, (7,), 3, 2, 1), (2, (5, 6), 3, 1, 1), (3, (4, 4, 3), 2, 1, 1)]:
+        x = (torch.rand(1, 2, *spatial, dtype=torch.float64, generator=gen(n)) + 0.1).requires_grad_(True)
+        assert torch.autograd.gradcheck(
+            lambda t, n=n, k=k, s=s, p=p: FUNCS[n](t, k, s, p, training=False), (x,)
+        )
+    # channels_last float64 too (the fast layout path)
+    x = torch.rand(1, 3, 5, 5, dtype=torch.float64, generator=gen(9)) + 0.1
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: stochastic_pool2d(t, 2, 1, 1, training=False), (x,))
+
+
+def test_gradcheck_training_with_reseeded_generator():
+    # given fixed noise the op is piecewise linear; eps = 1e-6 does not move the draws here
+    for n, spatial, k, s, p in [(1, (9,), 3, 2, 1), (2, (6, 5), 3, 1, 1), (3, (4, 3, 4), 2, 1, 0)]:
+        x = (torch.rand(2, 2, *spatial, dtype=torch.float64, generator=gen(n)) + 0.5).requires_grad_(True)
+
+        def fn(t, n=n, k=k, s=s, p=p):
+            return FUNCS[n](t, k, s, p, generator=gen(11))
+
+        assert torch.autograd.gradcheck(fn, (x,))
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _window_counts(idx: torch.Tensor, cells: list[int]) -> torch.Tensor:
+    return torch.stack([(idx == c).sum() for c in cells])
+
+
+def test_chi_square_disjoint_windows_and_power():
+    draws = 20000
+    plane = torch.tensor([[0.0, 1.0, 2.0], [3.0, 4.0, 5.0], [6.0, 7.0, 8.0]], dtype=torch.float32)
+    x = plane.expand(draws, 1, 3, 3).contiguous()
+    _, idx = stochastic_pool2d(x, 3, generator=gen(1234), return_indices=True)
+    idx = idx.flatten()
+    assert not bool((idx == 0).any()), "drew the zero cell"
+    cells = list(range(1, 9))
+    counts = _window_counts(idx, cells)
+    expected = plane.flatten()[1:].double() / plane.sum() * draws
+    assert chi_square_pvalue(counts, expected) > 1e-3
+    # power: a uniform sampler over the window fails the same test
+    wrong = torch.randint(1, 9, (draws,), generator=gen(1234))
+    assert chi_square_pvalue(_window_counts(wrong, cells), expected) < 1e-6
+
+
+def test_chi_square_overlapping_padded_windows():
+    draws = 20000
+    plane = 1.0 + (torch.arange(16, dtype=torch.float32) % 5).view(4, 4)
+    plane[1, 2] = 0.0
+    x = plane.expand(draws, 1, 4, 4).contiguous()
+    _, idx = stochastic_pool2d(x, 3, 1, 1, generator=gen(7), return_indices=True)
+    probs = stochastic_probabilities_reference(plane.view(1, 1, 4, 4), 3, 1, 1)[0, 0]
+    _, table = window_cells_reference((4, 4), 3, 1, 1)
+    for pos in [(0, 0), (1, 1), (2, 1), (3, 3)]:
+        cells = [c for c, q in zip(table[pos].tolist(), probs[pos].tolist(), strict=True) if q > 0]
+        expected = torch.tensor([q for q in probs[pos].tolist() if q > 0]) * draws
+        got = idx[:, 0, pos[0], pos[1]]
+        counts = _window_counts(got, cells)
+        assert int(counts.sum()) == draws, f"window {pos} drew a zero-probability cell"
+        assert chi_square_pvalue(counts, expected) > 1e-3, pos
+        wrong = torch.tensor(cells)[torch.randint(len(cells), (draws,), generator=gen(8))]
+        assert chi_square_pvalue(_window_counts(wrong, cells), expected) < 1e-6
+
+
+def test_overlapping_windows_draw_independently():
+    draws = 40000
+    plane = 1.0 + (torch.arange(20, dtype=torch.float32) % 3).view(4, 5)
+    x = plane.expand(draws, 1, 4, 5).contiguous()
+    _, idx = stochastic_pool2d(x, 3, 1, generator=gen(5), return_indices=True)
+    first, second = idx[:, 0, 0, 0], idx[:, 0, 0, 1]  # share 6 of their 9 cells
+    probs = stochastic_probabilities_reference(plane.view(1, 1, 4, 5), 3, 1)[0, 0]
+    _, table = window_cells_reference((4, 5), 3, 1)
+    cells1, cells2 = table[0, 0], table[0, 1]
+    joint_expected = (probs[0, 0][:, None] * probs[0, 1][None, :]).flatten() * draws
+
+    def joint_counts(a, b):
+        ia = (a[:, None] == cells1).double().argmax(1)
+        ib = (b[:, None] == cells2).double().argmax(1)
+        return torch.bincount(ia * 9 + ib, minlength=81)
+
+    assert chi_square_pvalue(joint_counts(first, second), joint_expected) > 1e-3
+    # power: one shared uniform for both windows keeps the marginals but correlates the draws
+    u = torch.rand(draws, dtype=torch.float64, generator=gen(6))
+    shared1 = cells1[torch.searchsorted(probs[0, 0].cumsum(0), u, right=True).clamp(max=8)]
+    shared2 = cells2[torch.searchsorted(probs[0, 1].cumsum(0), u, right=True).clamp(max=8)]
+    assert chi_square_pvalue(joint_counts(shared1, shared2), joint_expected) < 1e-6
+
+
+def test_generator_reproducibility():
+    x = relu_input((2, 4, 9, 9), dtype=torch.float32)
+    a = stochastic_pool2d(x, 3, 2, 1, generator=gen(1), return_indices=True)[1]
+    b = stochastic_pool2d(x, 3, 2, 1, generator=gen(1), return_indices=True)[1]
+    c = stochastic_pool2d(x, 3, 2, 1, generator=gen(2), return_indices=True)[1]
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    torch.manual_seed(0)
+    d = stochastic_pool2d(x, 3, 2, 1, return_indices=True)[1]
+    torch.manual_seed(0)
+    assert torch.equal(d, stochastic_pool2d(x, 3, 2, 1, return_indices=True)[1])
+
+
+# --------------------------------------------------------------------------- dtypes and layouts
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_low_precision(dtype):
+    x = relu_input((2, 3, 9, 9), seed=5, dtype=dtype)
+    tol = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2, torch.float32: 1e-5}[dtype]
+    y = stochastic_pool2d(x, 3, 2, 1, training=False)
+    assert y.dtype == dtype
+    torch.testing.assert_close(y.double(), stochastic_eval_reference(x, 3, 2, 1), rtol=tol, atol=tol)
+    y, idx = stochastic_pool2d(x, 3, 2, 1, generator=gen(), return_indices=True)
+    assert y.dtype == dtype
+    assert torch.equal(y.flatten(2), x.flatten(2).gather(2, idx.flatten(2)))
+    probs = stochastic_probabilities_reference(x, 3, 2, 1)
+    _, table = window_cells_reference((9, 9), 3, 2, 1)
+    assert bool(((probs * (idx.unsqueeze(-1) == table)).sum(-1) > 0).all())
+    # large half values: window sums overflow float16 but not the float32 accumulator
+    big = torch.full((1, 1, 4, 4), 30000.0, dtype=dtype)
+    assert bool(torch.isfinite(stochastic_pool2d(big, 2, training=False)).all())
+    assert bool((stochastic_pool2d(big, 2, generator=gen()) == 30000.0).all())
+
+
+@pytest.mark.parametrize(("n", "spatial", "k", "s", "p"), CASES[::2], ids=CASE_IDS[::2])
+@pytest.mark.parametrize("training", [True, False])
+def test_batchless(n, spatial, k, s, p, training):
+    x = relu_input((3, *spatial), seed=6)
+    y = FUNCS[n](x, k, s, p, training=training, generator=gen())
+    y_batched = FUNCS[n](x.unsqueeze(0), k, s, p, training=training, generator=gen())
+    assert torch.equal(y, y_batched.squeeze(0))
+    if training:
+        _, idx = FUNCS[n](x, k, s, p, generator=gen(), return_indices=True)
+        assert idx.shape == y.shape
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("layout", ["channels_last", "transposed", "sliced", "expanded"])
+def test_layouts_give_the_same_values(layout, training):
+    base = relu_input((2, 4, 10, 10), seed=7, dtype=torch.float32)
+    if layout == "channels_last":
+        x = base.contiguous(memory_format=torch.channels_last)
+    elif layout == "transposed":
+        x = base.transpose(2, 3).contiguous().transpose(2, 3)
+    elif layout == "sliced":
+        big = torch.zeros(2, 8, 10, 20)
+        big[:, ::2, :, ::2] = base
+        x = big[:, ::2, :, ::2]
+    else:
+        base = base[:1].expand(3, 4, 10, 10).contiguous()
+        x = base[:1].expand(3, 4, 10, 10)
+    assert torch.equal(x, base) and (layout == "channels_last" or not x.is_contiguous())
+    expect = stochastic_pool2d(base, 3, 2, 1, training=training, generator=gen(3))
+    got = stochastic_pool2d(x, 3, 2, 1, training=training, generator=gen(3))
+    torch.testing.assert_close(got, expect, rtol=1e-6, atol=1e-6)
+    if layout == "channels_last":
+        assert got.is_contiguous(memory_format=torch.channels_last)
+    leaf = (
+        x.detach().clone().requires_grad_(True) if layout != "expanded" else base.clone().requires_grad_(True)
+    )
+    stochastic_pool2d(leaf, 3, 2, 1, training=training, generator=gen(3)).sum().backward()
+    ref_leaf = base.clone().requires_grad_(True)
+    stochastic_pool2d(ref_leaf, 3, 2, 1, training=training, generator=gen(3)).sum().backward()
+    torch.testing.assert_close(leaf.grad, ref_leaf.grad, rtol=1e-6, atol=1e-6)
+
+
+def test_empty_batch():
+    x = torch.zeros(0, 3, 6, 6)
+    assert stochastic_pool2d(x, 2).shape == (0, 3, 3, 3)
+    assert stochastic_pool2d(x, 2, training=False).shape == (0, 3, 3, 3)
+
+
+# --------------------------------------------------------------------------- modules and indices
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_module_equals_function(n):
+    spatial = {1: (9,), 2: (7, 8), 3: (5, 4, 6)}[n]
+    x = relu_input((2, 3, *spatial), seed=8)
+    module = MODULES[n](3, stride=2, padding=1)
+    assert module.training
+    y = module(x, generator=gen(4))
+    assert torch.equal(y, FUNCS[n](x, 3, 2, 1, generator=gen(4)))
+    module.eval()
+    assert torch.equal(module(x), FUNCS[n](x, 3, 2, 1, training=False))
+    indexed = MODULES[n](3, 2, 1, return_indices=True)
+    values, idx = indexed(x, generator=gen(4))
+    assert torch.equal(values, y)
+    assert torch.equal(idx, FUNCS[n](x, 3, 2, 1, generator=gen(4), return_indices=True)[1])
+    with pytest.raises(ValueError, match="return_indices"):
+        indexed.eval()(x)
+    name = MODULES[n].__name__
+    assert repr(module) == f"{name}(kernel_size=3, stride=2, padding=1, return_indices=False)"
+    assert repr(MODULES[n](2)) == f"{name}(kernel_size=2, stride=2, padding=0, return_indices=False)"
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_with_indices_functions(n):
+    spatial = {1: (8,), 2: (6, 6), 3: (4, 4, 4)}[n]
+    x = relu_input((2, 3, *spatial), seed=9)
+    a = WITH_INDICES[n](x, 2, generator=gen(5))
+    b = FUNCS[n](x, 2, generator=gen(5), return_indices=True)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_indices_work_with_max_unpool():
+    x = relu_input((2, 3, 8, 6), seed=10, dtype=torch.float32)
+    y, idx = stochastic_pool2d_with_indices(x, 2, generator=gen())
+    restored = F.max_unpool2d(y, idx, 2, output_size=x.shape[-2:])
+    # every drawn cell is put back in place, everything else is 0
+    mask = torch.zeros_like(x).flatten(2).scatter_(2, idx.flatten(2), 1.0).view_as(x).bool()
+    assert torch.equal(restored[mask], x[mask]) and bool((restored[~mask] == 0).all())
+    # the indices have max_pool2d's format: compare on an input where both must pick the only positive cell
+    one_hot = torch.zeros(2, 3, 8, 6)
+    one_hot[..., 1::2, ::2] = 1.0
+    assert torch.equal(
+        stochastic_pool2d_with_indices(one_hot, 2)[1], F.max_pool2d(one_hot, 2, return_indices=True)[1]
+    )
+    y1, idx1 = stochastic_pool1d_with_indices(x[:, :, 0], 2, generator=gen())
+    assert F.max_unpool1d(y1, idx1, 2).shape == x[:, :, 0].shape
+
+
+# --------------------------------------------------------------------------- errors
+
+
+GOOD = torch.rand(1, 2, 6, 6)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: stochastic_pool2d(GOOD - 0.5, 2), ValueError, "input must be non-negative"),
+        (lambda: stochastic_pool2d(GOOD - 0.5, 2, training=False), ValueError, "input"),
+        (lambda: stochastic_pool2d(GOOD, 2, generator=0), TypeError, "generator"),
+        (lambda: stochastic_pool2d(GOOD.to(torch.int64), 2), TypeError, "input"),
+        (lambda: stochastic_pool2d([[1.0]], 2), TypeError, "input"),
+        (lambda: stochastic_pool2d(GOOD[0, 0], 2), ValueError, "input"),
+        (lambda: stochastic_pool2d(GOOD, 0), ValueError, "kernel_size"),
+        (lambda: stochastic_pool2d(GOOD, 2, 0), ValueError, "stride"),
+        (lambda: stochastic_pool2d(GOOD, 2, 2, 2), ValueError, "padding"),
+        (lambda: stochastic_pool2d(GOOD, 2.0), TypeError, "kernel_size"),
+        (lambda: stochastic_pool2d(GOOD, (2, 2, 2)), ValueError, "kernel_size"),
+        (lambda: stochastic_pool2d(GOOD, 7), ValueError, "input"),
+        (
+            lambda: stochastic_pool2d(GOOD, 2, training=False, return_indices=True),
+            ValueError,
+            "return_indices",
+        ),
+        (lambda: stochastic_pool2d(GOOD, 2, training=1), TypeError, "training"),
+        (lambda: stochastic_pool2d(GOOD, 2, return_indices="yes"), TypeError, "return_indices"),
+        (lambda: stochastic_pool1d(GOOD, 2), ValueError, "input"),
+        (lambda: stochastic_pool3d(GOOD[0], 2), ValueError, "input"),
+        (lambda: StochasticPool2d(0), ValueError, "kernel_size"),
+        (lambda: StochasticPool2d(2, return_indices=1), TypeError, "return_indices"),
+    ],
+)
+def test_bad_calls_raise_naming_the_parameter(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_nan_and_inf_raise(training):
+    # documented: non-finite input raises ValueError rather than propagating or being drawn
+    x = GOOD.clone()
+    x[0, 0, 1, 1] = math.nan
+    with pytest.raises(ValueError, match="NaN"):
+        stochastic_pool2d(x, 2, training=training)
+    x[0, 0, 1, 1] = math.inf
+    with pytest.raises(ValueError, match="finite"):
+        stochastic_pool2d(x, 2, training=training)
+
+
+# --------------------------------------------------------------------------- the benchmark's baselines
+
+
+def test_naive_baselines_agree():
+    x = relu_input((2, 3, 9, 9), seed=11)
+    torch.testing.assert_close(
+        naive_stochastic_eval2d(x, 3, 2, 1), stochastic_pool2d(x, 3, 2, 1, training=False)
+    )
+    values, idx = naive_stochastic_pool2d(x, 3, 2, 1, gen())
+    assert torch.equal(values.flatten(2), x.flatten(2).gather(2, idx.flatten(2)))
+    probs = stochastic_probabilities_reference(x, 3, 2, 1)
+    _, table = window_cells_reference((9, 9), 3, 2, 1)
+    assert bool(((probs * (idx.unsqueeze(-1) == table)).sum(-1) > 0).all())

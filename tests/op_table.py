@@ -1,18 +1,22 @@
 """One record per op: its function, its Module, its float64 reference and its cases.
 
+Records of later families live in ``records_<family>.py`` files (a list ``RECORDS``).
+
 The generic tests in ``test_ops.py`` iterate over ``OPS``; a new op gets the whole test set
 by adding a record here.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from op_record import Case, OpRecord
 from reference import (
     adaptive_reference,
     avg_pool_reference,
@@ -27,59 +31,6 @@ from reference import (
 from torch import Tensor, nn
 
 import torchpool as tp
-
-Kwargs = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Case:
-    """An input shape (with batch) and the op's keyword arguments."""
-
-    shape: tuple[int, ...]
-    kwargs: Kwargs = field(default_factory=dict)
-
-    def __repr__(self) -> str:
-        args = ",".join(f"{k}={v}" for k, v in self.kwargs.items())
-        return f"{'x'.join(map(str, self.shape))}[{args}]"
-
-
-@dataclass(frozen=True)
-class OpRecord:
-    """An op under test.
-
-    Attributes:
-        name: test id.
-        function: ``function(x, **kwargs)``, deterministic (eval mode for random ops).
-        module: ``module(**kwargs)`` builds the Module; it is called in eval mode as ``m(x)``.
-        reference: ``reference(x, **kwargs)`` in float64.
-        cases: shapes and arguments.
-        inputs: ``"tiefree"`` (distinct values), ``"positive"`` (distinct, > 0) or ``"real"``.
-        batchless: whether ``(C, *spatial)`` input is accepted.
-        dims: number of spatial dims.
-    """
-
-    name: str
-    function: Callable[..., Tensor]
-    module: Callable[..., nn.Module]
-    reference: Callable[..., Tensor]
-    cases: tuple[Case, ...]
-    dims: int
-    inputs: str = "tiefree"
-    batchless: bool = True
-
-
-def make_input(
-    record: OpRecord, shape: tuple[int, ...], dtype: torch.dtype = torch.float64, seed: int = 0
-) -> Tensor:
-    """Distinct values (so max/median have no ties), shuffled; positive where the op needs it."""
-    g = torch.Generator().manual_seed(seed)
-    numel = 1
-    for size in shape:
-        numel *= size
-    values = torch.randperm(numel, generator=g).double() / max(numel, 1)
-    values = values + 0.1 * torch.rand(numel, generator=g, dtype=torch.float64) / max(numel, 1)
-    values = values + 0.05 if record.inputs == "positive" else values * 4 - 2
-    return values.reshape(shape).to(dtype)
 
 
 def _avgmax_ref(
@@ -348,7 +299,14 @@ def _records() -> list[OpRecord]:
     return records
 
 
-OPS: tuple[OpRecord, ...] = tuple(_records())
+def _family_records() -> list[OpRecord]:
+    records: list[OpRecord] = []
+    for path in sorted(Path(__file__).parent.glob("records_*.py")):
+        records += importlib.import_module(path.stem).RECORDS
+    return records
+
+
+OPS: tuple[OpRecord, ...] = tuple(_records() + _family_records())
 
 # tolerances (rtol, atol) against the float64 reference evaluated on the same rounded input
 TOLERANCES: dict[torch.dtype, tuple[float, float]] = {

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from op_table import OPS, TOLERANCES, Case, OpRecord, make_input
+from op_record import Case, OpRecord, make_input
+from op_table import OPS, TOLERANCES
 
 ALL_CASES = [pytest.param(op, case, id=f"{op.name}-{case!r}") for op in OPS for case in op.cases]
 FIRST_CASES = [pytest.param(op, op.cases[0], id=op.name) for op in OPS]

@@ -26,7 +26,7 @@ def format_pool_table(family: str | None = None) -> str:
             info.family,
             ",".join(f"{d}d" for d in info.dims),
             "yes" if info.trainable else "no",
-            f"{info.channel_multiplier}C",
+            "varies" if info.channel_multiplier is None else f"{info.channel_multiplier}C",
             info.description,
         )
         for info in list_pools(family)

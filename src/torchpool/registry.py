@@ -31,7 +31,8 @@ class PoolInfo:
         family: the seed's family, e.g. ``"median"``, ``"combined"``.
         dims: spatial dimensions the pool accepts.
         trainable: whether the Module has learned parameters.
-        channel_multiplier: output channels per input channel.
+        channel_multiplier: output channels per input channel, or None where it depends on
+            the arguments (a pyramid's levels, NetVLAD's clusters).
         description: one line for ``torchpool list``.
         example_kwargs: arguments that build a working instance for a 4-channel input.
     """
@@ -41,7 +42,7 @@ class PoolInfo:
     family: str
     dims: tuple[int, ...]
     trainable: bool = False
-    channel_multiplier: int = 1
+    channel_multiplier: int | None = 1
     description: str = ""
     example_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -56,7 +57,7 @@ def register_pool(
     family: str,
     dims: tuple[int, ...],
     trainable: bool = False,
-    channel_multiplier: int = 1,
+    channel_multiplier: int | None = 1,
     description: str = "",
     example_kwargs: dict[str, Any] | None = None,
     overwrite: bool = False,
@@ -69,7 +70,7 @@ def register_pool(
         family: the pooling family.
         dims: the spatial dimensions it supports, e.g. ``(2,)``.
         trainable: whether it has learned parameters.
-        channel_multiplier: output channels per input channel.
+        channel_multiplier: output channels per input channel; None if it depends on the arguments.
         description: one line shown by ``torchpool list``.
         example_kwargs: arguments that build a working instance for a 4-channel input.
         overwrite: replace an existing entry instead of raising.
@@ -89,8 +90,8 @@ def register_pool(
     """
     if not isinstance(name, str) or not name or name != name.strip() or " " in name:
         raise ValueError(f"name must be a non-empty string without spaces, got {name!r}")
-    if channel_multiplier < 1:
-        raise ValueError(f"channel_multiplier must be a positive int, got {channel_multiplier}")
+    if channel_multiplier is not None and channel_multiplier < 1:
+        raise ValueError(f"channel_multiplier must be a positive int or None, got {channel_multiplier}")
 
     def add(target: B) -> B:
         if not callable(target):

@@ -1,0 +1,1266 @@
+"""Median pooling: the lower median of each window, computed with min/max networks on shifted views.
+
+The median of a window is computed exactly, without materialising the ``k``-fold unfolded input,
+by a *selection network* of elementwise ``torch.minimum`` / ``torch.maximum`` calls on strided views
+of the padded input:
+
+1. **Separable sorting.** Along the first spatial axis, each vertical run of ``k_0`` cells is sorted
+   once with a sorting network; the sorted runs are shared by every window that contains them. The
+   sorted runs are then sorted along the next axis (shared by windows that differ only in later
+   axes), and so on; the last axis is sorted per window. Sorting lines of a column-sorted array keeps
+   the columns sorted, so afterwards every window is sorted along every axis (a product order).
+2. **Pruning.** In a window sorted along every axis, the cell with per-axis ranks ``j`` has at least
+   ``prod(j + 1)`` cells below it and ``prod(k - j)`` above it, so most cells cannot be the median.
+   Only the ranks that remain candidates are computed (dead-code elimination of the networks).
+3. **Selection.** The candidates are run through a sorting network that skips every comparator whose
+   order is already known, and only the ancestors of the wanted rank are evaluated.
+
+For 3x3 windows this is the classic median-of-9 from sorted columns (max of the column minima, median
+of the medians, min of the maxima, then the median of those three): 18 min/max per output. The eager
+path runs the network over chunks of the batch so that intermediates stay in cache and reuses buffers;
+``compiled=True`` runs the same network under :func:`torch.compile` (padding is done eagerly outside
+the compiled function, which keeps every load unmasked). Windows with too many cells for a network
+(see :data:`NETWORK_MAX_OPS`) use a memory-bounded fallback: ``unfold`` + :func:`torch.median` over
+chunks of the batch.
+
+Conventions:
+
+* Even windows give the **lower** median (as :func:`torch.median`): the element at sorted index
+  ``(n - 1) // 2`` of the ``n`` window cells.
+* A NaN anywhere in a window gives NaN for that window.
+* ``padding_mode`` is ``"reflect"`` (default), ``"replicate"``, ``"zeros"`` (padded cells are 0 and
+  take part in the median) or ``"valid"`` (the lower median of only the in-bounds cells of each
+  window; padded cells are ignored).
+* Gradient: one-hot to the *selected cell*, the first cell of the (padded) window in row-major order
+  whose value equals the output (for a NaN output, the first NaN cell); overlapping windows add up.
+  A padded cell passes its gradient to the input cell it copies (reflect, replicate) or drops it
+  (zeros). In ``"valid"`` mode only in-bounds cells can be selected.
+* Indices (``*_with_indices``) are flat indices into each ``(n, c)`` spatial plane of the *unpadded*
+  input, as returned by ``F.max_pool2d(..., return_indices=True)``: the selected cell, or the input
+  cell that a selected reflect/replicate padding cell copies. In ``"zeros"`` mode, when the selected
+  cell is a padded zero, the index is the first in-bounds cell of the window equal to the output (0)
+  if there is one, else the first in-bounds cell of the window (whose value then differs from the
+  output).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._checks import Window, check_bool, check_choice, check_input, check_window, restore_batch
+from .._shape import IntOrTuple
+from ..registry import register_pool
+from ._base import WindowPool
+
+__all__ = [
+    "NETWORK_MAX_OPS",
+    "PADDING_MODES",
+    "MedianPool1d",
+    "MedianPool2d",
+    "MedianPool3d",
+    "median_pool1d",
+    "median_pool1d_with_indices",
+    "median_pool2d",
+    "median_pool2d_with_indices",
+    "median_pool3d",
+    "median_pool3d_with_indices",
+]
+
+PADDING_MODES: tuple[str, ...] = ("reflect", "replicate", "zeros", "valid")
+"""The accepted values of ``padding_mode``."""
+
+NETWORK_MAX_OPS = 600
+"""Windows whose min/max network needs more operations per output than this use the unfold fallback."""
+
+# Elements per chunk of the eager network: small enough for the intermediates to stay in cache.
+_CHUNK_ELEMENTS = 1 << 19
+# Extra elements the unfold fallback may allocate per chunk (at least; else the input's size).
+_FALLBACK_MIN_ELEMENTS = 1 << 22
+
+# ----------------------------------------------------------------------------------------------
+# Sorting networks
+# ----------------------------------------------------------------------------------------------
+
+# Size-optimal sorting networks for n <= 8 (Knuth, TAOCP vol. 3, 5.3.4); checked by the 0-1
+# principle in the tests.
+_OPTIMAL_NETWORKS: dict[int, tuple[tuple[int, int], ...]] = {
+    2: ((0, 1),),
+    3: ((0, 1), (1, 2), (0, 1)),
+    4: ((0, 1), (2, 3), (0, 2), (1, 3), (1, 2)),
+    5: ((0, 1), (3, 4), (2, 4), (2, 3), (0, 3), (0, 2), (1, 4), (1, 3), (1, 2)),
+    6: ((1, 2), (4, 5), (0, 2), (3, 5), (0, 1), (3, 4), (2, 5), (0, 3), (1, 4), (2, 4), (1, 3), (2, 3)),
+    7: (
+        (1, 2), (3, 4), (5, 6), (0, 2), (3, 5), (4, 6), (0, 1), (4, 5),
+        (2, 6), (0, 4), (1, 5), (0, 3), (2, 5), (1, 3), (2, 4), (2, 3),
+    ),
+    8: (
+        (0, 2), (1, 3), (4, 6), (5, 7), (0, 4), (1, 5), (2, 6), (3, 7), (0, 1), (2, 3),
+        (4, 5), (6, 7), (2, 4), (3, 5), (1, 4), (3, 6), (1, 2), (3, 4), (5, 6),
+    ),
+}  # fmt: skip
+
+
+def _batcher_network(n: int) -> tuple[tuple[tuple[int, int], ...], int]:
+    """Batcher's odd-even merge sort on the next power of two ``>= n`` wires."""
+    width = 1
+    while width < n:
+        width *= 2
+    pairs: list[tuple[int, int]] = []
+    t = 1
+    while t < width:
+        k = t
+        while k >= 1:
+            j = k % t
+            while j <= width - 1 - k:
+                for i in range(min(k, width - j - k)):
+                    if (i + j) // (2 * t) == (i + j + k) // (2 * t):
+                        pairs.append((i + j, i + j + k))
+                j += 2 * k
+            k //= 2
+        t *= 2
+    return tuple(pairs), width
+
+
+def _sorting_network(n: int) -> tuple[tuple[tuple[int, int], ...], int]:
+    """A sorting network for ``n`` wires: comparators ``(i, j)`` (``i < j``) and the width used.
+
+    Wires beyond ``n`` (up to the width) hold ``+inf`` sentinels.
+    """
+    if n <= 1:
+        return (), n
+    if n in _OPTIMAL_NETWORKS:
+        return _OPTIMAL_NETWORKS[n], n
+    return _batcher_network(n)
+
+
+# ----------------------------------------------------------------------------------------------
+# Symbolic construction of the selection network
+# ----------------------------------------------------------------------------------------------
+
+# A node is ("view", parent, axis_stage, offset) or ("min" | "max", a, b, 0); parent -1 is the input.
+_Node = tuple[str, int, int, int]
+
+
+class _Builder:
+    """Builds a DAG of min/max nodes with common-subexpression elimination."""
+
+    def __init__(self) -> None:
+        self.nodes: list[_Node] = []
+        self.stage: list[int] = []
+        self._memo: dict[_Node, int] = {}
+
+    def add(self, node: _Node, stage: int) -> int:
+        index = self._memo.get(node)
+        if index is None:
+            index = len(self.nodes)
+            self.nodes.append(node)
+            self.stage.append(stage)
+            self._memo[node] = index
+        return index
+
+    def op(self, kind: str, a: int, b: int) -> int:
+        a, b = min(a, b), max(a, b)
+        return self.add((kind, a, b, 0), self.stage[a])
+
+    def chain(self, kind: str, wires: Sequence[int]) -> int:
+        """Minimum or maximum of all wires as a balanced tree."""
+        items = list(wires)
+        while len(items) > 1:
+            items = [self.op(kind, items[i], items[i + 1]) for i in range(0, len(items) - 1, 2)] + (
+                [items[-1]] if len(items) % 2 else []
+            )
+        return items[0]
+
+    def sort(self, wires: Sequence[int], known: set[tuple[int, int]]) -> list[int]:
+        """Sorts wires with a sorting network, skipping comparators whose order is known.
+
+        ``known`` holds pairs ``(a, b)`` with ``value(a) <= value(b)``; it is extended in place.
+        """
+        pairs, width = _sorting_network(len(wires))
+        w: list[int | None] = [*wires] + [None] * (width - len(wires))
+        for p, q in pairs:
+            a, b = w[p], w[q]
+            if b is None:
+                continue
+            if a is None:
+                w[p], w[q] = b, None
+                continue
+            if a == b or (a, b) in known:
+                continue
+            if (b, a) in known:
+                w[p], w[q] = b, a
+                continue
+            lo, hi = self.op("min", a, b), self.op("max", a, b)
+            new = {(lo, hi)}
+            for x in w:
+                if x is None or x in (a, b):
+                    continue
+                x_le_a, x_le_b = (x, a) in known, (x, b) in known
+                a_le_x, b_le_x = (a, x) in known, (b, x) in known
+                if x_le_a and x_le_b:
+                    new.add((x, lo))
+                if a_le_x or b_le_x:
+                    new.add((lo, x))
+                if x_le_a or x_le_b:
+                    new.add((x, hi))
+                if a_le_x and b_le_x:
+                    new.add((hi, x))
+            known |= new
+            w[p], w[q] = lo, hi
+        return [wire for wire in w[: len(wires)] if wire is not None]
+
+    def select_line(self, wires: Sequence[int], ranks: set[int]) -> dict[int, int]:
+        """Nodes for the given ranks of ``wires`` (minimum/maximum alone use a simple chain)."""
+        n = len(wires)
+        if n == 1:
+            return {0: wires[0]}
+        if ranks == {0}:
+            return {0: self.chain("min", wires)}
+        if ranks == {n - 1}:
+            return {n - 1: self.chain("max", wires)}
+        result = self.sort(wires, set())
+        return {j: result[j] for j in ranks}
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A straight-line min/max program computing the window median."""
+
+    kernel: tuple[int, ...]  # in original axis order
+    perm: tuple[int, ...]  # stage a sorts along spatial axis perm[a]
+    instrs: tuple[_Node, ...]  # node i of the program is instrs[i]
+    out: int
+    last_use: tuple[int, ...]  # instruction index after which node i is dead
+    deaths: tuple[tuple[int, ...], ...]  # nodes whose last use is instruction t
+    ops_per_stage: tuple[int, ...]
+
+
+def _candidates(kernel: Sequence[int]) -> tuple[list[tuple[int, ...]], int]:
+    """Rank tuples that can hold the lower median of a window sorted along every axis, and its rank."""
+    n = math.prod(kernel)
+    m = (n - 1) // 2
+    grid = list(itertools.product(*(range(k) for k in kernel)))
+    below = [j for j in grid if math.prod(k - t for k, t in zip(kernel, j)) > n - m]
+    cands = [
+        j
+        for j in grid
+        if math.prod(t + 1 for t in j) <= m + 1 and math.prod(k - t for k, t in zip(kernel, j)) <= n - m
+    ]
+    return cands, m - len(below)
+
+
+def _build(kernel: tuple[int, ...], order: list[tuple[int, ...]], rank: int) -> tuple[_Builder, int]:
+    builder = _Builder()
+    d = len(kernel)
+    # needed[a]: rank prefixes (length a + 1) that some candidate has
+    needed = [{j[: a + 1] for j in order} for a in range(d)]
+    grid: dict[tuple[int, ...], int] = {(): -1}
+    for a in range(d):
+        new: dict[tuple[int, ...], int] = {}
+        for prefix, node in grid.items():
+            ranks = {j[a] for j in needed[a] if j[:a] == prefix}
+            if not ranks:
+                continue
+            wires = [builder.add(("view", node, a, i), a) for i in range(kernel[a])]
+            for j, result in builder.select_line(wires, ranks).items():
+                new[prefix + (j,)] = result  # noqa: RUF005
+        grid = new
+    known = {(grid[p], grid[q]) for p in order for q in order if p != q and all(x <= y for x, y in zip(p, q))}
+    if len(order) == 1:
+        return builder, grid[order[0]]
+    if rank == 0:
+        return builder, builder.chain("min", [grid[j] for j in order])
+    if rank == len(order) - 1:
+        return builder, builder.chain("max", [grid[j] for j in order])
+    return builder, builder.sort([grid[j] for j in order], known)[rank]
+
+
+def _ancestors(builder: _Builder, out: int) -> list[int]:
+    seen: set[int] = set()
+    stack = [out]
+    while stack:
+        i = stack.pop()
+        if i < 0 or i in seen:
+            continue
+        seen.add(i)
+        kind, a, b, _ = builder.nodes[i]
+        stack.append(a)
+        if kind != "view":
+            stack.append(b)
+    return sorted(seen)
+
+
+@lru_cache(maxsize=256)
+def _plan(kernel: tuple[int, ...], perm: tuple[int, ...]) -> _Plan:
+    """The cheapest network found for a window, sorting axes in the order ``perm``."""
+    k = tuple(kernel[a] for a in perm)
+    cands, rank = _candidates(k)
+    orders = [cands, cands[::-1], sorted(cands, key=lambda j: (sum(j), j))]
+    rng = random.Random(0)
+    for _ in range(12 if len(cands) > 3 else 0):
+        shuffled = list(cands)
+        rng.shuffle(shuffled)
+        orders.append(shuffled)
+    best: tuple[int, _Builder, int] | None = None
+    for order in orders:
+        builder, out = _build(k, order, rank)
+        count = sum(1 for i in _ancestors(builder, out) if builder.nodes[i][0] != "view")
+        if best is None or count < best[0]:
+            best = (count, builder, out)
+    assert best is not None
+    _, builder, out = best
+    keep = _ancestors(builder, out)
+    renumber = {old: new for new, old in enumerate(keep)}
+    renumber[-1] = -1
+    instrs: list[_Node] = []
+    ops = [0] * len(k)
+    for old in keep:
+        kind, a, b, c = builder.nodes[old]
+        if kind == "view":
+            instrs.append((kind, renumber[a], b, c))
+        else:
+            instrs.append((kind, renumber[a], renumber[b], 0))
+            ops[builder.stage[old]] += 1
+    last = list(range(len(instrs)))
+    for t in range(len(instrs) - 1, -1, -1):
+        kind, a, b, _ = instrs[t]
+        if kind == "view":
+            if a >= 0:
+                last[a] = max(last[a], last[t])
+        else:
+            last[a] = max(last[a], t)
+            last[b] = max(last[b], t)
+    deaths: list[list[int]] = [[] for _ in instrs]
+    for node, t in enumerate(last):
+        deaths[t].append(node)
+    return _Plan(
+        tuple(kernel),
+        perm,
+        tuple(instrs),
+        len(instrs) - 1,
+        tuple(last),
+        tuple(map(tuple, deaths)),
+        tuple(ops),
+    )
+
+
+def _plan_cost(plan: _Plan, out_sizes: Sequence[int], used: Sequence[int]) -> int:
+    sizes = list(used)
+    cost = 0
+    for stage, axis in enumerate(plan.perm):
+        sizes[axis] = out_sizes[axis]
+        cost += plan.ops_per_stage[stage] * math.prod(sizes)
+    return cost
+
+
+def _choose_plan(
+    kernel: tuple[int, ...], stride: Sequence[int], out_sizes: Sequence[int], used: Sequence[int]
+) -> _Plan | None:
+    """The cheapest network over the axis orders, or None when the window is too large for one."""
+    n = math.prod(kernel)
+    if n > 64:
+        return None
+    best: tuple[int, _Plan] | None = None
+    nd = len(kernel)
+    for perm in itertools.permutations(range(nd)):
+        if nd > 1 and stride[nd - 1] > 1 and kernel[nd - 1] > 1 and perm[0] != nd - 1:
+            continue  # sort along the innermost axis first: its views can then use contiguous phases
+        plan = _plan(kernel, perm)
+        cost = _plan_cost(plan, out_sizes, used)
+        if best is None or cost < best[0]:
+            best = (cost, plan)
+    assert best is not None
+    if best[0] > NETWORK_MAX_OPS * math.prod(out_sizes):
+        return None
+    return best[1]
+
+
+# ----------------------------------------------------------------------------------------------
+# Running a plan
+# ----------------------------------------------------------------------------------------------
+
+
+def _leading(spatial: Iterable[slice]) -> tuple[slice, ...]:
+    """Index keeping the leading (batch) dimension and slicing the spatial ones."""
+    return (slice(None), *spatial)
+
+
+def _axis_slice(axis: int, ndim: int, start: int, stop: int, step: int) -> tuple[slice, ...]:
+    """Index selecting ``start:stop:step`` along spatial ``axis`` of a ``(B, *spatial)`` tensor."""
+    index = [slice(None)] * (ndim + 1)
+    index[axis + 1] = slice(start, stop, step)
+    return tuple(index)
+
+
+def _run_plan(
+    plan: _Plan, xs: Tensor, out: Tensor, stride: Sequence[int], pool: dict[Any, list[Tensor]]
+) -> None:
+    """Evaluates ``plan`` on ``xs`` (``(b, *used)``) into ``out`` (``(b, *out_sizes)``), eagerly."""
+    nd = xs.dim() - 1
+    out_sizes = out.shape[1:]
+    values: dict[int, Tensor] = {}
+    owned: set[int] = set()
+    step = stride[nd - 1]
+    # Strided views along the innermost axis defeat vectorisation: split the input into contiguous
+    # phases once (the plan sorts along that axis first, see _choose_plan).
+    phases = _phases(xs, step) if _uses_phases(plan, stride) else []
+    for t, (kind, a, b, c) in enumerate(plan.instrs):
+        if kind == "view":
+            axis = plan.perm[b]
+            size = out_sizes[axis]
+            if a < 0 and phases and axis == nd - 1:
+                values[t] = phases[c % step][..., c // step : c // step + size]
+            else:
+                src = xs if a < 0 else values[a]
+                values[t] = src[_axis_slice(axis, nd, c, c + stride[axis] * (size - 1) + 1, stride[axis])]
+        else:
+            ta, tb = values[a], values[b]
+            if t == plan.out:
+                dst = out
+            elif a in owned and plan.last_use[a] == t:
+                dst = ta
+                owned.discard(a)
+            elif b in owned and plan.last_use[b] == t:
+                dst = tb
+                owned.discard(b)
+            else:
+                free = pool.get(ta.shape)
+                dst = free.pop() if free else torch.empty(ta.shape, dtype=ta.dtype, device=ta.device)
+                owned.add(t)
+            if t != plan.out and dst is not out:
+                owned.add(t)
+            (torch.minimum if kind == "min" else torch.maximum)(ta, tb, out=dst)
+            values[t] = dst
+        if t == plan.out:
+            break
+        for node in plan.deaths[t]:
+            tensor = values.pop(node)
+            if node in owned:
+                owned.discard(node)
+                pool.setdefault(tensor.shape, []).append(tensor)
+    if plan.instrs[plan.out][0] == "view":
+        out.copy_(values[plan.out])
+
+
+def _network_eager(plan: _Plan, xu: Tensor, out: Tensor, stride: Sequence[int]) -> None:
+    """Runs the network over chunks of the batch so that intermediates stay in cache."""
+    per_item = max(1, math.prod(xu.shape[1:]))
+    chunk = max(1, _CHUNK_ELEMENTS // per_item)
+    pool: dict[Any, list[Tensor]] = {}
+    for start in range(0, xu.shape[0], chunk):
+        _run_plan(plan, xu[start : start + chunk], out[start : start + chunk], stride, pool)
+
+
+def _uses_phases(plan: _Plan, stride: Sequence[int]) -> bool:
+    """Whether stage 0 reads the input through contiguous phases of the innermost axis."""
+    nd = len(stride)
+    return stride[nd - 1] > 1 and plan.perm[0] == nd - 1
+
+
+def _phases(xu: Tensor, step: int) -> list[Tensor]:
+    """The innermost axis split into ``step`` contiguous phases (``xu[..., r::step]``)."""
+    return [xu[..., r::step].contiguous() for r in range(step)]
+
+
+def _network_source(plan: _Plan, out_sizes: Sequence[int], stride: Sequence[int]) -> str:
+    """Python source of a straight-line function computing the plan.
+
+    Its arguments are the padded ``(B, *padded)`` tensor, or the phases of :func:`_phases`.
+    """
+    nd = len(out_sizes)
+    step = stride[nd - 1]
+    phases = _uses_phases(plan, stride)
+    lines = [f"def network({', '.join(f'p{r}' for r in range(step)) if phases else 'xp'}):"]
+    for t, (kind, a, b, c) in enumerate(plan.instrs):
+        if kind == "view":
+            axis = plan.perm[b]
+            if a < 0 and phases:
+                lines.append(f"    v{t} = p{c % step}[..., {c // step}:{c // step + out_sizes[axis]}]")
+                continue
+            parts = [":"] * (nd + 1)
+            parts[axis + 1] = f"{c}:{c + stride[axis] * (out_sizes[axis] - 1) + 1}:{stride[axis]}"
+            src = "xp" if a < 0 else f"v{a}"
+            lines.append(f"    v{t} = {src}[{', '.join(parts)}]")
+        else:
+            lines.append(f"    v{t} = torch.{'minimum' if kind == 'min' else 'maximum'}(v{a}, v{b})")
+    suffix = ".clone()" if plan.instrs[plan.out][0] == "view" else ""
+    lines.append(f"    return v{plan.out}{suffix}")
+    return "\n".join(lines) + "\n"
+
+
+def _select_source(kernel: Sequence[int], stride: Sequence[int], out_sizes: Sequence[int]) -> str:
+    """Source of a fused kernel: window offset of the selected cell (first equal cell, row-major)."""
+    n = math.prod(kernel)
+    # int32 and ``v != v`` (rather than int16 and isnan) keep the generated C++ loop vectorised
+    lines = [
+        "def select(xp, y):",
+        "    ynan = y != y",
+        f"    sel = torch.full_like(y, {n}, dtype=torch.int32)",
+    ]
+    offsets = list(itertools.product(*(range(k) for k in kernel)))
+    for o in range(n - 1, -1, -1):
+        parts = [":"] + [
+            f"{i}:{i + s * (osz - 1) + 1}:{s}" for i, s, osz in zip(offsets[o], stride, out_sizes)
+        ]
+        lines.append(f"    v = xp[{', '.join(parts)}]")
+        lines.append(f"    sel = torch.where((v == y) | ((v != v) & ynan), {o}, sel)")
+    lines.append("    return sel")
+    return "\n".join(lines) + "\n"
+
+
+def _gather_source(kernel: Sequence[int], used: Sequence[int]) -> str:
+    """Source of a fused gather-form accumulation of the gradient over pre-padded ``selp``/``gp``."""
+    lines = ["def gather(selp, gp):"]
+    for o, offset in enumerate(itertools.product(*(range(k) for k in kernel))):
+        idx = ", ".join([":"] + [f"{k - 1 - i}:{k - 1 - i + u}" for k, i, u in zip(kernel, offset, used)])
+        term = f"torch.where(selp[{idx}] == {o}, gp[{idx}], 0)"
+        lines.append(f"    acc = {term}" if o == 0 else f"    acc = acc + {term}")
+    lines.append("    return acc")
+    return "\n".join(lines) + "\n"
+
+
+def _grad_compiled(xp: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> Tensor | None:
+    """Backward with two compiled kernels; the padding/dilation between them is done eagerly."""
+    out_sizes = tuple(y.shape[1:])
+    key = ("select", cfg.kernel, cfg.stride, tuple(xp.shape), xp.dtype, xp.device)
+    sel = _call_compiled(key, lambda: _select_source(cfg.kernel, cfg.stride, out_sizes), "select", xp, y)
+    if sel is None:
+        return None
+    # Outputs sit at multiples of the stride of a grid padded by kernel - 1 on both sides, so that
+    # every padded-input cell gathers from kernel-many unmasked shifted views.
+    used = [s * (o - 1) + k for k, s, o in zip(cfg.kernel, cfg.stride, out_sizes)]
+    grid = (xp.shape[0], *(u + k - 1 for u, k in zip(used, cfg.kernel)))
+    inner = (
+        slice(None),
+        *(slice(k - 1, k - 1 + s * (o - 1) + 1, s) for k, s, o in zip(cfg.kernel, cfg.stride, out_sizes)),
+    )
+    selp = torch.full(grid, -1, dtype=sel.dtype, device=sel.device)
+    selp[inner] = sel
+    gp = torch.zeros(grid, dtype=g.dtype, device=g.device)
+    gp[inner] = g
+    key = ("gather", cfg.kernel, grid, (), g.dtype, g.device)
+    acc = _call_compiled(key, lambda: _gather_source(cfg.kernel, used), "gather", selp, gp)
+    if acc is None:
+        return None
+    if list(acc.shape[1:]) == list(xp.shape[1:]):
+        return acc
+    grad = torch.zeros_like(xp)
+    grad[_leading(slice(0, u) for u in used)] = acc
+    return grad
+
+
+_COMPILED: dict[tuple[Any, ...], Callable[..., Tensor] | None] = {}
+_COMPILED_MAX = 64
+
+
+def _compiled(key: tuple[Any, ...], source: Callable[[], str], name: str) -> Callable[..., Tensor] | None:
+    """A ``torch.compile``-d function generated from source, cached per key (None if compile failed)."""
+    if key in _COMPILED:
+        return _COMPILED[key]
+    namespace: dict[str, Any] = {"torch": torch}
+    code = compile(source(), f"<torchpool.median.{name}.{len(_COMPILED)}>", "exec")
+    exec(code, namespace)
+    if len(_COMPILED) >= _COMPILED_MAX:
+        _COMPILED.pop(next(iter(_COMPILED)))
+    fn = torch.compile(namespace[name], dynamic=False)
+    _COMPILED[key] = fn
+    return fn
+
+
+def _call_compiled(
+    key: tuple[Any, ...], source: Callable[[], str], name: str, *args: Tensor
+) -> Tensor | None:
+    fn = _compiled(key, source, name)
+    if fn is None:
+        return None
+    try:
+        return fn(*args)
+    except Exception as error:
+        warnings.warn(
+            f"torch.compile failed for median pooling ({type(error).__name__}: {error}); using eager mode",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        _COMPILED[key] = None
+        return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Fallbacks and the "valid" mode
+# ----------------------------------------------------------------------------------------------
+
+
+def _windows(xs: Tensor, kernel: Sequence[int], stride: Sequence[int]) -> Tensor:
+    """``(b, *out, prod(kernel))`` copy of the windows of ``xs`` (``(b, *spatial)``)."""
+    w = xs
+    for axis, (k, s) in enumerate(zip(kernel, stride)):
+        w = w.unfold(axis + 1, k, s)
+    nd = len(kernel)
+    return w.reshape(*w.shape[: nd + 1], -1)
+
+
+def _fallback_chunk(xp: Tensor, out_sizes: Sequence[int], kernel: Sequence[int]) -> int:
+    budget = max(xp.numel(), _FALLBACK_MIN_ELEMENTS)
+    return max(1, budget // max(1, math.prod(out_sizes) * math.prod(kernel)))
+
+
+def _median_unfold(xu: Tensor, out: Tensor, kernel: Sequence[int], stride: Sequence[int]) -> None:
+    """Memory-bounded fallback: unfold + :func:`torch.median` over chunks of the batch."""
+    chunk = _fallback_chunk(xu, out.shape[1:], kernel)
+    for start in range(0, xu.shape[0], chunk):
+        windows = _windows(xu[start : start + chunk], kernel, stride)
+        out[start : start + chunk] = windows.median(dim=-1).values
+
+
+def _outer(vectors: Sequence[Tensor]) -> Tensor:
+    """Outer product of 1-d tensors (logical and for bool tensors, product otherwise)."""
+    nd = len(vectors)
+    result = vectors[0].reshape([-1] + [1] * (nd - 1))
+    for axis in range(1, nd):
+        shape = [1] * nd
+        shape[axis] = -1
+        result = result * vectors[axis].reshape(shape)
+    return result
+
+
+def _valid_region(
+    xp: Tensor,
+    inbounds: Sequence[Tensor],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    ranges: Sequence[tuple[int, int]],
+) -> Tensor:
+    """Lower median of the in-bounds cells of the windows whose outputs lie in ``ranges``."""
+    spans = [slice(s * lo, s * (hi - 1) + k) for (lo, hi), k, s in zip(ranges, kernel, stride)]
+    slab = xp[_leading(spans)]
+    mask = _outer([inb[span] for inb, span in zip(inbounds, spans)])
+    counts = _outer(
+        [
+            torch.stack([inb[s * o : s * o + k].sum() for o in range(lo, hi)])
+            for inb, (lo, hi), k, s in zip(inbounds, ranges, kernel, stride)
+        ]
+    )
+    rank = ((counts - 1) // 2).unsqueeze(-1)
+    inf = torch.tensor(float("inf"), dtype=xp.dtype, device=xp.device)
+    values = torch.where(mask, slab, inf)
+    out_sizes = [hi - lo for lo, hi in ranges]
+    result = torch.empty((xp.shape[0], *out_sizes), dtype=xp.dtype, device=xp.device)
+    chunk = _fallback_chunk(slab, out_sizes, kernel)
+    for start in range(0, xp.shape[0], chunk):
+        ordered = _windows(values[start : start + chunk], kernel, stride).sort(dim=-1).values
+        picked = ordered.gather(-1, rank.expand(*ordered.shape[:-1], 1)).squeeze(-1)
+        nan = torch.isnan(ordered[..., -1])  # NaN sorts last
+        result[start : start + chunk] = torch.where(nan, ordered[..., -1], picked)
+    return result
+
+
+def _fix_valid_borders(
+    y: Tensor, xp: Tensor, cfg: _Config, inbounds: Sequence[Tensor], everything: bool
+) -> None:
+    """Overwrites the outputs whose windows touch the padding with the median of in-bounds cells."""
+    out_sizes = y.shape[1:]
+    nd = len(out_sizes)
+    interior: list[tuple[int, int]] = []
+    borders: list[list[tuple[int, int]]] = []
+    for axis in range(nd):
+        k, s, p, size, o = (
+            cfg.kernel[axis],
+            cfg.stride[axis],
+            cfg.padding[axis],
+            cfg.sizes[axis],
+            out_sizes[axis],
+        )
+        inside = [j for j in range(o) if s * j >= p and s * j - p + k <= size]
+        lo, hi = (inside[0], inside[-1] + 1) if inside and not everything else (0, 0)
+        interior.append((lo, hi))
+        borders.append([r for r in ((0, lo), (hi, o)) if r[1] > r[0]] if hi > lo else [(0, o)])
+    for axis in range(nd):
+        for border in borders[axis]:
+            ranges = [*interior[:axis], border, *[(0, o) for o in out_sizes[axis + 1 :]]]
+            if any(hi <= lo for lo, hi in ranges):
+                continue
+            y[_leading(slice(lo, hi) for lo, hi in ranges)] = _valid_region(
+                xp, inbounds, cfg.kernel, cfg.stride, ranges
+            )
+
+
+# ----------------------------------------------------------------------------------------------
+# Forward, selection and backward
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Config:
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    sizes: tuple[int, ...]  # unpadded input sizes
+    mode: str
+    compiled: bool
+
+    def inbounds(self, device: torch.device) -> list[Tensor]:
+        masks = []
+        for p, size in zip(self.padding, self.sizes):
+            mask = torch.zeros(size + 2 * p, dtype=torch.bool, device=device)
+            mask[p : p + size] = True
+            masks.append(mask)
+        return masks
+
+
+def _out_sizes(cfg: _Config) -> tuple[int, ...]:
+    return tuple(
+        (i + 2 * p - k) // s + 1 for i, k, s, p in zip(cfg.sizes, cfg.kernel, cfg.stride, cfg.padding)
+    )
+
+
+def _forward(xp: Tensor, cfg: _Config) -> Tensor:
+    """Median of every window of the padded, contiguous ``(B, *padded)`` tensor ``xp``."""
+    out_sizes = _out_sizes(cfg)
+    used = [s * (o - 1) + k for k, s, o in zip(cfg.kernel, cfg.stride, out_sizes)]
+    xu = xp[_leading(slice(0, u) for u in used)]
+    plan = _choose_plan(cfg.kernel, cfg.stride, out_sizes, used)
+    y: Tensor | None = None
+    if cfg.mode == "valid" and all(p == 0 for p in cfg.padding):
+        cfg = _Config(cfg.kernel, cfg.stride, cfg.padding, cfg.sizes, "zeros", cfg.compiled)
+    if plan is not None and cfg.compiled:
+        key = ("fwd", plan.kernel, plan.perm, tuple(xp.shape), cfg.stride, xp.dtype, xp.device)
+        args = _phases(xu, cfg.stride[-1]) if _uses_phases(plan, cfg.stride) else [xp]
+        y = _call_compiled(key, lambda: _network_source(plan, out_sizes, cfg.stride), "network", *args)
+    if y is None:
+        y = torch.empty((xp.shape[0], *out_sizes), dtype=xp.dtype, device=xp.device)
+        if plan is not None:
+            _network_eager(plan, xu, y, cfg.stride)
+        elif cfg.mode != "valid":
+            _median_unfold(xu, y, cfg.kernel, cfg.stride)
+    if cfg.mode == "valid":
+        _fix_valid_borders(y, xp, cfg, cfg.inbounds(xp.device), everything=plan is None)
+    return y
+
+
+def _offset_views(cfg: _Config, out_sizes: Sequence[int]) -> list[tuple[tuple[int, ...], tuple[slice, ...]]]:
+    """Each window offset in row-major order, with the index of its strided view."""
+    views = []
+    for offset in itertools.product(*(range(k) for k in cfg.kernel)):
+        index = (
+            slice(None),
+            *(slice(i, i + s * (o - 1) + 1, s) for i, s, o in zip(offset, cfg.stride, out_sizes)),
+        )
+        views.append((offset, index))
+    return views
+
+
+def _offset_mask(inbounds: Sequence[Tensor], index: tuple[slice, ...]) -> Tensor:
+    return _outer([inb[sl] for inb, sl in zip(inbounds, index[1:])])
+
+
+def _grad_eager(xp: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> Tensor:
+    """Scatters ``g`` to the selected cell of each window (first equal cell, row-major)."""
+    out_sizes = y.shape[1:]
+    views = _offset_views(cfg, out_sizes)
+    restrict = cfg.mode == "valid"
+    inbounds = cfg.inbounds(xp.device) if restrict else []
+    masks = [_offset_mask(inbounds, index) for _, index in views] if restrict else []
+    has_nan = bool(torch.isnan(y).any())
+    grad = torch.zeros_like(xp)
+    per_item = max(1, math.prod(xp.shape[1:]))
+    chunk = max(1, _CHUNK_ELEMENTS // per_item)
+    for start in range(0, xp.shape[0], chunk):
+        part = slice(start, start + chunk)
+        xs, ys, gr = xp[part], y[part], grad[part]
+        remaining = g[part].clone()
+        ynan = torch.isnan(ys) if has_nan else None
+        for o, (_, index) in enumerate(views):
+            v = xs[index]
+            match = v == ys
+            if ynan is not None:
+                match |= torch.isnan(v) & ynan
+            if restrict:
+                match &= masks[o]
+            gr[index].add_(torch.where(match, remaining, 0))
+            remaining = remaining.masked_fill(match, 0)
+    return grad
+
+
+def _grad(xp: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> Tensor:
+    if cfg.compiled and cfg.mode != "valid" and math.prod(cfg.kernel) < 32767 and not torch.is_grad_enabled():
+        grad = _grad_compiled(xp, y, g, cfg)
+        if grad is not None:
+            return grad
+    return _grad_eager(xp, y, g, cfg)
+
+
+def _selection(xp: Tensor, y: Tensor, cfg: _Config, restrict: bool) -> Tensor:
+    """Window offset (row-major, 0..k-1) of the selected cell; ``prod(kernel)`` where none matches."""
+    out_sizes = y.shape[1:]
+    views = _offset_views(cfg, out_sizes)
+    inbounds = cfg.inbounds(xp.device)
+    ynan = torch.isnan(y)
+    sel = torch.full(y.shape, len(views), dtype=torch.long, device=y.device)
+    for o in range(len(views) - 1, -1, -1):
+        v = xp[views[o][1]]
+        match = (v == y) | (torch.isnan(v) & ynan)
+        if restrict:
+            match &= _offset_mask(inbounds, views[o][1])
+        sel.masked_fill_(match, o)
+    return sel
+
+
+def _indices(xp: Tensor, y: Tensor, cfg: _Config) -> Tensor:
+    """Flat indices into the unpadded spatial plane (see the module docstring for the rules)."""
+    restrict = cfg.mode in ("zeros", "valid")
+    sel = _selection(xp, y, cfg, restrict)
+    nomatch = sel == math.prod(cfg.kernel)
+    out_sizes = y.shape[1:]
+    nd = len(out_sizes)
+    index = torch.zeros_like(sel)
+    after = math.prod(cfg.kernel)
+    plane = math.prod(cfg.sizes)
+    for axis, (k, s, p, size, o) in enumerate(zip(cfg.kernel, cfg.stride, cfg.padding, cfg.sizes, out_sizes)):
+        after //= k
+        plane //= size
+        shape = [1] * (nd + 1)
+        shape[axis + 1] = o
+        starts = (torch.arange(o, device=y.device) * s).reshape(shape)
+        offset = (sel // after) % k
+        real = offset + starts - p
+        if cfg.mode == "reflect":
+            real = real.abs()
+            real = torch.where(real >= size, 2 * (size - 1) - real, real)
+        else:  # replicate; zeros/valid cells are in bounds except where nothing matched
+            real = real.clamp(0, size - 1)
+        # first in-bounds cell of each window along this axis (used where nothing matched)
+        first = (starts - p).clamp(min=0)
+        real = torch.where(nomatch, first, real)
+        index += real * plane
+    return index
+
+
+class _MedianFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, xp: Tensor, cfg: _Config) -> Tensor:
+        y = _forward(xp, cfg)
+        ctx.save_for_backward(xp, y)
+        ctx.cfg = cfg
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None]:
+        xp, y = ctx.saved_tensors
+        return _grad(xp, y, g, ctx.cfg), None
+
+
+# ----------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------
+
+
+def _pad(x: Tensor, padding: Sequence[int], mode: str) -> Tensor:
+    if not any(padding):
+        return x
+    pads = [p for p in reversed(padding) for _ in range(2)]
+    if mode in ("zeros", "valid"):
+        return F.pad(x, pads, mode="constant", value=0.0)
+    return F.pad(x, pads, mode=mode)
+
+
+def _prepare(
+    x: object,
+    nd: int,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None,
+    padding: IntOrTuple,
+    padding_mode: str,
+    compiled: bool,
+) -> tuple[Tensor, bool, Window, _Config]:
+    window = check_window(kernel_size, stride, padding, nd)
+    check_choice(padding_mode, "padding_mode", PADDING_MODES)
+    check_bool(compiled, "compiled")
+    xb, unbatched = check_input(x, nd, window=window)
+    sizes = tuple(xb.shape[2:])
+    if padding_mode == "reflect":
+        for axis, (p, size) in enumerate(zip(window.padding, sizes)):
+            if p >= size:
+                raise ValueError(
+                    f"padding must be smaller than the input size for padding_mode='reflect', got "
+                    f"padding={p} for size {size} in spatial dimension {axis}"
+                )
+    cfg = _Config(window.kernel_size, window.stride, window.padding, sizes, padding_mode, compiled)
+    return xb, unbatched, window, cfg
+
+
+def _median_pool(
+    x: object,
+    nd: int,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None,
+    padding: IntOrTuple,
+    padding_mode: str,
+    compiled: bool,
+    with_indices: bool,
+) -> tuple[Tensor, Tensor | None]:
+    xb, unbatched, _, cfg = _prepare(x, nd, kernel_size, stride, padding, padding_mode, compiled)
+    n, c = xb.shape[:2]
+    channels_last = (
+        nd in (2, 3)
+        and not xb.is_contiguous()
+        and xb.is_contiguous(memory_format=torch.channels_last if nd == 2 else torch.channels_last_3d)
+    )
+    xp = _pad(xb, cfg.padding, padding_mode).contiguous()
+    flat = xp.reshape(n * c, *xp.shape[2:])
+    y = _MedianFunction.apply(flat, cfg)
+    indices = None
+    if with_indices:
+        with torch.no_grad():
+            indices = _indices(flat.detach(), y.detach(), cfg).reshape(n, c, *y.shape[1:])
+            indices = restore_batch(indices, unbatched)
+    y = y.reshape(n, c, *y.shape[1:])
+    if channels_last:
+        y = y.contiguous(memory_format=torch.channels_last if nd == 2 else torch.channels_last_3d)
+    return restore_batch(y, unbatched), indices
+
+
+_SHAPES = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
+
+
+def median_pool1d(
+    x: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    *,
+    padding_mode: str = "reflect",
+    compiled: bool = False,
+) -> Tensor:
+    """1-d median pooling: the lower median of each window.
+
+    Args:
+        x: input of shape ``(N, C, L)`` or ``(C, L)``, floating point.
+        kernel_size: window size.
+        stride: step between windows; ``None`` means ``kernel_size``.
+        padding: padding on both sides, at most ``kernel_size // 2``.
+        padding_mode: ``"reflect"``, ``"replicate"``, ``"zeros"`` or ``"valid"`` (median of the
+            in-bounds cells only).
+        compiled: run the min/max network under :func:`torch.compile`.
+
+    Returns:
+        The pooled tensor. Even windows give the lower median (sorted index ``(n - 1) // 2``); a window
+        containing NaN gives NaN.
+
+    Shape:
+        - Input: ``(N, C, L_in)`` or ``(C, L_in)``.
+        - Output: ``(N, C, L_out)`` or ``(C, L_out)``, ``L_out = (L_in + 2 * padding - kernel_size) //
+          stride + 1``.
+
+    Example:
+        >>> x = torch.tensor([[[1.0, 5.0, 2.0, 8.0, 3.0]]])
+        >>> median_pool1d(x, 3, stride=1, padding=1)
+        tensor([[[5., 2., 5., 3., 8.]]])
+        >>> median_pool1d(x, 2, stride=1)
+        tensor([[[1., 2., 2., 3.]]])
+    """
+    return _median_pool(x, 1, kernel_size, stride, padding, padding_mode, compiled, False)[0]
+
+
+def median_pool2d(
+    x: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    *,
+    padding_mode: str = "reflect",
+    compiled: bool = False,
+) -> Tensor:
+    """2-d median pooling: the lower median of each window.
+
+    Args:
+        x: input of shape ``(N, C, H, W)`` or ``(C, H, W)``, floating point, any memory format.
+        kernel_size: window size, an int or ``(kH, kW)``; even and non-square windows are allowed.
+        stride: step between windows; ``None`` means ``kernel_size``.
+        padding: padding on both sides of each axis, at most half the window.
+        padding_mode: ``"reflect"``, ``"replicate"``, ``"zeros"`` or ``"valid"`` (median of the
+            in-bounds cells only).
+        compiled: run the min/max network under :func:`torch.compile` (padding stays eager).
+
+    Returns:
+        The pooled tensor. Even windows give the lower median (sorted index ``(n - 1) // 2``); a window
+        containing NaN gives NaN. The gradient goes to the selected cell (first equal cell of the window
+        in row-major order).
+
+    Shape:
+        - Input: ``(N, C, H_in, W_in)`` or ``(C, H_in, W_in)``.
+        - Output: ``(N, C, H_out, W_out)`` or ``(C, H_out, W_out)``, with
+          ``H_out = (H_in + 2 * padding[0] - kernel_size[0]) // stride[0] + 1`` (same for ``W``).
+
+    Example:
+        >>> x = torch.tensor([[[[1.0, 9.0, 2.0], [8.0, 3.0, 7.0], [4.0, 6.0, 5.0]]]])
+        >>> median_pool2d(x, 3)
+        tensor([[[[5.]]]])
+        >>> median_pool2d(x, 2, stride=1)
+        tensor([[[[3., 3.],
+                  [4., 5.]]]])
+    """
+    return _median_pool(x, 2, kernel_size, stride, padding, padding_mode, compiled, False)[0]
+
+
+def median_pool3d(
+    x: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    *,
+    padding_mode: str = "reflect",
+    compiled: bool = False,
+) -> Tensor:
+    """3-d median pooling: the lower median of each window.
+
+    Args:
+        x: input of shape ``(N, C, D, H, W)`` or ``(C, D, H, W)``, floating point.
+        kernel_size: window size, an int or ``(kD, kH, kW)``.
+        stride: step between windows; ``None`` means ``kernel_size``.
+        padding: padding on both sides of each axis, at most half the window.
+        padding_mode: ``"reflect"``, ``"replicate"``, ``"zeros"`` or ``"valid"``.
+        compiled: run the min/max network under :func:`torch.compile`.
+
+    Returns:
+        The pooled tensor (lower median of each window; NaN where a window holds NaN).
+
+    Shape:
+        - Input: ``(N, C, D_in, H_in, W_in)`` or ``(C, D_in, H_in, W_in)``.
+        - Output: ``(N, C, D_out, H_out, W_out)`` or ``(C, D_out, H_out, W_out)``.
+
+    Example:
+        >>> x = torch.arange(8.0).reshape(1, 1, 2, 2, 2)
+        >>> median_pool3d(x, 2)
+        tensor([[[[[3.]]]]])
+    """
+    return _median_pool(x, 3, kernel_size, stride, padding, padding_mode, compiled, False)[0]
+
+
+def median_pool1d_with_indices(
+    x: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    *,
+    padding_mode: str = "reflect",
+    compiled: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """:func:`median_pool1d` and the index of the selected cell of each window.
+
+    Args:
+        x: input of shape ``(N, C, L)`` or ``(C, L)``.
+        kernel_size: window size.
+        stride: step between windows; ``None`` means ``kernel_size``.
+        padding: padding on both sides.
+        padding_mode: ``"reflect"``, ``"replicate"``, ``"zeros"`` or ``"valid"``.
+        compiled: run the min/max network under :func:`torch.compile`.
+
+    Returns:
+        ``(values, indices)``; indices (int64) index the unpadded input as in
+        ``F.max_pool1d(return_indices=True)``. A selected reflect/replicate padding cell gives the index
+        of the cell it copies; see the module docstring for a selected zero padding cell.
+
+    Shape:
+        - Input: ``(N, C, L_in)`` or ``(C, L_in)``.
+        - Output: two tensors of shape ``(N, C, L_out)`` or ``(C, L_out)``.
+
+    Example:
+        >>> x = torch.tensor([[[1.0, 5.0, 2.0, 8.0, 3.0, 0.0]]])
+        >>> median_pool1d_with_indices(x, 3)
+        (tensor([[[2., 3.]]]), tensor([[[2, 4]]]))
+    """
+    values, indices = _median_pool(x, 1, kernel_size, stride, padding, padding_mode, compiled, True)
+    assert indices is not None
+    return values, indices
+
+
+def median_pool2d_with_indices(
+    x: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    *,
+    padding_mode: str = "reflect",
+    compiled: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """:func:`median_pool2d` and the index of the selected cell of each window.
+
+    Args:
+        x: input of shape ``(N, C, H, W)`` or ``(C, H, W)``.
+        kernel_size: window size, an int or ``(kH, kW)``.
+        stride: step between windows; ``None`` means ``kernel_size``.
+        padding: padding on both sides of each axis.
+        padding_mode: ``"reflect"``, ``"replicate"``, ``"zeros"`` or ``"valid"``.
+        compiled: run the min/max network under :func:`torch.compile`.
+
+    Returns:
+        ``(values, indices)``; indices (int64) are flat ``h * W + w`` indices into the unpadded input,
+        as in ``F.max_pool2d(return_indices=True)``, usable with ``F.max_unpool2d``.
+
+    Shape:
+        - Input: ``(N, C, H_in, W_in)`` or ``(C, H_in, W_in)``.
+        - Output: two tensors of shape ``(N, C, H_out, W_out)`` or ``(C, H_out, W_out)``.
+
+    Example:
+        >>> x = torch.tensor([[[[1.0, 9.0, 2.0], [8.0, 3.0, 7.0], [4.0, 6.0, 5.0]]]])
+        >>> median_pool2d_with_indices(x, 3)
+        (tensor([[[[5.]]]]), tensor([[[[8]]]]))
+    """
+    values, indices = _median_pool(x, 2, kernel_size, stride, padding, padding_mode, compiled, True)
+    assert indices is not None
+    return values, indices
+
+
+def median_pool3d_with_indices(
+    x: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    *,
+    padding_mode: str = "reflect",
+    compiled: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """:func:`median_pool3d` and the index of the selected cell of each window.
+
+    Args:
+        x: input of shape ``(N, C, D, H, W)`` or ``(C, D, H, W)``.
+        kernel_size: window size, an int or ``(kD, kH, kW)``.
+        stride: step between windows; ``None`` means ``kernel_size``.
+        padding: padding on both sides of each axis.
+        padding_mode: ``"reflect"``, ``"replicate"``, ``"zeros"`` or ``"valid"``.
+        compiled: run the min/max network under :func:`torch.compile`.
+
+    Returns:
+        ``(values, indices)``; indices (int64) are flat ``(d * H + h) * W + w`` indices into the
+        unpadded input, as in ``F.max_pool3d(return_indices=True)``.
+
+    Shape:
+        - Input: ``(N, C, D_in, H_in, W_in)`` or ``(C, D_in, H_in, W_in)``.
+        - Output: two tensors of shape ``(N, C, D_out, H_out, W_out)`` or ``(C, D_out, H_out, W_out)``.
+
+    Example:
+        >>> x = torch.arange(8.0).reshape(1, 1, 2, 2, 2)
+        >>> median_pool3d_with_indices(x, 2)
+        (tensor([[[[[3.]]]]]), tensor([[[[[3]]]]]))
+    """
+    values, indices = _median_pool(x, 3, kernel_size, stride, padding, padding_mode, compiled, True)
+    assert indices is not None
+    return values, indices
+
+
+class _MedianPoolNd(WindowPool):
+    _repr_options = ("padding_mode", "compiled")
+    _function: Callable[..., Tensor]
+
+    def __init__(
+        self,
+        kernel_size: IntOrTuple,
+        stride: IntOrTuple | None = None,
+        padding: IntOrTuple = 0,
+        *,
+        padding_mode: str = "reflect",
+        compiled: bool = False,
+    ) -> None:
+        super().__init__(kernel_size, stride, padding)
+        self.padding_mode = check_choice(padding_mode, "padding_mode", PADDING_MODES)
+        self.compiled = check_bool(compiled, "compiled")
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Applies the median pooling function with the stored arguments."""
+        return type(self)._function(
+            x,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            padding_mode=self.padding_mode,
+            compiled=self.compiled,
+        )
+
+
+class MedianPool1d(_MedianPoolNd):
+    """Module form of :func:`median_pool1d`.
+
+    Args:
+        kernel_size: window size.
+        stride: step between windows; ``None`` means ``kernel_size``.
+        padding: padding on both sides.
+        padding_mode: ``"reflect"``, ``"replicate"``, ``"zeros"`` or ``"valid"``.
+        compiled: run the min/max network under :func:`torch.compile`.
+
+    Shape:
+        - Input: ``(N, C, L_in)`` or ``(C, L_in)``.
+        - Output: ``(N, C, L_out)`` or ``(C, L_out)``.
+
+    Example:
+        >>> MedianPool1d(3, stride=1, padding=1)
+        MedianPool1d(kernel_size=3, stride=1, padding=1, padding_mode='reflect', compiled=False)
+    """
+
+    _function = staticmethod(median_pool1d)
+
+
+class MedianPool2d(_MedianPoolNd):
+    """Module form of :func:`median_pool2d`.
+
+    Args:
+        kernel_size: window size, an int or ``(kH, kW)``.
+        stride: step between windows; ``None`` means ``kernel_size``.
+        padding: padding on both sides of each axis.
+        padding_mode: ``"reflect"``, ``"replicate"``, ``"zeros"`` or ``"valid"``.
+        compiled: run the min/max network under :func:`torch.compile`.
+
+    Shape:
+        - Input: ``(N, C, H_in, W_in)`` or ``(C, H_in, W_in)``.
+        - Output: ``(N, C, H_out, W_out)`` or ``(C, H_out, W_out)``.
+
+    Example:
+        >>> pool = MedianPool2d(3, stride=1, padding=1)
+        >>> pool(torch.zeros(2, 3, 8, 8)).shape
+        torch.Size([2, 3, 8, 8])
+    """
+
+    _function = staticmethod(median_pool2d)
+
+
+class MedianPool3d(_MedianPoolNd):
+    """Module form of :func:`median_pool3d`.
+
+    Args:
+        kernel_size: window size, an int or ``(kD, kH, kW)``.
+        stride: step between windows; ``None`` means ``kernel_size``.
+        padding: padding on both sides of each axis.
+        padding_mode: ``"reflect"``, ``"replicate"``, ``"zeros"`` or ``"valid"``.
+        compiled: run the min/max network under :func:`torch.compile`.
+
+    Shape:
+        - Input: ``(N, C, D_in, H_in, W_in)`` or ``(C, D_in, H_in, W_in)``.
+        - Output: ``(N, C, D_out, H_out, W_out)`` or ``(C, D_out, H_out, W_out)``.
+
+    Example:
+        >>> MedianPool3d(3, padding=1, padding_mode="zeros")(torch.ones(1, 2, 3, 3, 3)).shape
+        torch.Size([1, 2, 1, 1, 1])
+    """
+
+    _function = staticmethod(median_pool3d)
+
+
+for _n, _cls in ((1, MedianPool1d), (2, MedianPool2d), (3, MedianPool3d)):
+    register_pool(
+        f"median{_n}d",
+        _cls,
+        family="median",
+        dims=(_n,),
+        description="lower median of each window (min/max selection network)",
+        example_kwargs={"kernel_size": 3, "stride": 1, "padding": 1},
+    )

@@ -1,0 +1,403 @@
+"""Tests for median pooling (torchpool.ops.median) against a slow float64 reference."""
+
+from __future__ import annotations
+
+import doctest
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from reference_median import median_pool_reference, median_pool_reference_grad
+
+import torchpool.ops.median as median_module
+from torchpool.ops.median import (
+    MedianPool1d,
+    MedianPool2d,
+    MedianPool3d,
+    median_pool1d,
+    median_pool1d_with_indices,
+    median_pool2d,
+    median_pool2d_with_indices,
+    median_pool3d,
+    median_pool3d_with_indices,
+)
+
+FUNCTIONS = {1: median_pool1d, 2: median_pool2d, 3: median_pool3d}
+WITH_INDICES = {1: median_pool1d_with_indices, 2: median_pool2d_with_indices, 3: median_pool3d_with_indices}
+MODULES = {1: MedianPool1d, 2: MedianPool2d, 3: MedianPool3d}
+MODES = ("zeros", "reflect", "replicate", "valid")
+
+
+def _configs() -> list[tuple[int, object, object, object, str]]:
+    """(nd, kernel, stride, padding, mode): every kernel 1..5 (even, odd, non-square), strides 1..3."""
+    cases: list[tuple[int, object, object, object, str]] = []
+    for k, s in itertools.product((1, 2, 3, 4, 5), (1, 2, 3)):
+        for p in sorted({0, k // 2}):
+            for mode in MODES:
+                cases.append((1, k, s, p, mode))
+    for k, s in itertools.product((1, 2, 3, 4, 5), (1, 2, 3)):
+        for mode in MODES:
+            cases.append((2, k, s, k // 2, mode))
+        cases.append((2, k, s, 0, "reflect"))
+    for k, s, p in [
+        ((2, 3), 1, (1, 1)),
+        ((3, 5), (1, 2), (1, 2)),
+        ((1, 4), (2, 1), (0, 2)),
+        ((5, 2), 3, (2, 1)),
+    ]:
+        for mode in MODES:
+            cases.append((2, k, s, p, mode))
+    for k, s, p in [
+        (3, 1, 1),
+        (2, 1, 1),
+        ((2, 3, 1), (1, 2, 1), (1, 1, 0)),
+        (3, 2, 0),
+        ((1, 2, 3), 1, (0, 1, 1)),
+    ]:
+        for mode in MODES:
+            cases.append((3, k, s, p, mode))
+    return cases
+
+
+CONFIGS = _configs()
+
+
+def _input(nd: int, dtype: torch.dtype = torch.float64, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    shape = {1: (2, 3, 11), 2: (1, 2, 7, 8), 3: (1, 1, 5, 6, 5)}[nd]
+    return torch.randn(shape, generator=generator, dtype=torch.float64).to(dtype)
+
+
+def _distinct(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    """Tie-free float64 input."""
+    generator = torch.Generator().manual_seed(seed)
+    n = 1
+    for size in shape:
+        n *= size
+    return ((torch.randperm(n, generator=generator).double() + 0.5) / n - 0.5).reshape(shape)  # never 0
+
+
+@pytest.mark.parametrize("nd, kernel, stride, padding, mode", CONFIGS)
+def test_matches_reference(nd: int, kernel: object, stride: object, padding: object, mode: str) -> None:
+    x = _input(nd)
+    expected = median_pool_reference(x, kernel, stride, padding, mode)  # type: ignore[arg-type]
+    y = FUNCTIONS[nd](x, kernel, stride, padding, padding_mode=mode)  # type: ignore[arg-type]
+    assert y.dtype == torch.float64
+    assert torch.equal(y, expected)
+    y32 = FUNCTIONS[nd](x.float(), kernel, stride, padding, padding_mode=mode)  # type: ignore[arg-type]
+    assert y32.dtype == torch.float32
+    assert torch.equal(y32.double(), median_pool_reference(x.float(), kernel, stride, padding, mode))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_large_window_fallback(mode: str) -> None:
+    # 9x9 = 81 cells exceeds the network limit: unfold + median path (and the sort path for "valid")
+    x = _input(2, seed=3)[:, :, :, :7].repeat(1, 1, 2, 2)
+    for kernel, stride, padding in [(9, 1, 4), ((9, 8), (2, 3), (3, 4))]:
+        expected = median_pool_reference(x, kernel, stride, padding, mode)
+        assert torch.equal(median_pool2d(x, kernel, stride, padding, padding_mode=mode), expected)
+    xr = _distinct((1, 2, 12, 11)).requires_grad_()
+    y = median_pool2d(xr, 9, 2, 4, padding_mode=mode)
+    g = torch.randn_like(y)
+    y.backward(g)
+    assert torch.allclose(xr.grad, median_pool_reference_grad(xr, 9, 2, 4, mode, g))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_gradient_matches_reference(mode: str) -> None:
+    for nd, kernel, stride, padding in [
+        (2, 3, 1, 1),
+        (2, (2, 3), (2, 1), (1, 1)),
+        (1, 4, 1, 2),
+        (3, 3, 2, 1),
+    ]:
+        x = _input(nd, seed=1).requires_grad_()
+        y = FUNCTIONS[nd](x, kernel, stride, padding, padding_mode=mode)
+        g = torch.randn_like(y)
+        y.backward(g)
+        expected = median_pool_reference_grad(x, kernel, stride, padding, mode, g)
+        assert torch.allclose(x.grad, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "nd, kernel, stride, padding, mode",
+    [
+        (2, 3, 1, 1, "reflect"),
+        (2, 3, 2, 1, "replicate"),
+        (2, (2, 3), 1, (1, 1), "zeros"),
+        (2, 4, 1, 2, "valid"),
+        (1, 5, 2, 2, "reflect"),
+        (3, 3, 1, 1, "reflect"),
+    ],
+)
+def test_gradcheck(nd: int, kernel: object, stride: object, padding: object, mode: str) -> None:
+    shape = {1: (2, 2, 9), 2: (1, 2, 6, 5), 3: (1, 1, 4, 4, 3)}[nd]
+    x = _distinct(shape).requires_grad_()
+
+    def fn(t: torch.Tensor) -> torch.Tensor:
+        return FUNCTIONS[nd](t, kernel, stride, padding, padding_mode=mode)  # type: ignore[arg-type]
+
+    assert torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-6)
+
+
+def test_gradgradcheck() -> None:
+    x = _distinct((1, 1, 4, 4)).requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda t: median_pool2d(t, 3, 1, 1), (x,), eps=1e-6, atol=1e-6)
+
+
+def test_ties_send_gradient_to_first_cell() -> None:
+    x = torch.ones(1, 1, 5, 6, requires_grad=True)
+    median_pool2d(x, 3, 1).sum().backward()
+    expected = torch.zeros(1, 1, 5, 6)
+    expected[..., :3, :4] = 1.0  # the top-left cell of each of the 3x4 windows
+    assert torch.equal(x.grad, expected)
+    # overlapping windows with reflect padding: one unit of gradient per window, in total
+    x.grad = None
+    y = median_pool2d(x, (3, 2), 1, (1, 1))
+    y.sum().backward()
+    assert x.grad.sum().item() == y.numel()
+    # zeros padding: the selected cell of a corner window is a padded zero, the gradient is dropped
+    z = torch.zeros(1, 1, 3, 3, requires_grad=True)
+    median_pool2d(z, 3, 1, 1, padding_mode="zeros").sum().backward()
+    assert z.grad.sum().item() == 4.0  # only windows whose first cell is in bounds
+
+
+def test_even_window_is_lower_median() -> None:
+    x = torch.tensor([[[1.0, 2.0, 3.0, 4.0]]])
+    assert median_pool1d(x, 4).item() == 2.0
+    assert torch.median(x).item() == 2.0
+    x2 = torch.tensor([[[[4.0, 1.0], [3.0, 2.0]]]])
+    assert median_pool2d(x2, 2).item() == 2.0
+
+
+def test_nan_propagates() -> None:
+    x = _input(2, torch.float32)
+    x[0, 0, 3, 3] = float("nan")
+    for mode in MODES:
+        y = median_pool2d(x, 3, 1, 1, padding_mode=mode)
+        nan = torch.isnan(y)
+        expected = torch.zeros_like(nan)
+        expected[0, 0, 2:5, 2:5] = True
+        assert torch.equal(nan, expected)
+        assert torch.equal(y.nan_to_num(9.0), median_pool_reference(x, 3, 1, 1, mode).float().nan_to_num(9.0))
+    _, indices = median_pool2d_with_indices(x, 3, 1, 1)
+    assert (indices[0, 0, 2:5, 2:5] == 3 * 8 + 3).all()
+    xr = x.clone().requires_grad_()
+    median_pool2d(xr, 3, 1, 1).sum().backward()
+    assert xr.grad[0, 0, 3, 3].item() == 9.0  # selected by the nine windows that contain it
+
+
+def test_batchless() -> None:
+    for nd in (1, 2, 3):
+        x = _input(nd)
+        batched = FUNCTIONS[nd](x, 3, 1, 1)
+        single = FUNCTIONS[nd](x[0], 3, 1, 1)
+        assert single.shape == batched.shape[1:]
+        assert torch.equal(single, batched[0])
+        values, indices = WITH_INDICES[nd](x[0], 2, 1, 1)
+        assert indices.shape == values.shape == FUNCTIONS[nd](x[0], 2, 1, 1).shape
+
+
+def test_channels_last_and_noncontiguous() -> None:
+    x = _input(2, torch.float32)
+    expected = median_pool2d(x, 3, 1, 1)
+    y = median_pool2d(x.to(memory_format=torch.channels_last), 3, 1, 1)
+    assert torch.equal(y, expected)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    x3 = _input(3, torch.float32)
+    y3 = median_pool3d(x3.to(memory_format=torch.channels_last_3d), 3, 1, 1, padding_mode="zeros")
+    assert torch.equal(y3, median_pool3d(x3, 3, 1, 1, padding_mode="zeros"))
+    assert y3.is_contiguous(memory_format=torch.channels_last_3d)
+    base = _input(2, torch.float32, seed=5)
+    transposed = base.transpose(2, 3)
+    assert not transposed.is_contiguous()
+    assert torch.equal(median_pool2d(transposed, 3, 2, 1), median_pool2d(transposed.contiguous(), 3, 2, 1))
+    sliced = base[:, :, ::2, 1:]
+    assert torch.equal(median_pool2d(sliced, 2, 1), median_pool2d(sliced.contiguous(), 2, 1))
+    xr = transposed.clone().requires_grad_()
+    median_pool2d(xr.transpose(2, 3).transpose(2, 3), 3).sum().backward()
+    assert xr.grad.sum().item() == median_pool2d(transposed, 3).numel()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision(dtype: torch.dtype) -> None:
+    for nd, kernel, stride, padding, mode in [
+        (2, 3, 1, 1, "reflect"),
+        (2, 4, 2, 2, "valid"),
+        (1, 5, 1, 2, "zeros"),
+    ]:
+        x = _input(nd, dtype)
+        y = FUNCTIONS[nd](x, kernel, stride, padding, padding_mode=mode)
+        assert y.dtype == dtype
+        assert torch.equal(y.double(), median_pool_reference(x, kernel, stride, padding, mode))
+    xr = _input(2, dtype).requires_grad_()
+    median_pool2d(xr, 3, 1, 1).sum().backward()
+    assert xr.grad.dtype == dtype
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_indices(mode: str) -> None:
+    for nd, kernel, stride, padding in [
+        (1, 3, 1, 1),
+        (2, 3, 1, 1),
+        (2, (2, 3), (2, 1), (1, 1)),
+        (3, 3, 2, 1),
+    ]:
+        x = _distinct(_input(nd).shape, seed=2)
+        values, indices = WITH_INDICES[nd](x, kernel, stride, padding, padding_mode=mode)
+        assert indices.dtype == torch.int64
+        assert torch.equal(values, FUNCTIONS[nd](x, kernel, stride, padding, padding_mode=mode))
+        gathered = x.flatten(2).gather(2, indices.flatten(2)).reshape(values.shape)
+        if mode != "zeros":
+            assert torch.equal(gathered, values)
+        else:
+            # mismatches only where the median is a padded zero; the index is then in bounds
+            differ = gathered != values
+            assert (values[differ] == 0).all()
+        # gradient of the output sum = how often each cell was picked (tie-free: same as indices)
+        xr = x.clone().requires_grad_()
+        FUNCTIONS[nd](xr, kernel, stride, padding, padding_mode=mode).sum().backward()
+        counts = (
+            torch.zeros_like(x)
+            .flatten(2)
+            .scatter_add_(2, indices.flatten(2), torch.ones_like(values).flatten(2))
+        )
+        if mode != "zeros":
+            assert torch.equal(xr.grad.flatten(2), counts)
+
+
+def test_indices_zeros_rule() -> None:
+    # all inputs positive: a corner window of 3x3 with padding 1 has 5 padded zeros, so its median is
+    # a padded zero; the index is then the first in-bounds cell of the window
+    x = torch.arange(1.0, 17.0).reshape(1, 1, 4, 4)
+    values, indices = median_pool2d_with_indices(x, 3, 1, 1, padding_mode="zeros")
+    assert values[0, 0, 0, 0].item() == 0.0
+    assert indices[0, 0, 0, 0].item() == 0
+    assert indices[0, 0, 3, 3].item() == 2 * 4 + 2
+    x[0, 0, 0, 1] = 0.0  # now an in-bounds zero exists: the index points at it
+    values, indices = median_pool2d_with_indices(x, 3, 1, 1, padding_mode="zeros")
+    assert indices[0, 0, 0, 0].item() == 1
+
+
+def test_max_unpool_roundtrip() -> None:
+    x = _distinct((2, 3, 8, 6))
+    values, indices = median_pool2d_with_indices(x, 2, 2)
+    unpooled = F.max_unpool2d(values, indices, 2, 2, output_size=x.shape[2:])
+    assert torch.equal(unpooled.flatten(2).gather(2, indices.flatten(2)).reshape(values.shape), values)
+    assert (unpooled != 0).sum().item() == values.numel()
+    kept = unpooled != 0
+    assert torch.equal(unpooled[kept], x[kept])
+
+
+def test_module_equals_function() -> None:
+    x = _input(2)
+    module = MedianPool2d((3, 2), stride=(1, 2), padding=(1, 1), padding_mode="replicate", compiled=False)
+    expected = median_pool2d(x, (3, 2), (1, 2), (1, 1), padding_mode="replicate", compiled=False)
+    assert torch.equal(module(x), expected)
+    text = repr(module)
+    assert "kernel_size=(3, 2)" in text and "stride=(1, 2)" in text and "padding=(1, 1)" in text
+    assert "padding_mode='replicate'" in text and "compiled=False" in text
+    assert MedianPool2d(3).stride == 3
+    for nd in (1, 3):
+        xi = _input(nd)
+        module_nd = MODULES[nd](2, 1, 1, padding_mode="valid")
+        assert torch.equal(module_nd(xi), FUNCTIONS[nd](xi, 2, 1, 1, padding_mode="valid"))
+        assert "padding_mode='valid'" in module_nd.extra_repr()
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (
+            lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 3, padding_mode="circular"),
+            ValueError,
+            "padding_mode",
+        ),
+        (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 3, padding_mode=1), TypeError, "padding_mode"),
+        (lambda: median_pool2d([[1.0]], 3), TypeError, "input"),
+        (lambda: median_pool2d(torch.zeros(1, 1, 4, 4, dtype=torch.long), 3), TypeError, "input"),
+        (lambda: median_pool2d(torch.zeros(4, 4), 3), ValueError, "input"),
+        (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 0), ValueError, "kernel_size"),
+        (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), -2), ValueError, "kernel_size"),
+        (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 2.0), TypeError, "kernel_size"),
+        (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), (2, 2, 2)), ValueError, "kernel_size"),
+        (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 3, 0), ValueError, "stride"),
+        (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 3, 1, 2), ValueError, "padding"),
+        (lambda: median_pool2d(torch.zeros(1, 1, 1, 4), 3, 1, 1), ValueError, "padding"),
+        (lambda: median_pool2d(torch.zeros(1, 1, 2, 2), 3), ValueError, "input"),
+        (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 3, compiled="yes"), TypeError, "compiled"),
+        (lambda: MedianPool1d(3, padding_mode="mirror"), ValueError, "padding_mode"),
+        (lambda: median_pool3d(torch.zeros(1, 1, 4, 4), 3), ValueError, "input"),
+    ],
+)
+def test_bad_arguments(call: object, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        call()  # type: ignore[operator]
+
+
+def test_sorting_networks_sort() -> None:
+    # 0-1 principle: a comparator network sorts every input iff it sorts every 0/1 input
+    for n in range(2, 14):
+        pairs, width = median_module._sorting_network(n)
+        for bits in range(1 << n):
+            wires = [(bits >> i) & 1 for i in range(n)] + [2] * (width - n)
+            for a, b in pairs:
+                if wires[a] > wires[b]:
+                    wires[a], wires[b] = wires[b], wires[a]
+            assert wires[:n] == sorted(wires[:n]), n
+
+
+def test_network_sizes() -> None:
+    # 3x3: 3 comparators per sorted column (shared) + 12 min/max per window = the classic 18
+    plan = median_module._plan((3, 3), (0, 1))
+    assert plan.ops_per_stage == (6, 12)
+    assert median_module._choose_plan((15, 15), (1, 1), (10, 10), (24, 24)) is None
+
+
+def test_peer_kornia() -> None:
+    kornia = pytest.importorskip("kornia")
+    x = _input(2, torch.float32)
+    expected = kornia.filters.median_blur(x, (3, 3))
+    assert torch.allclose(median_pool2d(x, 3, 1, 1, padding_mode="zeros"), expected)
+
+
+def test_doctests() -> None:
+    result = doctest.testmod(median_module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted > 5
+
+
+def test_public_api() -> None:
+    assert set(median_module.__all__) >= {
+        "median_pool1d",
+        "median_pool2d",
+        "median_pool3d",
+        "median_pool1d_with_indices",
+        "median_pool2d_with_indices",
+        "median_pool3d_with_indices",
+        "MedianPool1d",
+        "MedianPool2d",
+        "MedianPool3d",
+    }
+    for name in median_module.__all__:
+        assert hasattr(median_module, name)
+
+
+@pytest.mark.parametrize(
+    "nd, kernel, stride, padding, mode",
+    [(2, (3, 2), 2, (1, 1), "reflect"), (1, 5, 1, 2, "valid")],
+)
+def test_compiled_matches_eager(nd: int, kernel: object, stride: object, padding: object, mode: str) -> None:
+    x = _input(nd, torch.float32, seed=4)
+    x.view(-1)[::7] = x.view(-1)[1::7][: x.view(-1)[::7].numel()]  # some ties
+    x.view(-1)[5] = float("nan")
+    xa = x.clone().requires_grad_()
+    xb = x.clone().requires_grad_()
+    ya = FUNCTIONS[nd](xa, kernel, stride, padding, padding_mode=mode, compiled=True)  # type: ignore[arg-type]
+    yb = FUNCTIONS[nd](xb, kernel, stride, padding, padding_mode=mode)  # type: ignore[arg-type]
+    assert torch.equal(ya.isnan(), yb.isnan())
+    assert torch.equal(ya.nan_to_num(7.0), yb.nan_to_num(7.0))
+    g = torch.randn_like(ya)
+    ya.backward(g)
+    yb.backward(g)
+    assert torch.allclose(xa.grad, xb.grad, atol=1e-6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._shape import pool_output_size
+from .ops.bilinear import bilinear_pool, compact_bilinear_pool, low_rank_bilinear_pool, matrix_sqrt_pool
 from .ops.combined import (
     adaptive_avgmax_pool1d,
     adaptive_avgmax_pool2d,
@@ -29,6 +30,15 @@ from .ops.median import (
     median_pool3d,
     median_pool3d_with_indices,
 )
+from .ops.netvlad import ghostvlad, netvlad
+from .ops.pyramid import (
+    spatial_pyramid_pool,
+    spatial_pyramid_pool1d,
+    spatial_pyramid_pool2d,
+    spatial_pyramid_pool3d,
+    sppf,
+    yolo_spp,
+)
 from .ops.stochastic import (
     stochastic_pool1d,
     stochastic_pool1d_with_indices,
@@ -49,12 +59,17 @@ __all__ = [
     "avgmax_pool1d",
     "avgmax_pool2d",
     "avgmax_pool3d",
+    "bilinear_pool",
     "catavgmax_pool1d",
     "catavgmax_pool2d",
     "catavgmax_pool3d",
+    "compact_bilinear_pool",
     "gem",
+    "ghostvlad",
     "global_avg_pool",
     "global_max_pool",
+    "low_rank_bilinear_pool",
+    "matrix_sqrt_pool",
     "max_unpool1d",
     "max_unpool2d",
     "max_unpool3d",
@@ -67,11 +82,18 @@ __all__ = [
     "mixed_pool1d",
     "mixed_pool2d",
     "mixed_pool3d",
+    "netvlad",
     "pool_output_size",
+    "spatial_pyramid_pool",
+    "spatial_pyramid_pool1d",
+    "spatial_pyramid_pool2d",
+    "spatial_pyramid_pool3d",
+    "sppf",
     "stochastic_pool1d",
     "stochastic_pool1d_with_indices",
     "stochastic_pool2d",
     "stochastic_pool2d_with_indices",
     "stochastic_pool3d",
     "stochastic_pool3d_with_indices",
+    "yolo_spp",
 ]

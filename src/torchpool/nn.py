@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .ops.bilinear import BilinearPool, CompactBilinearPool, LowRankBilinearPool, MatrixSqrtPool
 from .ops.combined import (
     AdaptiveAvgMaxPool1d,
     AdaptiveAvgMaxPool2d,
@@ -23,6 +24,15 @@ from .ops.combined import (
 )
 from .ops.global_ import GeM, GlobalAvgPool, GlobalMaxPool
 from .ops.median import MedianPool1d, MedianPool2d, MedianPool3d
+from .ops.netvlad import GhostVLAD, NetVLAD
+from .ops.pyramid import (
+    SPPF,
+    SpatialPyramidPool,
+    SpatialPyramidPool1d,
+    SpatialPyramidPool2d,
+    SpatialPyramidPool3d,
+    YoloSPP,
+)
 from .ops.stochastic import StochasticPool1d, StochasticPool2d, StochasticPool3d
 from .ops.unpool import MaxUnpool1d, MaxUnpool2d, MaxUnpool3d
 
@@ -36,14 +46,19 @@ __all__ = [
     "AvgMaxPool1d",
     "AvgMaxPool2d",
     "AvgMaxPool3d",
+    "BilinearPool",
     "CatAvgMaxPool1d",
     "CatAvgMaxPool2d",
     "CatAvgMaxPool3d",
+    "CompactBilinearPool",
     "GatedPool2d",
     "GeM",
+    "GhostVLAD",
     "GlobalAvgPool",
     "GlobalMaxPool",
     "LearnedMixedPool2d",
+    "LowRankBilinearPool",
+    "MatrixSqrtPool",
     "MaxUnpool1d",
     "MaxUnpool2d",
     "MaxUnpool3d",
@@ -53,7 +68,14 @@ __all__ = [
     "MixedPool1d",
     "MixedPool2d",
     "MixedPool3d",
+    "NetVLAD",
+    "SPPF",
+    "SpatialPyramidPool",
+    "SpatialPyramidPool1d",
+    "SpatialPyramidPool2d",
+    "SpatialPyramidPool3d",
     "StochasticPool1d",
     "StochasticPool2d",
     "StochasticPool3d",
+    "YoloSPP",
 ]

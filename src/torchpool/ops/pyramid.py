@@ -1,0 +1,984 @@
+"""Spatial pyramid pooling (section 5 of the survey): SPPNet, the YOLOv3-SPP block and SPPF.
+
+* SPPNet (He et al. 2014, arXiv 1406.4729): max (or average) pool into ``n x n`` bins for each
+  pyramid level ``n`` and concatenate, giving ``C * sum(n^2)`` features for any input size.
+  The bins are PyTorch's adaptive bins ``[floor(i*a/n), ceil((i+1)*a/n))``, which always give
+  exactly ``n`` bins; the paper's ``win = ceil(a/n), str = floor(a/n)`` rule does not
+  (``a=5, n=3`` gives 4 bins, ``a=7, n=4`` gives 6, ``a < n`` a zero stride).
+* YOLOv3-SPP (darknet ``yolov3-spp.cfg``): stride-1 max pools with ``-inf`` "same" padding
+  ``k // 2`` for ``k = 5, 9, 13``, concatenated with the input in darknet's route order
+  ``[mp13, mp9, mp5, x]`` (``layers=-1,-3,-5,-6``), or ultralytics' ``[x, mp5, mp9, mp13]``.
+* SPPF (YOLOv5): ``y1 = mp5(x), y2 = mp5(y1), y3 = mp5(y2)``, ``cat[x, y1, y2, y3]``. Stride-1
+  max pools with ``-inf`` padding compose by adding radii (``mp5 o mp5 = mp9``), so SPPF has
+  exactly the values of the parallel ``5, 9, 13`` block; :func:`spp_to_sppf` rewrites one into
+  the other where that equivalence holds.
+
+Fast path. PyTorch's CPU ``max_pool2d`` with stride 1 is slow (``k^2`` comparisons per output,
+scalar code for NCHW). Here a ``k x k`` stride-1 max pool is computed separably (``k x 1`` then
+``1 x k``, exact for max) and each 1-d running max by doubling: ``m2 = max(m1, m1 >> 1)``,
+``m4 = max(m2, m2 >> 2)``, ... and ``mk = max(mp, mp >> (k - p))`` with ``p`` the largest power
+of two ``<= k`` - a few ``torch.maximum`` calls on shifted views, shared between all the
+kernels of the block. Channels-last inputs are processed as ``(N, H, W, C)`` so every shifted
+view stays dense. Values are bit-identical to ``F.max_pool2d``.
+
+Gradients follow max pooling: each output sends its gradient to exactly one input, the
+row-major first maximum of its window - the element ``F.max_pool2d`` picks, so gradients equal
+PyTorch's bit for bit, ties included. With a gradient needed, float32/float16/bfloat16 inputs
+are packed into float64 keys that order by (value, row-major position) so the same doubling
+``torch.maximum`` steps carry the argmax along (see :func:`_pack`); float64 inputs track
+``uint8`` argmax offsets per step instead (rows first, then columns, first candidate on ties).
+The backward pass scatters with PyTorch's own ``max_pool2d_with_indices_backward`` kernel.
+Exception: channels-last inputs that need a gradient go through PyTorch's vectorised
+channels-last ``max_pool2d``, cascaded like SPPF (measured faster there); their gradient goes to
+one maximum per window chosen through the cascade, which on ties may differ from the above.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+from .._checks import check_bool, check_choice, check_input, restore_batch
+from ..registry import register_pool
+
+__all__ = [
+    "SPPF",
+    "SpatialPyramidPool",
+    "SpatialPyramidPool1d",
+    "SpatialPyramidPool2d",
+    "SpatialPyramidPool3d",
+    "YoloSPP",
+    "from_darknet_cfg",
+    "spatial_pyramid_pool",
+    "spatial_pyramid_pool1d",
+    "spatial_pyramid_pool2d",
+    "spatial_pyramid_pool3d",
+    "spp_to_sppf",
+    "sppf",
+    "yolo_spp",
+]
+
+_MODES = ("max", "avg")
+_ORDERS = ("darknet", "ultralytics")
+Level = int | Sequence[int]
+
+# ---------------------------------------------------------------------------------------------
+# SPPNet
+# ---------------------------------------------------------------------------------------------
+
+_ADAPTIVE: dict[tuple[str, int], Callable[..., Tensor]] = {
+    ("max", 1): F.adaptive_max_pool1d,
+    ("max", 2): F.adaptive_max_pool2d,
+    ("max", 3): F.adaptive_max_pool3d,
+    ("avg", 1): F.adaptive_avg_pool1d,
+    ("avg", 2): F.adaptive_avg_pool2d,
+    ("avg", 3): F.adaptive_avg_pool3d,
+}
+
+
+def _check_levels(levels: object, n: int) -> tuple[tuple[int, ...], ...]:
+    """Normalises ``levels`` to a tuple of ``n``-tuples of positive ints (bins per dimension)."""
+    if isinstance(levels, (int, bool)) or not isinstance(levels, Sequence) or isinstance(levels, str):
+        raise TypeError(f"levels must be a sequence of ints (or of {n}-tuples), got {type(levels).__name__}")
+    if len(levels) == 0:
+        raise ValueError("levels must not be empty")
+    out: list[tuple[int, ...]] = []
+    for level in levels:
+        if isinstance(level, bool):
+            raise TypeError(f"levels must contain ints, got {level!r}")
+        if isinstance(level, int):
+            bins: tuple[int, ...] = (level,) * n
+        elif isinstance(level, Sequence) and not isinstance(level, str):
+            if len(level) != n or any(isinstance(v, bool) or not isinstance(v, int) for v in level):
+                raise TypeError(f"levels must contain ints or {n}-tuples of ints, got {level!r}")
+            bins = tuple(level)
+        else:
+            raise TypeError(f"levels must contain ints or {n}-tuples of ints, got {type(level).__name__}")
+        if any(v < 1 for v in bins):
+            raise ValueError(f"levels must be positive, got {level!r}")
+        out.append(bins)
+    return tuple(out)
+
+
+def _pool_level(x: Tensor, bins: tuple[int, ...], mode: str, n: int) -> Tensor:
+    """``(N, C, *bins)``: one level of the pyramid."""
+    if all(b == 1 for b in bins):  # global level: a plain reduction (max keeps one argmax)
+        flat = x.flatten(2)
+        y = flat.max(dim=2).values if mode == "max" else flat.mean(dim=2)
+        return y.reshape(*y.shape, *bins)
+    return _ADAPTIVE[mode, n](x, bins)
+
+
+def _spp(x: Tensor, n: int, levels: Sequence[Level], mode: str, flatten: bool) -> Tensor:
+    bins = _check_levels(levels, n)
+    check_choice(mode, "mode", _MODES)
+    check_bool(flatten, "flatten")
+    x, unbatched = check_input(x, n)
+    if any(size == 0 for size in x.shape[2:]):
+        raise ValueError(f"input must have non-zero spatial sizes, got shape {tuple(x.shape)}")
+    pooled = [_pool_level(x, b, mode, n) for b in bins]
+    if flatten:
+        y = torch.cat([p.flatten(1) for p in pooled], dim=1)
+    else:
+        y = torch.cat([p.flatten(2) for p in pooled], dim=2)
+    return restore_batch(y, unbatched)
+
+
+def _spp_function(n: int) -> Callable[..., Tensor]:
+    shape = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}[n]
+    example_in = {1: "1, 2, 8", 2: "1, 2, 5, 7", 3: "1, 2, 3, 5, 4"}[n]
+    example_len = {1: 2 * 7, 2: 2 * 21, 3: 2 * 73}[n]
+
+    def spatial_pyramid_pool(
+        x: Tensor, levels: Sequence[Level] = (1, 2, 4), mode: str = "max", *, flatten: bool = True
+    ) -> Tensor:
+        return _spp(x, n, levels, mode, flatten)
+
+    spatial_pyramid_pool.__name__ = spatial_pyramid_pool.__qualname__ = f"spatial_pyramid_pool{n}d"
+    spatial_pyramid_pool.__doc__ = f"""Spatial pyramid pooling (SPPNet): a fixed-length vector for any input.
+
+    Each level ``l`` splits every spatial dimension of size ``a`` into ``l`` adaptive bins
+    ``[floor(i*a/l), ceil((i+1)*a/l))`` (PyTorch's adaptive pooling bins, which overlap when
+    ``a`` is not a multiple of ``l`` and when ``a < l``), pools each bin and concatenates.
+
+    Args:
+        x: input ``{shape}`` or batch-less, any spatial size ``>= 1``.
+        levels: bins per dimension for each level: ints, or {n}-tuples of ints.
+        mode: ``"max"`` or ``"avg"`` pooling in each bin.
+        flatten: return one vector per sample, ``[level 0 (C * bins, channel-major), level 1, ...]``
+            as in SPPNet; otherwise ``(N, C, sum bins)`` with the bins of all levels
+            (row-major within a level) along the last dimension.
+
+    Returns:
+        The pooled features.
+
+    Shape:
+        - Input: ``(N, C, *S)`` or ``(C, *S)`` with {n} spatial dims.
+        - Output: ``(N, C * B)`` or ``(C * B,)`` with ``B = sum(prod(level))``; with
+          ``flatten=False``, ``(N, C, B)`` or ``(C, B)``.
+
+    Example:
+        >>> x = torch.randn({example_in})
+        >>> spatial_pyramid_pool{n}d(x).shape
+        torch.Size([1, {example_len}])
+        >>> spatial_pyramid_pool{n}d(x, flatten=False).shape
+        torch.Size([1, 2, {example_len // 2}])
+    """
+    return spatial_pyramid_pool
+
+
+spatial_pyramid_pool1d, spatial_pyramid_pool2d, spatial_pyramid_pool3d = (_spp_function(n) for n in (1, 2, 3))
+spatial_pyramid_pool = spatial_pyramid_pool2d
+
+
+class _SPPBase(nn.Module):
+    _n: int
+
+    def __init__(
+        self, levels: Sequence[Level] = (1, 2, 4), mode: str = "max", *, flatten: bool = True
+    ) -> None:
+        super().__init__()
+        _check_levels(levels, self._n)
+        self.levels = tuple(levels)
+        self.mode = check_choice(mode, "mode", _MODES)
+        self.flatten = check_bool(flatten, "flatten")
+
+    def output_features(self, channels: int) -> int:
+        """Length of the flattened output for ``channels`` input channels."""
+        total = 0
+        for bins in _check_levels(self.levels, self._n):
+            count = 1
+            for b in bins:
+                count *= b
+            total += count
+        return channels * total
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}, mode={self.mode!r}, flatten={self.flatten}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _spp(x, self._n, self.levels, self.mode, self.flatten)
+
+
+class SpatialPyramidPool1d(_SPPBase):
+    """Module form of :func:`spatial_pyramid_pool1d`; arguments as for the function.
+
+    Example:
+        >>> SpatialPyramidPool1d((1, 2, 4))(torch.randn(3, 8, 11)).shape
+        torch.Size([3, 56])
+    """
+
+    _n = 1
+
+
+class SpatialPyramidPool2d(_SPPBase):
+    """SPPNet's spatial pyramid pooling layer: the Module form of :func:`spatial_pyramid_pool2d`.
+
+    Args:
+        levels: bins per side for each level, e.g. ``(1, 2, 4)`` or ``(6, 3, 2, 1)``.
+        mode: ``"max"`` or ``"avg"``.
+        flatten: return ``(N, C * sum(n^2))``; otherwise ``(N, C, sum(n^2))``.
+
+    Shape:
+        - Input: ``(N, C, H, W)`` or ``(C, H, W)``, any ``H, W >= 1``.
+        - Output: ``(N, C * sum(n^2))`` or ``(C * sum(n^2),)``.
+
+    Example:
+        >>> pool = SpatialPyramidPool2d((1, 2, 4))
+        >>> pool(torch.randn(2, 256, 13, 9)).shape
+        torch.Size([2, 5376])
+        >>> pool.output_features(256)
+        5376
+    """
+
+    _n = 2
+
+
+class SpatialPyramidPool3d(_SPPBase):
+    """Module form of :func:`spatial_pyramid_pool3d`; arguments as for the function.
+
+    Example:
+        >>> SpatialPyramidPool3d((1, 2))(torch.randn(1, 4, 3, 5, 5)).shape
+        torch.Size([1, 36])
+    """
+
+    _n = 3
+
+
+SpatialPyramidPool = SpatialPyramidPool2d
+
+# ---------------------------------------------------------------------------------------------
+# Stride-1 max pooling with -inf "same" padding: separable running maxima by doubling
+# ---------------------------------------------------------------------------------------------
+
+
+def _pad_neg_inf(x: Tensor, dim: int, r: int) -> Tensor:
+    """Pads ``dim`` by ``r`` on both sides with ``-inf``."""
+    if r == 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] += 2 * r
+    out = x.new_full(shape, float("-inf"))
+    out.narrow(dim, r, x.shape[dim]).copy_(x)
+    return out
+
+
+def _as_offsets(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    return mask.view(torch.uint8) if dtype == torch.uint8 else mask.to(dtype)
+
+
+def _select(right: Tensor, off_a: Tensor, off_b: Tensor, shift: int) -> Tensor:
+    """``where(right, off_b + shift, off_a)`` by integer arithmetic (``torch.where`` is far slower on CPU).
+
+    ``uint8`` arithmetic wraps modulo 256, which is exact here because the result is in ``[0, k)``.
+    """
+    out = torch.sub(off_b, off_a)
+    out.add_(shift).mul_(right).add_(off_a)
+    return out
+
+
+def _running_max(
+    xp: Tensor,
+    dim: int,
+    length: int,
+    pad: int,
+    kernels: Sequence[int],
+    track: bool,
+    outs: Sequence[Tensor | None] | None = None,
+) -> list[tuple[Tensor, Tensor | None]]:
+    """Running maxima along ``dim`` of ``xp`` (padded by ``pad`` on both sides) for odd ``kernels``.
+
+    For each ``k`` returns ``values`` with ``values[i] = max xp[i + pad - k//2 : i + pad + k//2 + 1]``
+    (``length`` positions) and, if ``track``, the offset in ``[0, k)`` of the chosen maximum
+    inside that window (first candidate on ties).
+    """
+    size = xp.shape[dim]
+    offset_dtype = torch.uint8 if max(kernels) <= 255 else torch.int32
+    levels: dict[int, tuple[Tensor, Tensor | None]] = {1: (xp, None)}
+    w = 1
+    while 2 * w <= max(kernels):
+        m, off = levels[w]
+        n = size - 2 * w + 1
+        a, b = m.narrow(dim, 0, n), m.narrow(dim, w, n)
+        value = torch.maximum(a, b)
+        offsets = None
+        if track:
+            right = _as_offsets(b > a, offset_dtype)  # ties (and NaN) keep the first candidate
+            offsets = (
+                right if off is None else _select(right, off.narrow(dim, 0, n), off.narrow(dim, w, n), w)
+            )
+        levels[2 * w] = (value, offsets)
+        w *= 2
+    results: list[tuple[Tensor, Tensor | None]] = []
+    for i, k in enumerate(kernels):
+        out = outs[i] if outs is not None else None
+        p = 1
+        while 2 * p <= k:
+            p *= 2
+        m, off = levels[p]
+        start = pad - k // 2
+        a = m.narrow(dim, start, length)
+        if k == p:  # only k == 1 for odd kernels
+            value = a if out is None else out.copy_(a)
+            offsets = None
+            if track:
+                offsets = (
+                    torch.zeros_like(a, dtype=offset_dtype) if off is None else off.narrow(dim, start, length)
+                )
+            results.append((value, offsets))
+            continue
+        b = m.narrow(dim, start + k - p, length)
+        value = torch.maximum(a, b) if out is None else torch.maximum(a, b, out=out)
+        offsets = None
+        if track:
+            assert off is not None  # odd k > 1 means p >= 2
+            right = _as_offsets(b > a, offset_dtype)
+            offsets = _select(
+                right, off.narrow(dim, start, length), off.narrow(dim, start + k - p, length), k - p
+            )
+        results.append((value, offsets))
+    return results
+
+
+def _positions(size: int, r: int, dim: int, ndim: int, device: torch.device) -> Tensor:
+    """``arange(size) - r`` shaped to broadcast along ``dim``: each window's first position."""
+    shape = [1] * ndim
+    shape[dim] = size
+    return (torch.arange(size, device=device) - r).reshape(shape)
+
+
+_POS_BITS = 28  # positions per plane < 2^28
+_BASE = 2**61  # keeps every packed key a positive normal float64
+_SIGN_MASK = {torch.float32: (torch.int32, 31, 0x7FFFFFFF), torch.float16: (torch.int16, 15, 0x7FFF)}
+_SIGN_MASK[torch.bfloat16] = _SIGN_MASK[torch.float16]
+
+
+def _pack(view: Tensor, hdim: int, wdim: int, pad_h: int) -> Tensor:
+    """Value and position packed into float64 keys, padded with ``-inf`` along ``hdim``.
+
+    A float's bits ``b`` (int32 for float32, int16 for half types) map to the order-preserving
+    ``u = (b ^ ((b >> (bits-1)) & 0x7F..F)) + 2^(bits-1)``; the key's integer pattern is
+    ``2^61 + u * 2^28 + (2^28 - 1 - (h * W + w))``. Read as a float64 it is positive, normal
+    and ordered like (value, then first in row-major order), so one vectorised float64
+    ``torch.maximum`` yields both the maximum and ``F.max_pool2d``'s argmax.
+    """
+    int_dtype, shift, mask = _SIGN_MASK[view.dtype]
+    bits = view.view(int_dtype)
+    key = torch.bitwise_and(bits >> shift, mask).bitwise_xor_(bits).to(torch.int64)
+    key.add_(mask + 1).mul_(2**_POS_BITS)
+    height, width = view.shape[hdim], view.shape[wdim]
+    flat = torch.arange(height * width, device=view.device, dtype=torch.int64)
+    shape = [1] * view.dim()
+    shape[hdim], shape[wdim] = height, width
+    low = (_BASE + 2**_POS_BITS - 1 - flat).reshape(shape)
+    out_shape = list(view.shape)
+    out_shape[hdim] += 2 * pad_h
+    packed = torch.full(out_shape, float("-inf"), dtype=torch.float64, device=view.device)
+    torch.add(key, low, out=packed.view(torch.int64).narrow(hdim, pad_h, height))
+    return packed
+
+
+def _unpack(packed: Tensor, target: Tensor, index: Tensor | None) -> None:
+    """Writes the values of the float64 keys ``packed`` to ``target``, their flat argmaxes to ``index``."""
+    int_dtype, shift, mask = _SIGN_MASK[target.dtype]
+    ints = packed.view(torch.int64)
+    key = ((ints - _BASE) >> _POS_BITS).sub_(mask + 1).to(int_dtype)
+    bits = torch.bitwise_and(key >> shift, mask).bitwise_xor_(key)
+    target.copy_(bits.view(target.dtype))
+    assert index is not None
+    torch.bitwise_and(ints, 2**_POS_BITS - 1, out=index).neg_().add_(2**_POS_BITS - 1)
+
+
+def _row_max(colmax: Tensor, k: int, wdim: int, channels_last: bool, out: Tensor | None) -> Tensor:
+    """The ``1 x k`` running max along ``wdim`` (into ``out`` if given).
+
+    For NCHW the rows are short, so the doubling steps run on each padded plane flattened to
+    one long row (``(H, W + 2r)`` -> ``H * (W + 2r)``): a window that would cross a row end is
+    never read, because the last window of a row ends on that row's padding.
+    """
+    r = k // 2
+    width = colmax.shape[wdim]
+    padded = _pad_neg_inf(colmax, wdim, r)
+    if channels_last:
+        [(value, _)] = _running_max(padded, wdim, width, r, (k,), False, None if out is None else [out])
+        return value
+    n, c, height, row = padded.shape
+    m = padded.reshape(n, c, height * row)
+    w = 1
+    while 2 * w <= k:
+        size = m.shape[2] - w
+        m = torch.maximum(m.narrow(2, 0, size), m.narrow(2, w, size))
+        w *= 2
+    shape, strides = (n, c, height, width), (m.stride(0), m.stride(1), row, 1)
+    a = m.as_strided(shape, strides, m.storage_offset())
+    b = m.as_strided(shape, strides, m.storage_offset() + k - w)
+    return torch.maximum(a, b) if out is None else torch.maximum(a, b, out=out)
+
+
+_BLOCK_ELEMENTS = 2**21  # input elements per block: bounds the temporaries of large inputs
+
+
+def _multi_max_pool2d(x: Tensor, slots: tuple[int, ...], track: bool) -> tuple[Tensor, list[Tensor | None]]:
+    """``cat([mp_k(x) for k in slots], channels)`` with ``mp_1`` the identity; ``x`` is ``(N, C, H, W)``.
+
+    Returns the output and, if ``track``, one int64 tensor of flat ``h * W + w`` argmax indices
+    per slot (None for identity slots), laid out like ``x``. Large inputs run in blocks of
+    samples and channels, which bounds the temporaries (smaller, cache-sized blocks were
+    measured slower with 2 threads).
+    """
+    channels_last = (
+        x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    )
+    if channels_last:
+        view = x.permute(0, 2, 3, 1)  # dense (N, H, W, C)
+        cdim = 3
+    else:
+        view = x.contiguous()
+        cdim = 1
+    batch, c = view.shape[0], view.shape[cdim]
+    out_shape = list(view.shape)
+    out_shape[cdim] = c * len(slots)
+    out_view = view.new_empty(out_shape)
+    for s, k in enumerate(slots):
+        if k == 1:
+            out_view.narrow(cdim, s * c, c).copy_(view)
+    kernels = sorted({k for k in slots if k > 1})
+    index_views: list[Tensor | None] = [
+        torch.empty(view.shape, dtype=torch.int64, device=x.device) if track and k > 1 else None
+        for k in slots
+    ]
+    if kernels:
+        plane = view.shape[1] * view.shape[2] if channels_last else view.shape[2] * view.shape[3]
+        channels = max(1, min(c, _BLOCK_ELEMENTS // max(plane, 1)))
+        samples = max(1, min(batch, _BLOCK_ELEMENTS // max(plane * c, 1))) if channels == c else 1
+        for n0 in range(0, batch, samples):
+            nb = min(samples, batch - n0)
+            for c0 in range(0, c, channels):
+                cb = min(channels, c - c0)
+                block = view.narrow(0, n0, nb).narrow(cdim, c0, cb)
+                targets = [out_view.narrow(0, n0, nb).narrow(cdim, s * c + c0, cb) for s in range(len(slots))]
+                index_blocks = [
+                    None if v is None else v.narrow(0, n0, nb).narrow(cdim, c0, cb) for v in index_views
+                ]
+                _pool_block(block, slots, kernels, track, channels_last, targets, index_blocks)
+    if channels_last:
+        indices = [None if v is None else v.permute(0, 3, 1, 2) for v in index_views]
+        return out_view.permute(0, 3, 1, 2), indices
+    return out_view, index_views
+
+
+def _pool_block(
+    view: Tensor,
+    slots: tuple[int, ...],
+    kernels: list[int],
+    track: bool,
+    channels_last: bool,
+    targets: list[Tensor],
+    index_targets: list[Tensor | None],
+) -> None:
+    """Pools one block (``(N, C, H, W)``, or ``(N, H, W, C)`` if ``channels_last``) into ``targets``."""
+    hdim, wdim = (1, 2) if channels_last else (2, 3)
+    height, width = view.shape[hdim], view.shape[wdim]
+    if not track or (view.dtype in _SIGN_MASK and height * width < 2**_POS_BITS - 1):
+        # columns first (shared by all kernels), then rows; with a gradient, float64 keys carry
+        # the argmax through the same maximum steps
+        pad_h = max(kernels) // 2
+        source = _pack(view, hdim, wdim, pad_h) if track else _pad_neg_inf(view, hdim, pad_h)
+        columns = _running_max(source, hdim, height, pad_h, kernels, False)
+        for s, k in enumerate(slots):
+            if k > 1:
+                colmax = columns[kernels.index(k)][0]
+                best = _row_max(colmax, k, wdim, channels_last, None if track else targets[s])
+                if track:
+                    _unpack(best, targets[s], index_targets[s])
+        return
+    # rows first (shared by all kernels), then columns; ties keep the first candidate of each
+    # pass: the leftmost maximum of each row, then the topmost such row, i.e. the row-major
+    # first maximum, as in F.max_pool2d
+    pad_w = max(kernels) // 2
+    rows = _running_max(_pad_neg_inf(view, wdim, pad_w), wdim, width, pad_w, kernels, True)
+    for s, k in enumerate(slots):
+        if k == 1:
+            continue
+        rowmax, off_w = rows[kernels.index(k)]
+        r = k // 2
+        [(_, off_h)] = _running_max(_pad_neg_inf(rowmax, hdim, r), hdim, height, r, (k,), True, [targets[s]])
+        index = index_targets[s]
+        assert off_h is not None and off_w is not None and index is not None
+        # the argmax's row, then its column (clamped: a window of -inf may pick its padding)
+        row = off_h.to(torch.int64).add_(_positions(height, r, hdim, view.dim(), view.device))
+        row.clamp_(0, height - 1)
+        col = torch.gather(off_w, hdim, row).to(torch.int64)
+        col.add_(_positions(width, r, wdim, view.dim(), view.device)).clamp_(0, width - 1)
+        torch.add(col, row.mul_(width), out=index)
+
+
+class _MultiMaxPool2d(torch.autograd.Function):
+    """Concatenated stride-1 ``-inf``-padded max pools with max-pool gradient routing."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, x: Tensor, slots: tuple[int, ...]) -> Tensor:
+        track = bool(ctx.needs_input_grad[0])  # type: ignore[attr-defined]
+        out, indices = _multi_max_pool2d(x, slots, track)
+        if track:
+            ctx.slots = slots  # type: ignore[attr-defined]
+            ctx.save_for_backward(x, *[i for i in indices if i is not None])
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None]:
+        x, *saved = ctx.saved_tensors
+        slots: tuple[int, ...] = ctx.slots
+        c = x.shape[1]
+        grad_x: Tensor | None = None
+        position = 0
+        for s, k in enumerate(slots):
+            g = grad.narrow(1, s * c, c)
+            if k == 1:
+                part = g
+            else:
+                index = saved[position]
+                position += 1
+                r = k // 2
+                part = torch.ops.aten.max_pool2d_with_indices_backward(
+                    g, x, [k, k], [1, 1], [r, r], [1, 1], False, index
+                )
+            fresh = part.clone() if k == 1 else part
+            grad_x = fresh if grad_x is None else grad_x.add_(part)
+        return grad_x, None
+
+
+def _native_cascade(x: Tensor, slots: tuple[int, ...]) -> Tensor:
+    """Channels-last inputs that need a gradient: PyTorch's vectorised channels-last max pool,
+    cascaded (``mp_k = mp_(k - k' + 1) o mp_k'`` for the previous kernel ``k'``), which is faster
+    there than the packed-key path. Each output's gradient still reaches one maximum of its
+    window, chosen through the cascade (on ties it may differ from a direct ``F.max_pool2d``).
+    """
+    pooled: dict[int, Tensor] = {1: x}
+    previous = 1
+    for k in sorted({k for k in slots if k > 1}):
+        d = k - previous + 1
+        pooled[k] = F.max_pool2d(pooled[previous], d, 1, d // 2)
+        previous = k
+    return torch.cat([pooled[k] for k in slots], dim=1)
+
+
+def _stride_one_max(x: Tensor, slots: tuple[int, ...]) -> Tensor:
+    x, unbatched = check_input(x, 2)
+    if any(size == 0 for size in x.shape[2:]):
+        raise ValueError(f"input must have non-zero spatial sizes, got shape {tuple(x.shape)}")
+    needs_grad = torch.is_grad_enabled() and x.requires_grad
+    if needs_grad and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        y = _native_cascade(x, slots)
+    elif needs_grad:
+        y = _MultiMaxPool2d.apply(x, slots)
+    else:
+        y, _ = _multi_max_pool2d(x, slots, False)
+    return restore_batch(y, unbatched)
+
+
+# ---------------------------------------------------------------------------------------------
+# YOLO SPP and SPPF
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_kernel_sizes(kernel_sizes: object) -> tuple[int, ...]:
+    if isinstance(kernel_sizes, (int, str)) or not isinstance(kernel_sizes, Sequence):
+        raise TypeError(f"kernel_sizes must be a sequence of odd ints, got {type(kernel_sizes).__name__}")
+    if len(kernel_sizes) == 0:
+        raise ValueError("kernel_sizes must not be empty")
+    for k in kernel_sizes:
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise TypeError(f"kernel_sizes must contain ints, got {k!r}")
+        if k < 1 or k % 2 == 0:
+            raise ValueError(
+                f"kernel_sizes must be positive odd ints (same padding k // 2 needs odd k), got {k} in "
+                f"{tuple(kernel_sizes)}"
+            )
+    return tuple(kernel_sizes)
+
+
+def _check_kernel(kernel_size: object, name: str = "kernel_size") -> int:
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int):
+        raise TypeError(f"{name} must be an odd int, got {type(kernel_size).__name__}")
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"{name} must be a positive odd int (same padding needs odd k), got {kernel_size}")
+    return kernel_size
+
+
+def _ordered(kernel_sizes: tuple[int, ...], order: str) -> tuple[int, ...]:
+    # slot 1 is the input itself
+    return (*reversed(kernel_sizes), 1) if order == "darknet" else (1, *kernel_sizes)
+
+
+def yolo_spp(x: Tensor, kernel_sizes: Sequence[int] = (5, 9, 13), order: str = "darknet") -> Tensor:
+    """YOLOv3's SPP block: stride-1 max pools with ``-inf`` same padding, concatenated with the input.
+
+    ``order="darknet"`` gives ``[mp13, mp9, mp5, x]`` (``yolov3-spp.cfg``'s
+    ``route layers=-1,-3,-5,-6``; in general the pools from the last kernel to the first,
+    then ``x``); ``order="ultralytics"`` gives ``[x, mp5, mp9, mp13]``. Values equal
+    ``F.max_pool2d(x, k, 1, k // 2)`` exactly; see the module notes for the fast path and the
+    gradient's tie rule.
+
+    Args:
+        x: input ``(N, C, H, W)`` or ``(C, H, W)``.
+        kernel_sizes: odd kernel sizes.
+        order: ``"darknet"`` or ``"ultralytics"`` channel order.
+
+    Returns:
+        The concatenation, ``(len(kernel_sizes) + 1) * C`` channels, same spatial size.
+
+    Shape:
+        - Input: ``(N, C, H, W)`` or ``(C, H, W)``.
+        - Output: ``(N, 4C, H, W)`` or ``(4C, H, W)`` for three kernels.
+
+    Example:
+        >>> x = torch.arange(5.0).reshape(1, 1, 1, 5)
+        >>> yolo_spp(x, (3, 5)).flatten().tolist()
+        [2.0, 3.0, 4.0, 4.0, 4.0, 1.0, 2.0, 3.0, 4.0, 4.0, 0.0, 1.0, 2.0, 3.0, 4.0]
+    """
+    ks = _check_kernel_sizes(kernel_sizes)
+    check_choice(order, "order", _ORDERS)
+    return _stride_one_max(x, _ordered(ks, order))
+
+
+def _sppf_kernels(kernel_size: int, n: int) -> tuple[int, ...]:
+    """Kernel sizes of the parallel block equal to ``n`` cascaded ``kernel_size`` pools."""
+    return tuple((i + 1) * (kernel_size - 1) + 1 for i in range(n))
+
+
+def _check_n(n: object) -> int:
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"n must be positive, got {n}")
+    return n
+
+
+def sppf(x: Tensor, kernel_size: int = 5, n: int = 3, order: str = "ultralytics") -> Tensor:
+    """YOLOv5's SPPF: ``y1 = mp(x), y2 = mp(y1), ...``, then ``cat[x, y1, ..., yn]``.
+
+    ``mp`` is a ``kernel_size`` stride-1 max pool with ``-inf`` padding ``kernel_size // 2``.
+    Such pools compose by adding radii, so ``yi`` equals a single pool of size
+    ``i * (kernel_size - 1) + 1``; it is computed that way (shared separable running
+    maxima), with the cascade's exact values. ``order="darknet"`` reverses the channel blocks
+    (``[yn, ..., y1, x]``) to match :func:`yolo_spp`'s darknet order.
+
+    Args:
+        x: input ``(N, C, H, W)`` or ``(C, H, W)``.
+        kernel_size: the odd kernel size of each pool.
+        n: number of cascaded pools.
+        order: ``"ultralytics"`` or ``"darknet"``.
+
+    Returns:
+        ``(n + 1) * C`` channels, same spatial size.
+
+    Shape:
+        - Input: ``(N, C, H, W)`` or ``(C, H, W)``.
+        - Output: ``(N, (n+1)C, H, W)`` or ``((n+1)C, H, W)``.
+
+    Example:
+        >>> x = torch.arange(5.0).reshape(1, 1, 1, 5)
+        >>> sppf(x, 3, 2).flatten().tolist()
+        [0.0, 1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0, 4.0, 2.0, 3.0, 4.0, 4.0, 4.0]
+    """
+    k = _check_kernel(kernel_size)
+    count = _check_n(n)
+    check_choice(order, "order", _ORDERS)
+    return _stride_one_max(x, _ordered(_sppf_kernels(k, count), order))
+
+
+class YoloSPP(nn.Module):
+    """The YOLOv3-SPP block: the Module form of :func:`yolo_spp`.
+
+    Args:
+        kernel_sizes: odd kernel sizes, ``(5, 9, 13)`` in YOLOv3-SPP.
+        order: ``"darknet"`` (``[mp13, mp9, mp5, x]``) or ``"ultralytics"`` (``[x, mp5, mp9, mp13]``).
+
+    Shape:
+        - Input: ``(N, C, H, W)`` or ``(C, H, W)``.
+        - Output: ``(N, 4C, H, W)`` or ``(4C, H, W)``.
+
+    Example:
+        >>> YoloSPP()(torch.randn(2, 8, 19, 19)).shape
+        torch.Size([2, 32, 19, 19])
+    """
+
+    def __init__(self, kernel_sizes: Sequence[int] = (5, 9, 13), order: str = "darknet") -> None:
+        super().__init__()
+        self.kernel_sizes = _check_kernel_sizes(kernel_sizes)
+        self.order = check_choice(order, "order", _ORDERS)
+
+    def extra_repr(self) -> str:
+        return f"kernel_sizes={self.kernel_sizes}, order={self.order!r}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return yolo_spp(x, self.kernel_sizes, self.order)
+
+
+class SPPF(nn.Module):
+    """YOLOv5's SPPF block: the Module form of :func:`sppf`.
+
+    Args:
+        kernel_size: odd size of each cascaded pool.
+        n: number of cascaded pools.
+        order: ``"ultralytics"`` (``[x, y1, y2, y3]``) or ``"darknet"`` (``[y3, y2, y1, x]``).
+
+    Shape:
+        - Input: ``(N, C, H, W)`` or ``(C, H, W)``.
+        - Output: ``(N, (n+1)C, H, W)`` or ``((n+1)C, H, W)``.
+
+    Example:
+        >>> x = torch.randn(1, 4, 10, 10)
+        >>> torch.equal(SPPF()(x), YoloSPP((5, 9, 13), order="ultralytics")(x))
+        True
+    """
+
+    def __init__(self, kernel_size: int = 5, n: int = 3, order: str = "ultralytics") -> None:
+        super().__init__()
+        self.kernel_size = _check_kernel(kernel_size)
+        self.n = _check_n(n)
+        self.order = check_choice(order, "order", _ORDERS)
+
+    @property
+    def equivalent_kernel_sizes(self) -> tuple[int, ...]:
+        """The kernel sizes of the parallel :class:`YoloSPP` with the same output."""
+        return _sppf_kernels(self.kernel_size, self.n)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, n={self.n}, order={self.order!r}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return sppf(x, self.kernel_size, self.n, self.order)
+
+
+def spp_to_sppf(module: YoloSPP) -> SPPF:
+    """Rewrites a parallel :class:`YoloSPP` as the cheaper, output-identical :class:`SPPF`.
+
+    The rewrite holds when the kernels are odd and in the progression ``k, 2k-1, 3k-2, ...``
+    (``kernel_sizes[i] = (i + 1) * (k - 1) + 1``): stride-1 max pools with ``-inf`` padding
+    ``k // 2`` compose by adding radii. The channel order is kept.
+
+    Args:
+        module: the block to rewrite.
+
+    Returns:
+        An :class:`SPPF` with identical outputs.
+
+    Raises:
+        TypeError: if ``module`` is not a :class:`YoloSPP`.
+        ValueError: if the kernels are not such a progression (the message says why).
+
+    Example:
+        >>> spp_to_sppf(YoloSPP((5, 9, 13)))
+        SPPF(kernel_size=5, n=3, order='darknet')
+    """
+    if not isinstance(module, YoloSPP):
+        raise TypeError(f"module must be a YoloSPP, got {type(module).__name__}")
+    ks = _check_kernel_sizes(module.kernel_sizes)
+    k = ks[0]
+    expected = _sppf_kernels(k, len(ks))
+    if ks != expected:
+        raise ValueError(
+            f"cannot rewrite kernel_sizes={ks} as SPPF: a cascade of n={len(ks)} max pools of size {k} "
+            f"equals parallel pools of sizes {expected} (kernel_sizes[i] must be (i + 1) * (k - 1) + 1)"
+        )
+    return SPPF(k, len(ks), module.order)
+
+
+# ---------------------------------------------------------------------------------------------
+# darknet cfg
+# ---------------------------------------------------------------------------------------------
+
+_SECTION = re.compile(r"^\[([^\[\]]*)\]$")
+
+
+def _parse_cfg(text: str) -> list[tuple[str, int, dict[str, tuple[str, int]]]]:
+    """Sections as ``(name, line, {key: (value, line)})``; comments (``#``, ``;``) and blanks skipped."""
+    sections: list[tuple[str, int, dict[str, tuple[str, int]]]] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].split(";", 1)[0].strip()
+        if not line:
+            continue
+        match = _SECTION.match(line)
+        if match:
+            sections.append((match.group(1).strip().lower(), number, {}))
+            continue
+        if "=" not in line:
+            raise ValueError(
+                f"darknet cfg line {number}: expected 'key=value' or '[section]', got {raw.strip()!r}"
+            )
+        if not sections:
+            raise ValueError(f"darknet cfg line {number}: 'key=value' before any [section]: {raw.strip()!r}")
+        key, value = (part.strip() for part in line.split("=", 1))
+        name, start, options = sections[-1]
+        if not key or not value:
+            raise ValueError(
+                f"darknet cfg line {number} in [{name}] (line {start}): malformed {raw.strip()!r}"
+            )
+        if key in options:
+            raise ValueError(f"darknet cfg line {number} in [{name}] (line {start}): duplicate key {key!r}")
+        options[key] = (value, number)
+    return sections
+
+
+def _cfg_int(value: str, key: str, section: str, number: int) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(
+            f"darknet cfg line {number} in [{section}]: {key} must be an int, got {value!r}"
+        ) from None
+
+
+def from_darknet_cfg(text: str) -> YoloSPP:
+    """Builds the :class:`YoloSPP` block described by the ``[maxpool]``/``[route]`` part of a darknet cfg.
+
+    Layer outputs are followed symbolically from the block's input ``x`` (the layer before
+    the first section): a ``[maxpool]`` (``stride=1``, ``size=k``, darknet's default padding
+    ``size - 1`` in total) pools the previous output, a one-layer ``[route]`` selects an
+    earlier output, and the last section must be a ``[route]`` concatenating ``x`` and the
+    pooled outputs in darknet (``[mp13, mp9, mp5, x]``) or ultralytics (``[x, mp5, ...]``)
+    order. Cascaded pools are accepted and add radii (``mp5 o mp5 = mp9``).
+    ``yolov3-spp.cfg``'s ``### SPP ###`` block gives ``YoloSPP((5, 9, 13), "darknet")``.
+
+    Args:
+        text: the cfg text of the block.
+
+    Returns:
+        The equivalent block.
+
+    Raises:
+        TypeError: if ``text`` is not a string.
+        ValueError: for other sections, malformed or unknown options, ``stride != 1``, even
+            sizes, routes outside the block, or a final route that is not an SPP concatenation;
+            messages name the section and line.
+
+    Example:
+        >>> cfg = "[maxpool]\\nstride=1\\nsize=5\\n[route]\\nlayers=-2\\n[maxpool]\\nstride=1\\nsize=9\\n"
+        >>> from_darknet_cfg(cfg + "[route]\\nlayers=-1,-3,-4")
+        YoloSPP(kernel_sizes=(5, 9), order='darknet')
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    sections = _parse_cfg(text)
+    if not sections:
+        raise ValueError("darknet cfg has no [maxpool]/[route] sections")
+    outputs: list[int] = []  # effective kernel size of each layer's output (1 = the block input x)
+    concat: list[int] | None = None
+    for position, (name, start, options) in enumerate(sections):
+        where = f"[{name}] at line {start}"
+        if concat is not None:
+            raise ValueError(f"darknet cfg {where}: the SPP block must end with its concatenating [route]")
+        previous = outputs[-1] if outputs else 1
+        if name == "maxpool":
+            unknown = set(options) - {"size", "stride", "padding"}
+            if unknown:
+                raise ValueError(f"darknet cfg {where}: unknown option(s) {sorted(unknown)}")
+            values = {key: _cfg_int(v, key, name, line) for key, (v, line) in options.items()}
+            stride = values.get("stride", 1)
+            size = values.get("size", stride)
+            if stride != 1:
+                raise ValueError(f"darknet cfg {where}: SPP max pools need stride=1, got stride={stride}")
+            if size < 1 or size % 2 == 0:
+                raise ValueError(f"darknet cfg {where}: size must be a positive odd int, got {size}")
+            if values.get("padding", size - 1) != size - 1:
+                raise ValueError(
+                    f"darknet cfg {where}: padding must be size - 1 = {size - 1} (same padding), "
+                    f"got {values['padding']}"
+                )
+            outputs.append(previous + size - 1)
+        elif name == "route":
+            unknown = set(options) - {"layers"}
+            if unknown or "layers" not in options:
+                raise ValueError(
+                    f"darknet cfg {where}: a route needs exactly 'layers=...', got {sorted(options)}"
+                )
+            value, line = options["layers"]
+            picked: list[int] = []
+            for item in value.split(","):
+                index = _cfg_int(item.strip(), "layers", name, line)
+                if index >= 0:
+                    raise ValueError(
+                        f"darknet cfg line {line} in {where}: absolute layer index {index} is not supported "
+                        "in an SPP block (use negative offsets)"
+                    )
+                target = position + index
+                if target < -1:
+                    raise ValueError(
+                        f"darknet cfg line {line} in {where}: layers={index} points before the block's input"
+                    )
+                picked.append(1 if target == -1 else outputs[target])
+            if len(picked) > 1:
+                concat = picked
+            outputs.append(picked[0])
+        else:
+            raise ValueError(
+                f"darknet cfg {where}: unsupported section in an SPP block (only [maxpool] and [route])"
+            )
+    if concat is None:
+        raise ValueError("darknet cfg: the SPP block must end with a [route] concatenating x and the pools")
+    pools = [k for k in concat if k != 1]
+    if concat == [*sorted(pools, reverse=True), 1] and len(set(pools)) == len(pools) and pools:
+        return YoloSPP(tuple(sorted(pools)), "darknet")
+    if concat == [1, *sorted(pools)] and len(set(pools)) == len(pools) and pools:
+        return YoloSPP(tuple(sorted(pools)), "ultralytics")
+    raise ValueError(
+        f"darknet cfg: the final [route] gives effective kernels {concat} (1 = the block input), which is "
+        "not an SPP concatenation [largest, ..., smallest, x] (darknet) or [x, smallest, ..., largest] "
+        "(ultralytics)"
+    )
+
+
+register_pool(
+    "spp",
+    SpatialPyramidPool2d,
+    family="pyramid",
+    dims=(2,),
+    channel_multiplier=None,
+    description="SPPNet spatial pyramid pooling: C * sum(n^2) features for any input size",
+    example_kwargs={"levels": (1, 2, 4)},
+)
+register_pool(
+    "spp1d",
+    SpatialPyramidPool1d,
+    family="pyramid",
+    dims=(1,),
+    channel_multiplier=None,
+    description="1-d spatial pyramid pooling",
+    example_kwargs={"levels": (1, 2, 4)},
+)
+register_pool(
+    "spp3d",
+    SpatialPyramidPool3d,
+    family="pyramid",
+    dims=(3,),
+    channel_multiplier=None,
+    description="3-d spatial pyramid pooling",
+    example_kwargs={"levels": (1, 2)},
+)
+register_pool(
+    "yolo_spp",
+    YoloSPP,
+    family="pyramid",
+    dims=(2,),
+    channel_multiplier=4,
+    description="YOLOv3-SPP: stride-1 max pools 5/9/13 concatenated with the input",
+    example_kwargs={"kernel_sizes": (5, 9, 13)},
+)
+register_pool(
+    "sppf",
+    SPPF,
+    family="pyramid",
+    dims=(2,),
+    channel_multiplier=4,
+    description="YOLOv5 SPPF: three cascaded 5x5 max pools, same output as yolo_spp",
+    example_kwargs={"kernel_size": 5, "n": 3},
+)

@@ -21,28 +21,23 @@ of two ``<= k`` - a few ``torch.maximum`` calls on shifted views, shared between
 kernels of the block. Channels-last inputs are processed as ``(N, H, W, C)`` so every shifted
 view stays dense. Values are bit-identical to ``F.max_pool2d``.
 
-Gradients follow max pooling: each output sends its gradient to exactly one input, the
-row-major first maximum of its window - the element ``F.max_pool2d`` picks, so gradients equal
-PyTorch's bit for bit, ties included. With a gradient needed, float32/float16/bfloat16 inputs
-are packed into float64 keys that order by (value, row-major position) so the same doubling
-``torch.maximum`` steps carry the argmax along (see :func:`_pack`); float64 inputs track
-``uint8`` argmax offsets per step instead (rows first, then columns, first candidate on ties).
-The backward pass scatters with PyTorch's own ``max_pool2d_with_indices_backward`` kernel.
-Exception: channels-last inputs that need a gradient go through PyTorch's vectorised
-channels-last ``max_pool2d``, cascaded like SPPF (measured faster there); their gradient goes to
-one maximum per window chosen through the cascade, which on ties may differ from the above.
+Gradients follow max pooling: each output sends its gradient to exactly one maximum of its
+window, never split between tied inputs. When a gradient is needed the block runs as PyTorch's
+vectorised channels-last ``max_pool2d``, cascaded like SPPF (``mp9 = mp5 o mp5``); NCHW inputs
+are converted to channels-last for it and the output converted back. This was measured about
+twice as fast for forward+backward as carrying the argmax through the doubling steps. On ties
+the chosen maximum (the first through the cascade) may differ from a direct ``F.max_pool2d``'s
+row-major first one; both are valid max-pool subgradients.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd.function import FunctionCtx, once_differentiable
 
 from .._checks import check_bool, check_choice, check_input, restore_batch
 from ..registry import register_pool
@@ -269,130 +264,42 @@ def _pad_neg_inf(x: Tensor, dim: int, r: int) -> Tensor:
     return out
 
 
-def _as_offsets(mask: Tensor, dtype: torch.dtype) -> Tensor:
-    return mask.view(torch.uint8) if dtype == torch.uint8 else mask.to(dtype)
-
-
-def _select(right: Tensor, off_a: Tensor, off_b: Tensor, shift: int) -> Tensor:
-    """``where(right, off_b + shift, off_a)`` by integer arithmetic (``torch.where`` is far slower on CPU).
-
-    ``uint8`` arithmetic wraps modulo 256, which is exact here because the result is in ``[0, k)``.
-    """
-    out = torch.sub(off_b, off_a)
-    out.add_(shift).mul_(right).add_(off_a)
-    return out
-
-
 def _running_max(
     xp: Tensor,
     dim: int,
     length: int,
     pad: int,
     kernels: Sequence[int],
-    track: bool,
     outs: Sequence[Tensor | None] | None = None,
-) -> list[tuple[Tensor, Tensor | None]]:
+) -> list[Tensor]:
     """Running maxima along ``dim`` of ``xp`` (padded by ``pad`` on both sides) for odd ``kernels``.
 
     For each ``k`` returns ``values`` with ``values[i] = max xp[i + pad - k//2 : i + pad + k//2 + 1]``
-    (``length`` positions) and, if ``track``, the offset in ``[0, k)`` of the chosen maximum
-    inside that window (first candidate on ties).
+    (``length`` positions), written into ``outs[i]`` when given.
     """
     size = xp.shape[dim]
-    offset_dtype = torch.uint8 if max(kernels) <= 255 else torch.int32
-    levels: dict[int, tuple[Tensor, Tensor | None]] = {1: (xp, None)}
+    levels: dict[int, Tensor] = {1: xp}
     w = 1
     while 2 * w <= max(kernels):
-        m, off = levels[w]
+        m = levels[w]
         n = size - 2 * w + 1
-        a, b = m.narrow(dim, 0, n), m.narrow(dim, w, n)
-        value = torch.maximum(a, b)
-        offsets = None
-        if track:
-            right = _as_offsets(b > a, offset_dtype)  # ties (and NaN) keep the first candidate
-            offsets = (
-                right if off is None else _select(right, off.narrow(dim, 0, n), off.narrow(dim, w, n), w)
-            )
-        levels[2 * w] = (value, offsets)
+        levels[2 * w] = torch.maximum(m.narrow(dim, 0, n), m.narrow(dim, w, n))
         w *= 2
-    results: list[tuple[Tensor, Tensor | None]] = []
+    results: list[Tensor] = []
     for i, k in enumerate(kernels):
         out = outs[i] if outs is not None else None
         p = 1
         while 2 * p <= k:
             p *= 2
-        m, off = levels[p]
+        m = levels[p]
         start = pad - k // 2
         a = m.narrow(dim, start, length)
         if k == p:  # only k == 1 for odd kernels
-            value = a if out is None else out.copy_(a)
-            offsets = None
-            if track:
-                offsets = (
-                    torch.zeros_like(a, dtype=offset_dtype) if off is None else off.narrow(dim, start, length)
-                )
-            results.append((value, offsets))
+            results.append(a if out is None else out.copy_(a))
             continue
         b = m.narrow(dim, start + k - p, length)
-        value = torch.maximum(a, b) if out is None else torch.maximum(a, b, out=out)
-        offsets = None
-        if track:
-            assert off is not None  # odd k > 1 means p >= 2
-            right = _as_offsets(b > a, offset_dtype)
-            offsets = _select(
-                right, off.narrow(dim, start, length), off.narrow(dim, start + k - p, length), k - p
-            )
-        results.append((value, offsets))
+        results.append(torch.maximum(a, b) if out is None else torch.maximum(a, b, out=out))
     return results
-
-
-def _positions(size: int, r: int, dim: int, ndim: int, device: torch.device) -> Tensor:
-    """``arange(size) - r`` shaped to broadcast along ``dim``: each window's first position."""
-    shape = [1] * ndim
-    shape[dim] = size
-    return (torch.arange(size, device=device) - r).reshape(shape)
-
-
-_POS_BITS = 28  # positions per plane < 2^28
-_BASE = 2**61  # keeps every packed key a positive normal float64
-_SIGN_MASK = {torch.float32: (torch.int32, 31, 0x7FFFFFFF), torch.float16: (torch.int16, 15, 0x7FFF)}
-_SIGN_MASK[torch.bfloat16] = _SIGN_MASK[torch.float16]
-
-
-def _pack(view: Tensor, hdim: int, wdim: int, pad_h: int) -> Tensor:
-    """Value and position packed into float64 keys, padded with ``-inf`` along ``hdim``.
-
-    A float's bits ``b`` (int32 for float32, int16 for half types) map to the order-preserving
-    ``u = (b ^ ((b >> (bits-1)) & 0x7F..F)) + 2^(bits-1)``; the key's integer pattern is
-    ``2^61 + u * 2^28 + (2^28 - 1 - (h * W + w))``. Read as a float64 it is positive, normal
-    and ordered like (value, then first in row-major order), so one vectorised float64
-    ``torch.maximum`` yields both the maximum and ``F.max_pool2d``'s argmax.
-    """
-    int_dtype, shift, mask = _SIGN_MASK[view.dtype]
-    bits = view.view(int_dtype)
-    key = torch.bitwise_and(bits >> shift, mask).bitwise_xor_(bits).to(torch.int64)
-    key.add_(mask + 1).mul_(2**_POS_BITS)
-    height, width = view.shape[hdim], view.shape[wdim]
-    flat = torch.arange(height * width, device=view.device, dtype=torch.int64)
-    shape = [1] * view.dim()
-    shape[hdim], shape[wdim] = height, width
-    low = (_BASE + 2**_POS_BITS - 1 - flat).reshape(shape)
-    out_shape = list(view.shape)
-    out_shape[hdim] += 2 * pad_h
-    packed = torch.full(out_shape, float("-inf"), dtype=torch.float64, device=view.device)
-    torch.add(key, low, out=packed.view(torch.int64).narrow(hdim, pad_h, height))
-    return packed
-
-
-def _unpack(packed: Tensor, target: Tensor, index: Tensor | None) -> None:
-    """Writes the values of the float64 keys ``packed`` to ``target``, their flat argmaxes to ``index``."""
-    int_dtype, shift, mask = _SIGN_MASK[target.dtype]
-    ints = packed.view(torch.int64)
-    key = ((ints - _BASE) >> _POS_BITS).sub_(mask + 1).to(int_dtype)
-    bits = torch.bitwise_and(key >> shift, mask).bitwise_xor_(key)
-    target.copy_(bits.view(target.dtype))
-    assert index is not None
-    torch.bitwise_and(ints, 2**_POS_BITS - 1, out=index).neg_().add_(2**_POS_BITS - 1)
 
 
 def _row_max(colmax: Tensor, k: int, wdim: int, channels_last: bool, out: Tensor | None) -> Tensor:
@@ -406,7 +313,7 @@ def _row_max(colmax: Tensor, k: int, wdim: int, channels_last: bool, out: Tensor
     width = colmax.shape[wdim]
     padded = _pad_neg_inf(colmax, wdim, r)
     if channels_last:
-        [(value, _)] = _running_max(padded, wdim, width, r, (k,), False, None if out is None else [out])
+        [value] = _running_max(padded, wdim, width, r, (k,), None if out is None else [out])
         return value
     n, c, height, row = padded.shape
     m = padded.reshape(n, c, height * row)
@@ -424,13 +331,11 @@ def _row_max(colmax: Tensor, k: int, wdim: int, channels_last: bool, out: Tensor
 _BLOCK_ELEMENTS = 2**21  # input elements per block: bounds the temporaries of large inputs
 
 
-def _multi_max_pool2d(x: Tensor, slots: tuple[int, ...], track: bool) -> tuple[Tensor, list[Tensor | None]]:
+def _multi_max_pool2d(x: Tensor, slots: tuple[int, ...]) -> Tensor:
     """``cat([mp_k(x) for k in slots], channels)`` with ``mp_1`` the identity; ``x`` is ``(N, C, H, W)``.
 
-    Returns the output and, if ``track``, one int64 tensor of flat ``h * W + w`` argmax indices
-    per slot (None for identity slots), laid out like ``x``. Large inputs run in blocks of
-    samples and channels, which bounds the temporaries (smaller, cache-sized blocks were
-    measured slower with 2 threads).
+    Values only (no autograd). Large inputs run in blocks of samples and channels, which bounds
+    the temporaries (smaller, cache-sized blocks were measured slower with 2 threads).
     """
     channels_last = (
         x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
@@ -449,10 +354,6 @@ def _multi_max_pool2d(x: Tensor, slots: tuple[int, ...], track: bool) -> tuple[T
         if k == 1:
             out_view.narrow(cdim, s * c, c).copy_(view)
     kernels = sorted({k for k in slots if k > 1})
-    index_views: list[Tensor | None] = [
-        torch.empty(view.shape, dtype=torch.int64, device=x.device) if track and k > 1 else None
-        for k in slots
-    ]
     if kernels:
         plane = view.shape[1] * view.shape[2] if channels_last else view.shape[2] * view.shape[3]
         channels = max(1, min(c, _BLOCK_ELEMENTS // max(plane, 1)))
@@ -463,104 +364,27 @@ def _multi_max_pool2d(x: Tensor, slots: tuple[int, ...], track: bool) -> tuple[T
                 cb = min(channels, c - c0)
                 block = view.narrow(0, n0, nb).narrow(cdim, c0, cb)
                 targets = [out_view.narrow(0, n0, nb).narrow(cdim, s * c + c0, cb) for s in range(len(slots))]
-                index_blocks = [
-                    None if v is None else v.narrow(0, n0, nb).narrow(cdim, c0, cb) for v in index_views
-                ]
-                _pool_block(block, slots, kernels, track, channels_last, targets, index_blocks)
-    if channels_last:
-        indices = [None if v is None else v.permute(0, 3, 1, 2) for v in index_views]
-        return out_view.permute(0, 3, 1, 2), indices
-    return out_view, index_views
+                _pool_block(block, slots, kernels, channels_last, targets)
+    return out_view.permute(0, 3, 1, 2) if channels_last else out_view
 
 
 def _pool_block(
-    view: Tensor,
-    slots: tuple[int, ...],
-    kernels: list[int],
-    track: bool,
-    channels_last: bool,
-    targets: list[Tensor],
-    index_targets: list[Tensor | None],
+    view: Tensor, slots: tuple[int, ...], kernels: list[int], channels_last: bool, targets: list[Tensor]
 ) -> None:
-    """Pools one block (``(N, C, H, W)``, or ``(N, H, W, C)`` if ``channels_last``) into ``targets``."""
+    """Pools one block (``(N, C, H, W)``, or ``(N, H, W, C)`` if ``channels_last``) into ``targets``:
+    columns first (shared by all kernels), then rows."""
     hdim, wdim = (1, 2) if channels_last else (2, 3)
-    height, width = view.shape[hdim], view.shape[wdim]
-    if not track or (view.dtype in _SIGN_MASK and height * width < 2**_POS_BITS - 1):
-        # columns first (shared by all kernels), then rows; with a gradient, float64 keys carry
-        # the argmax through the same maximum steps
-        pad_h = max(kernels) // 2
-        source = _pack(view, hdim, wdim, pad_h) if track else _pad_neg_inf(view, hdim, pad_h)
-        columns = _running_max(source, hdim, height, pad_h, kernels, False)
-        for s, k in enumerate(slots):
-            if k > 1:
-                colmax = columns[kernels.index(k)][0]
-                best = _row_max(colmax, k, wdim, channels_last, None if track else targets[s])
-                if track:
-                    _unpack(best, targets[s], index_targets[s])
-        return
-    # rows first (shared by all kernels), then columns; ties keep the first candidate of each
-    # pass: the leftmost maximum of each row, then the topmost such row, i.e. the row-major
-    # first maximum, as in F.max_pool2d
-    pad_w = max(kernels) // 2
-    rows = _running_max(_pad_neg_inf(view, wdim, pad_w), wdim, width, pad_w, kernels, True)
+    height = view.shape[hdim]
+    pad_h = max(kernels) // 2
+    columns = _running_max(_pad_neg_inf(view, hdim, pad_h), hdim, height, pad_h, kernels)
     for s, k in enumerate(slots):
-        if k == 1:
-            continue
-        rowmax, off_w = rows[kernels.index(k)]
-        r = k // 2
-        [(_, off_h)] = _running_max(_pad_neg_inf(rowmax, hdim, r), hdim, height, r, (k,), True, [targets[s]])
-        index = index_targets[s]
-        assert off_h is not None and off_w is not None and index is not None
-        # the argmax's row, then its column (clamped: a window of -inf may pick its padding)
-        row = off_h.to(torch.int64).add_(_positions(height, r, hdim, view.dim(), view.device))
-        row.clamp_(0, height - 1)
-        col = torch.gather(off_w, hdim, row).to(torch.int64)
-        col.add_(_positions(width, r, wdim, view.dim(), view.device)).clamp_(0, width - 1)
-        torch.add(col, row.mul_(width), out=index)
-
-
-class _MultiMaxPool2d(torch.autograd.Function):
-    """Concatenated stride-1 ``-inf``-padded max pools with max-pool gradient routing."""
-
-    @staticmethod
-    def forward(ctx: FunctionCtx, x: Tensor, slots: tuple[int, ...]) -> Tensor:
-        track = bool(ctx.needs_input_grad[0])  # type: ignore[attr-defined]
-        out, indices = _multi_max_pool2d(x, slots, track)
-        if track:
-            ctx.slots = slots  # type: ignore[attr-defined]
-            ctx.save_for_backward(x, *[i for i in indices if i is not None])
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None]:
-        x, *saved = ctx.saved_tensors
-        slots: tuple[int, ...] = ctx.slots
-        c = x.shape[1]
-        grad_x: Tensor | None = None
-        position = 0
-        for s, k in enumerate(slots):
-            g = grad.narrow(1, s * c, c)
-            if k == 1:
-                part = g
-            else:
-                index = saved[position]
-                position += 1
-                r = k // 2
-                part = torch.ops.aten.max_pool2d_with_indices_backward(
-                    g, x, [k, k], [1, 1], [r, r], [1, 1], False, index
-                )
-            fresh = part.clone() if k == 1 else part
-            grad_x = fresh if grad_x is None else grad_x.add_(part)
-        return grad_x, None
+        if k > 1:
+            _row_max(columns[kernels.index(k)], k, wdim, channels_last, targets[s])
 
 
 def _native_cascade(x: Tensor, slots: tuple[int, ...]) -> Tensor:
-    """Channels-last inputs that need a gradient: PyTorch's vectorised channels-last max pool,
-    cascaded (``mp_k = mp_(k - k' + 1) o mp_k'`` for the previous kernel ``k'``), which is faster
-    there than the packed-key path. Each output's gradient still reaches one maximum of its
-    window, chosen through the cascade (on ties it may differ from a direct ``F.max_pool2d``).
-    """
+    """The block through PyTorch's channels-last ``max_pool2d``, cascaded: ``mp_k = mp_(k - k' + 1) o mp_k'``
+    for the previous kernel ``k'``. Used when a gradient is needed (autograd gives max-pool routing)."""
     pooled: dict[int, Tensor] = {1: x}
     previous = 1
     for k in sorted({k for k in slots if k > 1}):
@@ -574,13 +398,12 @@ def _stride_one_max(x: Tensor, slots: tuple[int, ...]) -> Tensor:
     x, unbatched = check_input(x, 2)
     if any(size == 0 for size in x.shape[2:]):
         raise ValueError(f"input must have non-zero spatial sizes, got shape {tuple(x.shape)}")
-    needs_grad = torch.is_grad_enabled() and x.requires_grad
-    if needs_grad and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        y = _native_cascade(x, slots)
-    elif needs_grad:
-        y = _MultiMaxPool2d.apply(x, slots)
+    if torch.is_grad_enabled() and x.requires_grad:
+        channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        y = _native_cascade(x.contiguous(memory_format=torch.channels_last), slots)
+        y = y if channels_last else y.contiguous()
     else:
-        y, _ = _multi_max_pool2d(x, slots, False)
+        y = _multi_max_pool2d(x, slots)
     return restore_batch(y, unbatched)
 
 

@@ -161,12 +161,12 @@ def _sample_indices(
         u.mul_(total)
         torch.minimum(u, torch.nextafter(total, total.new_tensor(-math.inf)), out=u)
         # pass 2: the drawn cell is the first whose running sum c_t exceeds u; c_t is non-decreasing,
-        # so (c_t <= u) holds exactly for t before it, and its flat offset from the window's first
-        # cell is the sum of the offset steps delta_t over those t. The last running sum equals
-        # S > u, so the last step is never needed.
+        # so (c_t <= u) holds exactly for the t before it, and counting those t gives the drawn
+        # cell's row-major position in its window. The last running sum equals S > u, so the last
+        # cell needs no test. Counting in uint8 on a uint8 view of the bool mask avoids any
+        # conversion pass.
         offsets, base, first = _window_tables(spatial, out, win, x.device)
-        delta = (offsets[1:] - offsets[:-1]).tolist()
-        offset = torch.zeros(total.shape, dtype=torch.int32, device=total.device)
+        position = torch.zeros(total.shape, dtype=torch.uint8, device=total.device)
         if kk > 1:
             below = torch.empty(total.shape, dtype=torch.bool, device=total.device)
             running = views[0]
@@ -176,8 +176,8 @@ def _sample_indices(
                 elif t > 1:
                     running.add_(views[t])
                 torch.le(running, u, out=below)
-                offset.add_(below, alpha=delta[t])
-        index = offset.to(torch.int64).add_(base)
+                position.add_(below.view(torch.uint8))
+        index = offsets[position.to(torch.int64)].add_(base)
         # a zero window drew its first cell, which is padding in windows starting before the input:
         # give those windows (the first ceil(p / s) along each padded dimension) their first
         # in-bounds cell instead

@@ -16,8 +16,8 @@ def format_pool_table(family: str | None = None) -> str:
     """The registry as a fixed-width text table: name, family, dims, trainable, channel multiplier.
 
     Example:
-        >>> print(format_pool_table("global").splitlines()[0])
-        name        family  dims   trainable  out channels  description
+        >>> print(format_pool_table("global").splitlines()[1])
+        gem         global  1d,2d,3d  yes        1C            generalized mean (mean x^p)^(1/p), learnable p
     """
     header = ("name", "family", "dims", "trainable", "out channels", "description")
     rows = [

@@ -385,7 +385,7 @@ def test_public_api() -> None:
 
 @pytest.mark.parametrize(
     "nd, kernel, stride, padding, mode",
-    [(2, (3, 2), 2, (1, 1), "reflect"), (1, 5, 1, 2, "valid")],
+    [(2, (3, 2), 2, (1, 1), "reflect"), (2, 3, 1, 1, "zeros"), (1, 5, 1, 2, "valid")],
 )
 def test_compiled_matches_eager(nd: int, kernel: object, stride: object, padding: object, mode: str) -> None:
     x = _input(nd, torch.float32, seed=4)

@@ -1,8 +1,9 @@
-"""Command line: ``torchpool list`` (also ``python -m torchpool list``)."""
+"""Command line: ``torchpool list``, ``compare``, ``gallery``, ``shape`` (also ``python -m torchpool ...``)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -10,6 +11,9 @@ from . import __version__
 from .registry import list_pools
 
 __all__ = ["format_pool_table", "main"]
+
+# subcommands implemented in torchpool.lab.<name>: add_arguments(parser) and run(args) -> int
+_LAB_COMMANDS: dict[str, str] = {}
 
 
 def format_pool_table(family: str | None = None) -> str:
@@ -46,7 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     list_parser = commands.add_parser("list", help="print the table of every registered pool")
     list_parser.add_argument("--family", default=None, help="only this family (e.g. median, combined)")
+    for name, text in _LAB_COMMANDS.items():
+        sub = commands.add_parser(name, help=text, description=text)
+        importlib.import_module(f"torchpool.lab.{name}").add_arguments(sub)
     args = parser.parse_args(argv)
+    if args.command in _LAB_COMMANDS:
+        return int(importlib.import_module(f"torchpool.lab.{args.command}").run(args))
     if args.command == "list":
         families = {info.family for info in list_pools()}
         if args.family is not None and args.family not in families:

@@ -1,4 +1,4 @@
-"""Command line: ``torchpool list``, ``compare``, ``gallery``, ``shape`` (also ``python -m torchpool ...``)."""
+"""Command line: ``torchpool list``, ``compare``, ``gallery``, ``shape`` (or ``python -m torchpool``)."""
 
 from __future__ import annotations
 

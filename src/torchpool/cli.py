@@ -13,7 +13,11 @@ from .registry import list_pools
 __all__ = ["format_pool_table", "main"]
 
 # subcommands implemented in torchpool.lab.<name>: add_arguments(parser) and run(args) -> int
-_LAB_COMMANDS: dict[str, str] = {}
+_LAB_COMMANDS: dict[str, str] = {
+    "compare": "train a small CNN per pooling variant and report which helps",
+    "gallery": "apply every windowed pool to a photo and write a labelled PNG grid",
+    "shape": "print output sizes and receptive fields through a stack of layers",
+}
 
 
 def format_pool_table(family: str | None = None) -> str:

@@ -8,6 +8,7 @@ pool, ``list_pools()`` lists them, ``python -m torchpool list`` prints them.
 from __future__ import annotations
 
 from . import functional, nn
+from .convert import SwapRecord, SwapReport, swap_pooling
 from .functional import (
     adaptive_avgmax_pool1d,
     adaptive_avgmax_pool2d,
@@ -143,6 +144,8 @@ __all__ = [
     "PoolInfo",
     "SPPF",
     "SpatialPyramidPool",
+    "SwapRecord",
+    "SwapReport",
     "SpatialPyramidPool1d",
     "SpatialPyramidPool2d",
     "SpatialPyramidPool3d",
@@ -207,5 +210,6 @@ __all__ = [
     "stochastic_pool2d_with_indices",
     "stochastic_pool3d",
     "stochastic_pool3d_with_indices",
+    "swap_pooling",
     "yolo_spp",
 ]

@@ -20,7 +20,8 @@ windows that draw the same cell add their gradients).
 Special values:
 
 * Negative, NaN or infinite input raises ``ValueError``: the probabilities ``a_i / sum a``
-  are only defined for finite ``a >= 0`` (apply ReLU first). This check reads the input once.
+  are only defined for finite ``a >= 0`` (apply ReLU first). This check reads the input once;
+  it is data-dependent, so it is skipped under ``torch.compile``, ``torch.export`` and tracing.
 * A window whose cells are all zero (including padding) outputs 0 with zero gradient. In
   training it returns its first in-bounds cell (row-major), Caffe's rule; in evaluation the
   denominator is made safe before dividing, so neither the forward nor the backward pass
@@ -62,6 +63,9 @@ __all__ = [
 def _check_values(x: Tensor) -> None:
     """Raises ``ValueError`` unless every element is finite and non-negative (one pass)."""
     if x.numel() == 0:
+        return
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        # data-dependent checks break torch.compile / torch.export / ONNX graphs; eager only
         return
     lo, hi = torch.aminmax(x.detach())
     if bool(torch.isnan(lo)):

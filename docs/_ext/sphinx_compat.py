@@ -13,24 +13,16 @@ parses it.
 
 The docs inspect torchpool at runtime (``force_inspection: true``) because many of its public
 functions and Modules are made by factories (``median_pool2d = _function(2)`` style) that static
-analysis cannot see. Inspection imports every submodule, and ``torchpool/__main__.py`` runs the
-command line on import (it would parse mkdocs' own arguments and exit), so a stub module is
-registered under that name for the docs process.
+analysis cannot see.
 """
 
 from __future__ import annotations
 
 import inspect
 import re
-import sys
-import types
 from typing import Any
 
 import griffe
-
-sys.modules.setdefault(
-    "torchpool.__main__", types.ModuleType("torchpool.__main__", "``python -m torchpool``")
-)
 
 # Runtime inspection gives a module or class constant (``NETWORK_MAX_OPS = 600``) the docstring of
 # its value's type (``int.__doc__``); those are dropped.

@@ -15,7 +15,9 @@ import torchpool as tp
 
 
 @st.composite
-def windows(draw: st.DrawFn, dims: int) -> tuple[torch.Tensor, tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+def windows(
+    draw: st.DrawFn, dims: int
+) -> tuple[torch.Tensor, tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     """A small input with distinct values and a valid window (kernel, stride, padding) per dim."""
     kernel = tuple(draw(st.integers(1, 4)) for _ in range(dims))
     stride = tuple(draw(st.integers(1, 3)) for _ in range(dims))
@@ -30,7 +32,12 @@ def windows(draw: st.DrawFn, dims: int) -> tuple[torch.Tensor, tuple[int, ...], 
 
 
 @given(
-    st.integers(1, 40), st.integers(1, 6), st.integers(1, 4), st.integers(0, 3), st.integers(1, 3), st.booleans()
+    st.integers(1, 40),
+    st.integers(1, 6),
+    st.integers(1, 4),
+    st.integers(0, 3),
+    st.integers(1, 3),
+    st.booleans(),
 )
 def test_output_size_matches_pytorch(i: int, k: int, s: int, p: int, d: int, ceil: bool) -> None:
     try:

@@ -8,6 +8,7 @@ the seed's formula when ``padding=0``, ``dilation=1`` and ``ceil_mode=False``.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import overload
 
@@ -53,20 +54,12 @@ def ntuple(value: IntOrTuple, n: int, name: str) -> tuple[int, ...]:
 
 
 def _is_int(value: object) -> bool:
+    """Python ints, numpy integers, SymInts and 0-d integer tensors (anything with ``__index__``),
+    but not ``bool``."""
     if isinstance(value, bool):
         return False
-    if isinstance(value, int):
-        return True
-    return type(value).__name__ in {"SymInt"} or _is_integer_like(value)
-
-
-def _is_integer_like(value: object) -> bool:
-    # numpy integers and 0-d integer tensors expose __index__
-    index = getattr(value, "__index__", None)
-    if index is None or isinstance(value, float):
-        return False
     try:
-        index()
+        operator.index(value)  # type: ignore[arg-type]
     except TypeError:
         return False
     return True

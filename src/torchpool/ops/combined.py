@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_bool, check_float_range, check_generator, check_input, check_window, restore_batch
+from .._checks import check_bool, check_float_range, check_generator, check_input, check_window
 from .._shape import IntOrTuple
 from ..registry import register_pool
 from ._base import WindowPool
@@ -531,14 +531,13 @@ class GatedPool2d(WindowPool):
 
     def forward(self, x: Tensor) -> Tensor:
         avg, mx = _avg_and_max(x, 2, self.kernel_size, self.stride, self.padding, False, True)
-        xb, unbatched = check_input(x, 2)
-        c = xb.shape[1]
+        c = mx.shape[-3]
         if self.channels is not None and c != self.channels:
             raise ValueError(f"input has {c} channels, but the pool was built with channels={self.channels}")
-        weight = self.gate_weight.expand(c, -1, -1, -1).to(xb.dtype)
+        # the gate is a depthwise convolution with the window's geometry (zero padding)
+        weight = self.gate_weight.expand(c, -1, -1, -1).to(x.dtype)
         window = check_window(self.kernel_size, self.stride, self.padding, 2)
-        gate = torch.sigmoid(F.conv2d(xb, weight, None, window.stride, window.padding, groups=c))
-        gate = restore_batch(gate, unbatched)
+        gate = torch.sigmoid(F.conv2d(x, weight, None, window.stride, window.padding, groups=c))
         return gate * mx + (1.0 - gate) * avg
 
 

@@ -735,6 +735,9 @@ def run(args: argparse.Namespace) -> int:
         if initialised:
             import torch.distributed as dist
 
+            # rank 0 writes the report while the others wait: tearing gloo down while a peer is
+            # still busy aborted rank 0 ("terminate called without an active exception")
+            dist.barrier()
             dist.destroy_process_group()
 
 

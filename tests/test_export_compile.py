@@ -8,8 +8,10 @@ below with its reason, and the test for it asserts that it still fails (strict),
 * compile: ``torch.compile(module, backend="aot_eager")`` vs eager, eval and train mode,
   forward and input gradient (rtol = atol = 1e-5, float32). Random pools (stochastic,
   mixed, fractional) are compared under the same seed: ``generator=`` where ``forward``
-  accepts one, else the global seed. A few representative pools also go through the
-  default inductor backend (``@pytest.mark.slow``).
+  accepts one, else the global seed. Every pool also goes through the default inductor
+  backend (``@pytest.mark.slow``, 2-10 s a pool on 2 cores): in each mode where its
+  output depends on the mode, otherwise in eval mode; all dims with
+  ``TORCHPOOL_FULL_INDUCTOR=1``.
 * ONNX: eval mode, ``torch.rand(2, 4, *[8] * dims)``, TorchScript exporter at opset 17
   first; where that fails (``ONNX_TORCHSCRIPT_FAILS``) the dynamo exporter (opset 18,
   needs ``onnxscript``); onnxruntime output must match eager (atol 1e-5).
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -44,8 +47,11 @@ SEED = 1234
 #: pools that do not compile (aot_eager) or whose compiled output differs from eager.
 COMPILE_EXCEPTIONS: dict[str, str] = {}
 
-#: pools checked with the default inductor backend as well (slow: 5-20 s a graph on 2 cores).
-INDUCTOR_POOLS: tuple[str, ...] = ("catavgmax2d", "gem", "stochastic2d", "spp")
+#: pools whose Module behaves differently in train and eval mode (inductor checks both modes).
+TRAIN_DIFFERS: frozenset[str] = frozenset(
+    {"stochastic1d", "stochastic2d", "stochastic3d", "mixed1d", "mixed2d", "mixed3d"}
+)  # fmt: skip
+FULL_INDUCTOR = os.environ.get("TORCHPOOL_FULL_INDUCTOR") == "1"
 
 #: pools whose draws in training mode are random: compared under one seed / generator.
 RANDOM_IN_TRAIN: frozenset[str] = frozenset(
@@ -183,7 +189,7 @@ def support_rows() -> list[tuple[str, str, str, str, str, str]]:
             comp = "yes (train mode under a fixed seed)"
         else:
             comp = "yes"
-        inductor = "yes" if info.name in INDUCTOR_POOLS else "-"
+        inductor = "yes (train and eval)" if info.name in TRAIN_DIFFERS else "yes"
         dims = ", ".join(f"{d}d" for d in info.dims)
         rows.append((info.name, info.family, dims, comp, inductor, _onnx_status(info.name)))
     return rows
@@ -198,15 +204,18 @@ def render_support_md() -> str:
         "  and train mode, forward and input gradient, rtol = atol = 1e-5, on\n"
         "  `torch.rand(2, 4, *[8] * dims)` with each pool's example arguments. Random pools are\n"
         "  compared under one seed (`generator=` where `forward` takes one).\n"
-        "- **inductor**: also checked with the default inductor backend (eval mode).\n"
+        "- **inductor**: the default inductor backend matches eager (forward and input gradient)\n"
+        "  in eval mode, and in train mode too where the output depends on the mode.\n"
         "- **ONNX**: eval mode, exported and run in onnxruntime, outputs match eager (atol 1e-5).\n"
         "  The TorchScript exporter (`dynamo=False`, opset 17) is tried first; the dynamo exporter\n"
         "  (opset 18) needs `onnxscript`.\n"
-        "- Adaptive pooling to an output size that does not divide the input (e.g. 7x7 -> 3x3) does\n"
-        "  **not** export with either exporter (TorchScript: pytorch#42653 / #64806; dynamo: no\n"
-        "  ONNX function for `aten.adaptive_max_pool2d`); the rows below use divisible sizes.\n"
-        "- `max_unpool2d` / `MaxUnpool2d` are not registered pools and are not covered here\n"
-        "  (see pytorch#25088 for its ONNX status).\n\n"
+        "- Adaptive pooling to an output size that does not divide the input (e.g. 7x7 -> 3x3)\n"
+        "  exports with both exporters for torchpool's adaptive, adaptive avg+max and pyramid\n"
+        "  pools (separable MatMul / Gather + ReduceMax while exporting); PyTorch's own\n"
+        "  `nn.AdaptiveMaxPool2d` does not (pytorch#42653 / #64806), which a test asserts.\n"
+        "- `max_unpool1d/2d/3d` (after a max pool with `return_indices=True`, overlapping windows)\n"
+        "  export with both exporters (ONNX `ScatterElements` with `add`) and compile with\n"
+        "  aot_eager and inductor; they are not registered pools, so they have their own tests.\n\n"
     )
     lines = [
         "| pool | family | dims | compile (aot_eager) | inductor | ONNX |",
@@ -222,7 +231,7 @@ def render_support_md() -> str:
 def test_exception_tables_name_registered_pools() -> None:
     for table in (COMPILE_EXCEPTIONS, ONNX_TORCHSCRIPT_FAILS, ONNX_EXCEPTIONS):
         assert set(table) <= NAMES, set(table) - NAMES
-    assert set(INDUCTOR_POOLS) <= NAMES and RANDOM_IN_TRAIN <= NAMES
+    assert TRAIN_DIFFERS <= NAMES and RANDOM_IN_TRAIN <= NAMES
     assert not set(ONNX_EXCEPTIONS) & set(ONNX_TORCHSCRIPT_FAILS)
 
 
@@ -236,11 +245,33 @@ def test_compile_aot_eager_matches_eager(info: tp.PoolInfo, dims: int, mode: str
     _check_compile(info, dims, mode, "aot_eager")
 
 
+def _inductor_cases() -> list[Any]:
+    cases = []
+    for info in INFOS:
+        dims = info.dims if FULL_INDUCTOR else (2 if 2 in info.dims else info.dims[0],)
+        modes = ("eval", "train") if info.name in TRAIN_DIFFERS or FULL_INDUCTOR else ("eval",)
+        cases += [pytest.param(info, d, m, id=f"{info.name}-{d}d-{m}") for d in dims for m in modes]
+    return cases
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", INDUCTOR_POOLS)
-def test_compile_inductor_matches_eager(name: str) -> None:
-    info = tp.get_pool_info(name)
-    _check_compile(info, 2 if 2 in info.dims else info.dims[0], "eval", "inductor")
+@pytest.mark.parametrize(("info", "dims", "mode"), _inductor_cases())
+def test_compile_inductor_matches_eager(info: tp.PoolInfo, dims: int, mode: str) -> None:
+    _check_compile(info, dims, mode, "inductor")
+
+
+@pytest.mark.parametrize("info", [i for i in INFOS if i.name not in TRAIN_DIFFERS], ids=lambda i: i.name)
+def test_train_mode_does_not_matter_outside_train_differs(info: tp.PoolInfo) -> None:
+    """Justifies checking inductor in eval mode only for these pools: train == eval in eager."""
+    dims = 2 if 2 in info.dims else info.dims[0]
+    module = _build(info)
+    x = torch.rand(2, 4, *[8] * dims, generator=torch.Generator().manual_seed(0))
+    random = info.name in RANDOM_IN_TRAIN
+    gen_kw = _accepts_generator(module)
+    y_t, g_t = _run(module.train(), x, random, gen_kw)
+    y_e, g_e = _run(module.eval(), x, random, gen_kw)
+    torch.testing.assert_close(y_t, y_e, rtol=0, atol=0)
+    torch.testing.assert_close(g_t, g_e, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(("info", "dims"), CASES)
@@ -260,17 +291,76 @@ def test_onnx_export_matches_eager(info: tp.PoolInfo, dims: int) -> None:
     _check_onnx(module, x, "torchscript")
 
 
-def test_onnx_adaptive_non_divisible_output_does_not_export() -> None:
-    """adaptive_avgmax2d, 7x7 -> 3x3: a known limitation of both exporters (pytorch#42653)."""
-    module = tp.create_pool("adaptive_avgmax2d", output_size=3).eval()
+NON_DIVISIBLE = [
+    *[(f"adaptive_{mode}{d}d", {"output_size": 3}, d) for mode in ("avg", "max") for d in (1, 2, 3)],
+    ("adaptive_max2d", {"output_size": (3, None)}, 2),
+    ("adaptive_avgmax2d", {"output_size": (3, 2)}, 2),
+    ("adaptive_catavgmax1d", {"output_size": 3}, 1),
+    ("adaptive_catavgmax3d", {"output_size": 2}, 3),
+    ("spp", {"levels": (1, 2, 3)}, 2),
+    ("spp", {"levels": (1, 2, 3), "mode": "avg"}, 2),
+    ("spp1d", {"levels": (1, 3, 4)}, 1),
+    ("spp3d", {"levels": (1, 2)}, 3),
+]
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize(
+    ("name", "kwargs", "dims"), NON_DIVISIBLE, ids=[f"{n}-{k}" for n, k, _ in NON_DIVISIBLE]
+)
+def test_onnx_adaptive_non_divisible_output_exports(
+    name: str, kwargs: dict[str, Any], dims: int, exporter: str
+) -> None:
+    """7 -> 3 bins (or 5 -> 2 in 3d): PyTorch's kernels cannot export this; torchpool's can."""
+    size = 5 if dims == 3 else 7
+    module = tp.create_pool(name, **kwargs).eval()
+    x = torch.rand(2, 4, *[size] * dims, generator=torch.Generator().manual_seed(1))
+    _check_onnx(module, x, exporter)
+
+
+def test_onnx_pytorch_adaptive_max_non_divisible_still_fails() -> None:
+    """Why the test above matters: PyTorch's own module does not export (pytorch#42653)."""
     x = torch.rand(1, 4, 7, 7)
     with pytest.raises(Exception, match="not factor of input size"):
-        _export_torchscript(module, x)
+        _export_torchscript(nn.AdaptiveMaxPool2d(3).eval(), x)
     with pytest.raises(Exception, match="adaptive_max_pool2d"):
-        _export_dynamo(module, x)
-    # the divisible case (8x8 -> 4x4) exports fine
-    divisible = tp.create_pool("adaptive_avgmax2d", output_size=4).eval()
-    _check_onnx(divisible, torch.rand(1, 4, 8, 8), "torchscript")
+        _export_dynamo(nn.AdaptiveMaxPool2d(3).eval(), x)
+
+
+class _PoolUnpool(nn.Module):
+    """Max pool with indices (overlapping 3-wide windows, stride 2) then torchpool's unpooling."""
+
+    def __init__(self, dims: int, reduce: str) -> None:
+        super().__init__()
+        self.dims, self.reduce = dims, reduce
+        self.pool = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)[dims - 1](3, 2, 1, return_indices=True)
+        self.unpool = (tp.MaxUnpool1d, tp.MaxUnpool2d, tp.MaxUnpool3d)[dims - 1](3, 2, 1, reduce=reduce)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, idx = self.pool(x)
+        return self.unpool(y * 2.0, idx, output_size=x.shape[-self.dims :])
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize("reduce", ["mean", "sum"])
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_onnx_max_unpool_exports(dims: int, reduce: str, exporter: str) -> None:
+    x = torch.rand(2, 4, *[7] * dims, generator=torch.Generator().manual_seed(2))
+    _check_onnx(_PoolUnpool(dims, reduce).eval(), x, exporter)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_compile_max_unpool_matches_eager(dims: int, backend: str) -> None:
+    torch._dynamo.reset()
+    module = _PoolUnpool(dims, "mean")
+    x = torch.rand(2, 4, *[7] * dims, generator=torch.Generator().manual_seed(3))
+    y_c, g_c = _run(torch.compile(module, backend=backend), x, False, False)
+    y_e, g_e = _run(module, x, False, False)
+    torch.testing.assert_close(y_c, y_e, **TOL)
+    torch.testing.assert_close(g_c, g_e, **TOL)
+    torch._dynamo.reset()
 
 
 def test_support_doc_matches_tests() -> None:

@@ -8,14 +8,21 @@ pool, ``list_pools()`` lists them, ``python -m torchpool list`` prints them.
 from __future__ import annotations
 
 from . import functional, nn
+from ._deterministic import deterministic, is_deterministic, use_deterministic
 from .convert import SwapRecord, SwapReport, swap_pooling
 from .functional import (
+    adaptive_avg_pool1d,
+    adaptive_avg_pool2d,
+    adaptive_avg_pool3d,
     adaptive_avgmax_pool1d,
     adaptive_avgmax_pool2d,
     adaptive_avgmax_pool3d,
     adaptive_catavgmax_pool1d,
     adaptive_catavgmax_pool2d,
     adaptive_catavgmax_pool3d,
+    adaptive_max_pool1d,
+    adaptive_max_pool2d,
+    adaptive_max_pool3d,
     avgmax_pool1d,
     avgmax_pool2d,
     avgmax_pool3d,
@@ -62,9 +69,15 @@ from .nn import (
     AdaptiveAvgMaxPool1d,
     AdaptiveAvgMaxPool2d,
     AdaptiveAvgMaxPool3d,
+    AdaptiveAvgPool1d,
+    AdaptiveAvgPool2d,
+    AdaptiveAvgPool3d,
     AdaptiveCatAvgMaxPool1d,
     AdaptiveCatAvgMaxPool2d,
     AdaptiveCatAvgMaxPool3d,
+    AdaptiveMaxPool1d,
+    AdaptiveMaxPool2d,
+    AdaptiveMaxPool3d,
     AvgMaxPool1d,
     AvgMaxPool2d,
     AvgMaxPool3d,
@@ -109,6 +122,21 @@ from .registry import PoolInfo, create_pool, get_pool_info, list_pools, register
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptiveAvgPool1d",
+    "AdaptiveAvgPool2d",
+    "AdaptiveAvgPool3d",
+    "AdaptiveMaxPool1d",
+    "AdaptiveMaxPool2d",
+    "AdaptiveMaxPool3d",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
+    "deterministic",
+    "is_deterministic",
+    "use_deterministic",
     "AdaptiveAvgMaxPool1d",
     "AdaptiveAvgMaxPool2d",
     "AdaptiveAvgMaxPool3d",

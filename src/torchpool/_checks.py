@@ -18,6 +18,7 @@ __all__ = [
     "check_generator",
     "check_input",
     "check_window",
+    "is_traced",
     "restore_batch",
 ]
 
@@ -105,6 +106,21 @@ def check_input(
         except ValueError as error:
             raise ValueError(f"{name} of shape {tuple(x.shape)} does not fit the window: {error}") from None
     return x, unbatched
+
+
+def is_traced() -> bool:
+    """Whether ``torch.compile``, ``torch.export``, an ONNX export or the JIT tracer is running.
+
+    Data-dependent input checks (a Python ``bool`` of a tensor) break those graphs, so they
+    run in eager mode only.
+    """
+    exporting = getattr(torch.compiler, "is_exporting", None)
+    return (
+        torch.compiler.is_compiling()
+        or torch.jit.is_tracing()
+        or torch.onnx.is_in_onnx_export()
+        or bool(exporting is not None and exporting())
+    )
 
 
 def restore_batch(y: Tensor, unbatched: bool) -> Tensor:

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 from ._shape import pool_output_size
+from .ops.adaptive import (
+    adaptive_avg_pool1d,
+    adaptive_avg_pool2d,
+    adaptive_avg_pool3d,
+    adaptive_max_pool1d,
+    adaptive_max_pool2d,
+    adaptive_max_pool3d,
+)
 from .ops.bilinear import bilinear_pool, compact_bilinear_pool, low_rank_bilinear_pool, matrix_sqrt_pool
 from .ops.combined import (
     adaptive_avgmax_pool1d,
@@ -50,6 +58,12 @@ from .ops.stochastic import (
 from .ops.unpool import max_unpool1d, max_unpool2d, max_unpool3d
 
 __all__ = [
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
     "adaptive_avgmax_pool1d",
     "adaptive_avgmax_pool2d",
     "adaptive_avgmax_pool3d",

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+from .ops.adaptive import (
+    AdaptiveAvgPool1d,
+    AdaptiveAvgPool2d,
+    AdaptiveAvgPool3d,
+    AdaptiveMaxPool1d,
+    AdaptiveMaxPool2d,
+    AdaptiveMaxPool3d,
+)
 from .ops.bilinear import BilinearPool, CompactBilinearPool, LowRankBilinearPool, MatrixSqrtPool
 from .ops.combined import (
     AdaptiveAvgMaxPool1d,
@@ -37,6 +45,12 @@ from .ops.stochastic import StochasticPool1d, StochasticPool2d, StochasticPool3d
 from .ops.unpool import MaxUnpool1d, MaxUnpool2d, MaxUnpool3d
 
 __all__ = [
+    "AdaptiveAvgPool1d",
+    "AdaptiveAvgPool2d",
+    "AdaptiveAvgPool3d",
+    "AdaptiveMaxPool1d",
+    "AdaptiveMaxPool2d",
+    "AdaptiveMaxPool3d",
     "AdaptiveAvgMaxPool1d",
     "AdaptiveAvgMaxPool2d",
     "AdaptiveAvgMaxPool3d",

@@ -19,9 +19,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_bool, check_float_range, check_generator, check_input, check_window
+from .._deterministic import avg_pool3d
 from .._shape import IntOrTuple
 from ..registry import register_pool
 from ._base import WindowPool
+from .adaptive import adaptive_pool
 
 __all__ = [
     "AdaptiveAvgMaxPool1d",
@@ -59,25 +61,8 @@ __all__ = [
 ]
 
 
-def _avg_pool3d(x: Tensor, *args: object, **kwargs: object) -> Tensor:
-    """``F.avg_pool3d``, computed in float32 for half inputs on the CPU (which lacks that kernel)."""
-    if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
-        return F.avg_pool3d(x.float(), *args, **kwargs).to(x.dtype)  # type: ignore[arg-type]
-    return F.avg_pool3d(x, *args, **kwargs)  # type: ignore[arg-type]
-
-
-_AVG: dict[int, Callable[..., Tensor]] = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: _avg_pool3d}
+_AVG: dict[int, Callable[..., Tensor]] = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: avg_pool3d}
 _MAX: dict[int, Callable[..., Tensor]] = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
-_ADAPTIVE_AVG: dict[int, Callable[..., Tensor]] = {
-    1: F.adaptive_avg_pool1d,
-    2: F.adaptive_avg_pool2d,
-    3: F.adaptive_avg_pool3d,
-}
-_ADAPTIVE_MAX: dict[int, Callable[..., Tensor]] = {
-    1: F.adaptive_max_pool1d,
-    2: F.adaptive_max_pool2d,
-    3: F.adaptive_max_pool3d,
-}
 
 
 # avgmax of arange(8) shaped (8,), (2, 4) and (2, 2, 2) with 2-wide windows, for the doctests
@@ -105,13 +90,7 @@ def _avg_and_max(
 
 
 def _adaptive_avg_and_max(x: Tensor, n: int, output_size: IntOrTuple) -> tuple[Tensor, Tensor]:
-    check_input(x, n)
-    if isinstance(output_size, bool) or not isinstance(output_size, (int, tuple, list)):
-        raise TypeError(f"output_size must be an int or a tuple of ints, got {type(output_size).__name__}")
-    sizes = (output_size,) if isinstance(output_size, int) else tuple(output_size)
-    if any(size is not None and size < 1 for size in sizes):
-        raise ValueError(f"output_size must be positive, got {output_size}")
-    return _ADAPTIVE_AVG[n](x, output_size), _ADAPTIVE_MAX[n](x, output_size)
+    return adaptive_pool(x, n, output_size, "avg"), adaptive_pool(x, n, output_size, "max")
 
 
 def _avgmax(n: int) -> Callable[..., Tensor]:
@@ -124,7 +103,7 @@ def _avgmax(n: int) -> Callable[..., Tensor]:
         count_include_pad: bool = True,
     ) -> Tensor:
         avg, mx = _avg_and_max(x, n, kernel_size, stride, padding, ceil_mode, count_include_pad)
-        return 0.5 * (avg + mx)
+        return 0.5 * avg + 0.5 * mx  # equals 0.5 * (avg + mx) bit for bit, without overflowing
 
     avgmax_pool.__name__ = avgmax_pool.__qualname__ = f"avgmax_pool{n}d"
     avgmax_pool.__doc__ = f"""Half the sum of average and max over each window: ``0.5 * (avg + max)``.
@@ -198,7 +177,7 @@ def _catavgmax(n: int) -> Callable[..., Tensor]:
 def _adaptive_avgmax(n: int) -> Callable[..., Tensor]:
     def adaptive_avgmax_pool(x: Tensor, output_size: IntOrTuple = 1) -> Tensor:
         avg, mx = _adaptive_avg_and_max(x, n, output_size)
-        return 0.5 * (avg + mx)
+        return 0.5 * avg + 0.5 * mx  # equals 0.5 * (avg + mx) bit for bit, without overflowing
 
     adaptive_avgmax_pool.__name__ = adaptive_avgmax_pool.__qualname__ = f"adaptive_avgmax_pool{n}d"
     adaptive_avgmax_pool.__doc__ = f"""The seed's ``add_avgmax_pool2d``: half the adaptive average plus max.
@@ -268,8 +247,8 @@ def _mixed(n: int) -> Callable[..., Tensor]:
         generator = check_generator(generator, x)
         batch_shape = (mx.shape[0],) if mx.dim() == n + 2 else ()
         draws = torch.rand(batch_shape, generator=generator, device=x.device, dtype=torch.float32)
-        lam = (draws < prob).to(mx.dtype).reshape(batch_shape + (1,) * (n + 1))
-        return torch.lerp(avg, mx, lam)
+        use_max = (draws < prob).reshape(batch_shape + (1,) * (n + 1))
+        return torch.where(use_max, mx, avg)  # not lerp: 0 * inf would give NaN
 
     mixed_pool.__name__ = mixed_pool.__qualname__ = f"mixed_pool{n}d"
     mixed_pool.__doc__ = f"""Mixed pooling (Yu et al. 2014): max or average, chosen at random per sample.

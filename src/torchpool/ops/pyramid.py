@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from .._checks import check_bool, check_choice, check_input, restore_batch
 from ..registry import register_pool
+from .adaptive import adaptive_pool
 
 __all__ = [
     "SPPF",
@@ -66,15 +67,6 @@ Level = int | Sequence[int]
 # ---------------------------------------------------------------------------------------------
 # SPPNet
 # ---------------------------------------------------------------------------------------------
-
-_ADAPTIVE: dict[tuple[str, int], Callable[..., Tensor]] = {
-    ("max", 1): F.adaptive_max_pool1d,
-    ("max", 2): F.adaptive_max_pool2d,
-    ("max", 3): F.adaptive_max_pool3d,
-    ("avg", 1): F.adaptive_avg_pool1d,
-    ("avg", 2): F.adaptive_avg_pool2d,
-    ("avg", 3): F.adaptive_avg_pool3d,
-}
 
 
 def _check_levels(levels: object, n: int) -> tuple[tuple[int, ...], ...]:
@@ -107,7 +99,7 @@ def _pool_level(x: Tensor, bins: tuple[int, ...], mode: str, n: int) -> Tensor:
         flat = x.flatten(2)
         y = flat.max(dim=2).values if mode == "max" else flat.mean(dim=2)
         return y.reshape(*y.shape, *bins)
-    return _ADAPTIVE[mode, n](x, bins)
+    return adaptive_pool(x, n, bins, mode)
 
 
 def _spp(x: Tensor, n: int, levels: Sequence[Level], mode: str, flatten: bool) -> Tensor:

@@ -2,35 +2,71 @@
 
 These stay PyTorch's implementations (section 1 of the survey: max/average pooling,
 overlapping when ``stride < kernel_size``); registering them gives every pool one front
-door, :func:`torchpool.create_pool`.
+door, :func:`torchpool.create_pool`. The adaptive ones are torchpool's subclasses
+(:mod:`torchpool.ops.adaptive`): same results, but they export to ONNX for any output size and
+avoid PyTorch's non-deterministic backward in deterministic mode; so do the 3d average and
+LP pools (subclasses of PyTorch's modules that average separably in that mode).
 """
 
 from __future__ import annotations
 
 from functools import partial
 
-from torch import nn
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
+from .._deterministic import avg_pool3d
+from .._shape import ntuple
 from ..registry import register_pool
+from . import adaptive
 
 __all__: list[str] = []
 
+
+class _AvgPool3d(nn.AvgPool3d):
+    """``nn.AvgPool3d``, separable in deterministic mode (PyTorch's CUDA backward raises there);
+    half inputs on the CPU, which PyTorch refuses, are averaged in float32."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        if self.divisor_override is not None:
+            return super().forward(input)
+        batched = input if input.dim() == 5 else input.unsqueeze(0)
+        k = ntuple(self.kernel_size, 3, "kernel_size")
+        s = ntuple(self.stride if self.stride is not None else k, 3, "stride")
+        p = ntuple(self.padding, 3, "padding")
+        y = avg_pool3d(batched, k, s, p, self.ceil_mode, self.count_include_pad)
+        return y if input.dim() == 5 else y.squeeze(0)
+
+
+class _LPPool3d(nn.LPPool3d):
+    """``nn.LPPool3d``: ``F.lp_pool3d``'s formula on the average of :class:`_AvgPool3d`."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        k = ntuple(self.kernel_size, 3, "kernel_size")
+        s = ntuple(self.stride if self.stride is not None else k, 3, "stride")
+        batched = input if input.dim() == 5 else input.unsqueeze(0)
+        out = avg_pool3d(batched.pow(self.norm_type), k, s, (0, 0, 0), self.ceil_mode)
+        out = (torch.sign(out) * F.relu(torch.abs(out))).mul(k[0] * k[1] * k[2]).pow(1.0 / self.norm_type)
+        return out if input.dim() == 5 else out.squeeze(0)
+
+
 _WINDOWED = {
     "max": (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, "max over each window (PyTorch)"),
-    "avg": (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, "mean over each window (PyTorch)"),
-    "lp": (nn.LPPool1d, nn.LPPool2d, nn.LPPool3d, "power-average (sum x^p)^(1/p) (PyTorch)"),
+    "avg": (nn.AvgPool1d, nn.AvgPool2d, _AvgPool3d, "mean over each window (PyTorch)"),
+    "lp": (nn.LPPool1d, nn.LPPool2d, _LPPool3d, "power-average (sum x^p)^(1/p) (PyTorch)"),
 }
 _ADAPTIVE = {
     "adaptive_max": (
-        nn.AdaptiveMaxPool1d,
-        nn.AdaptiveMaxPool2d,
-        nn.AdaptiveMaxPool3d,
+        adaptive.AdaptiveMaxPool1d,
+        adaptive.AdaptiveMaxPool2d,
+        adaptive.AdaptiveMaxPool3d,
         "max into a fixed grid",
     ),
     "adaptive_avg": (
-        nn.AdaptiveAvgPool1d,
-        nn.AdaptiveAvgPool2d,
-        nn.AdaptiveAvgPool3d,
+        adaptive.AdaptiveAvgPool1d,
+        adaptive.AdaptiveAvgPool2d,
+        adaptive.AdaptiveAvgPool3d,
         "mean into a fixed grid",
     ),
 }
@@ -58,7 +94,7 @@ for _name, (*_classes, _text) in _ADAPTIVE.items():
             _cls,
             family="max/avg",
             dims=(_dim,),
-            description=_text + " (PyTorch)",
+            description=_text + " (PyTorch's result; exports for any size)",
             example_kwargs={"output_size": 1},
         )
 for _dim, _cls in ((2, nn.FractionalMaxPool2d), (3, nn.FractionalMaxPool3d)):

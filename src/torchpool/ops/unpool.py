@@ -26,8 +26,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_input, check_window, restore_batch
-from .._shape import IntOrTuple
+from .._checks import check_choice, check_input, check_window, is_traced, restore_batch
+from .._shape import IntOrTuple, _is_int
 from ._base import WindowPool
 
 __all__ = ["MaxUnpool1d", "MaxUnpool2d", "MaxUnpool3d", "max_unpool1d", "max_unpool2d", "max_unpool3d"]
@@ -54,9 +54,9 @@ def _unpool_size(
         raise ValueError(
             f"output_size must give the {n} spatial sizes (optionally preceded by N, C), got {sizes}"
         )
-    sizes = sizes[-n:]
-    if any(isinstance(size, bool) or not isinstance(size, int) for size in sizes):
+    if not all(_is_int(size) for size in sizes):
         raise TypeError(f"output_size must contain ints, got {output_size!r}")
+    sizes = tuple(int(size) for size in sizes[-n:])
     for axis, (size, low, s) in enumerate(zip(sizes, default, stride)):
         if not low - s < size < low + s:
             raise ValueError(
@@ -91,7 +91,7 @@ def _max_unpool(
     )
     plane = math.prod(out_spatial)
     flat_indices = indices.reshape(xb.shape[0], xb.shape[1], -1)
-    if flat_indices.numel() > 0:
+    if flat_indices.numel() > 0 and not is_traced():  # data-dependent: eager only
         low, high = int(flat_indices.min()), int(flat_indices.max())
         if low < 0 or high >= plane:
             raise ValueError(

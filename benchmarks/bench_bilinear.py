@@ -23,7 +23,7 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from benchmarks.common import Row, clone_ms, forward_backward, peak_memory_mb, row, time_ms
+from benchmarks.common import Row, clone_ms, device, forward_backward, peak_memory_mb, row, time_ms
 from torchpool.ops.bilinear import (
     _sketch_buffers,
     bilinear_pool,
@@ -47,7 +47,7 @@ def seed_snippet(x: Tensor) -> Tensor:
 def naive_tensor_sketch(x: Tensor, out_dim: int = OUT_DIM, seed: int = 0) -> Tensor:
     """The straightforward prototype: per-position count sketches and FFTs, inverse per position."""
     n, d = x.shape[:2]
-    p = _sketch_buffers(d, d, out_dim, "tensor_sketch", seed)
+    p = {k: v.to(x.device) for k, v in _sketch_buffers(d, d, out_dim, "tensor_sketch", seed).items()}
     f = x.reshape(n, d, -1).transpose(1, 2)  # (N, L, D)
     psi_a = f.new_zeros(*f.shape[:2], out_dim).index_add(2, p["hash_a"], f * p["sign_a"])
     psi_b = f.new_zeros(*f.shape[:2], out_dim).index_add(2, p["hash_b"], f * p["sign_b"])
@@ -59,7 +59,7 @@ def naive_tensor_sketch(x: Tensor, out_dim: int = OUT_DIM, seed: int = 0) -> Ten
 def naive_random_maclaurin(x: Tensor, out_dim: int = OUT_DIM, seed: int = 0) -> Tensor:
     """Project every position with both +-1 matrices, multiply, average."""
     n, d = x.shape[:2]
-    p = _sketch_buffers(d, d, out_dim, "random_maclaurin", seed)
+    p = {k: v.to(x.device) for k, v in _sketch_buffers(d, d, out_dim, "random_maclaurin", seed).items()}
     f = x.reshape(n, d, -1)
     phi = (torch.matmul(p["weight_a"], f) * torch.matmul(p["weight_b"], f)).mean(2) / math.sqrt(out_dim)
     phi = torch.sign(phi) * torch.sqrt(torch.abs(phi) + 1e-5)
@@ -70,7 +70,7 @@ def run(quick: bool) -> list[Row]:
     """Forward (and forward+backward) times; the slowest naive backward passes only without ``quick``."""
     shape = (8, 512, 28, 28)
     min_time = 0.2 if quick else 0.5
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).relu_()
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).relu_().to(device())
     floor = clone_ms(x, min_time)
     nan = math.nan
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import Row, clone_ms, forward_backward, peak_memory_mb, row, time_ms
+from benchmarks.common import Row, clone_ms, device, forward_backward, peak_memory_mb, row, time_ms
 from torchpool.ops.median import median_pool2d
 
 SHAPE = (32, 64, 56, 56)
@@ -37,7 +37,7 @@ def run(quick: bool) -> list[Row]:
     """Rows for (32, 64, 56, 56) float32 on the current thread count: naive, eager and compiled."""
     min_run_time = 0.2 if quick else 0.5
     torch.manual_seed(0)
-    x = torch.randn(SHAPE)
+    x = torch.randn(SHAPE).to(device())
     floor = clone_ms(x, min_run_time)
     rows: list[Row] = []
     for kernel, stride, padding in CONFIGS:

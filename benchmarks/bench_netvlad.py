@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchmarks.common import Row, clone_ms, forward_backward, peak_memory_mb, row, time_ms
+from benchmarks.common import Row, clone_ms, device, forward_backward, peak_memory_mb, row, time_ms
 from torchpool.ops.netvlad import netvlad
 
 K, D, H, W, N = 64, 512, 30, 40, 8
@@ -61,8 +61,8 @@ def run(quick: bool) -> list[Row]:
     """Forward and forward+backward at (8, 512, 30, 40), K=64; peak forward memory of all three."""
     min_time = 0.2 if quick else 0.5
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(N, D, H, W, generator=g).relu_()
-    centroids = F.normalize(torch.randn(K, D, generator=g), dim=1)
+    x = torch.randn(N, D, H, W, generator=g).relu_().to(device())
+    centroids = F.normalize(torch.randn(K, D, generator=g), dim=1).to(device())
     alpha = 30.0
     weight = (2 * alpha * centroids).requires_grad_(True)
     bias = (-alpha * centroids.square().sum(1)).requires_grad_(True)

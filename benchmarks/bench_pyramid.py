@@ -12,7 +12,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import Row, clone_ms, forward_backward, peak_memory_mb, row, time_ms
+from benchmarks.common import Row, clone_ms, device, forward_backward, peak_memory_mb, row, time_ms
 from torchpool.ops.pyramid import spatial_pyramid_pool2d, sppf, yolo_spp
 
 
@@ -53,7 +53,7 @@ def run(quick: bool) -> list[Row]:
     """YoloSPP/SPPF on (8, 512, 19, 19) NCHW and channels_last; SPP on (8, 512, 13, 13)."""
     min_time = 0.2 if quick else 0.5
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(8, 512, 19, 19, generator=g)
+    x = torch.randn(8, 512, 19, 19, generator=g).to(device())
     rows: list[Row] = []
     for layout, xx in (("nchw", x), ("channels_last", x.contiguous(memory_format=torch.channels_last))):
         rows += _rows(
@@ -64,7 +64,7 @@ def run(quick: bool) -> list[Row]:
             naive_spp,
             min_time,
         )
-    small = torch.randn(8, 512, 13, 13, generator=g)
+    small = torch.randn(8, 512, 13, 13, generator=g).to(device())
     for levels in ((1, 2, 4), (6, 3, 2, 1)):
         rows += _rows(
             "spp",

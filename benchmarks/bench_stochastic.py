@@ -10,7 +10,7 @@ from functools import partial
 
 import torch
 
-from benchmarks.common import Row, clone_ms, forward_backward, peak_memory_mb, row, time_ms
+from benchmarks.common import Row, clone_ms, device, forward_backward, peak_memory_mb, row, time_ms
 from tests.reference_stochastic import naive_stochastic_eval2d, naive_stochastic_pool2d
 from torchpool.ops.stochastic import stochastic_pool2d
 
@@ -22,12 +22,12 @@ def run(quick: bool) -> list[Row]:
     shape = (8, 64, 56, 56) if quick else (32, 64, 56, 56)
     configs = CONFIGS[:1] + CONFIGS[2:] if quick else CONFIGS
     min_time = 0.2 if quick else 0.5
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).relu_()
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).relu_().to(device())
     floor = clone_ms(x, min_time)
     rows: list[Row] = []
     for k, s, p in configs:
         params = f"k={k} s={s} p={p}"
-        gen = torch.Generator().manual_seed(1)
+        gen = torch.Generator(device()).manual_seed(1)
 
         def ours_train(
             t: torch.Tensor, k: int = k, s: int = s, p: int = p, gen: torch.Generator = gen

@@ -7,6 +7,7 @@ Every benchmark script exposes ``run(quick: bool) -> list[dict]`` returning rows
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,11 @@ import torch
 from torch.utils import benchmark
 
 Row = dict[str, Any]
+
+
+def device() -> torch.device:
+    """Where the benchmarks run: ``TORCHPOOL_BENCH_DEVICE`` (``run_all --device``), default CPU."""
+    return torch.device(os.environ.get("TORCHPOOL_BENCH_DEVICE", "cpu"))
 
 
 def time_ms(fn: Callable[[], object], min_run_time: float = 0.5) -> float:
@@ -44,7 +50,7 @@ def peak_memory_mb(fn: Callable[[], object]) -> float:
 
     Returns NaN where the profiler records no memory events.
     """
-    if torch.cuda.is_available():
+    if device().type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()

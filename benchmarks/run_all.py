@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import math
+import os
 import platform
 from pathlib import Path
 
@@ -27,7 +28,7 @@ COLUMNS = (
 
 def machine() -> str:
     """A one-line description of where the numbers come from."""
-    if torch.cuda.is_available():
+    if os.environ.get("TORCHPOOL_BENCH_DEVICE", "cpu").startswith("cuda"):
         return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), torch {torch.__version__}"
     cpu = platform.processor() or platform.machine()
     return f"{cpu} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
@@ -52,7 +53,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", nargs="*", default=list(SCRIPTS), choices=SCRIPTS)
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (sets TORCHPOOL_BENCH_DEVICE)")
     args = parser.parse_args()
+    os.environ["TORCHPOOL_BENCH_DEVICE"] = args.device
     torch.set_num_threads(args.threads)
     rows: list[Row] = []
     for name in args.only:

@@ -19,7 +19,9 @@ import torch
 
 from benchmarks.common import Row
 
-SCRIPTS = ("bench_median", "bench_stochastic", "bench_pyramid", "bench_netvlad", "bench_bilinear")
+SCRIPTS = (
+    "bench_median", "bench_stochastic", "bench_pyramid", "bench_netvlad", "bench_bilinear", "bench_memory",
+)  # fmt: skip
 COLUMNS = (
     "op", "impl", "params", "shape", "dtype", "device", "threads", "fwd_ms", "fwdbwd_ms",
     "speedup_fwd", "speedup_fwdbwd", "x_clone_floor", "peak_extra_mb",

@@ -100,8 +100,10 @@ def gem(
     """Generalized-mean pooling: ``(mean clamp(x, eps)^p)^(1/p)`` over all spatial positions.
 
     ``p = 1`` is average pooling; ``p -> inf`` tends to max pooling. Inputs are clamped to
-    ``eps`` so zeros (after ReLU) give finite values and gradients. Half-precision inputs are
-    computed in float32 and returned in their own dtype.
+    ``eps`` so zeros (after ReLU) give finite values and gradients. Each plane is divided by its
+    maximum before the power and multiplied back after the root (exact: GeM is homogeneous), so
+    a large ``p`` neither overflows nor underflows. Half-precision inputs are computed in float32
+    and returned in their own dtype.
 
     Args:
         x: input with a batch dimension.
@@ -129,13 +131,37 @@ def gem(
             raise ValueError(f"p must have 1 or {x.shape[channel_dim]} (channels) elements, got {p.numel()}")
         shape = [1] * x.dim()
         shape[channel_dim] = p.numel()
-        exponent = p.float().reshape(shape)
+        exponent = p.reshape(shape)
     else:
         exponent = torch.tensor(check_float_range(p, "p", 0.0, float("inf"), low_open=True))
     compute = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
     exponent = exponent.to(device=compute.device, dtype=compute.dtype)
-    y = compute.clamp(min=eps).pow(exponent).mean(dim=dims, keepdim=True).pow(1.0 / exponent)
-    return _finish(y.to(x.dtype), flatten)
+    return _finish(_generalized_mean(compute, exponent, eps, dims).to(x.dtype), flatten)
+
+
+def _generalized_mean(x: Tensor, exponent: Tensor, eps: float, dims: tuple[int, ...]) -> Tensor:
+    """``(mean clamp(x, eps)^p)^(1/p)`` over ``dims`` (kept), with no power overflowing or underflowing.
+
+    The generalized mean is homogeneous of degree 1, ``M_p(x) = s M_p(x / s)`` for any ``s > 0``;
+    with ``s`` the (detached) maximum of each plane the powers lie in ``(0, 1]``, so ``p = 10`` on
+    values ~1000 (``1e30``) or ``p = 13`` (``1e39``, inf in float32) stays finite, and a dead
+    (all-zero) channel gives ``eps`` rather than ``eps^p = 0`` for large ``p``. The gradients are
+    exact: those of ``M_p`` are homogeneous of degree 0 in ``x`` and do not depend on ``s``. An
+    infinite maximum is left unscaled (the result is inf, as without scaling).
+
+    Args:
+        x: input in the compute dtype.
+        exponent: ``p``, broadcastable to the reduced shape.
+        eps: lower clamp of the input, positive.
+        dims: the spatial dimensions to reduce.
+
+    Returns:
+        The generalized means, with size-1 ``dims``.
+    """
+    x = x.clamp(min=eps)
+    scale = x.detach().amax(dim=dims, keepdim=True)
+    scale = torch.where(torch.isinf(scale), torch.ones_like(scale), scale)
+    return scale * (x / scale).pow(exponent).mean(dim=dims, keepdim=True).pow(1.0 / exponent)
 
 
 class _GlobalBase(nn.Module):

@@ -16,12 +16,14 @@ of the padded input:
    order is already known, and only the ancestors of the wanted rank are evaluated.
 
 For 3x3 windows this is the classic median-of-9 from sorted columns (max of the column minima, median
-of the medians, min of the maxima, then the median of those three): 18 min/max per output. The eager
-path runs the network over chunks of the batch so that intermediates stay in cache and reuses buffers;
-``compiled=True`` runs the same network under :func:`torch.compile` (padding is done eagerly outside
-the compiled function, which keeps every load unmasked). Windows with too many cells for a network
-(see :data:`NETWORK_MAX_OPS`) use a memory-bounded fallback: ``unfold`` + :func:`torch.median` over
-chunks of the batch.
+of the medians, min of the maxima, then the median of those three): 18 min/max per output. The input
+is padded a chunk of ``(n, c)`` planes at a time, in the forward and in the backward, so that the extra
+memory is about the output's size (no padded copy of the whole input). The eager path runs the network
+over chunks of the batch so that intermediates stay in cache and reuses buffers; ``compiled=True`` runs
+the same network under :func:`torch.compile` (padding is done eagerly outside the compiled function,
+which keeps every load unmasked; the compiled path pads the whole input at once). Windows with too many
+cells for a network (see :data:`NETWORK_MAX_OPS`) use a memory-bounded fallback: ``unfold`` +
+:func:`torch.median` over chunks of the batch.
 
 Conventions:
 
@@ -59,6 +61,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import Window, check_bool, check_choice, check_input, check_window, restore_batch
+from .._deterministic import reflect_pad
 from .._shape import IntOrTuple
 from ..registry import register_pool
 from ._base import WindowPool
@@ -85,6 +88,9 @@ NETWORK_MAX_OPS = 600
 
 # Elements per chunk of the eager network: small enough for the intermediates to stay in cache.
 _CHUNK_ELEMENTS = 1 << 19
+# Padded elements per chunk of planes that is padded at a time (forward, backward and indices), so
+# that no padded copy of the whole input is made: the extra memory is the output and a few chunks.
+_PLANE_CHUNK_ELEMENTS = 1 << 23
 # Extra elements the unfold fallback may allocate per chunk (at least; else the input's size).
 _FALLBACK_MIN_ELEMENTS = 1 << 22
 
@@ -729,8 +735,8 @@ def _out_sizes(cfg: _Config) -> tuple[int, ...]:
     )
 
 
-def _forward(xp: Tensor, cfg: _Config) -> Tensor:
-    """Median of every window of the padded, contiguous ``(B, *padded)`` tensor ``xp``."""
+def _forward(xp: Tensor, cfg: _Config, out: Tensor | None = None) -> Tensor:
+    """Median of every window of the padded, contiguous ``(B, *padded)`` tensor ``xp`` (into ``out``)."""
     out_sizes = _out_sizes(cfg)
     used = [s * (o - 1) + k for k, s, o in zip(cfg.kernel, cfg.stride, out_sizes)]
     xu = xp[_leading(slice(0, u) for u in used)]
@@ -743,13 +749,16 @@ def _forward(xp: Tensor, cfg: _Config) -> Tensor:
         args = _phases(xu, cfg.stride[-1]) if _uses_phases(plan, cfg.stride) else [xp]
         y = _call_compiled(key, lambda: _network_source(plan, out_sizes, cfg.stride), "network", *args)
     if y is None:
-        y = torch.empty((xp.shape[0], *out_sizes), dtype=xp.dtype, device=xp.device)
+        y = torch.empty((xp.shape[0], *out_sizes), dtype=xp.dtype, device=xp.device) if out is None else out
         if plan is not None:
             _network_eager(plan, xu, y, cfg.stride)
         elif cfg.mode != "valid":
             _median_unfold(xu, y, cfg.kernel, cfg.stride)
     if cfg.mode == "valid":
         _fix_valid_borders(y, xp, cfg, cfg.inbounds(xp.device), everything=plan is None)
+    if out is not None and y is not out:
+        out.copy_(y)
+        return out
     return y
 
 
@@ -851,18 +860,91 @@ def _indices(xp: Tensor, y: Tensor, cfg: _Config) -> Tensor:
     return index
 
 
+def _unpad_grad(gp: Tensor, cfg: _Config) -> Tensor:
+    """The backward of :func:`_pad`: folds the gradient of padded cells onto the cells they copy.
+
+    Only strided slice additions (no atomics), so it is deterministic on every device.
+    """
+    for axis, (p, size) in enumerate(zip(cfg.padding, cfg.sizes)):
+        if not p:
+            continue
+        dim = axis + 1
+        inner = gp.narrow(dim, p, size)
+        if cfg.mode in ("zeros", "valid"):
+            gp = inner
+            continue
+        lo, hi = gp.narrow(dim, 0, p), gp.narrow(dim, p + size, p)
+        inner = inner.clone()
+        if cfg.mode == "reflect":
+            # padded cell p - 1 - j copies cell j + 1, padded cell p + size + j copies cell size - 2 - j
+            inner.narrow(dim, 1, p).add_(lo.flip(dim))
+            inner.narrow(dim, size - 1 - p, p).add_(hi.flip(dim))
+        else:  # replicate
+            inner.narrow(dim, 0, 1).add_(lo.sum(dim, keepdim=True))
+            inner.narrow(dim, size - 1, 1).add_(hi.sum(dim, keepdim=True))
+        gp = inner
+    return gp.contiguous()
+
+
+def _plane_chunks(cfg: _Config, planes: int) -> list[slice]:
+    """Chunks of the ``planes`` (flattened ``N * C``) padded one chunk at a time.
+
+    The compiled path takes one chunk: its graphs are specialised to the input shape.
+    """
+    padded = math.prod(s + 2 * p for s, p in zip(cfg.sizes, cfg.padding))
+    chunk = max(1, planes if cfg.compiled else _PLANE_CHUNK_ELEMENTS // max(1, padded))
+    return [slice(start, start + chunk) for start in range(0, planes, chunk)]
+
+
+def _padded_chunk(x: Tensor, part: slice, cfg: _Config) -> Tensor:
+    with torch.no_grad():
+        return _pad(x[part], cfg.padding, cfg.mode).contiguous()
+
+
+def _forward_chunked(x: Tensor, cfg: _Config) -> Tensor:
+    """Median of every window of the unpadded ``(B, *sizes)`` tensor ``x``, padding a chunk at a time."""
+    chunks = _plane_chunks(cfg, x.shape[0])
+    if len(chunks) == 1:
+        return _forward(_padded_chunk(x, chunks[0], cfg), cfg)
+    y = torch.empty((x.shape[0], *_out_sizes(cfg)), dtype=x.dtype, device=x.device)
+    for part in chunks:
+        _forward(_padded_chunk(x, part, cfg), cfg, out=y[part])
+    return y
+
+
+def _grad_chunked(x: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> Tensor:
+    """Gradient with respect to the unpadded ``x``, computed a chunk of planes at a time."""
+    chunks = _plane_chunks(cfg, x.shape[0])
+    if len(chunks) == 1:
+        return _unpad_grad(_grad(_padded_chunk(x, chunks[0], cfg), y, g, cfg), cfg)
+    grad = torch.empty_like(x, memory_format=torch.contiguous_format)
+    for part in chunks:
+        grad[part] = _unpad_grad(_grad(_padded_chunk(x, part, cfg), y[part], g[part], cfg), cfg)
+    return grad
+
+
+def _indices_chunked(x: Tensor, y: Tensor, cfg: _Config) -> Tensor:
+    """:func:`_indices` for the unpadded ``x``, a chunk of planes at a time."""
+    index = torch.empty(y.shape, dtype=torch.long, device=y.device)
+    for part in _plane_chunks(cfg, x.shape[0]):
+        index[part] = _indices(_padded_chunk(x, part, cfg), y[part], cfg)
+    return index
+
+
 class _MedianFunction(torch.autograd.Function):
+    """Median pooling of the unpadded, contiguous ``(B, *sizes)`` input; pads inside, by chunks."""
+
     @staticmethod
-    def forward(ctx: Any, xp: Tensor, cfg: _Config) -> Tensor:
-        y = _forward(xp, cfg)
-        ctx.save_for_backward(xp, y)
+    def forward(ctx: Any, x: Tensor, cfg: _Config) -> Tensor:
+        y = _forward_chunked(x, cfg)
+        ctx.save_for_backward(x, y)
         ctx.cfg = cfg
         return y
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None]:
-        xp, y = ctx.saved_tensors
-        return _grad(xp, y, g, ctx.cfg), None
+        x, y = ctx.saved_tensors
+        return _grad_chunked(x.detach(), y.detach(), g, ctx.cfg), None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -876,6 +958,9 @@ def _pad(x: Tensor, padding: Sequence[int], mode: str) -> Tensor:
     pads = [p for p in reversed(padding) for _ in range(2)]
     if mode in ("zeros", "valid"):
         return F.pad(x, pads, mode="constant", value=0.0)
+    if mode == "reflect":
+        # (F.pad here: _MedianFunction pads without autograd; the backward is _unpad_grad)
+        return reflect_pad(x, padding)
     return F.pad(x, pads, mode=mode)
 
 
@@ -921,13 +1006,13 @@ def _median_pool(
         and not xb.is_contiguous()
         and xb.is_contiguous(memory_format=torch.channels_last if nd == 2 else torch.channels_last_3d)
     )
-    xp = _pad(xb, cfg.padding, padding_mode).contiguous()
-    flat = xp.reshape(n * c, *xp.shape[2:])
+    # padding happens inside _MedianFunction, a chunk of planes at a time
+    flat = xb.contiguous().reshape(n * c, *xb.shape[2:])
     y = _MedianFunction.apply(flat, cfg)
     indices = None
     if with_indices:
         with torch.no_grad():
-            indices = _indices(flat.detach(), y.detach(), cfg).reshape(n, c, *y.shape[1:])
+            indices = _indices_chunked(flat.detach(), y.detach(), cfg).reshape(n, c, *y.shape[1:])
             indices = restore_batch(indices, unbatched)
     y = y.reshape(n, c, *y.shape[1:])
     if channels_last:

@@ -40,6 +40,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import Window, check_bool, check_generator, check_input, check_window, restore_batch
+from .._deterministic import avg_pool3d as deterministic_avg_pool3d
+from .._deterministic import is_deterministic
 from .._shape import IntOrTuple, pool_output_size
 from ..registry import register_pool
 from ._base import WindowPool
@@ -142,123 +144,345 @@ def _offset_views(a: Tensor, win: Window, out: tuple[int, ...]) -> list[Tensor]:
     return views
 
 
-def _sample_indices(
-    x: Tensor, win: Window, out: tuple[int, ...], generator: torch.Generator | None
-) -> tuple[Tensor, Tensor | None]:
-    """Draws one cell per window.
+# --------------------------------------------------------------------------- chunks of planes
 
-    Returns:
-        Flat indices (N, C, *out) into the unpadded plane, and a mask of the windows with a
-        positive sum (``None`` when all are positive).
-    """
-    spatial = tuple(x.shape[2:])
-    with torch.no_grad():
-        a = _padded(x.detach(), win.padding, _compute_dtype(x.dtype))
-        views = _offset_views(a, win, out)
-        kk = len(views)
-        # pass 1: window sums, accumulated in the same order as the running sums of pass 2
-        total = views[0].clone() if kk == 1 else torch.add(views[0], views[1])
-        for v in views[2:]:
-            total.add_(v)
-        # one uniform per window; u < S strictly. For S == 0, u = -tiny so the first cell wins.
-        u = torch.rand(total.shape, generator=generator, dtype=total.dtype, device=total.device)
-        u.mul_(total)
-        torch.minimum(u, torch.nextafter(total, total.new_tensor(-math.inf)), out=u)
-        # pass 2: the drawn cell is the first whose running sum c_t exceeds u; c_t is non-decreasing,
-        # so (c_t <= u) holds exactly for the t before it, and counting those t gives the drawn
-        # cell's row-major position in its window. The last running sum equals S > u, so the last
-        # cell needs no test. Counting in uint8 on a uint8 view of the bool mask avoids any
-        # conversion pass.
-        offsets, base, first = _window_tables(spatial, out, win, x.device)
-        position = torch.zeros(total.shape, dtype=torch.uint8, device=total.device)
-        if kk > 1:
-            below = torch.empty(total.shape, dtype=torch.bool, device=total.device)
-            running = views[0]
-            for t in range(kk - 1):
-                if t == 1:
-                    running = torch.add(views[0], views[1])
-                elif t > 1:
-                    running.add_(views[t])
-                torch.le(running, u, out=below)
-                position.add_(below.view(torch.uint8))
-        index = offsets[position.to(torch.int64)].add_(base)
-        # a zero window drew its first cell, which is padding in windows starting before the input:
-        # give those windows (the first ceil(p / s) along each padded dimension) their first
-        # in-bounds cell instead
-        for d, (p_d, s_d) in enumerate(zip(win.padding, win.stride, strict=True)):
-            m = -(-p_d // s_d)
-            if m:
-                part = [slice(None)] * index.dim()
-                part[2 + d] = slice(0, m)
-                fix = torch.where(total[tuple(part)] > 0, index[tuple(part)], first[tuple(part[2:])])
-                index[tuple(part)] = fix
-        positive = total > 0
-        if bool(positive.all()):
-            return index, None
-    return index, positive
+_CHUNK_ELEMENTS = 1 << 23
+"""(Padded) input elements per chunk of ``(n, c)`` planes. Every full-size temporary (padded or
+converted copies, window sums, running sums, int64 indices, ``a * a``) exists for one chunk at a
+time; the full-size tensors are the output, and for the backward what it needs (the training
+draws as a byte per window, the eval denominators)."""
+
+_Part = tuple[slice, slice]
 
 
-def _gather(x: Tensor, index: Tensor) -> Tensor:
+def _plane_chunks(x: Tensor, padding: tuple[int, ...]) -> list[_Part]:
+    """``(batch, channel)`` slices covering ``x``'s planes, each at most :data:`_CHUNK_ELEMENTS` padded
+    elements (or one plane): whole batch items where one fits, else channel ranges of one item."""
     n, c = x.shape[:2]
-    values = x.flatten(2).gather(2, index.flatten(2))
-    return values.view(n, c, *index.shape[2:])
+    plane = math.prod(size + 2 * p for size, p in zip(x.shape[2:], padding, strict=True))
+    planes = max(1, _CHUNK_ELEMENTS // max(1, plane))
+    if n * c == 0 or planes >= n * c:
+        return [(slice(None), slice(None))]
+    if planes >= c:
+        step = planes // c
+        return [(slice(i, i + step), slice(None)) for i in range(0, n, step)]
+    return [(slice(i, i + 1), slice(j, j + planes)) for i in range(n) for j in range(0, c, planes)]
 
 
-class _ProbabilisticWeighting(torch.autograd.Function):
-    """``sum a^2 / sum a`` per window, as ``avg_pool(a*a) / avg_pool(a)`` (the padding cancels).
+# --------------------------------------------------------------------------- training
 
-    The backward is written out, ``d out_w / d a_i = (2 a_i - out_w) / (k m_w)`` with ``m_w`` the
-    window mean and ``k`` the window size, and computed with two ``avg_pool_backward`` calls in the
-    input's memory format (autograd through the forward mixes layouts and is several times slower).
-    A zero window (``m_w == 0``) divides by 1 instead: its output is 0, and so is its gradient,
-    because all its cells are 0 and ``out_w == 0``.
+
+def _draw_chunk(
+    x: Tensor, u: Tensor, win: Window, out: tuple[int, ...], tables: tuple[Tensor, Tensor, Tensor]
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Draws one cell per window of a chunk ``x`` (n, c, *spatial), given its uniforms ``u`` (n, c, *out).
+
+    ``u`` is overwritten. Returns the drawn cells' row-major positions in their windows, their flat
+    indices into the unpadded plane, and a mask of the windows with a positive sum (``None`` when
+    all are positive).
+    """
+    a = _padded(x, win.padding, u.dtype)
+    views = _offset_views(a, win, out)
+    kk = len(views)
+    # pass 1: window sums, accumulated in the same order as the running sums of pass 2
+    total = views[0].clone() if kk == 1 else torch.add(views[0], views[1])
+    for v in views[2:]:
+        total.add_(v)
+    # u < S strictly. For S == 0, u = -tiny so the first cell wins.
+    u.mul_(total)
+    torch.minimum(u, torch.nextafter(total, total.new_tensor(-math.inf)), out=u)
+    # pass 2: the drawn cell is the first whose running sum c_t exceeds u; c_t is non-decreasing,
+    # so (c_t <= u) holds exactly for the t before it, and counting those t gives the drawn
+    # cell's row-major position in its window. The last running sum equals S > u, so the last
+    # cell needs no test. Counting in uint8 on a uint8 view of the bool mask avoids any
+    # conversion pass.
+    position = torch.zeros(total.shape, dtype=_position_dtype(kk), device=total.device)
+    if kk > 1:
+        below = torch.empty(total.shape, dtype=torch.bool, device=total.device)
+        running = views[0]
+        for t in range(kk - 1):
+            if t == 1:
+                running = torch.add(views[0], views[1])
+            elif t > 1:
+                running.add_(views[t])
+            torch.le(running, u, out=below)
+            position.add_(below.view(torch.uint8) if position.dtype == torch.uint8 else below)
+    offsets, base, first = tables
+    index = offsets[position.to(torch.int64)].add_(base)
+    # a zero window drew its first cell, which is padding in windows starting before the input:
+    # give those windows (the first ceil(p / s) along each padded dimension) their first
+    # in-bounds cell instead
+    for d, (p_d, s_d) in enumerate(zip(win.padding, win.stride, strict=True)):
+        m = -(-p_d // s_d)
+        if m:
+            part = [slice(None)] * index.dim()
+            part[2 + d] = slice(0, m)
+            fix = torch.where(total[tuple(part)] > 0, index[tuple(part)], first[tuple(part[2:])])
+            index[tuple(part)] = fix
+    positive = total > 0
+    return position, index, None if bool(positive.all()) else positive
+
+
+def _position_dtype(cells: int) -> torch.dtype:
+    return torch.uint8 if cells <= 256 else torch.int32
+
+
+def _index_of(position: Tensor, positive: Tensor | None, tables: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    """Flat indices of drawn cells from their positions (zero windows: their first in-bounds cell)."""
+    offsets, base, first = tables
+    index = offsets[position.to(torch.int64)].add_(base)
+    return index if positive is None else torch.where(positive, index, first)
+
+
+def _draw(
+    x: Tensor,
+    win: Window,
+    out: tuple[int, ...],
+    generator: torch.Generator | None,
+    keep: bool,
+    return_indices: bool,
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """Draws one cell per window and gathers the output, a chunk of planes at a time.
+
+    Returns the output (N, C, *out) in ``x.dtype``; when ``keep``, what the backward needs to find
+    the drawn cells (with one chunk the int64 flat indices, as fast as it gets; with several the
+    cells' positions in their windows, a byte per window, so that nothing as large as 2x the output
+    is kept); the mask of windows with a positive sum (``None`` when all are); the flat indices
+    (when ``return_indices``).
+    """
+    dtype = _compute_dtype(x.dtype)
+    shape = (*x.shape[:2], *out)
+    device = x.device
+    tables = _window_tables(tuple(x.shape[2:]), out, win, device)
+    chunks = _plane_chunks(x, win.padding)
+    one = len(chunks) == 1
+    with torch.no_grad():
+        x = x.detach()
+        # one uniform per window, drawn at once so that the stream does not depend on the chunks;
+        # the output is written over the uniforms where the dtypes agree
+        u = torch.rand(shape, generator=generator, dtype=dtype, device=device)
+        y = u if x.dtype == dtype else torch.empty(shape, dtype=x.dtype, device=device)
+        kk = math.prod(win.kernel_size)
+        positions = torch.empty(shape, dtype=_position_dtype(kk), device=device) if keep and not one else None
+        index = torch.empty(shape, dtype=torch.int64, device=device) if return_indices and not one else None
+        positive: Tensor | None = None
+        for part in chunks:
+            xc, yc = x[part], y[part]
+            position, idx, pos = _draw_chunk(xc, u[part], win, out, tables)
+            values = yc.view(*yc.shape[:2], math.prod(out))  # a view of y: chunks are whole planes
+            torch.gather(xc.flatten(2), 2, idx.flatten(2), out=values)
+            if pos is not None:
+                # zero windows: the value is 0 already (+0.0 for a -0.0 cell); their gradient stops too
+                yc.masked_fill_(pos.logical_not(), 0)
+                if positive is None:
+                    positive = pos if one else torch.ones(shape, dtype=torch.bool, device=device)
+                if not one:
+                    positive[part] = pos
+            if one:
+                index = idx if (return_indices or keep) else None
+            else:
+                if positions is not None:
+                    positions[part] = position
+                if index is not None:
+                    index[part] = idx
+    saved = (index if one else positions) if keep else None
+    return y, saved, positive, index if return_indices else None
+
+
+class _StochasticDraw(torch.autograd.Function):
+    """Training-mode stochastic pooling with a one-hot gradient to the drawn cells.
+
+    For inputs that take several chunks it saves the drawn cells as a byte per window (their
+    positions in their windows) rather than int64 indices; the backward rebuilds the indices a chunk
+    at a time and scatters the gradient (the backward of ``gather``).
     """
 
     @staticmethod
     def forward(
         ctx: torch.autograd.function.FunctionCtx,
-        a: Tensor,
-        kernel: tuple[int, ...],
-        stride: tuple[int, ...],
-        padding: tuple[int, ...],
+        x: Tensor,
+        win: Window,
+        out: tuple[int, ...],
+        generator: torch.Generator | None,
+        return_indices: bool,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        y, saved, positive, index = _draw(x, win, out, generator, True, return_indices)
+        assert saved is not None
+        ctx.save_for_backward(saved, positive)  # type: ignore[arg-type]  # positive may be None
+        ctx.meta = (x.shape, x.dtype, x.device, win, out)  # type: ignore[attr-defined]
+        if index is None:
+            return y
+        ctx.mark_non_differentiable(index)
+        return y, index
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: Tensor, *_: Tensor | None
+    ) -> tuple[Tensor, None, None, None, None]:
+        saved, positive = ctx.saved_tensors  # type: ignore[attr-defined]
+        shape, dtype, device, win, out = ctx.meta  # type: ignore[attr-defined]
+        tables = _window_tables(tuple(shape[2:]), out, win, device) if saved.dtype != torch.int64 else None
+        grad_x = torch.zeros(shape, dtype=grad.dtype, device=device)
+        zero = torch.zeros((), dtype=grad.dtype, device=device)
+        for part in _plane_chunks(grad_x, win.padding):
+            mask = None if positive is None else positive[part]
+            # saved int64 indices are valid everywhere (zero windows: their first in-bounds cell)
+            index = saved[part] if tables is None else _index_of(saved[part], mask, tables)
+            g = grad[part] if mask is None else torch.where(mask, grad[part], zero)
+            target = grad_x[part]
+            target.view(*target.shape[:2], math.prod(shape[2:])).scatter_add_(
+                2, index.flatten(2), g.flatten(2)
+            )
+        return grad_x.to(dtype), None, None, None, None
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _pool_layout(x: Tensor, n: int, dtype: torch.dtype) -> Tensor:
+    """``x`` in the layout the eval pooling runs in: channels_last 2d (1d as 2d), contiguous 3d."""
+    if n == 3:
+        return x.to(dtype=dtype, memory_format=torch.contiguous_format)
+    # PyTorch's CPU avg_pool2d is several times faster in channels_last; 1d runs as 2d
+    return (x.unsqueeze(2) if n == 1 else x).to(dtype=dtype, memory_format=torch.channels_last)
+
+
+def _pool_window(win: Window, n: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    k, s, p = win.kernel_size, win.stride, win.padding
+    return ((1, *k), (1, *s), (0, *p)) if n == 1 else (k, s, p)
+
+
+def _avg_pool(
+    a: Tensor, kernel: tuple[int, ...], stride: tuple[int, ...], padding: tuple[int, ...]
+) -> Tensor:
+    if a.dim() == 5:
+        # F.avg_pool3d, or its separable form where autograd would differentiate it in deterministic
+        # mode (never here: the forward of _ProbabilisticWeighting runs without autograd, and its
+        # backward goes through _avg_pool_backward)
+        return deterministic_avg_pool3d(a, kernel, stride, padding)
+    return F.avg_pool2d(a, kernel, stride, padding)
+
+
+def _avg_pool_backward(
+    grad: Tensor, a: Tensor, kernel: tuple[int, ...], stride: tuple[int, ...], padding: tuple[int, ...]
+) -> Tensor:
+    """The backward of :func:`_avg_pool` (``count_include_pad=True``).
+
+    ``avg_pool3d_backward`` raises on CUDA under ``torch.use_deterministic_algorithms(True)``; in
+    deterministic mode the 3d backward is the vector-Jacobian product of the separable
+    ``avg_pool2d`` + ``avg_pool1d`` form instead (both have deterministic backward kernels).
+    """
+    if a.dim() == 5 and is_deterministic(a):
+        with torch.enable_grad():
+            leaf = a.detach().requires_grad_(True)
+            pooled = deterministic_avg_pool3d(leaf, kernel, stride, padding)
+            return torch.autograd.grad(pooled, leaf, grad)[0]
+    backward = torch.ops.aten.avg_pool3d_backward if a.dim() == 5 else torch.ops.aten.avg_pool2d_backward
+    return backward(grad, a, list(kernel), list(stride), list(padding), False, True, None)
+
+
+def _weighting(a: Tensor, window: tuple[tuple[int, ...], ...]) -> tuple[Tensor, Tensor]:
+    """``sum a^2 / sum a`` per window of ``a`` (pooling layout) and the safe denominator."""
+    mean = _avg_pool(a, *window)
+    mean_sq = _avg_pool(a * a, *window)
+    safe = torch.where(mean > 0, mean, torch.ones((), dtype=mean.dtype, device=mean.device))
+    return mean_sq.div_(safe), safe
+
+
+def _weighting_grad(
+    grad: Tensor, a: Tensor, out: Tensor, safe: Tensor, window: tuple[tuple[int, ...], ...]
+) -> Tensor:
+    """Input gradient of :func:`_weighting` (all in the pooling layout but ``grad`` and ``out``)."""
+    ratio = grad.contiguous(memory_format=_layout_of(a)) / safe
+    weight = _avg_pool_backward(ratio, a, *window)
+    shift = _avg_pool_backward(ratio.mul_(out), a, *window)
+    return torch.addcmul(shift.neg_(), a, weight, value=2)
+
+
+class _ProbabilisticWeighting(torch.autograd.Function):
+    """``sum a^2 / sum a`` per window, as ``avg_pool(a*a) / avg_pool(a)`` (the padding cancels),
+    in float32 (float64 for float64 input), a chunk of planes at a time.
+
+    The backward is written out, ``d out_w / d a_i = (2 a_i - out_w) / (k m_w)`` with ``m_w`` the
+    window mean and ``k`` the window size, and computed with two ``avg_pool_backward`` calls in the
+    pooling layout (autograd through the forward mixes layouts and is several times slower).
+    A zero window (``m_w == 0``) divides by 1 instead: its output is 0, and so is its gradient,
+    because all its cells are 0 and ``out_w == 0``.
+
+    Saved for the backward: with one chunk, the input converted to the pooling layout and the
+    output in that layout (as fast as it gets); with several, the input itself and the output (the
+    backward converts each chunk again), so that nothing input-sized is kept. The denominators in
+    both cases.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        x: Tensor,
+        win: Window,
+        n: int,
+        fmt: torch.memory_format,
+        save: bool,
     ) -> Tensor:
-        pool = F.avg_pool3d if a.dim() == 5 else F.avg_pool2d
-        mean = pool(a, kernel, stride, padding)
-        mean_sq = pool(a * a, kernel, stride, padding)
-        safe = torch.where(mean > 0, mean, torch.ones((), dtype=mean.dtype, device=mean.device))
-        out = mean_sq.div_(safe)
-        ctx.save_for_backward(a, safe, out)
-        ctx.window = (kernel, stride, padding)  # type: ignore[attr-defined]
+        dtype = _compute_dtype(x.dtype)
+        window = _pool_window(win, n)
+        chunks = _plane_chunks(x, win.padding)
+        ctx.meta = (win, n, len(chunks), x.dtype)  # type: ignore[attr-defined]
+        if len(chunks) == 1:
+            a = _pool_layout(x, n, dtype)
+            pooled, safe = _weighting(a, window)
+            out = (pooled.squeeze(2) if n == 1 else pooled).contiguous(memory_format=fmt)
+            if save:
+                ctx.save_for_backward(a, pooled, safe)
+            return out
+        out = torch.empty(0)
+        safe = torch.empty(0)
+        for i, part in enumerate(chunks):
+            pooled, safe_c = _weighting(_pool_layout(x[part], n, dtype), window)
+            if i == 0:
+                shape = (*x.shape[:2], *pooled.shape[2:])
+                out_shape = (*x.shape[:2], *pooled.shape[3:]) if n == 1 else shape
+                out = torch.empty(out_shape, dtype=dtype, device=x.device, memory_format=fmt)
+                if save:
+                    safe = torch.empty(shape, dtype=dtype, device=x.device, memory_format=_layout_of(safe_c))
+            out[part] = pooled.squeeze(2) if n == 1 else pooled
+            if save:
+                safe[part] = safe_c
+        if save:
+            ctx.save_for_backward(x, out, safe)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None, None, None]:
-        a, safe, out = ctx.saved_tensors  # type: ignore[attr-defined]
-        kernel, stride, padding = ctx.window  # type: ignore[attr-defined]
-        fmt = torch.channels_last if a.dim() == 4 else torch.contiguous_format
-        backward = torch.ops.aten.avg_pool3d_backward if a.dim() == 5 else torch.ops.aten.avg_pool2d_backward
-        ratio = grad.contiguous(memory_format=fmt) / safe
-        args = (list(kernel), list(stride), list(padding), False, True, None)
-        weight = backward(ratio, a, *args)
-        shift = backward(ratio.mul_(out), a, *args)
-        return torch.addcmul(shift.neg_(), a, weight, value=2), None, None, None
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: Tensor
+    ) -> tuple[Tensor, None, None, None, None]:
+        saved, out, safe = ctx.saved_tensors  # type: ignore[attr-defined]
+        win, n, chunks, x_dtype = ctx.meta  # type: ignore[attr-defined]
+        window = _pool_window(win, n)
+        if n == 1:
+            grad = grad.unsqueeze(2)
+        if chunks == 1:
+            result = _weighting_grad(grad, saved, out, safe, window).to(x_dtype)
+            return result.squeeze(2) if n == 1 else result, None, None, None, None
+        x = saved
+        dtype = _compute_dtype(x.dtype)
+        grad_x = torch.empty_like(x)
+        o = out.unsqueeze(2) if n == 1 else out
+        for part in _plane_chunks(x, win.padding):
+            grad_c = _weighting_grad(grad[part], _pool_layout(x[part], n, dtype), o[part], safe[part], window)
+            grad_x[part] = grad_c.squeeze(2) if n == 1 else grad_c
+        return grad_x, None, None, None, None
 
 
-def _eval(x: Tensor, win: Window, n: int) -> Tensor:
+def _layout_of(a: Tensor) -> torch.memory_format:
+    return torch.channels_last if a.dim() == 4 else torch.contiguous_format
+
+
+def _eval(x: Tensor, win: Window, n: int, fmt: torch.memory_format) -> Tensor:
     """Probabilistic weighting in float32 (float64 for float64 input), returned in ``x.dtype``."""
-    dtype = _compute_dtype(x.dtype)
-    k, s, p = win.kernel_size, win.stride, win.padding
-    if n == 3:
-        a = x.to(dtype=dtype, memory_format=torch.contiguous_format)
-        return _ProbabilisticWeighting.apply(a, k, s, p).to(x.dtype)
-    # PyTorch's CPU avg_pool2d is several times faster in channels_last; 1d runs as 2d
-    a = x.unsqueeze(2) if n == 1 else x
-    if n == 1:
-        k, s, p = (1, *k), (1, *s), (0, *p)
-    a = a.to(dtype=dtype, memory_format=torch.channels_last)
-    y = _ProbabilisticWeighting.apply(a, k, s, p).to(x.dtype)
-    return y.squeeze(2) if n == 1 else y
+    save = torch.is_grad_enabled() and x.requires_grad
+    return _ProbabilisticWeighting.apply(x, win, n, fmt, save).to(x.dtype)
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:
@@ -293,15 +517,16 @@ def _stochastic_pool(
     out = tuple(pool_output_size(tuple(x4.shape[2:]), win.kernel_size, win.stride, win.padding))
     fmt = _memory_format(x4)
     if not training:
-        y = _eval(x4, win, n).contiguous(memory_format=fmt)
+        y = _eval(x4, win, n, fmt).contiguous(memory_format=fmt)
         return restore_batch(y, unbatched)
-    index, positive = _sample_indices(x4, win, out, gen)
-    y = _gather(x4, index)
-    if positive is not None:
-        # zero windows: the value is 0 already; this also stops their gradient
-        y = torch.where(positive, y, torch.zeros((), dtype=y.dtype, device=y.device))
+    index: Tensor | None
+    if torch.is_grad_enabled() and x4.requires_grad:
+        result = _StochasticDraw.apply(x4, win, out, gen, return_indices)
+        y, index = result if return_indices else (result, None)
+    else:
+        y, _, _, index = _draw(x4, win, out, gen, False, return_indices)
     y = y.contiguous(memory_format=fmt)
-    if return_indices:
+    if index is not None:
         return restore_batch(y, unbatched), restore_batch(index.contiguous(memory_format=fmt), unbatched)
     return restore_batch(y, unbatched)
 

@@ -1,0 +1,364 @@
+"""Peak extra memory of median and stochastic pooling: under 2x the input's size.
+
+The issue: on a (64, 256, 112, 112) float32 input (822 MB), ``median_pool2d`` (the Module
+defaults k=3, s=1, p=1, reflect, and s=2) and ``stochastic_pool2d`` (training and eval, 3x3 and
+2x2 windows, stride 2) must stay under 2x the input's size in extra memory. Both chunk their work
+over the ``(n, c)`` planes for that (``median._PLANE_CHUNK_ELEMENTS``,
+``stochastic._CHUNK_ELEMENTS``).
+
+Definition of "extra memory" asserted here (``_peak_extra``): the peak, over the call, of the
+bytes held by PyTorch's CPU allocator that were allocated during the call.
+
+* forward, under ``torch.no_grad()``: every allocation of the call counts, the output included.
+* forward + backward, ``y = fn(x); y.backward(g)`` with ``x`` a leaf: the same over both passes,
+  except the input's gradient (the allocation that becomes ``x.grad``, recognised by its address,
+  from the moment it is allocated) and the output's gradient ``g`` (allocated before the call).
+  The output and everything autograd saves for the backward count.
+
+How: ``torch.profiler`` with ``profile_memory=True`` records every allocation and free of the CPU
+allocator with its address and size (the chrome trace's ``[memory]`` events), so the timeline of
+held bytes is exact and independent of the C heap. Peak RSS (``getrusage`` / ``VmHWM``) is not
+used here: freed blocks may stay in the heap and be reused, and it cannot say when the input's
+gradient was allocated (subtracting it from the backward's peak under-counts code that allocates
+it last, as the code before the chunking did: 2.1x by RSS against 3.1x for the median).
+``benchmarks/bench_memory.py`` reports both, each case in a fresh process; for the current code
+peak RSS is within +0.16x of the input's size of the numbers asserted here.
+
+Sizes and time: the forward tests run at the full size. Forward + backward of the median at full
+size takes ~25 s on one core, too slow for this file, so the backward tests run on the first 16
+of the 64 batch items with every chunk constant divided by 4: the chunks are then the same
+fraction of the input, and the ratio is the same as at full size (forward + backward, full size /
+this size: median s=1 1.09x / 1.09x, s=2 0.33x / 0.33x, stochastic training 0.37-0.38x /
+0.38-0.39x, eval 0.65-0.66x / 0.68-0.70x; the forward: median 1.06x and 0.30x, stochastic
+0.31-0.34x; before the chunking: median 2.06x / 3.08x forward / forward + backward, training
+1.81-1.88x, eval 2.5x / 5.0x). All of it runs on one thread (memory does not depend on the thread
+count, and one thread is not slowed down by other processes on a shared machine).
+
+Each test also checks its output, and gradient, on planes around the first chunk boundary and the
+last plane against a direct computation (``unfold``), so chunking cannot silently break results;
+``test_chunked_equals_unchunked`` checks on small shapes that a tiny chunk size gives the same
+bits as one chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.profiler import ProfilerActivity, profile
+
+import torchpool as tp
+from torchpool.ops import median as median_module
+from torchpool.ops import stochastic as stochastic_module
+
+FULL = (64, 256, 112, 112)
+BACKWARD_BATCH = 16  # backward tests: FULL[0] // BACKWARD_BATCH = 4 times smaller, chunks too
+BOUND = 2.0
+SEED = 7
+
+# name -> (function name, kernel, stride, padding, keyword arguments)
+CASES: dict[str, tuple[str, int, int, int, dict[str, object]]] = {
+    "median-k3s1": ("median", 3, 1, 1, {}),
+    "median-k3s2": ("median", 3, 2, 1, {}),
+    "train-k3s2": ("train", 3, 2, 0, {}),
+    "train-k2s2": ("train", 2, 2, 0, {}),
+    "eval-k3s2": ("eval", 3, 2, 0, {}),
+    "eval-k2s2": ("eval", 2, 2, 0, {}),
+}
+
+
+# ------------------------------------------------------------------ measuring
+
+
+def _peak_extra(run: Callable[[], object], exclude: Callable[[], Sequence[int]] = tuple) -> int:
+    """Peak bytes held by the CPU allocator from allocations made during ``run()``.
+
+    ``exclude()`` (called after the run) gives addresses whose last allocation does not count.
+    """
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    fd, path = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
+    try:
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            trace = json.load(f)
+    finally:
+        os.remove(path)
+    events = sorted(
+        (e["ts"], e["args"].get("Ev Idx", 0), e["args"]["Bytes"], e["args"]["Addr"])
+        for e in trace["traceEvents"]
+        if e.get("name") == "[memory]" and e["args"].get("Device Type", 0) == 0
+    )
+    skip = set()
+    for address in exclude():
+        allocations = [i for i, e in enumerate(events) if e[3] == address and e[2] > 0]
+        if allocations:
+            skip.add(allocations[-1])
+    held = peak = 0
+    for i, (_, _, nbytes, _) in enumerate(events):
+        if i not in skip:
+            held += nbytes
+            peak = max(peak, held)
+    return peak
+
+
+@pytest.fixture(scope="module")
+def full_input() -> Iterator[Tensor]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    x = torch.empty(FULL)
+    x.uniform_(generator=torch.Generator().manual_seed(SEED))  # in place: no temporary
+    yield x
+    torch.set_num_threads(threads)
+
+
+def _function(name: str) -> Callable[[Tensor], Tensor]:
+    kind, k, s, p, kwargs = CASES[name]
+    if kind == "median":
+        return lambda t: tp.median_pool2d(t, k, s, p, **kwargs)  # padding_mode="reflect", the default
+    if kind == "train":
+        return lambda t: tp.stochastic_pool2d(t, k, s, p, generator=torch.Generator().manual_seed(SEED))
+    return lambda t: tp.stochastic_pool2d(t, k, s, p, training=False)
+
+
+def _scaled_chunks(monkeypatch: pytest.MonkeyPatch, factor: int) -> None:
+    monkeypatch.setattr(median_module, "_PLANE_CHUNK_ELEMENTS", median_module._PLANE_CHUNK_ELEMENTS // factor)
+    monkeypatch.setattr(median_module, "_CHUNK_ELEMENTS", median_module._CHUNK_ELEMENTS // factor)
+    monkeypatch.setattr(stochastic_module, "_CHUNK_ELEMENTS", stochastic_module._CHUNK_ELEMENTS // factor)
+
+
+# ------------------------------------------------------------------ direct computations
+
+
+def _check_planes(name: str, shape: Sequence[int]) -> list[int]:
+    """Flat (n * C + c) indices of the planes to check: the first, around the first chunk boundary
+    of the op (computed from its chunk constant), and the last."""
+    kind, _, _, p, _ = CASES[name]
+    n, c, h, w = shape
+    padded = (h + 2 * p) * (w + 2 * p)
+    if kind == "median":
+        boundary = median_module._PLANE_CHUNK_ELEMENTS // padded
+    else:
+        planes = max(1, stochastic_module._CHUNK_ELEMENTS // padded)
+        boundary = (planes // c) * c if planes >= c else planes
+    assert 0 < boundary < n * c, "the checked shape must take more than one chunk"
+    return [0, boundary - 1, boundary, n * c - 1]
+
+
+def _windows(xp: Tensor, k: int, s: int) -> Tensor:
+    return xp.unfold(-2, k, s).unfold(-2, k, s).flatten(-2)  # (..., Ho, Wo, k * k), row-major cells
+
+
+def _reference(name: str, x: Tensor, planes: list[int], g: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Output (and input gradient for upstream ``g``) on ``planes`` of ``x``, computed directly."""
+    kind, k, s, p, _ = CASES[name]
+    n, c, h, w = x.shape
+    xs = x.detach().flatten(0, 1)[planes].double().requires_grad_(g is not None)
+    gs = None if g is None else g.flatten(0, 1)[planes].double()
+    if kind == "median":
+        cells = _windows(F.pad(xs.unsqueeze(0), (p,) * 4, mode="reflect")[0], k, s)
+        y = cells.median(-1).values.detach()
+        # gradient: one-hot to the first cell (row-major) equal to the median
+        first = (cells == y.unsqueeze(-1)).double().argmax(-1, keepdim=True)
+        out = cells.gather(-1, first).squeeze(-1)
+    elif kind == "eval":
+        cells = _windows(F.pad(xs, (p,) * 4), k, s)
+        total = cells.sum(-1)
+        out = (cells * cells).sum(-1) / torch.where(total > 0, total, 1.0)
+    else:
+        # the documented sampler: one float32 uniform per window in output order (the whole
+        # output's worth, drawn at once); u = min(r * S, nextafter(S, -inf)); the drawn cell is
+        # the first whose float32 running sum exceeds u (p = 0 here: no padding cells)
+        assert p == 0
+        r = torch.rand(
+            (n, c, (h - k) // s + 1, (w - k) // s + 1), generator=torch.Generator().manual_seed(SEED)
+        )
+        cells32 = _windows(x.detach().flatten(0, 1)[planes], k, s)
+        running = [cells32[..., 0]]
+        for t in range(1, k * k):
+            running.append(running[-1] + cells32[..., t])
+        total = running[-1]
+        u = torch.minimum(r.flatten(0, 1)[planes] * total, torch.nextafter(total, torch.tensor(-math.inf)))
+        position = sum((running[t] <= u).long() for t in range(k * k - 1))
+        assert isinstance(position, Tensor)
+        out = _windows(xs, k, s).gather(-1, position.unsqueeze(-1)).squeeze(-1)
+    grad = None
+    if gs is not None:
+        out.backward(gs)
+        grad = xs.grad
+    return out.detach(), grad
+
+
+def _assert_planes(
+    name: str, x: Tensor, y: Tensor, g: Tensor | None = None, grad: Tensor | None = None
+) -> None:
+    planes = _check_planes(name, x.shape)
+    expected, expected_grad = _reference(name, x, planes, g)
+    exact = CASES[name][0] != "eval"
+    tol = {"rtol": 0.0, "atol": 0.0} if exact else {"rtol": 1e-5, "atol": 1e-6}
+    torch.testing.assert_close(y.flatten(0, 1)[planes].double(), expected, **tol)
+    if grad is not None:
+        assert expected_grad is not None
+        tol = {"rtol": 1e-5, "atol": 1e-6}  # overlapping windows add up in another order
+        torch.testing.assert_close(grad.flatten(0, 1)[planes].double(), expected_grad, **tol)
+
+
+# ------------------------------------------------------------------ the bound
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_forward_extra_memory_under_2x_input(name: str, full_input: Tensor) -> None:
+    fn = _function(name)
+    result: list[Tensor] = []
+
+    def run() -> None:
+        with torch.no_grad():
+            result.append(fn(full_input))
+
+    extra = _peak_extra(run)
+    y = result[0]
+    assert extra >= y.nbytes, "the profiler recorded no allocations: the measurement is broken"
+    ratio = extra / full_input.nbytes
+    assert ratio < BOUND, f"{name}: forward peak extra memory {ratio:.2f}x the input's size"
+    _assert_planes(name, full_input, y)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_forward_backward_extra_memory_under_2x_input(
+    name: str, full_input: Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    factor = FULL[0] // BACKWARD_BATCH
+    _scaled_chunks(monkeypatch, factor)
+    x = full_input[:BACKWARD_BATCH].detach().requires_grad_(True)
+    fn = _function(name)
+    with torch.no_grad():
+        out_shape = fn(x[:1, :1]).shape[2:]
+    g = torch.empty(*x.shape[:2], *out_shape)
+    g.uniform_(generator=torch.Generator().manual_seed(SEED + 1))
+    result: list[Tensor] = []
+
+    def run() -> None:
+        y = fn(x)
+        y.backward(g)
+        result.append(y.detach())
+
+    extra = _peak_extra(run, exclude=lambda: [x.grad.data_ptr()] if x.grad is not None else [])
+    y = result[0]
+    assert x.grad is not None
+    assert extra >= y.nbytes, "the profiler recorded no allocations: the measurement is broken"
+    ratio = extra / x.nbytes
+    assert ratio < BOUND, f"{name}: forward+backward peak extra memory {ratio:.2f}x the input's size"
+    _assert_planes(name, x, y, g, x.grad)
+
+
+# ------------------------------------------------------------------ chunking keeps the bits
+
+
+def _median_case(nd: int, k: int, s: int, p: int, mode: str) -> Callable[[Tensor], tuple[Tensor, ...]]:
+    fn = {
+        1: tp.median_pool1d_with_indices,
+        2: tp.median_pool2d_with_indices,
+        3: tp.median_pool3d_with_indices,
+    }[nd]
+    return lambda t: fn(t, k, s, p, padding_mode=mode)
+
+
+def _stochastic_case(
+    nd: int, k: int, s: int, p: int, training: bool
+) -> Callable[[Tensor], tuple[Tensor, ...]]:
+    fn = {1: tp.stochastic_pool1d, 2: tp.stochastic_pool2d, 3: tp.stochastic_pool3d}[nd]
+
+    def call(t: Tensor) -> tuple[Tensor, ...]:
+        if training:
+            return tuple(fn(t, k, s, p, generator=torch.Generator().manual_seed(3), return_indices=True))
+        return (fn(t, k, s, p, training=False),)
+
+    return call
+
+
+SMALL_CASES = [
+    ("median2d-k3s1-reflect", "median", _median_case(2, 3, 1, 1, "reflect"), 2),
+    ("median2d-k3s2-reflect", "median", _median_case(2, 3, 2, 1, "reflect"), 2),
+    ("median2d-replicate", "median", _median_case(2, 3, 1, 1, "replicate"), 2),
+    ("median2d-k4-zeros", "median", _median_case(2, 4, 1, 2, "zeros"), 2),
+    ("median2d-valid", "median", _median_case(2, 3, 2, 1, "valid"), 2),
+    ("median1d", "median", _median_case(1, 5, 2, 2, "reflect"), 1),
+    ("median3d", "median", _median_case(3, 3, 1, 1, "replicate"), 3),
+    ("train2d-k3s2p1", "stochastic", _stochastic_case(2, 3, 2, 1, True), 2),
+    ("train2d-k2s2", "stochastic", _stochastic_case(2, 2, 2, 0, True), 2),
+    ("train1d", "stochastic", _stochastic_case(1, 3, 1, 1, True), 1),
+    ("train3d", "stochastic", _stochastic_case(3, 2, 1, 1, True), 3),
+    ("eval2d-k3s2p1", "stochastic", _stochastic_case(2, 3, 2, 1, False), 2),
+    ("eval2d-k2s2", "stochastic", _stochastic_case(2, 2, 2, 0, False), 2),
+    ("eval1d", "stochastic", _stochastic_case(1, 3, 2, 1, False), 1),
+    ("eval3d", "stochastic", _stochastic_case(3, 3, 2, 1, False), 3),
+]
+SMALL_PARAMS = [
+    pytest.param(family, fn, nd, channels_last, id=name + ("-channels_last" if channels_last else ""))
+    for name, family, fn, nd in SMALL_CASES
+    for channels_last in ((False, True) if nd == 2 else (False,))
+]
+
+
+def _run_small(fn: Callable[[Tensor], tuple[Tensor, ...]], x: Tensor) -> list[Tensor]:
+    leaf = x.clone().requires_grad_(True)
+    outputs = fn(leaf)
+    upstream = torch.rand(outputs[0].shape, generator=torch.Generator().manual_seed(5), dtype=x.dtype)
+    outputs[0].backward(upstream)
+    assert leaf.grad is not None
+    with torch.no_grad():
+        no_grad = fn(x)
+    return [*(o.detach() for o in outputs), leaf.grad, *no_grad]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("family", "fn", "nd", "channels_last"), SMALL_PARAMS)
+def test_chunked_equals_unchunked(
+    family: str,
+    fn: Callable[[Tensor], tuple[Tensor, ...]],
+    nd: int,
+    channels_last: bool,
+    dtype: torch.dtype,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    x = torch.rand(3, 5, *[9, 8, 7][:nd], generator=torch.Generator().manual_seed(1), dtype=dtype)
+    x[0, 1] = 0.0  # zero windows (stochastic) and ties (median)
+    x[..., :2] = 0.0
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected = _run_small(fn, x)
+    constant = (
+        ("_PLANE_CHUNK_ELEMENTS", median_module)
+        if family == "median"
+        else ("_CHUNK_ELEMENTS", stochastic_module)
+    )
+    for chunk in (1, 40, 200):  # one plane (or less) per chunk, several planes, several batch items
+        monkeypatch.setattr(constant[1], constant[0], chunk)
+        got = _run_small(fn, x)
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            assert torch.equal(a, b), f"chunk size {chunk} changed the result"
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_window_positions_do_not_wrap_above_256_cells(requires_grad: bool) -> None:
+    """The drawn cells are counted in a byte per window only while windows have at most 256 cells."""
+    x = torch.zeros(500, 1, 17, 17)  # 289 cells: the drawn cell's position can exceed 255
+    x[..., 16, 15:] = 1.0
+    x.requires_grad_(requires_grad)
+    y, idx = tp.stochastic_pool2d(x, 17, generator=torch.Generator().manual_seed(0), return_indices=True)
+    assert set(idx.unique().tolist()) == {16 * 17 + 15, 16 * 17 + 16}
+    assert bool((y == 1).all())
+    if requires_grad:
+        y.sum().backward()
+        assert x.grad is not None
+        assert x.grad.sum().item() == 500 and x.grad[..., 16, 15:].sum().item() == 500

@@ -121,48 +121,11 @@ PYTORCH_EXCEPTIONS: dict[tuple[str, str], Known] = {
     ("fractional_max3d", "bfloat16"): _FRACTIONAL_REGIONS,
 }
 
-_ADAPTIVE_AVG3D_BUG = Known(
-    "bug",
-    "BUG: 3d adaptive average (output size > 1) accumulates in the input dtype "
-    "(torchpool.ops.adaptive.adaptive_pool)",
-    "BUG: PyTorch's CPU adaptive_avg_pool3d accumulates Half/BFloat16 in the input dtype for an output "
-    "size > 1 (float16: inf once a bin sums past 65504; bfloat16: up to ~4% error), and "
-    "torchpool.ops.adaptive.adaptive_pool (AdaptiveAvgPool3d; also behind the 3d adaptive avg+max pools "
-    "of ops/combined.py and SPP's avg mode in ops/pyramid.py) calls it on half input instead of computing "
-    "in float32, as torchpool._deterministic.avg_pool3d does for avg_pool3d",
-)
-_LP3D_BUG = Known(
-    "bug",
-    "BUG: x^p in the input dtype before the float32 average (torchpool.ops.standard._LPPool3d)",
-    "BUG: torchpool.ops.standard._LPPool3d raises x to the power p in the input dtype before its float32 "
-    "average (PyTorch's LPPool formula): inf as soon as |x|^p or a window's sum of |x|^p exceeds 65504; "
-    "it already upcasts for the average, so pow, sum and root could all be float32",
-)
-
 #: (case, dtype name) -> torchpool code that overflows or loses precision in half precision:
 #: xfail(strict=True). ``case`` is a registry name (walk, inputs in [0, 1000]),
 #: ``"<name>[signed]"`` (walk, inputs in [-1000, 1000]) or a targeted ``"<name>[<variant>]"``.
 #: Signed inputs partly cancel in the sums, so some bugs only show with non-negative ones.
-BUGS: dict[tuple[str, str], Known] = {
-    ("lp3d", "float16"): _LP3D_BUG,
-    ("lp3d[signed]", "float16"): _LP3D_BUG,
-    **{
-        (case, dtype): _ADAPTIVE_AVG3D_BUG
-        for case in ("adaptive_avg3d", "adaptive_avg3d[signed]", "adaptive_avg3d[out3]", "spp3d[avg]")
-        for dtype in ("float16", "bfloat16")
-    },
-    **{
-        (case, dtype): _ADAPTIVE_AVG3D_BUG
-        for case, dtype in (
-            ("adaptive_avgmax3d", "float16"),
-            ("adaptive_avgmax3d[out3]", "float16"),
-            ("adaptive_catavgmax3d", "float16"),
-            ("adaptive_catavgmax3d", "bfloat16"),
-            ("adaptive_catavgmax3d[out3]", "float16"),
-            ("adaptive_catavgmax3d[out3]", "bfloat16"),
-        )
-    },
-}
+BUGS: dict[tuple[str, str], Known] = {}
 
 #: how each pool computes in half precision, by name stem (``avg2d`` -> ``avg``).
 COMPUTED_IN: dict[str, str] = {
@@ -176,7 +139,7 @@ COMPUTED_IN: dict[str, str] = {
     "stochastic": "float32 sums and draws (torchpool)",
     "global_avg": "PyTorch's mean (float32 accumulation)",
     "avg": "PyTorch's kernel (float32 accumulation); 3d: float32 (torchpool)",
-    "adaptive_avg": "PyTorch's kernel: float32 accumulation in 1d/2d, input dtype in 3d",
+    "adaptive_avg": "PyTorch's kernel (float32 accumulation); on the CPU in float32 (torchpool)",
     "avgmax": "PyTorch's avg/max kernels; 3d avg in float32 (torchpool)",
     "catavgmax": "PyTorch's avg/max kernels; 3d avg in float32 (torchpool)",
     "mixed": "PyTorch's avg/max kernels; 3d avg in float32 (torchpool)",
@@ -184,7 +147,7 @@ COMPUTED_IN: dict[str, str] = {
     "gated": "PyTorch's avg/max kernels and conv2d (gate)",
     "adaptive_avgmax": "as adaptive_avg and adaptive_max",
     "adaptive_catavgmax": "as adaptive_avg and adaptive_max",
-    "lp": "input dtype (PyTorch's LPPool formula; 3d: torchpool's copy, float32 average)",
+    "lp": "input dtype (PyTorch's LPPool formula); 3d: float32 (torchpool)",
     "max": "exact (selection)",
     "overlapping_max": "exact (selection)",
     "adaptive_max": "exact (selection)",

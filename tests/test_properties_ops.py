@@ -468,36 +468,23 @@ def test_gem_matches_reference(data: st.DataObject, p: float, per_channel: bool,
     assert torch.equal(module(x).flatten(1), out)
 
 
-GEM_BUG = (
-    "BUG: gem() turns a Python float p into a float32 tensor (torch.tensor(p)) before casting it "
-    "to the input dtype, so float64 results use p rounded to float32: gem(x64, p=2.1) is off "
-    "by ~1e-8 relative (float64 should be ~1e-16)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=GEM_BUG)
-@settings(phases=[Phase.explicit, Phase.reuse, Phase.generate])  # fails at once; see the reproducer
+# regression: a Python float p was rounded to float32 before use (now in the compute dtype)
 @given(data=st.data(), p=st.floats(0.5, 6.0).filter(lambda v: float(torch.tensor(v)) != v))
 def test_gem_float64_uses_the_exact_exponent(data: st.DataObject, p: float) -> None:
     x, _, _ = data.draw(global_case(values="positive"))
     assert_close(tp.gem(x, p), gem_reference(x, p, 1e-6), TOLERANCES[torch.float64])
 
 
-@pytest.mark.xfail(strict=True, reason=GEM_BUG)
 def test_gem_float64_exponent_reproducer() -> None:
     x = torch.tensor([[[1.0, 4.0]]], dtype=torch.float64)
     expected = ((1.0 + 4.0**2.1) / 2) ** (1 / 2.1)  # 2.94896196456...; got 2.94896193331... (-1.06e-8)
     assert abs(tp.gem(x, 2.1).item() - expected) < 1e-12 * expected
 
 
-# --------------------------------------------------------------------------- avg_pool3d input size bug
+# --------------------------------------------------------------------------- avg_pool3d, input < kernel
 
-AVG3D_BUG = (
-    "BUG: the 3d ops built on F.avg_pool3d raise PyTorch's RuntimeError 'input image ... smaller "
-    "than kernel size' when an unpadded input dim is smaller than the kernel, although the window "
-    "is valid (padding fills it, torchpool's own check accepts it, the 1d/2d ops and "
-    "stochastic_pool3d training compute it); expected the reference's value (or a ValueError)"
-)
+# regression: F.avg_pool3d refuses an unpadded size smaller than the kernel although padding makes
+# the window valid; torchpool averages separably there
 AVG3D_OPS = {
     "avgmax_pool3d": lambda x, k, s, p: tp.avgmax_pool3d(x, k, s, p),
     "catavgmax_pool3d": lambda x, k, s, p: tp.catavgmax_pool3d(x, k, s, p),
@@ -513,9 +500,8 @@ def _avg3d_reference(name: str, x: Tensor, k: IntOrTuple, s: IntOrTuple | None, 
     return torch.cat([avg, mx], 1) if name == "catavgmax_pool3d" else 0.5 * (avg + mx)
 
 
-@pytest.mark.xfail(strict=True, reason=AVG3D_BUG)
 @pytest.mark.parametrize("name", list(AVG3D_OPS))
-@settings(phases=[Phase.explicit, Phase.reuse, Phase.generate])  # fails at once; see the reproducer
+@settings(phases=[Phase.explicit, Phase.reuse, Phase.generate])
 @given(data=st.data())
 def test_avg_based_3d_ops_accept_inputs_smaller_than_the_kernel(name: str, data: st.DataObject) -> None:
     w = data.draw(windows(3, fits=False))
@@ -523,7 +509,6 @@ def test_avg_based_3d_ops_accept_inputs_smaller_than_the_kernel(name: str, data:
     assert_close(out, _avg3d_reference(name, w.x, w.kernel, w.stride, w.padding), TOLERANCES[torch.float64])
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=AVG3D_BUG)
 @pytest.mark.parametrize("name", list(AVG3D_OPS))
 def test_avg_based_3d_ops_input_smaller_than_kernel_reproducer(name: str) -> None:
     x = torch.ones(1, 1, 1, 1, 1, dtype=torch.float64)  # kernel (1, 1, 2), padding (0, 0, 1): one window

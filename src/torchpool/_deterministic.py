@@ -99,18 +99,25 @@ def avg_pool3d(
     ceil_mode: bool = False,
     count_include_pad: bool = True,
 ) -> Tensor:
-    """``F.avg_pool3d`` on ``(N, C, D, H, W)``, separably (``avg_pool2d`` then ``avg_pool1d``) in
-    deterministic mode, and in float32 for half inputs on the CPU (which lacks that kernel).
+    """``F.avg_pool3d`` on ``(N, C, D, H, W)`` or ``(C, D, H, W)``, separably (``avg_pool2d`` then ``avg_pool1d``) in
+    deterministic mode or for an input smaller than the kernel (which ``F.avg_pool3d`` refuses
+    although padding makes the window valid), and in float32 for half inputs on the CPU (which
+    lacks that kernel).
 
     A box average is the product of per-axis averages, and so is its divisor with
     ``count_include_pad=False`` (the in-bounds cells of a box are a product of per-axis ranges).
     """
     if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
         return avg_pool3d(x.float(), kernel_size, stride, padding, ceil_mode, count_include_pad).to(x.dtype)
-    if not needs_deterministic_backward(x):
+    # PyTorch's avg_pool3d also refuses an unpadded size smaller than the kernel (padding can
+    # make such a window valid; avg_pool1d/2d accept it)
+    small = any(size < k for size, k in zip(x.shape[2:], kernel_size))
+    if not small and not needs_deterministic_backward(x):
         return F.avg_pool3d(
             x, tuple(kernel_size), tuple(stride), tuple(padding), ceil_mode, count_include_pad
         )
+    if x.dim() == 4:  # batch-less (C, D, H, W)
+        return avg_pool3d(x.unsqueeze(0), kernel_size, stride, padding, ceil_mode, count_include_pad)[0]
     n, c, d, h, w = x.shape
     kd, kh, kw = kernel_size
     sd, sh, sw = stride

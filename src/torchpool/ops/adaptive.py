@@ -143,6 +143,9 @@ def adaptive_pool(x: Tensor, n: int, output_size: OutputSize, mode: str) -> Tens
     if any(size == 0 for size in xb.shape[2:]):
         raise ValueError(f"input must have non-zero spatial sizes, got shape {tuple(x.shape)}")
     sizes = check_output_size(output_size, xb.shape[2:])
+    if mode == "avg" and x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
+        # PyTorch's CPU adaptive_avg_pool3d sums in the input dtype (float16 overflows)
+        return adaptive_pool(x.float(), n, sizes, mode).to(x.dtype)
     if is_exporting() or needs_deterministic_backward(x):
         return _decomposed(x, sizes, mode)
     return (_NATIVE_MAX if mode == "max" else _NATIVE_AVG)[n](x, sizes)

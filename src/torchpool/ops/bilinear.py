@@ -91,7 +91,7 @@ def _features(x: object, name: str, channels: int | None = None, channels_name: 
         raise ValueError(f"{name} must have non-zero spatial sizes, got shape {tuple(x.shape)}")
     if channels is not None and x.shape[1] != channels:
         raise ValueError(f"{name} has {x.shape[1]} channels, but {channels_name}={channels}")
-    return x.reshape(x.shape[0], x.shape[1], -1)
+    return x.flatten(2)  # not reshape(N, C, -1), which cannot infer -1 for N = 0
 
 
 def _pair(

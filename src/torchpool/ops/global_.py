@@ -132,9 +132,10 @@ def gem(
         shape = [1] * x.dim()
         shape[channel_dim] = p.numel()
         exponent = p.reshape(shape)
-    else:
-        exponent = torch.tensor(check_float_range(p, "p", 0.0, float("inf"), low_open=True))
     compute = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    if not isinstance(p, Tensor):  # in the compute dtype directly: float64 input keeps p exact
+        value = check_float_range(p, "p", 0.0, float("inf"), low_open=True)
+        exponent = torch.tensor(value, dtype=compute.dtype)
     exponent = exponent.to(device=compute.device, dtype=compute.dtype)
     return _finish(_generalized_mean(compute, exponent, eps, dims).to(x.dtype), flatten)
 

@@ -149,8 +149,7 @@ def netvlad(
     eps = check_float_range(eps, "eps", 0.0, math.inf, low_open=True, high_open=True)
 
     dtype = _compute_dtype(x.dtype)
-    n = x.shape[0]
-    descriptors = x.reshape(n, dim, -1).to(dtype)  # (N, D, L), a view for float32/64 input
+    descriptors = x.flatten(2).to(dtype)  # (N, D, L), a view for float32/64 input
     logits = torch.matmul(assign_weight.to(dtype), descriptors)  # (N, K + G, L)
     scale: Tensor | None = None
     if normalize_input:

@@ -40,14 +40,18 @@ class _AvgPool3d(nn.AvgPool3d):
 
 
 class _LPPool3d(nn.LPPool3d):
-    """``nn.LPPool3d``: ``F.lp_pool3d``'s formula on the average of :class:`_AvgPool3d`."""
+    """``nn.LPPool3d``: ``F.lp_pool3d``'s formula on the average of :class:`_AvgPool3d`, in float32
+    for half inputs."""
 
     def forward(self, input: Tensor) -> Tensor:
         k = ntuple(self.kernel_size, 3, "kernel_size")
         s = ntuple(self.stride if self.stride is not None else k, 3, "stride")
         batched = input if input.dim() == 5 else input.unsqueeze(0)
+        if batched.dtype in (torch.float16, torch.bfloat16):  # x^p overflows float16 long before the result
+            batched = batched.float()
         out = avg_pool3d(batched.pow(self.norm_type), k, s, (0, 0, 0), self.ceil_mode)
         out = (torch.sign(out) * F.relu(torch.abs(out))).mul(k[0] * k[1] * k[2]).pow(1.0 / self.norm_type)
+        out = out.to(input.dtype)
         return out if input.dim() == 5 else out.squeeze(0)
 
 

@@ -99,8 +99,9 @@ def avg_pool3d(
     ceil_mode: bool = False,
     count_include_pad: bool = True,
 ) -> Tensor:
-    """``F.avg_pool3d`` on ``(N, C, D, H, W)`` or ``(C, D, H, W)``, separably (``avg_pool2d`` then ``avg_pool1d``) in
-    deterministic mode or for an input smaller than the kernel (which ``F.avg_pool3d`` refuses
+    """``F.avg_pool3d`` on ``(N, C, D, H, W)`` or ``(C, D, H, W)``, separably (``avg_pool2d`` then
+    ``avg_pool1d``) in deterministic mode or for an input smaller than the kernel (which
+    ``F.avg_pool3d`` refuses
     although padding makes the window valid), and in float32 for half inputs on the CPU (which
     lacks that kernel).
 

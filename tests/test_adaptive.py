@@ -192,14 +192,6 @@ def test_separable_avg_pool3d_matches_pytorch(ceil_mode: bool, count_include_pad
     torch.testing.assert_close(y, F.avg_pool3d(x, *args), rtol=1e-12, atol=1e-12)
 
 
-def test_reflect_pad_matches_pytorch() -> None:
-    x = _distinct((2, 3, 5, 6, 7)).requires_grad_(True)
-    with tp.deterministic():
-        y = _deterministic.reflect_pad(x, (1, 2, 3))
-        assert torch.autograd.gradcheck(lambda t: _deterministic.reflect_pad(t, (2, 1)), (x[0, :1],))
-    assert torch.equal(y, F.pad(x, (3, 3, 2, 2, 1, 1), mode="reflect"))
-
-
 @pytest.mark.parametrize(
     ("name", "kwargs", "dims"),
     [

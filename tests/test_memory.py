@@ -6,7 +6,7 @@ defaults k=3, s=1, p=1, reflect, and s=2) and ``stochastic_pool2d`` (training an
 over the ``(n, c)`` planes for that (``median._PLANE_CHUNK_ELEMENTS``,
 ``stochastic._CHUNK_ELEMENTS``).
 
-Definition of "extra memory" asserted here (``_peak_extra``): the peak, over the call, of the
+Definition of "extra memory" asserted here (``allocation_peak``): the peak, over the call, of the
 bytes held by PyTorch's CPU allocator that were allocated during the call.
 
 * forward, under ``torch.no_grad()``: every allocation of the call counts, the output included.
@@ -42,19 +42,16 @@ bits as one chunk.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.profiler import ProfilerActivity, profile
 
 import torchpool as tp
+from benchmarks.bench_memory import allocation_peak
 from torchpool.ops import median as median_module
 from torchpool.ops import stochastic as stochastic_module
 
@@ -75,39 +72,6 @@ CASES: dict[str, tuple[str, int, int, int, dict[str, object]]] = {
 
 
 # ------------------------------------------------------------------ measuring
-
-
-def _peak_extra(run: Callable[[], object], exclude: Callable[[], Sequence[int]] = tuple) -> int:
-    """Peak bytes held by the CPU allocator from allocations made during ``run()``.
-
-    ``exclude()`` (called after the run) gives addresses whose last allocation does not count.
-    """
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        run()
-    fd, path = tempfile.mkstemp(suffix=".json")
-    os.close(fd)
-    try:
-        prof.export_chrome_trace(path)
-        with open(path) as f:
-            trace = json.load(f)
-    finally:
-        os.remove(path)
-    events = sorted(
-        (e["ts"], e["args"].get("Ev Idx", 0), e["args"]["Bytes"], e["args"]["Addr"])
-        for e in trace["traceEvents"]
-        if e.get("name") == "[memory]" and e["args"].get("Device Type", 0) == 0
-    )
-    skip = set()
-    for address in exclude():
-        allocations = [i for i, e in enumerate(events) if e[3] == address and e[2] > 0]
-        if allocations:
-            skip.add(allocations[-1])
-    held = peak = 0
-    for i, (_, _, nbytes, _) in enumerate(events):
-        if i not in skip:
-            held += nbytes
-            peak = max(peak, held)
-    return peak
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +187,7 @@ def test_forward_extra_memory_under_2x_input(name: str, full_input: Tensor) -> N
         with torch.no_grad():
             result.append(fn(full_input))
 
-    extra = _peak_extra(run)
+    extra = allocation_peak(run)
     y = result[0]
     assert extra >= y.nbytes, "the profiler recorded no allocations: the measurement is broken"
     ratio = extra / full_input.nbytes
@@ -250,7 +214,7 @@ def test_forward_backward_extra_memory_under_2x_input(
         y.backward(g)
         result.append(y.detach())
 
-    extra = _peak_extra(run, exclude=lambda: [x.grad.data_ptr()] if x.grad is not None else [])
+    extra = allocation_peak(run, exclude=lambda: [x.grad.data_ptr()] if x.grad is not None else [])
     y = result[0]
     assert x.grad is not None
     assert extra >= y.nbytes, "the profiler recorded no allocations: the measurement is broken"

@@ -18,6 +18,7 @@ __all__ = [
     "check_generator",
     "check_input",
     "check_window",
+    "is_exporting",
     "is_traced",
     "restore_batch",
 ]
@@ -108,19 +109,19 @@ def check_input(
     return x, unbatched
 
 
+def is_exporting() -> bool:
+    """Whether an ONNX export or a ``torch.export`` trace is running."""
+    exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.4
+    return torch.onnx.is_in_onnx_export() or bool(exporting is not None and exporting())
+
+
 def is_traced() -> bool:
     """Whether ``torch.compile``, ``torch.export``, an ONNX export or the JIT tracer is running.
 
     Data-dependent input checks (a Python ``bool`` of a tensor) break those graphs, so they
     run in eager mode only.
     """
-    exporting = getattr(torch.compiler, "is_exporting", None)
-    return (
-        torch.compiler.is_compiling()
-        or torch.jit.is_tracing()
-        or torch.onnx.is_in_onnx_export()
-        or bool(exporting is not None and exporting())
-    )
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or is_exporting()
 
 
 def restore_batch(y: Tensor, unbatched: bool) -> Tensor:

@@ -2,10 +2,10 @@
 
 With ``torch.use_deterministic_algorithms(True)``, PyTorch raises a ``RuntimeError`` in the
 backward of several pooling kernels on CUDA (``avg_pool3d``, ``adaptive_avg_pool2d/3d``,
-``adaptive_max_pool2d``, reflection padding) because they accumulate gradients with atomic
+``adaptive_max_pool2d``) because they accumulate gradients with atomic
 adds. torchpool's ops use other formulations there, built only from kernels that PyTorch
 runs deterministically in that mode (``avg_pool1d/2d``, matrix products, ``gather`` /
-``index_select`` / ``scatter_add``, strided slice additions).
+``gather`` / ``scatter_add``, strided slice additions).
 
 The mode is global, like PyTorch's:
 
@@ -130,21 +130,3 @@ def avg_pool3d(
     depth = plane.reshape(n * c, d, ho * wo).transpose(1, 2)
     out = F.avg_pool1d(depth, kd, sd, pd, ceil_mode, count_include_pad)
     return out.transpose(1, 2).reshape(n, c, out.shape[-1], ho, wo)
-
-
-def reflect_pad(x: Tensor, padding: Sequence[int]) -> Tensor:
-    """Reflection padding of the trailing ``len(padding)`` dims (``padding[i]`` on both sides of
-    trailing dim ``i``), as ``F.pad(mode="reflect")``; in deterministic mode by ``index_select``,
-    whose backward PyTorch runs deterministically.
-    """
-    if not needs_deterministic_backward(x):
-        pads = [p for p in reversed(padding) for _ in range(2)]
-        return F.pad(x, pads, mode="reflect")
-    first = x.dim() - len(padding)
-    for axis, p in enumerate(padding, start=first):
-        if p:
-            size = x.shape[axis]
-            index = torch.arange(-p, size + p, device=x.device).abs()
-            index = torch.where(index >= size, 2 * (size - 1) - index, index)
-            x = x.index_select(axis, index)
-    return x

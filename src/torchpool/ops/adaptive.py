@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_bool, check_input, restore_batch
+from .._checks import check_bool, check_input, is_exporting, restore_batch
 from .._deterministic import avg_pool3d, needs_deterministic_backward
 
 __all__ = [
@@ -59,12 +59,6 @@ _NATIVE_MAX: dict[int, Callable[..., Tensor]] = {
     2: F.adaptive_max_pool2d,
     3: F.adaptive_max_pool3d,
 }
-
-
-def is_exporting() -> bool:
-    """Whether an ONNX export or ``torch.export`` trace is running."""
-    exporting = getattr(torch.compiler, "is_exporting", None)
-    return torch.onnx.is_in_onnx_export() or bool(exporting is not None and exporting())
 
 
 def check_output_size(output_size: object, spatial: Sequence[int]) -> tuple[int, ...]:

@@ -61,7 +61,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import Window, check_bool, check_choice, check_input, check_window, restore_batch
-from .._deterministic import reflect_pad
 from .._shape import IntOrTuple
 from ..registry import register_pool
 from ._base import WindowPool
@@ -958,9 +957,7 @@ def _pad(x: Tensor, padding: Sequence[int], mode: str) -> Tensor:
     pads = [p for p in reversed(padding) for _ in range(2)]
     if mode in ("zeros", "valid"):
         return F.pad(x, pads, mode="constant", value=0.0)
-    if mode == "reflect":
-        # (F.pad here: _MedianFunction pads without autograd; the backward is _unpad_grad)
-        return reflect_pad(x, padding)
+    # _MedianFunction pads without autograd; the padding backward is _unpad_grad (deterministic)
     return F.pad(x, pads, mode=mode)
 
 

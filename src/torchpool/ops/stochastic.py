@@ -39,7 +39,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._checks import Window, check_bool, check_generator, check_input, check_window, restore_batch
+from .._checks import (
+    Window,
+    check_bool,
+    check_generator,
+    check_input,
+    check_window,
+    is_traced,
+    restore_batch,
+)
 from .._deterministic import avg_pool3d as deterministic_avg_pool3d
 from .._deterministic import is_deterministic
 from .._shape import IntOrTuple, pool_output_size
@@ -66,7 +74,7 @@ def _check_values(x: Tensor) -> None:
     """Raises ``ValueError`` unless every element is finite and non-negative (one pass)."""
     if x.numel() == 0:
         return
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+    if is_traced():
         # data-dependent checks break torch.compile / torch.export / ONNX graphs; eager only
         return
     lo, hi = torch.aminmax(x.detach())

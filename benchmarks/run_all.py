@@ -28,12 +28,27 @@ COLUMNS = (
 )  # fmt: skip
 
 
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (``platform.processor()`` only says "x86_64")."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "cpu model") and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> str:
     """A one-line description of where the numbers come from."""
     if os.environ.get("TORCHPOOL_BENCH_DEVICE", "cpu").startswith("cuda"):
         return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
-    return f"{cpu} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    capability = torch.backends.cpu.get_cpu_capability()
+    return (
+        f"{cpu_model()} CPU ({capability}), {torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
 
 
 def markdown(rows: list[Row]) -> str:

@@ -56,7 +56,8 @@ def ntuple(value: IntOrTuple, n: int, name: str) -> tuple[int, ...]:
 def _is_int(value: object) -> bool:
     """Python ints, numpy integers, SymInts and 0-d integer tensors (anything with ``__index__``),
     but not ``bool``."""
-    if isinstance(value, bool):
+    if isinstance(value, (bool, tuple, list, str, float)):
+        # checked first: torch.compile before 2.12 could not trace the TypeError path below
         return False
     try:
         operator.index(value)  # type: ignore[arg-type]

@@ -1,8 +1,8 @@
 """Deterministic mode: route around PyTorch kernels whose backward is non-deterministic.
 
 With ``torch.use_deterministic_algorithms(True)``, PyTorch raises a ``RuntimeError`` in the
-backward of several pooling kernels on CUDA (``avg_pool3d``, ``adaptive_avg_pool2d/3d``,
-``adaptive_max_pool2d``) because they accumulate gradients with atomic
+backward of several pooling kernels on CUDA (``avg_pool3d``, ``max_pool3d``,
+``adaptive_avg_pool2d/3d``, ``adaptive_max_pool2d``) because they accumulate gradients with atomic
 adds. torchpool's ops use other formulations there, built only from kernels that PyTorch
 runs deterministically in that mode (``avg_pool1d/2d``, matrix products, ``gather`` /
 ``gather`` / ``scatter_add``, strided slice additions).
@@ -129,4 +129,39 @@ def avg_pool3d(
     ho, wo = plane.shape[-2:]
     depth = plane.reshape(n * c, d, ho * wo).transpose(1, 2)
     out = F.avg_pool1d(depth, kd, sd, pd, ceil_mode, count_include_pad)
+    return out.transpose(1, 2).reshape(n, c, out.shape[-1], ho, wo)
+
+
+def max_pool3d(
+    x: Tensor,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int] = (1, 1, 1),
+    ceil_mode: bool = False,
+) -> Tensor:
+    """``F.max_pool3d`` on ``(N, C, D, H, W)`` or ``(C, D, H, W)``, separably (``max_pool2d`` over
+    each depth slice, then ``max_pool1d`` over depth) in deterministic mode, where PyTorch's CUDA
+    ``max_pool3d`` backward raises.
+
+    The maximum of a box is the maximum over depth of the per-slice maxima, padding is ``-inf``
+    in both, and each axis's output size follows its own rule, so the values are
+    ``F.max_pool3d``'s exactly. On ties the gradient may go to another maximum of the window.
+    """
+    if not needs_deterministic_backward(x):
+        return F.max_pool3d(x, tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation), ceil_mode)
+    if x.dim() == 4:  # batch-less (C, D, H, W)
+        return max_pool3d(x.unsqueeze(0), kernel_size, stride, padding, dilation, ceil_mode)[0]
+    n, c, d, h, w = x.shape
+    plane = F.max_pool2d(
+        x.reshape(n * c * d, 1, h, w),
+        tuple(kernel_size[1:]),
+        tuple(stride[1:]),
+        tuple(padding[1:]),
+        tuple(dilation[1:]),
+        ceil_mode,
+    )
+    ho, wo = plane.shape[-2:]
+    depth = plane.reshape(n * c, d, ho * wo).transpose(1, 2)
+    out = F.max_pool1d(depth, kernel_size[0], stride[0], padding[0], dilation[0], ceil_mode)
     return out.transpose(1, 2).reshape(n, c, out.shape[-1], ho, wo)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_bool, check_input, is_exporting, restore_batch
-from .._deterministic import avg_pool3d, needs_deterministic_backward
+from .._deterministic import avg_pool3d, max_pool3d, needs_deterministic_backward
 
 __all__ = [
     "AdaptiveAvgPool1d",
@@ -118,7 +118,9 @@ def _decomposed(x: Tensor, sizes: tuple[int, ...], mode: str) -> Tensor:
     if all(i % o == 0 for i, o in zip(spatial, sizes)):
         kernel = tuple(i // o for i, o in zip(spatial, sizes))
         if mode == "max":
-            return (F.max_pool1d, F.max_pool2d, F.max_pool3d)[n - 1](x, kernel, kernel)
+            if n == 3:  # separable in deterministic mode (PyTorch's CUDA max_pool3d backward raises)
+                return max_pool3d(x, kernel, kernel, (0, 0, 0))
+            return (F.max_pool1d, F.max_pool2d)[n - 1](x, kernel, kernel)
         if n == 3:
             batched = x if x.dim() == 5 else x.unsqueeze(0)
             y = avg_pool3d(batched, kernel, kernel, (0, 0, 0))

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .._checks import check_bool, check_float_range, check_generator, check_input, check_window
 from .._deterministic import avg_pool3d
+from .._deterministic import max_pool3d as _max_pool3d
 from .._shape import IntOrTuple
 from ..registry import register_pool
 from ._base import WindowPool
@@ -62,7 +63,7 @@ __all__ = [
 
 
 _AVG: dict[int, Callable[..., Tensor]] = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: avg_pool3d}
-_MAX: dict[int, Callable[..., Tensor]] = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+_MAX: dict[int, Callable[..., Tensor]] = {1: F.max_pool1d, 2: F.max_pool2d, 3: _max_pool3d}
 
 
 # avgmax of arange(8) shaped (8,), (2, 4) and (2, 2, 2) with 2-wide windows, for the doctests

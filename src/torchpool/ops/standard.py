@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._deterministic import avg_pool3d
+from .._deterministic import avg_pool3d, max_pool3d
 from .._shape import ntuple
 from ..registry import register_pool
 from . import adaptive
@@ -39,6 +39,19 @@ class _AvgPool3d(nn.AvgPool3d):
         return y if input.dim() == 5 else y.squeeze(0)
 
 
+class _MaxPool3d(nn.MaxPool3d):
+    """``nn.MaxPool3d``, separable in deterministic mode (PyTorch's CUDA backward raises there)."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        if self.return_indices:
+            return super().forward(input)
+        k = ntuple(self.kernel_size, 3, "kernel_size")
+        s = ntuple(self.stride if self.stride is not None else k, 3, "stride")
+        p = ntuple(self.padding, 3, "padding")
+        d = ntuple(self.dilation, 3, "dilation")
+        return max_pool3d(input, k, s, p, d, self.ceil_mode)
+
+
 class _LPPool3d(nn.LPPool3d):
     """``nn.LPPool3d``: ``F.lp_pool3d``'s formula on the average of :class:`_AvgPool3d`, in float32
     for half inputs."""
@@ -56,7 +69,7 @@ class _LPPool3d(nn.LPPool3d):
 
 
 _WINDOWED = {
-    "max": (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, "max over each window (PyTorch)"),
+    "max": (nn.MaxPool1d, nn.MaxPool2d, _MaxPool3d, "max over each window (PyTorch)"),
     "avg": (nn.AvgPool1d, nn.AvgPool2d, _AvgPool3d, "mean over each window (PyTorch)"),
     "lp": (nn.LPPool1d, nn.LPPool2d, _LPPool3d, "power-average (sum x^p)^(1/p) (PyTorch)"),
 }

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 import torch
@@ -17,6 +18,7 @@ __all__ = [
     "check_float_range",
     "check_generator",
     "check_input",
+    "check_torch_pool_args",
     "check_window",
     "is_exporting",
     "is_traced",
@@ -171,3 +173,69 @@ def check_generator(generator: object, x: Tensor) -> torch.Generator | None:
     if generator.device.type != x.device.type:
         raise ValueError(f"generator is on {generator.device}, but the input is on {x.device}")
     return generator
+
+
+def _check_optional_bool(arguments: Mapping[str, object], *names: str) -> None:
+    for name in names:
+        if name in arguments:
+            check_bool(arguments[name], name)
+
+
+def _check_fractional(arguments: Mapping[str, object], n: int) -> None:
+    size, ratio = arguments.get("output_size"), arguments.get("output_ratio")
+    if (size is None) == (ratio is None):
+        raise ValueError(
+            "fractional max pooling needs exactly one of output_size and output_ratio, "
+            f"got output_size={size!r}, output_ratio={ratio!r}"
+        )
+    if size is not None:
+        sizes = ntuple(size, n, "output_size")  # type: ignore[arg-type]
+        if any(v < 1 for v in sizes):
+            raise ValueError(f"output_size must be positive, got {sizes}")
+    if ratio is not None:
+        ratios = ratio if isinstance(ratio, (tuple, list)) else (ratio,) * n
+        if len(ratios) != n:
+            raise ValueError(f"output_ratio must be a number or a sequence of {n} numbers, got {ratio!r}")
+        for value in ratios:
+            check_float_range(value, "output_ratio", 0.0, 1.0, low_open=True, high_open=True)
+
+
+def check_torch_pool_args(kind: str, n: int, arguments: Mapping[str, object]) -> None:
+    """Checks the constructor arguments of one of PyTorch's own pooling Modules.
+
+    PyTorch checks most of them only at forward (with a RuntimeError), and some not at all
+    (``FractionalMaxPool2d(kernel_size=0)`` returns ``-inf``); the factory checks them first.
+
+    Args:
+        kind: ``"max"``, ``"avg"``, ``"lp"`` or ``"fractional_max"``.
+        n: the number of spatial dimensions.
+        arguments: the constructor's arguments by name (``inspect.BoundArguments.arguments``);
+            absent ones keep PyTorch's defaults.
+
+    Raises:
+        TypeError: for an argument of the wrong type, naming it.
+        ValueError: for an argument out of range, naming it.
+    """
+    check_choice(kind, "kind", ("max", "avg", "lp", "fractional_max"))
+    if "kernel_size" not in arguments:
+        raise TypeError(f"{kind}{n}d pooling needs kernel_size (an int or a sequence of {n} ints)")
+    kernel_size = arguments["kernel_size"]
+    stride = arguments.get("stride")
+    if kind == "fractional_max":
+        check_window(kernel_size, None, 0, n)  # type: ignore[arg-type]
+        _check_fractional(arguments, n)
+        _check_optional_bool(arguments, "return_indices")
+        return
+    padding = arguments.get("padding", 0)
+    dilation = arguments.get("dilation", 1)
+    check_window(kernel_size, stride, padding, n, dilation)  # type: ignore[arg-type]
+    _check_optional_bool(arguments, "ceil_mode", "return_indices", "count_include_pad")
+    divisor = arguments.get("divisor_override")
+    if divisor is not None and (isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1):
+        raise ValueError(f"divisor_override must be None or a positive int, got {divisor!r}")
+    if kind == "lp":
+        norm_type = check_float_range(arguments.get("norm_type"), "norm_type", 0.0, math.inf, low_open=True)
+        if math.isinf(norm_type):
+            raise ValueError(
+                "norm_type must be finite (LP pooling with p = inf is max pooling: use max pooling)"
+            )

@@ -10,12 +10,15 @@ LP pools (subclasses of PyTorch's modules that average separably in that mode).
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_torch_pool_args
 from .._deterministic import avg_pool3d, max_pool3d
 from .._shape import ntuple
 from ..registry import register_pool
@@ -68,6 +71,24 @@ class _LPPool3d(nn.LPPool3d):
         return out if input.dim() == 5 else out.squeeze(0)
 
 
+def _validated(cls: type[nn.Module], kind: str, n: int) -> Callable[..., nn.Module]:
+    """``cls`` behind the factory's argument checks (PyTorch checks most only at forward, some never)."""
+    signature = inspect.signature(cls)
+
+    def build(*args: object, **kwargs: object) -> nn.Module:
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as error:
+            raise TypeError(f"{kind}{n}d: {error}") from None
+        check_torch_pool_args(kind, n, bound.arguments)
+        return cls(*args, **kwargs)
+
+    build.__name__ = build.__qualname__ = cls.__name__
+    build.__doc__ = cls.__doc__
+    build.__wrapped__ = cls  # type: ignore[attr-defined]  # inspect.signature and swap_pooling follow it
+    return build
+
+
 _WINDOWED = {
     "max": (nn.MaxPool1d, nn.MaxPool2d, _MaxPool3d, "max over each window (PyTorch)"),
     "avg": (nn.AvgPool1d, nn.AvgPool2d, _AvgPool3d, "mean over each window (PyTorch)"),
@@ -94,12 +115,17 @@ for _name, (*_classes, _text) in _WINDOWED.items():
         if _name == "lp":
             _kwargs = {"norm_type": 2.0, "kernel_size": 2}
         register_pool(
-            f"{_name}{_dim}d", _cls, family="max/avg", dims=(_dim,), description=_text, example_kwargs=_kwargs
+            f"{_name}{_dim}d",
+            _validated(_cls, _name, _dim),
+            family="max/avg",
+            dims=(_dim,),
+            description=_text,
+            example_kwargs=_kwargs,
         )
         if _name == "max":
             register_pool(
                 f"overlapping_max{_dim}d",
-                partial(_cls, kernel_size=3, stride=2, padding=1),
+                partial(_validated(_cls, _name, _dim), kernel_size=3, stride=2, padding=1),
                 family="max/avg",
                 dims=(_dim,),
                 description="max, 3-wide windows with stride 2 (AlexNet's overlapping pooling)",
@@ -117,7 +143,7 @@ for _name, (*_classes, _text) in _ADAPTIVE.items():
 for _dim, _cls in ((2, nn.FractionalMaxPool2d), (3, nn.FractionalMaxPool3d)):
     register_pool(
         f"fractional_max{_dim}d",
-        _cls,
+        _validated(_cls, "fractional_max", _dim),
         family="max/avg",
         dims=(_dim,),
         description="max over pseudo-random windows (Graham 2014, PyTorch)",

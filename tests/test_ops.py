@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from exactness import assert_same_computation
 from op_record import Case, OpRecord, make_input
 from op_table import OPS, TOLERANCES
 
@@ -60,12 +61,12 @@ def test_layouts_give_same_values(op: OpRecord, case: Case) -> None:
 def test_module_equals_function(op: OpRecord, case: Case) -> None:
     x = make_input(op, case.shape, torch.float32)
     module = op.module(**case.kwargs).eval()
-    torch.testing.assert_close(module(x), op.function(x, **case.kwargs), rtol=0, atol=0)
+    assert_same_computation(module(x), op.function(x, **case.kwargs))
     assert "(" in repr(module)
     state = module.state_dict()
     rebuilt = op.module(**case.kwargs).eval()
     rebuilt.load_state_dict(state)
-    torch.testing.assert_close(rebuilt(x), module(x), rtol=0, atol=0)
+    assert_same_computation(rebuilt(x), module(x))
 
 
 @pytest.mark.parametrize("op", [pytest.param(op, id=op.name) for op in OPS])

@@ -37,6 +37,7 @@ from typing import Any
 
 import pytest
 import torch
+from exactness import assert_same_computation
 from hypothesis import Phase, assume, given, settings
 from hypothesis import strategies as st
 from records_bilinear import (
@@ -627,14 +628,14 @@ def test_netvlad_matches_reference(
     conditioned = sensitivity(pool, x, *params) <= 0.2 * TOLERANCES[torch.float32][1]  # about 99%
     out = check_op(lambda t: pool(t, *params), x, expected, batchless=False, well_conditioned=conditioned)
     if ghosts:
-        assert torch.equal(tp.ghostvlad(x, centroids, weight, b, **kw), out)
+        assert_same_computation(tp.ghostvlad(x, centroids, weight, b, **kw), out)
     if b is not None:
         module = (tp.GhostVLAD if ghosts else tp.NetVLAD)(clusters, d, **kw, dtype=torch.float64)
         with torch.no_grad():
             module.centroids.copy_(centroids)
             module.assign_weight.copy_(weight)
             module.assign_bias.copy_(b)
-        assert torch.equal(module(x), out)
+        assert_same_computation(module(x), out)
 
 
 # --------------------------------------------------------------------------- bilinear family
@@ -667,7 +668,7 @@ def test_bilinear_matches_reference(data: st.DataObject, norm: dict[str, Any]) -
     out = check_op(lambda t: tp.bilinear_pool(*_split(t, da), **norm), x, expected, batchless=False)
     x_a, x_b = _split(x, da)
     module = tp.BilinearPool(x_a.shape[1], None if x_b is None else x_b.shape[1], **norm)
-    assert torch.equal(module(x_a, x_b), out)
+    assert_same_computation(module(x_a, x_b), out)
 
 
 def _compact(t: Tensor, da: int | None, out_dim: int, path: str, kw: dict[str, Any]) -> Tensor:
@@ -696,7 +697,7 @@ def test_compact_bilinear_matches_exact_definition(
     dim_b = x_a.shape[1] if x_b is None else x_b.shape[1]
     auto = tp.compact_bilinear_path(method, x_a.shape[1], dim_b, math.prod(x.shape[2:]), out_dim)
     out = _compact(x, da, out_dim, auto, kw)
-    assert torch.equal(_compact(x, da, out_dim, "auto", kw), out)
+    assert_same_computation(_compact(x, da, out_dim, "auto", kw), out)
     module = tp.CompactBilinearPool(x_a.shape[1], None if x_b is None else dim_b, out_dim, path=auto, **kw)
     buffers = dict(module.named_buffers())
     recipe = drawn_buffers(x_a.shape[1], dim_b, out_dim, method, sketch_seed)
@@ -738,7 +739,7 @@ def test_tensor_sketch_location_path_reproducer() -> None:
     x = torch.tensor([[[1.375], [-2.53125], [-0.34375], [2.0]]], dtype=torch.float64)
     kw: dict[str, Any] = {"method": "tensor_sketch", "seed": 0, "l2_normalize": False}
     y = tp.compact_bilinear_pool(x, None, 11, path="location", **kw)
-    assert torch.equal(tp.compact_bilinear_pool(x, None, 11, path="auto", **kw), y)
+    assert_same_computation(tp.compact_bilinear_pool(x, None, 11, path="auto", **kw), y)
     assert y[0, 0].item() == 0.0  # the matrix path and the reference give 0.0; got 0.00316 (sqrt(1e-5))
 
 
@@ -767,7 +768,7 @@ def test_low_rank_bilinear_matches_reference(
         module.v.copy_(v)
         if module.bias is not None and b is not None:
             module.bias.copy_(b)
-    assert torch.equal(module(x), out)
+    assert_same_computation(module(x), out)
 
 
 @given(data=st.data(), num_iters=st.integers(1, 6), triu=st.booleans())
@@ -777,7 +778,7 @@ def test_matrix_sqrt_matches_reference(data: st.DataObject, num_iters: int, triu
     x = data.draw(features(max_positions=8))
     expected = newton_schulz_reference(x, num_iters, triu)
     out = check_op(lambda t: tp.matrix_sqrt_pool(t, num_iters, triu=triu), x, expected, batchless=False)
-    assert torch.equal(tp.MatrixSqrtPool(num_iters, triu=triu)(x), out)
+    assert_same_computation(tp.MatrixSqrtPool(num_iters, triu=triu)(x), out)
 
 
 @given(data=st.data(), num_iters=st.integers(1, 6), triu=st.booleans())

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from . import __version__
 from .registry import list_pools
 
-__all__ = ["format_pool_table", "main"]
+__all__ = ["format_pool_table", "main", "resolve_family"]
+
+EXIT_USAGE = 2  # bad arguments or data: the message says which option
+EXIT_INTERRUPTED = 130  # stopped with Ctrl-C (128 + SIGINT), as shells report it
 
 # subcommands implemented in torchpool.lab.<name>: add_arguments(parser) and run(args) -> int
 _LAB_COMMANDS: dict[str, str] = {
@@ -47,26 +52,85 @@ def format_pool_table(family: str | None = None) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line: ``prog: error: message (prog --help ...)``."""
+
+    def error(self, message: str) -> NoReturn:
+        """Prints one line naming the problem and exits with status 2."""
+        print(f"{self.prog}: error: {message} ({self.prog} --help lists the options)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def resolve_family(text: str) -> str:
+    """The registry family ``text`` names: case-insensitive, ``max`` or ``avg`` for ``max/avg``.
+
+    Args:
+        text: a family name as a user types it, e.g. ``"Median"``, ``"max"``, ``"max/avg"``.
+
+    Returns:
+        The family exactly as the registry spells it.
+
+    Raises:
+        ValueError: if no family matches; the message lists the families.
+
+    Example:
+        >>> resolve_family("MAX"), resolve_family("Median")
+        ('max/avg', 'median')
+    """
+    families = sorted({info.family for info in list_pools()})
+    wanted = text.strip().lower()
+    for family in families:
+        if wanted == family.lower() or wanted in family.lower().split("/"):
+            return family
+    raise ValueError(
+        f"--family must be one of {families} (any case; 'max' or 'avg' for 'max/avg'), got {text!r}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="torchpool", description="Every pooling operation a CNN uses.")
+    """Runs the command line; returns the exit status.
+
+    Bad arguments or data give status 2 and one line on stderr that names the option; a run
+    stopped with Ctrl-C gives status 130 and one line. Errors found by the argument parser
+    itself (an unknown option, a value that is not a number) raise ``SystemExit(2)`` after
+    printing their one line, as ``argparse`` does.
+    """
+    parser = _Parser(prog="torchpool", description="Every pooling operation a CNN uses.")
     parser.add_argument("--version", action="version", version=f"torchpool {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     list_parser = commands.add_parser("list", help="print the table of every registered pool")
-    list_parser.add_argument("--family", default=None, help="only this family (e.g. median, combined)")
+    list_parser.add_argument(
+        "--family",
+        default=None,
+        help="only this family (any case, e.g. median, combined, max for max/avg)",
+    )
     for name, text in _LAB_COMMANDS.items():
         sub = commands.add_parser(name, help=text, description=text)
         importlib.import_module(f"torchpool.lab.{name}").add_arguments(sub)
     args = parser.parse_args(argv)
-    if args.command in _LAB_COMMANDS:
-        return int(importlib.import_module(f"torchpool.lab.{args.command}").run(args))
-    if args.command == "list":
-        families = {info.family for info in list_pools()}
-        if args.family is not None and args.family not in families:
-            parser.error(f"--family must be one of {sorted(families)}, got {args.family!r}")
-        print(format_pool_table(args.family))
-        print(f"\n{len(list_pools(args.family))} pools")
-    return 0
+    prog = f"torchpool {args.command}"
+    try:
+        if args.command in _LAB_COMMANDS:
+            return int(importlib.import_module(f"torchpool.lab.{args.command}").run(args))
+        family = None
+        if args.family is not None:
+            try:
+                family = resolve_family(args.family)
+            except ValueError as error:
+                list_parser.error(str(error))
+        print(format_pool_table(family))
+        print(f"\n{len(list_pools(family))} pools")
+        return 0
+    except KeyboardInterrupt:
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank is interrupted: say it once
+            if sys.stdout.isatty():  # end a progress line rewritten in place
+                print(file=sys.stdout)
+            print(f"{prog}: interrupted (Ctrl-C)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as error:  # a file or folder the user named: missing, not writable, full disk ...
+        where = f": {error.filename}" if error.filename else ""
+        print(f"{prog}: error: {error.strerror or error}{where}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

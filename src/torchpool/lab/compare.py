@@ -20,6 +20,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,19 +30,36 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..registry import get_pool_info
 from .data import LAB_HINT, DatasetError, ImageData, load_dataset
 from .models import DEFAULT_VARIANTS, VariantNotApplicable, VariantSpec, build_model, resolve_variant
 
-__all__ = ["NOISE_LEVELS", "RESIZE_FACTOR", "add_arguments", "evaluate_claims", "run"]
+__all__ = [
+    "NOISE_LEVELS",
+    "OUTPUT_FILES",
+    "RESIZE_FACTOR",
+    "add_arguments",
+    "evaluate_claims",
+    "run",
+    "split_variants",
+    "validate_arguments",
+    "write_json_atomic",
+]
 
 NOISE_LEVELS: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2)
 RESIZE_FACTOR = 1.5
 _TRAIN_EVAL_MAX = 10000  # train accuracy (for the gap) is measured on at most this many training images
 _BN_CALIBRATION = 2048  # training images used to recompute batch-norm statistics after training
+_MAX_SEED = 2**31 - 1  # torch and numpy seeds derived from --seed stay in range
+OUTPUT_FILES: tuple[str, ...] = ("results.json", "report.md", "accuracy.png", "noise.png")
 
 
 class UsageError(Exception):
     """Bad arguments found after parsing (unknown variant, indivisible batch, missing CUDA)."""
+
+
+class TrainingDiverged(Exception):
+    """A model's weights became NaN or infinite; the variant is reported as ``diverged``, not scored."""
 
 
 @dataclass
@@ -64,7 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=list(DEFAULT_VARIANTS),
         metavar="NAME",
-        help=f"pool factory names (default: {' '.join(DEFAULT_VARIANTS)})",
+        help="pool factory names, separated by spaces or commas (e.g. max2d,median2d; "
+        f"default: {' '.join(DEFAULT_VARIANTS)})",
     )
     parser.add_argument("--dataset", choices=["digits", "fashion-mnist", "folder"], default="digits")
     parser.add_argument(
@@ -93,6 +112,88 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", default="torchpool-compare", help="output folder (default torchpool-compare/)"
     )
     parser.add_argument("--no-plots", action="store_true", help="skip accuracy.png and noise.png")
+
+
+# ---------------------------------------------------------------------------------------------- arguments
+
+
+def split_variants(values: list[str]) -> list[str]:
+    """The names given to ``--variants``, separated by spaces or commas, in order, empty parts dropped.
+
+    Example:
+        >>> split_variants(["max2d,median2d", "gem", " spp ,"])
+        ['max2d', 'median2d', 'gem', 'spp']
+    """
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def _positive(args: argparse.Namespace, option: str, optional: bool = False) -> None:
+    value = getattr(args, option)
+    if optional and value is None:
+        return
+    if value < 1:
+        raise UsageError(f"--{option.replace('_', '-')} must be a positive integer, got {value}")
+
+
+def _check_out(out: Path) -> None:
+    """Refuses an ``--out`` folder that cannot take the outputs, before any training."""
+    try:
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out} is a file; expected a folder (for {', '.join(OUTPUT_FILES)})")
+        for name in OUTPUT_FILES:
+            if (out / name).is_dir():
+                raise UsageError(
+                    f"--out {out}: {out / name} is a folder, so the {name} of this run cannot be written"
+                )
+        existing = out
+        while not existing.exists():  # the folders that do not exist yet will be created
+            existing = existing.parent
+        if not existing.is_dir():
+            raise UsageError(f"--out {out}: {existing} is a file, not a folder")
+        probe = tempfile.mkdtemp(prefix=".torchpool-probe-", dir=existing)
+        os.rmdir(probe)
+    except OSError as exc:
+        raise UsageError(f"--out {out} is not writable: {exc.strerror or exc}") from None
+
+
+def validate_arguments(args: argparse.Namespace) -> list[str]:
+    """Checks every option of ``torchpool compare`` before any work; returns the variants' registry names.
+
+    Args:
+        args: the parsed options of :func:`add_arguments`.
+
+    Returns:
+        The pool names of ``--variants`` (spaces or commas), resolved to registry names, without
+        duplicates, in order.
+
+    Raises:
+        UsageError: naming the first bad option and what it expects.
+    """
+    names = split_variants(args.variants)
+    if not names:
+        raise UsageError("--variants needs at least one pool name (torchpool list shows them)")
+    variants: list[str] = []
+    for name in names:
+        try:
+            variants.append(get_pool_info(name).name)
+        except ValueError as exc:
+            raise UsageError(f"--variants: {exc}") from None
+    for option in ("epochs", "seeds", "batch_size"):
+        _positive(args, option)
+    for option in ("limit", "image_size", "threads"):
+        _positive(args, option, optional=True)
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise UsageError(f"--lr must be a positive finite learning rate, got {args.lr}")
+    if not 0 <= args.seed <= _MAX_SEED - args.seeds:
+        raise UsageError(
+            f"--seed must be in 0..{_MAX_SEED - args.seeds} (with --seeds {args.seeds}), got {args.seed}"
+        )
+    if args.dataset == "digits" and args.data_dir is not None:
+        raise UsageError(
+            "--data-dir is read only with --dataset fashion-mnist or folder (the digits are built in)"
+        )
+    _check_out(Path(args.out))
+    return list(dict.fromkeys(variants))
 
 
 # ---------------------------------------------------------------------------------------------- progress
@@ -244,6 +345,12 @@ def _train_one(
             loss.backward()
             optimizer.step()
         epoch_seconds.append(time.perf_counter() - start)
+        # the weights are the same on every rank, so every rank takes the same decision
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise TrainingDiverged(
+                f"the weights became NaN or infinite in epoch {epoch + 1} of seed {seed} "
+                f"(--lr {args.lr} too high for this pool?)"
+            )
         tick(epoch + 1)
     net = _unwrap(model)
     _recalibrate_batch_norm(net, evals.train_x[:_BN_CALIBRATION].to(ctx.device), batch)
@@ -302,13 +409,13 @@ def _summarise(spec: VariantSpec, per_seed: list[dict[str, Any]], parameters: in
     }
 
 
-def _skipped(name: str, family: str, reason: str) -> dict[str, Any]:
+def _skipped(name: str, family: str, reason: str, status: str = "skipped") -> dict[str, Any]:
     return {
         "name": name,
         "family": family,
         "role": None,
         "setting": None,
-        "status": "skipped",
+        "status": status,
         "reason": reason,
         "accuracy_mean": None,
         "accuracy_std": None,
@@ -546,7 +653,7 @@ def _table_rows(variants: list[dict[str, Any]]) -> tuple[list[str], list[list[st
     rows = []
     for v in variants:
         if v["status"] != "ok":
-            rows.append([v["name"], "skipped", v["reason"] or ""] + [""] * (len(header) - 3))
+            rows.append([v["name"], v["status"], v["reason"] or ""] + [""] * (len(header) - 3))
             continue
         rows.append(
             [
@@ -568,12 +675,12 @@ def _table_rows(variants: list[dict[str, Any]]) -> tuple[list[str], list[list[st
 def format_table(variants: list[dict[str, Any]]) -> str:
     """The results as a fixed-width text table (skipped variants show their reason)."""
     header, rows = _table_rows(variants)
-    ok_rows = [r for r in rows if r[1] != "skipped"]
+    ok_rows = [r for r, v in zip(rows, variants) if v["status"] == "ok"]
     widths = [max(len(r[i]) for r in [header, *ok_rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip()]
-    for r in rows:
-        if r[1] == "skipped":
-            lines.append(f"{r[0].ljust(widths[0])}  skipped: {r[2]}")
+    for r, v in zip(rows, variants):
+        if v["status"] != "ok":
+            lines.append(f"{r[0].ljust(widths[0])}  {v['status']}: {r[2]}")
         else:
             lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     return "\n".join(lines)
@@ -629,7 +736,55 @@ def _write_report(out: Path, results: dict[str, Any], claims: list[Claim], plots
         ]
     if plots:
         lines += ["", *[f"![{p}]({p})" for p in plots]]
-    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _write_atomic(out / "report.md", "\n".join(lines) + "\n")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+
+    A reader (or a run interrupted half-way) sees the old file or the whole new one, never a part.
+    """
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; a plain write would follow the umask
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _strict(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(item) for item in value]
+    return value
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    r"""Writes ``data`` as strict JSON (NaN and infinities become ``null``), atomically.
+
+    Args:
+        path: the file; its folder must exist.
+        data: dicts, lists, strings, numbers, booleans and None.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> write_json_atomic(folder / "r.json", {"accuracy": float("nan"), "runs": [1.0, float("inf")]})
+        >>> (folder / "r.json").read_text()
+        '{\n  "accuracy": null,\n  "runs": [\n    1.0,\n    null\n  ]\n}\n'
+    """
+    _write_atomic(path, json.dumps(_strict(data), indent=2, allow_nan=False) + "\n")
 
 
 def _plots(out: Path, variants: list[dict[str, Any]], num_classes: int) -> list[str]:
@@ -702,8 +857,6 @@ def _setup(args: argparse.Namespace) -> tuple[_Context, bool]:
     else:
         device = torch.device("cpu")
     if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads must be positive, got {args.threads}")
         torch.set_num_threads(args.threads)
     initialised = False
     if world > 1:
@@ -718,16 +871,21 @@ def _setup(args: argparse.Namespace) -> tuple[_Context, bool]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs the comparison; returns 0 on success, 2 for bad arguments or a missing/malformed dataset."""
-    for option in ("epochs", "seeds", "batch_size"):
-        if getattr(args, option) < 1:
-            print(f"torchpool compare: error: --{option.replace('_', '-')} must be positive", file=sys.stderr)
-            return 2
+    """Runs the comparison; returns 0 on success, 2 for bad arguments or data that cannot give a result.
+
+    Every option is checked before the data is loaded, and the data before any training; each
+    refusal is one line on stderr naming the option or the data's problem.
+    """
     initialised = False
+    settled = False  # every rank reaches the end together (a result or the same refusal)
     try:
+        args.variants = validate_arguments(args)
         ctx, initialised = _setup(args)
-        return _run(args, ctx)
+        code = _run(args, ctx)
+        settled = True
+        return code
     except (DatasetError, UsageError) as exc:
+        settled = True
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"torchpool compare: error: {exc}", file=sys.stderr)
         return 2
@@ -736,8 +894,10 @@ def run(args: argparse.Namespace) -> int:
             import torch.distributed as dist
 
             # rank 0 writes the report while the others wait: tearing gloo down while a peer is
-            # still busy aborted rank 0 ("terminate called without an active exception")
-            dist.barrier()
+            # still busy aborted rank 0 ("terminate called without an active exception"). After
+            # Ctrl-C or a crash the peers may never arrive: no barrier then.
+            if settled:
+                dist.barrier()
             dist.destroy_process_group()
 
 
@@ -753,8 +913,6 @@ def _run(args: argparse.Namespace, ctx: _Context) -> int:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         except VariantNotApplicable as exc:
-            from ..registry import get_pool_info
-
             specs.append((name, None, get_pool_info(name).family, str(exc)))
 
     progress = _Progress(sys.stdout, ctx.main)
@@ -777,6 +935,7 @@ def _run(args: argparse.Namespace, ctx: _Context) -> int:
         per_seed: list[dict[str, Any]] = []
         parameters = 0
         variant_start = time.perf_counter()
+        diverged = ""
         for s in range(args.seeds):
             seed = args.seed + s
 
@@ -792,8 +951,16 @@ def _run(args: argparse.Namespace, ctx: _Context) -> int:
                     f"{_seconds(time.perf_counter() - variant_start)}  eta {_seconds(eta)}"
                 )
 
-            record, parameters = _train_one(spec, data, evals, seed, args, ctx, tick)
+            try:
+                record, parameters = _train_one(spec, data, evals, seed, args, ctx, tick)
+            except TrainingDiverged as exc:
+                diverged = str(exc)
+                break
             per_seed.append(record)
+        if diverged:
+            variants.append(_skipped(name, family, diverged, status="diverged"))
+            progress.finish(f"{label}  diverged: {diverged}")
+            continue
         summary = _summarise(spec, per_seed, parameters)
         variants.append(summary)
         progress.finish(
@@ -821,9 +988,9 @@ def _run(args: argparse.Namespace, ctx: _Context) -> int:
     results["claims"] = [c.__dict__ for c in claims]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     plots = [] if args.no_plots else _plots(out, variants, data.num_classes)
     _write_report(out, results, claims, plots)
+    write_json_atomic(out / "results.json", results)  # last: its presence means the run finished
     print()
     print(format_table(variants))
     print()

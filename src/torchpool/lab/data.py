@@ -25,6 +25,7 @@ __all__ = [
     "load_dataset",
     "load_digits",
     "load_fashion_mnist",
+    "check_usable",
     "load_folder",
     "read_idx",
 ]
@@ -210,6 +211,10 @@ def load_fashion_mnist(data_dir: str | Path | None = None, image_size: int | Non
         DatasetError: if the folder or a file is missing or malformed.
     """
     directory = Path(data_dir) if data_dir is not None else DEFAULT_FASHION_DIR
+    if directory.exists() and not directory.is_dir():
+        raise DatasetError(
+            f"--data-dir {directory} is a file; expected the folder holding the four IDX files"
+        )
     if not directory.is_dir():
         raise DatasetError(
             f"Fashion-MNIST folder {directory} does not exist; expected the four IDX files "
@@ -229,6 +234,17 @@ def load_fashion_mnist(data_dir: str | Path | None = None, image_size: int | Non
             raise DatasetError(f"{split} split in {directory}: {len(pixels)} images but {len(labels)} labels")
         if len(labels) and (labels.min() < 0 or labels.max() > 9):
             raise DatasetError(f"{split} labels in {directory}: expected classes 0..9")
+        if len(labels) == 0 or 0 in pixels.shape[1:]:
+            raise DatasetError(
+                f"{split} split in {directory} holds no images (IDX dims {list(pixels.shape)}): "
+                "nothing to train or test on"
+            )
+    train_hw, test_hw = arrays["train_images"].shape[1:], arrays["test_images"].shape[1:]
+    if train_hw != test_hw:
+        raise DatasetError(
+            f"Fashion-MNIST in {directory}: test images are {test_hw[0]}x{test_hw[1]} but training images "
+            f"are {train_hw[0]}x{train_hw[1]}; the two splits must come from the same dataset"
+        )
 
     def images(key: str) -> Tensor:
         arr = arrays[key].astype(np.float32)
@@ -269,10 +285,23 @@ def _read_image(path: Path, size: int) -> np.ndarray:
         raise DatasetError(f"cannot read image {path}: {exc}") from None
 
 
+def _list_folder(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except OSError as exc:
+        raise DatasetError(f"cannot list image folder {folder}: {exc.strerror or exc}") from None
+
+
 def _read_class_tree(
     root: Path, size: int, classes: list[str] | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    found = [p.name for p in _list_folder(root) if p.is_dir() and not p.name.startswith(".")]
+    if classes is not None and set(found) - set(classes):
+        extra = sorted(set(found) - set(classes))
+        raise DatasetError(
+            f"image folder {root}: class folder(s) {extra} have no counterpart in the training tree "
+            f"(classes {classes})"
+        )
     classes = found if classes is None else classes
     if len(classes) < 2:
         raise DatasetError(
@@ -283,7 +312,7 @@ def _read_class_tree(
     for label, name in enumerate(classes):
         folder = root / name
         files = (
-            sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+            [p for p in _list_folder(folder) if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file()]
             if folder.is_dir()
             else []
         )
@@ -306,12 +335,18 @@ def load_folder(
     ``train``/``test`` subfolders, a seeded per-class split holds out ``test_fraction``.
 
     Raises:
-        DatasetError: if the folder is missing, has fewer than two classes, or an image is unreadable.
+        DatasetError: if the folder is missing, has fewer than two classes, a class with fewer than two
+            images for the automatic split, a test class absent from the training tree, or an
+            unreadable image.
     """
     if data_dir is None:
         raise DatasetError("--dataset folder needs --data-dir PATH (one subfolder of images per class)")
     root = Path(data_dir)
     size = 32 if image_size is None else image_size
+    if root.exists() and not root.is_dir():
+        raise DatasetError(
+            f"--data-dir {root} is a file; expected a folder with one subfolder of images per class"
+        )
     if not root.is_dir():
         raise DatasetError(f"image folder {root} does not exist (expected one subfolder of images per class)")
     if (root / "train").is_dir() and (root / "test").is_dir():
@@ -319,6 +354,13 @@ def load_folder(
         test_x, test_y, _ = _read_class_tree(root / "test", size, classes)
     else:
         x, y, classes = _read_class_tree(root, size)
+        counts = np.bincount(y, minlength=len(classes))
+        if counts.min() < 2:
+            few = [f"{classes[i]!r} ({counts[i]})" for i in np.flatnonzero(counts < 2)]
+            raise DatasetError(
+                f"image folder {root}: the train/test split needs at least 2 images per class (one to train, "
+                f"one to test); too few in {', '.join(few)}"
+            )
         train_idx, test_idx = _stratified_split(y, test_fraction, seed)
         train_x, train_y, test_x, test_y = x[train_idx], y[train_idx], x[test_idx], y[test_idx]
     return ImageData(
@@ -348,7 +390,9 @@ def load_dataset(
         limit: keep a seeded random subset of this many training images.
 
     Raises:
-        DatasetError: for an unknown name or a missing or malformed dataset.
+        DatasetError: for an unknown name, a missing or malformed dataset, or one that cannot give a
+            result: no training or test images, test images of another size than the training
+            images, or a class without training images (e.g. after ``limit``).
     """
     if name == "digits":
         data = load_digits(16 if image_size is None else image_size, seed=seed)
@@ -365,4 +409,38 @@ def load_dataset(
             gen = torch.Generator().manual_seed(seed)
             keep = torch.randperm(len(data.train_y), generator=gen)[:limit]
             data.train_x, data.train_y = data.train_x[keep], data.train_y[keep]
+    check_usable(data, limit)
     return data
+
+
+def check_usable(data: ImageData, limit: int | None = None) -> None:
+    """Refuses a dataset that cannot give a meaningful accuracy.
+
+    Args:
+        data: the loaded split.
+        limit: the ``--limit`` that subsampled the training set, for the message.
+
+    Raises:
+        DatasetError: if either split is empty, the splits' image sizes differ, or a class has no
+            training image.
+    """
+    for split, x, y in (("training", data.train_x, data.train_y), ("test", data.test_x, data.test_y)):
+        if len(y) == 0 or x.numel() == 0:
+            raise DatasetError(f"{data.name}: the {split} split holds no images (shape {tuple(x.shape)})")
+        if len(x) != len(y):
+            raise DatasetError(f"{data.name}: the {split} split has {len(x)} images but {len(y)} labels")
+    if data.train_x.shape[1:] != data.test_x.shape[1:]:
+        train_hw, test_hw = tuple(data.train_x.shape[-2:]), tuple(data.test_x.shape[-2:])
+        raise DatasetError(
+            f"{data.name}: test images are {test_hw[0]}x{test_hw[1]} but training images "
+            f"{train_hw[0]}x{train_hw[1]}"
+        )
+    present = torch.bincount(data.train_y, minlength=data.num_classes)
+    if bool((present == 0).any()):
+        missing = [data.classes[i] for i in torch.nonzero(present == 0).flatten().tolist()]
+        cause = f" after --limit {limit}" if limit is not None else ""
+        hint = "; use a larger --limit" if limit is not None else ""
+        raise DatasetError(
+            f"{data.name}: no training image of class(es) {missing}{cause}: the model could never "
+            f"predict them{hint}"
+        )

@@ -15,16 +15,19 @@ matplotlib (and scikit-learn for the default photo) are imported lazily:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Panel", "add_arguments", "load_image", "make_panels", "run"]
+__all__ = ["Panel", "add_arguments", "load_image", "make_panels", "run", "validate_arguments"]
 
 _INSTALL = 'pip install "torchpool[lab]"'
 
@@ -222,8 +225,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def validate_arguments(args: argparse.Namespace) -> None:
+    """Checks every option of ``torchpool gallery`` before any work.
+
+    Args:
+        args: the parsed options of :func:`add_arguments`.
+
+    Raises:
+        ValueError: naming the first bad option and what it expects.
+        RuntimeError: if matplotlib is missing.
+    """
+    if args.size < 0:
+        raise ValueError(f"--size must be >= 0 (0 keeps the photo's size), got {args.size}")
+    if not -(2**63) <= args.seed < 2**64:
+        raise ValueError(f"--seed must be in -2**63..2**64-1 (a torch seed), got {args.seed}")
+    if args.image is not None:
+        image = Path(args.image)
+        if not image.exists():
+            raise ValueError(f"--image {args.image} does not exist")
+        if not image.is_file():
+            raise ValueError(f"--image {args.image} is not a file")
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out {args.out} is a folder; expected a file name such as gallery.png")
+    suffix = out.suffix.lower().lstrip(".")
+    if suffix:
+        _import_pyplot()
+        from matplotlib.figure import Figure
+
+        formats = sorted(Figure().canvas.get_supported_filetypes())
+        if suffix not in formats:
+            raise ValueError(
+                f"--out {args.out}: matplotlib cannot write .{suffix} files; use one of {formats}"
+            )
+    folder = out.parent
+    if not folder.is_dir():
+        raise ValueError(f"--out {args.out}: the folder {folder} does not exist")
+    try:
+        probe, name = tempfile.mkstemp(prefix=".torchpool-probe-", dir=folder)
+        os.close(probe)
+        os.unlink(name)
+    except OSError as error:
+        raise ValueError(f"--out {args.out} is not writable: {error.strerror or error}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Writes the gallery PNG; returns 0, or 2 with a message on an error.
+
+    Every option is checked (:func:`validate_arguments`) before the photo is read.
 
     Args:
         args: the parsed options of :func:`add_arguments`.
@@ -232,8 +281,7 @@ def run(args: argparse.Namespace) -> int:
         The exit status.
     """
     try:
-        if args.size < 0:
-            raise ValueError(f"--size must be >= 0, got {args.size}")
+        validate_arguments(args)
         x = load_image(args.image, args.size)
         if min(x.shape[2:]) < 4:
             raise ValueError(f"the image is too small to pool ({x.shape[2]}x{x.shape[3]}); use --size >= 4")

@@ -120,7 +120,7 @@ def resolve_variant(name: str, num_classes: int = 10) -> VariantSpec:
     """How ``name`` enters the model.
 
     Args:
-        name: a registry name.
+        name: a registry name (the returned spec carries the registry's spelling of it).
         num_classes: number of classes (some heads are classifiers themselves).
 
     Raises:
@@ -128,6 +128,7 @@ def resolve_variant(name: str, num_classes: int = 10) -> VariantSpec:
         VariantNotApplicable: for a registered pool this 2-d experiment cannot use.
     """
     info = get_pool_info(name)  # ValueError for unknown names
+    name = info.name  # the registry's own spelling, should it accept other names for a pool
     if 2 not in info.dims:
         dims = ",".join(f"{d}d" for d in info.dims)
         raise VariantNotApplicable(f"supports {dims} inputs only; compare trains a 2-d image CNN")

@@ -75,6 +75,7 @@ BAD_COMPARE_ARGUMENTS: list[tuple[list[str], str]] = [
     (["--lr", "fast"], "--lr"),
     (["--image-size", "0"], "--image-size"),
     (["--image-size", "-4"], "--image-size"),
+    (["--image-size", "100000"], "--image-size"),
     (["--epochs", "0"], "--epochs"),
     (["--epochs", "-1"], "--epochs"),
     (["--epochs", "1.5"], "--epochs"),
@@ -103,6 +104,29 @@ def test_compare_refuses_bad_arguments_before_any_work(
 ) -> None:
     _refused(capsys, ["compare", "--out", str(tmp_path / "out"), *argv], option)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_compare_cuda_without_a_gpu(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_work: None
+) -> None:
+    _refused(capsys, ["compare", "--out", str(tmp_path / "o"), "--device", "cuda"], "--device cuda")
+
+
+def test_compare_batch_size_indivisible_by_the_world_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_work: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    _refused(
+        capsys,
+        ["compare", "--out", str(tmp_path / "o"), "--batch-size", "3"],
+        "--batch-size 3",
+        "world size 2",
+    )
+    import torch.distributed as dist
+
+    assert not dist.is_initialized()  # refused before any process group was set up
 
 
 def test_compare_unknown_variant_suggests_close_names(
@@ -335,7 +359,7 @@ def test_a_diverged_variant_is_reported_not_scored(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     class NaNAdam(torch.optim.Adam):
-        def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        def step(self, closure: Any = None) -> Any:
             loss = super().step(closure)
             with torch.no_grad():
                 for group in self.param_groups:
@@ -451,3 +475,25 @@ def test_list_unknown_family_is_one_line(capsys: pytest.CaptureFixture[str]) -> 
     line = _refused(capsys, ["list", "--family", "nope"], "--family", "'nope'", "max/avg")
     assert line.startswith("torchpool list: error:")
     _refused(capsys, [], "command")
+
+
+def test_an_os_error_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def denied(*args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(13, "Permission denied", "/data/locked")
+
+    monkeypatch.setattr(compare, "load_dataset", denied)
+    line = _refused(capsys, ["compare", "--out", str(tmp_path / "o")], "Permission denied", "/data/locked")
+    assert line.startswith("torchpool compare: error:")
+
+
+def test_a_closed_pipe_stops_quietly() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "torchpool", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # like `torchpool list | head -0`
+    err = process.stderr.read()
+    assert process.wait(timeout=60) == 1
+    assert err == ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -127,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(file=sys.stdout)
             print(f"{prog}: interrupted (Ctrl-C)", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (``torchpool list | head -1``): stop quietly
+        with contextlib.suppress(OSError, ValueError):  # Python would complain again at exit's flush
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as error:  # a file or folder the user named: missing, not writable, full disk ...
         where = f": {error.filename}" if error.filename else ""
         print(f"{prog}: error: {error.strerror or error}{where}", file=sys.stderr)

@@ -51,6 +51,7 @@ RESIZE_FACTOR = 1.5
 _TRAIN_EVAL_MAX = 10000  # train accuracy (for the gap) is measured on at most this many training images
 _BN_CALIBRATION = 2048  # training images used to recompute batch-norm statistics after training
 _MAX_SEED = 2**31 - 1  # torch and numpy seeds derived from --seed stay in range
+_MAX_IMAGE_SIZE = 1024  # every split is held in memory at this side: 60000 Fashion-MNIST images are 250 GB
 OUTPUT_FILES: tuple[str, ...] = ("results.json", "report.md", "accuracy.png", "noise.png")
 
 
@@ -182,6 +183,11 @@ def validate_arguments(args: argparse.Namespace) -> list[str]:
         _positive(args, option)
     for option in ("limit", "image_size", "threads"):
         _positive(args, option, optional=True)
+    if args.image_size is not None and args.image_size > _MAX_IMAGE_SIZE:
+        raise UsageError(
+            f"--image-size must be at most {_MAX_IMAGE_SIZE} (the images are held in memory), "
+            f"got {args.image_size}"
+        )
     if not (math.isfinite(args.lr) and args.lr > 0):
         raise UsageError(f"--lr must be a positive finite learning rate, got {args.lr}")
     if not 0 <= args.seed <= _MAX_SEED - args.seeds:

@@ -20,16 +20,31 @@ def _tuple(v: IntOrTuple, n: int) -> tuple[int, ...]:
     return (v,) * n if isinstance(v, int) else tuple(v)
 
 
+def _out_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    """PyTorch's max-pooling output size (``pooling_output_shape``), written out."""
+    span = d * (k - 1) + 1
+    numerator = size + 2 * p - span + (s - 1 if ceil_mode else 0)
+    out = numerator // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:  # the last window must start inside the input
+        out -= 1
+    return out
+
+
 def _windows(
-    spatial: Sequence[int], k: Sequence[int], s: Sequence[int], p: Sequence[int]
+    spatial: Sequence[int],
+    k: Sequence[int],
+    s: Sequence[int],
+    p: Sequence[int],
+    dil: Sequence[int],
+    ceil_mode: bool,
 ) -> Iterator[tuple[tuple[int, ...], list[int]]]:
     """Yields (output position, [flat index of each window cell or -1 for padding])."""
     n = len(spatial)
-    out = [(spatial[d] + 2 * p[d] - k[d]) // s[d] + 1 for d in range(n)]
+    out = [_out_size(spatial[d], k[d], s[d], p[d], dil[d], ceil_mode) for d in range(n)]
     for pos in itertools.product(*(range(o) for o in out)):
         cells = []
         for off in itertools.product(*(range(kk) for kk in k)):
-            coords = [pos[d] * s[d] - p[d] + off[d] for d in range(n)]
+            coords = [pos[d] * s[d] - p[d] + off[d] * dil[d] for d in range(n)]
             if all(0 <= coords[d] < spatial[d] for d in range(n)):
                 flat = 0
                 for d in range(n):
@@ -41,32 +56,45 @@ def _windows(
 
 
 def window_cells_reference(
-    spatial: Sequence[int], kernel_size: IntOrTuple, stride: IntOrTuple | None = None, padding: IntOrTuple = 0
+    spatial: Sequence[int],
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
 ) -> tuple[tuple[int, ...], Tensor]:
-    """Output size and (``*out``, ``prod(k)``) flat cell indices in the unpadded plane (-1 = padding)."""
+    """Output size and (``*out``, ``prod(k)``) flat cell indices in the unpadded plane (-1 = padding,
+    including the cells a ceil-mode window reaches beyond the right padding)."""
     n = len(spatial)
     k = _tuple(kernel_size, n)
     s = k if stride is None else _tuple(stride, n)
     p = _tuple(padding, n)
-    out = tuple((spatial[d] + 2 * p[d] - k[d]) // s[d] + 1 for d in range(n))
+    d = _tuple(dilation, n)
+    out = tuple(_out_size(spatial[i], k[i], s[i], p[i], d[i], ceil_mode) for i in range(n))
     table = torch.full((*out, len(list(itertools.product(*(range(kk) for kk in k))))), -1, dtype=torch.long)
-    for pos, cells in _windows(spatial, k, s, p):
+    for pos, cells in _windows(spatial, k, s, p, d, ceil_mode):
         table[pos] = torch.tensor(cells)
     return out, table
 
 
 def stochastic_probabilities_reference(
-    x: Tensor, kernel_size: IntOrTuple, stride: IntOrTuple | None = None, padding: IntOrTuple = 0
+    x: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
 ) -> Tensor:
     """Per-window probabilities over the window's cells, row-major: (N, C, *out, prod(k)), float64.
 
     ``p_i = a_i / sum a`` (padding cells have a = 0); a window summing to 0 puts probability 1
-    on its first in-bounds cell (Caffe's rule).
+    on its first in-bounds cell (the cell Caffe's forward picks too; torchpool outputs 0 there and
+    passes no gradient, where Caffe's backward passes the gradient to that cell).
     """
     x = x.detach().double()
     n_batch, channels = x.shape[:2]
     spatial = tuple(x.shape[2:])
-    out, table = window_cells_reference(spatial, kernel_size, stride, padding)
+    out, table = window_cells_reference(spatial, kernel_size, stride, padding, dilation, ceil_mode)
     plane = x.reshape(n_batch, channels, -1)
     probs = torch.zeros(n_batch, channels, *out, table.shape[-1], dtype=torch.float64)
     for pos in itertools.product(*(range(o) for o in out)):
@@ -85,13 +113,18 @@ def stochastic_probabilities_reference(
 
 
 def stochastic_eval_reference(
-    x: Tensor, kernel_size: IntOrTuple, stride: IntOrTuple | None = None, padding: IntOrTuple = 0
+    x: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
 ) -> Tensor:
     """Probabilistic weighting ``sum a^2 / sum a`` per window (0 for a zero window), float64."""
     x = x.detach().double()
     n_batch, channels = x.shape[:2]
     spatial = tuple(x.shape[2:])
-    out, table = window_cells_reference(spatial, kernel_size, stride, padding)
+    out, table = window_cells_reference(spatial, kernel_size, stride, padding, dilation, ceil_mode)
     plane = x.reshape(n_batch, channels, -1)
     y = torch.zeros(n_batch, channels, *out, dtype=torch.float64)
     for pos in itertools.product(*(range(o) for o in out)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -337,8 +338,12 @@ def test_module_equals_function(n):
     with pytest.raises(ValueError, match="return_indices"):
         indexed.eval()(x)
     name = MODULES[n].__name__
-    assert repr(module) == f"{name}(kernel_size=3, stride=2, padding=1, return_indices=False)"
-    assert repr(MODULES[n](2)) == f"{name}(kernel_size=2, stride=2, padding=0, return_indices=False)"
+    assert repr(module) == (
+        f"{name}(kernel_size=3, stride=2, padding=1, dilation=1, ceil_mode=False, return_indices=False)"
+    )
+    assert repr(MODULES[n](2)) == (
+        f"{name}(kernel_size=2, stride=2, padding=0, dilation=1, ceil_mode=False, return_indices=False)"
+    )
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
@@ -399,6 +404,12 @@ GOOD = torch.rand(1, 2, 6, 6)
         (lambda: stochastic_pool3d(GOOD[0], 2), ValueError, "input"),
         (lambda: StochasticPool2d(0), ValueError, "kernel_size"),
         (lambda: StochasticPool2d(2, return_indices=1), TypeError, "return_indices"),
+        (lambda: stochastic_pool2d(GOOD, 2, dilation=0), ValueError, "dilation"),
+        (lambda: stochastic_pool2d(GOOD, 2, dilation=1.5), TypeError, "dilation"),
+        (lambda: stochastic_pool2d(GOOD, 2, ceil_mode=1), TypeError, "ceil_mode"),
+        (lambda: stochastic_pool2d(GOOD, 3, dilation=3), ValueError, "input"),
+        (lambda: StochasticPool2d(2, dilation=(1, 2, 3)), ValueError, "dilation"),
+        (lambda: StochasticPool2d(2, ceil_mode="yes"), TypeError, "ceil_mode"),
     ],
 )
 def test_bad_calls_raise_naming_the_parameter(call, error, match):
@@ -431,3 +442,220 @@ def test_naive_baselines_agree():
     probs = stochastic_probabilities_reference(x, 3, 2, 1)
     _, table = window_cells_reference((9, 9), 3, 2, 1)
     assert bool(((probs * (idx.unsqueeze(-1) == table)).sum(-1) > 0).all())
+
+
+# --------------------------------------------------------------------------- dilation and ceil mode
+
+# (ndim, spatial, kernel_size, stride, padding, dilation, ceil_mode): ceil-mode windows that overhang
+# the right padding, dilated windows, windows holding padding only along a dilated dimension
+DC_CASES = [
+    (1, (10,), 3, 2, 1, 2, True),
+    (1, (9,), 2, 2, 0, 1, True),
+    (2, (7, 8), 3, 2, 0, 1, True),
+    (2, (9, 9), 3, 2, 1, 2, False),
+    (2, (8, 7), (3, 2), (2, 1), (1, 0), (2, 3), True),
+    (2, (5, 6), 2, 1, 1, 4, True),
+    (3, (5, 6, 7), 2, 2, 1, (1, 2, 1), True),
+    (3, (4, 5, 4), (3, 2, 2), (2, 3, 1), (1, 1, 0), (1, 1, 2), False),
+]
+DC_IDS = [f"{c[0]}d-{c[1]}-k{c[2]}-s{c[3]}-p{c[4]}-d{c[5]}-ceil{c[6]}" for c in DC_CASES]
+MAX_POOLS = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+
+
+@pytest.mark.parametrize(("n", "spatial", "k", "s", "p", "d", "ceil"), DC_CASES, ids=DC_IDS)
+def test_dilation_ceil_output_size_is_max_pooling_s(n, spatial, k, s, p, d, ceil):
+    x = relu_input((2, 3, *spatial), seed=20, dtype=torch.float32)
+    expected = MAX_POOLS[n](x, k, s, p, d, ceil).shape
+    for training in (True, False):
+        assert FUNCS[n](x, k, s, p, d, ceil, training=training, generator=gen()).shape == expected
+    module = MODULES[n](k, s, p, d, ceil)
+    assert module(x).shape == expected and module.eval()(x).shape == expected
+    # the reference enumerates the same windows
+    assert window_cells_reference(spatial, k, s, p, d, ceil)[0] == tuple(expected[2:])
+
+
+@pytest.mark.parametrize(("n", "spatial", "k", "s", "p", "d", "ceil"), DC_CASES, ids=DC_IDS)
+def test_dilation_ceil_eval_matches_reference(n, spatial, k, s, p, d, ceil):
+    x = relu_input((2, 3, *spatial), seed=21)
+    y = FUNCS[n](x, k, s, p, d, ceil, training=False)
+    torch.testing.assert_close(y, stochastic_eval_reference(x, k, s, p, d, ceil), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("n", "spatial", "k", "s", "p", "d", "ceil"), DC_CASES, ids=DC_IDS)
+def test_dilation_ceil_training_draws_and_gradient(n, spatial, k, s, p, d, ceil):
+    x = relu_input((2, 3, *spatial), seed=22)
+    x[0, 0] = 0.0  # a plane of zero windows
+    leaf = x.clone().requires_grad_(True)
+    y, idx = FUNCS[n](leaf, k, s, p, d, ceil, generator=gen(1), return_indices=True)
+    flat = x.flatten(2)
+    torch.testing.assert_close(y.detach().flatten(2), flat.gather(2, idx.flatten(2)), rtol=0, atol=0)
+    probs = stochastic_probabilities_reference(x, k, s, p, d, ceil)
+    _, table = window_cells_reference(spatial, k, s, p, d, ceil)
+    match = idx.unsqueeze(-1) == table
+    assert bool((match.sum(-1) == 1).all()), "index is not a cell of its window"
+    assert bool(((probs * match).sum(-1) > 0).all()), "drew a cell with probability 0"
+    first = table.masked_fill(table < 0, 10**9).min(-1).values  # zero windows: first in-bounds cell
+    torch.testing.assert_close(idx[0, 0], first)
+    # one-hot gradient; zero windows pass none
+    upstream = torch.randn(y.shape, dtype=y.dtype, generator=gen(3))
+    y.backward(upstream)
+    masked = upstream * (stochastic_eval_reference(x, k, s, p, d, ceil) > 0)
+    expected = torch.zeros_like(x).flatten(2).scatter_add_(2, idx.flatten(2), masked.flatten(2))
+    torch.testing.assert_close(leaf.grad, expected.view_as(x), rtol=0, atol=1e-12)
+
+
+def test_dilation_ceil_gradcheck_eval():
+    for n, spatial, k, s, p, d, ceil in [DC_CASES[0], DC_CASES[2], DC_CASES[4], DC_CASES[7]]:
+        x = (torch.rand(1, 2, *spatial, dtype=torch.float64, generator=gen(n)) + 0.1).requires_grad_(True)
+        assert torch.autograd.gradcheck(
+            lambda t, n=n, k=k, s=s, p=p, d=d, c=ceil: FUNCS[n](t, k, s, p, d, c, training=False), (x,)
+        )
+
+
+def test_dilation_ceil_chunked_path_equals_one_chunk(monkeypatch):
+    from torchpool.ops import stochastic
+
+    x = relu_input((3, 4, 11, 10), seed=23, dtype=torch.float32)
+    x[1, 2, :4] = 0.0
+    results = {}
+    for chunk in (stochastic._CHUNK_ELEMENTS, 150):  # 150: a few planes per chunk, then one
+        monkeypatch.setattr(stochastic, "_CHUNK_ELEMENTS", chunk)
+        for training, (d, ceil) in itertools.product((True, False), ((1, True), (2, True), (2, False))):
+            leaf = x.clone().requires_grad_(True)
+            y = stochastic_pool2d(leaf, 3, 2, 1, d, ceil, training=training, generator=gen(4))
+            y.backward(torch.linspace(0.5, 1.5, y.numel()).view_as(y))
+            results.setdefault((training, d, ceil), []).append((y.detach(), leaf.grad))
+    for (y1, g1), (y2, g2) in results.values():
+        torch.testing.assert_close(y1, y2, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(g1, g2, rtol=1e-6, atol=1e-6)
+
+
+def test_chi_square_dilated_ceil_window():
+    """A dilated window that overhangs the right padding in ceil mode draws with p = a / sum a over
+    its in-bounds cells only."""
+    draws = 20000
+    plane = 1.0 + (torch.arange(35, dtype=torch.float32) % 4).view(5, 7)
+    x = plane.expand(draws, 1, 5, 7).contiguous()
+    _, idx = stochastic_pool2d(x, 3, 2, 1, 2, True, generator=gen(9), return_indices=True)
+    probs = stochastic_probabilities_reference(plane.view(1, 1, 5, 7), 3, 2, 1, 2, True)[0, 0]
+    _, table = window_cells_reference((5, 7), 3, 2, 1, 2, True)
+    assert idx.shape[-2:] == table.shape[:2] == (2, 3)
+    for pos in [(0, 0), (1, 2), (0, 2)]:
+        cells = [c for c, q in zip(table[pos].tolist(), probs[pos].tolist(), strict=True) if q > 0]
+        expected = torch.tensor([q for q in probs[pos].tolist() if q > 0]) * draws
+        counts = _window_counts(idx[:, 0, pos[0], pos[1]], cells)
+        assert int(counts.sum()) == draws, f"window {pos} drew a zero-probability cell"
+        assert chi_square_pvalue(counts, expected) > 1e-3, pos
+        # power: an undilated window at the same place is a different distribution
+        wrong = torch.tensor(cells)[torch.randint(len(cells), (draws,), generator=gen(8))]
+        assert chi_square_pvalue(_window_counts(wrong, cells), expected) < 1e-6
+
+
+def test_squeezenet_max_pool_is_replaceable():
+    """squeezenet1_0's ``MaxPool2d(3, 2, ceil_mode=True)`` at its three feature-map sizes."""
+    for size in (109, 54, 27):
+        x = torch.rand(1, 2, size, size)
+        expected = torch.nn.MaxPool2d(3, 2, ceil_mode=True)(x).shape
+        pool = StochasticPool2d(3, 2, ceil_mode=True)
+        assert pool(x).shape == expected and pool.eval()(x).shape == expected
+
+
+# --------------------------------------------------------------------------- zero windows (documented rule)
+
+
+def test_zero_window_rule_as_documented():
+    """docs/stochastic.md: a zero window outputs 0 and passes NO gradient (Caffe would pass it to the
+    window's first cell); in training its index is the first in-bounds cell, padding skipped."""
+    # 2x2 windows, stride 2, padding 1: rows [-1, 0], [1, 2], [3, 4]; only row 3 is positive
+    x = torch.zeros(1, 1, 4, 6)
+    x[0, 0, 3, 3:] = torch.tensor([1.0, 2.0, 3.0])
+    for training in (True, False):
+        leaf = x.clone().requires_grad_(True)
+        out = stochastic_pool2d(leaf, 2, 2, 1, training=training, generator=gen(2), return_indices=training)
+        y, idx = out if training else (out, None)
+        assert bool((y[0, 0, :2] == 0).all()) and bool((y[0, 0, 2, 2:] > 0).all())
+        y.backward(torch.ones_like(y))
+        assert leaf.grad is not None and bool(leaf.grad[0, 0, 3, 3:].abs().sum() > 0)
+        assert leaf.grad[0, 0, :3].abs().sum() == 0, "a zero window passed gradient (Caffe's rule)"
+        if idx is not None:
+            assert idx[0, 0, 0, 0] == 0  # corner window (rows -1..0, cols -1..0): cell (0, 0)
+            assert idx[0, 0, 0, 1] == 1  # rows -1..0, cols 1..2: cell (0, 1)
+            assert idx[0, 0, 1, 0] == 6  # rows 1..2, cols -1..0: cell (1, 0)
+
+
+# --------------------------------------------------------------------------- empty, meta, compile
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(0, 3), (2, 0)], ids=["N0", "C0"])
+def test_empty_batch_or_channels_give_the_empty_result(n, shape):
+    spatial = {1: (9,), 2: (7, 8), 3: (5, 4, 6)}[n]
+    x = torch.rand(*shape, *spatial, requires_grad=True)
+    expected = (*shape, *MAX_POOLS[n](torch.rand(1, 1, *spatial), 3, 2, 1).shape[2:])
+    for training in (True, False):
+        y = FUNCS[n](x, 3, 2, 1, training=training)
+        assert y.shape == expected and y.numel() == 0
+        y.sum().backward()
+        assert x.grad is not None and x.grad.shape == x.shape
+    y, idx = FUNCS[n](x, 3, 2, 1, return_indices=True)
+    assert idx.shape == expected and idx.dtype == torch.int64
+    assert MODULES[n](3, 2, 1).eval()(x[0] if shape[0] else x).numel() == 0
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_meta_tensors_infer_the_shape(n):
+    spatial = {1: (9,), 2: (7, 8), 3: (5, 4, 6)}[n]
+    x = torch.empty(2, 3, *spatial, device="meta")
+    expected = MAX_POOLS[n](torch.empty(2, 3, *spatial), 3, 2, 1, 1, True).shape
+    for training in (True, False):
+        y = FUNCS[n](x, 3, 2, 1, ceil_mode=True, training=training)
+        assert y.device.type == "meta" and y.shape == expected
+    y, idx = FUNCS[n](x, 3, 2, 1, return_indices=True)
+    assert idx.device.type == "meta" and idx.dtype == torch.int64
+    leaf = torch.empty(2, 3, *spatial, device="meta", requires_grad=True)
+    FUNCS[n](leaf, 2, training=True).sum().backward()
+    assert leaf.grad is not None and leaf.grad.shape == leaf.shape
+
+
+def test_fake_tensors_infer_the_shape():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        x = torch.empty(2, 3, 9, 9)
+        assert stochastic_pool2d(x, 3, 2, 1, 2, True).shape == (2, 3, 4, 4)
+        assert stochastic_pool2d(x, 3, 2, training=False).shape == (2, 3, 4, 4)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_fullgraph_compile_matches_eager_with_dilation_and_ceil(training):
+    """fullgraph=True (no graph break), forward and backward, same seed -> same draws."""
+    torch._dynamo.reset()
+    pool = StochasticPool2d(3, 2, 1, dilation=2, ceil_mode=True).train(training)
+    x = relu_input((2, 3, 9, 10), seed=24, dtype=torch.float32)
+    x[0, 0, :5] = 0.0
+
+    def run(module):
+        leaf = x.clone().requires_grad_(True)
+        torch.manual_seed(3)
+        y = module(leaf)
+        y.backward(torch.linspace(0.5, 1.5, y.numel()).view_as(y))
+        return y.detach(), leaf.grad
+
+    y_c, g_c = run(torch.compile(pool, fullgraph=True, backend="aot_eager"))
+    y_e, g_e = run(pool)
+    torch.testing.assert_close(y_c, y_e, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(g_c, g_e, rtol=1e-6, atol=1e-6)
+    torch._dynamo.reset()
+
+
+def test_eager_check_still_refuses_bad_input_and_traced_path_skips_it():
+    bad = GOOD.clone()
+    bad[0, 0, 0, 0] = -1.0
+    with pytest.raises(ValueError, match="non-negative"):
+        stochastic_pool2d(bad, 2)
+    with pytest.raises(ValueError, match="non-negative"):
+        StochasticPool2d(2, ceil_mode=True).eval()(bad)
+    # exported programs carry no data-dependent check (and no .item())
+    program = torch.export.export(StochasticPool2d(3, 2, ceil_mode=True).eval(), (GOOD,))
+    expected = stochastic_pool2d(GOOD, 3, 2, ceil_mode=True, training=False)
+    torch.testing.assert_close(program.module()(GOOD), expected)

@@ -21,12 +21,25 @@ Special values:
 
 * Negative, NaN or infinite input raises ``ValueError``: the probabilities ``a_i / sum a``
   are only defined for finite ``a >= 0`` (apply ReLU first). This check reads the input once;
-  it is data-dependent, so it is skipped under ``torch.compile``, ``torch.export`` and tracing.
-* A window whose cells are all zero (including padding) outputs 0 with zero gradient. In
-  training it returns its first in-bounds cell (row-major), Caffe's rule; in evaluation the
-  denominator is made safe before dividing, so neither the forward nor the backward pass
-  produces NaN.
-* Zero padding cells have probability 0 and are never drawn.
+  it is data-dependent, so it is skipped under ``torch.compile``, ``torch.export`` and tracing
+  and for ``meta``/fake tensors.
+* A window whose cells are all zero (including padding) outputs 0 with zero gradient, in
+  training and in evaluation. In training its index is its first in-bounds cell (row-major).
+  Caffe's forward picks that cell too, but Caffe's backward sends the window's gradient to
+  it; here the gradient is 0 (the probabilities are undefined and the output is 0 whatever
+  is drawn). In evaluation the denominator is made safe before dividing, so neither the
+  forward nor the backward pass produces NaN.
+* Zero padding cells have probability 0 and are never drawn; so are the cells a ceil-mode
+  window reaches beyond the padding.
+* ``N = 0`` or ``C = 0`` gives the empty result, as PyTorch's pools do.
+
+Dilation and ceil mode follow max pooling (same output size as ``F.max_pool{n}d``).
+
+Traceable path. Under ``torch.compile``, ``torch.export``, ONNX export and tracing, and for
+``meta``/fake tensors, the pool runs in plain differentiable ops with the same arithmetic
+(no chunks, no custom autograd Function, no data-dependent branch), so
+``torch.compile(fullgraph=True)`` works and matches eager under the same seed. A
+``torch.Generator`` cannot enter a dynamo graph: seed with ``torch.manual_seed`` there.
 """
 
 from __future__ import annotations
@@ -38,6 +51,7 @@ from typing import Literal, overload
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch._subclasses.fake_tensor import FakeTensor
 
 from .._checks import (
     Window,
@@ -70,12 +84,19 @@ __all__ = [
 # --------------------------------------------------------------------------- helpers
 
 
+def _symbolic(x: Tensor) -> bool:
+    """Whether ``x`` has no values to read: a ``meta`` or fake tensor, or a trace is running.
+
+    Such calls take the traceable path (no data-dependent Python branch, no ``.item()``)."""
+    return is_traced() or x.device.type == "meta" or isinstance(x, FakeTensor)
+
+
 def _check_values(x: Tensor) -> None:
-    """Raises ``ValueError`` unless every element is finite and non-negative (one pass)."""
-    if x.numel() == 0:
-        return
-    if is_traced():
-        # data-dependent checks break torch.compile / torch.export / ONNX graphs; eager only
+    """Raises ``ValueError`` unless every element is finite and non-negative (one pass).
+
+    Skipped where there are no values to read (:func:`_symbolic`): under ``torch.compile``,
+    ``torch.export``, ONNX export and tracing the check would be a data-dependent graph break."""
+    if x.numel() == 0 or _symbolic(x):
         return
     lo, hi = torch.aminmax(x.detach())
     if bool(torch.isnan(lo)):
@@ -111,10 +132,10 @@ def _window_tables(
     the flat index of each window's first in-bounds cell.
     """
     strides = _flat_strides(spatial)
-    k, s, p = win.kernel_size, win.stride, win.padding
+    k, s, p, dil = win.kernel_size, win.stride, win.padding, win.dilation
     offsets = torch.tensor(
         [
-            sum(o * st for o, st in zip(off, strides, strict=True))
+            sum(o * dd * st for o, dd, st in zip(off, dil, strides, strict=True))
             for off in itertools.product(*(range(kk) for kk in k))
         ],
         dtype=torch.int64,
@@ -128,16 +149,30 @@ def _window_tables(
         shape = [1] * n
         shape[d] = out[d]
         base = base + (start * strides[d]).view(shape)
-        first = first + (start.clamp(min=0) * strides[d]).view(shape)
+        # the first cell start + j * dilation >= 0 (clamped into the plane: with a large dilation a
+        # window can hold padding only, and then any in-bounds index will do, its value is unused)
+        inside = start + (-start).clamp(min=0).add(dil[d] - 1).div(dil[d], rounding_mode="floor") * dil[d]
+        first = first + (inside.clamp(0, spatial[d] - 1) * strides[d]).view(shape)
     return offsets, base, first
 
 
-def _padded(x: Tensor, padding: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-    """``x`` (N, C, *spatial) zero-padded and in ``dtype``; ``x`` itself when nothing changes."""
-    if not any(padding):
+def _pads(spatial: tuple[int, ...], win: Window, out: tuple[int, ...]) -> list[tuple[int, int]]:
+    """``(left, right)`` zero padding per dimension: ``padding`` on the left; on the right as much as
+    the last window reaches (more than ``padding`` in ceil mode, where it may overhang)."""
+    pads = []
+    for size, k, s, p, d, o in zip(spatial, *win, out, strict=True):
+        reach = (o - 1) * s + d * (k - 1) + 1  # padded cells the windows span
+        pads.append((p, max(0, reach - size - p)))
+    return pads
+
+
+def _padded(x: Tensor, win: Window, out: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """``x`` (N, C, *spatial) zero-padded (:func:`_pads`) and in ``dtype``; ``x`` itself when nothing
+    changes."""
+    pads = _pads(tuple(x.shape[2:]), win, out)
+    if not any(left or right for left, right in pads):
         return x if x.dtype == dtype else x.to(dtype)
-    pads = [q for pp in reversed(padding) for q in (pp, pp)]
-    return F.pad(x.to(dtype), pads)
+    return F.pad(x.to(dtype), [q for pair in reversed(pads) for q in pair])
 
 
 def _offset_views(a: Tensor, win: Window, out: tuple[int, ...]) -> list[Tensor]:
@@ -145,7 +180,8 @@ def _offset_views(a: Tensor, win: Window, out: tuple[int, ...]) -> list[Tensor]:
     views = []
     for off in itertools.product(*(range(kk) for kk in win.kernel_size)):
         index = tuple(
-            slice(o, o + st * (n - 1) + 1, st) for o, st, n in zip(off, win.stride, out, strict=True)
+            slice(o * d, o * d + st * (n - 1) + 1, st)
+            for o, d, st, n in zip(off, win.dilation, win.stride, out, strict=True)
         )
         key: tuple[object, ...] = (Ellipsis, *index)
         views.append(a[key])  # type: ignore[index]
@@ -167,7 +203,7 @@ def _plane_chunks(x: Tensor, padding: tuple[int, ...]) -> list[_Part]:
     """``(batch, channel)`` slices covering ``x``'s planes, each at most :data:`_CHUNK_ELEMENTS` padded
     elements (or one plane): whole batch items where one fits, else channel ranges of one item."""
     n, c = x.shape[:2]
-    plane = math.prod(size + 2 * p for size, p in zip(x.shape[2:], padding, strict=True))
+    plane = math.prod([size + 2 * p for size, p in zip(x.shape[2:], padding, strict=True)])
     planes = max(1, _CHUNK_ELEMENTS // max(1, plane))
     if n * c == 0 or planes >= n * c:
         return [(slice(None), slice(None))]
@@ -189,7 +225,7 @@ def _draw_chunk(
     indices into the unpadded plane, and a mask of the windows with a positive sum (``None`` when
     all are positive).
     """
-    a = _padded(x, win.padding, u.dtype)
+    a = _padded(x, win, out, u.dtype)
     views = _offset_views(a, win, out)
     kk = len(views)
     # pass 1: window sums, accumulated in the same order as the running sums of pass 2
@@ -355,24 +391,35 @@ def _pool_layout(x: Tensor, n: int, dtype: torch.dtype) -> Tensor:
     return (x.unsqueeze(2) if n == 1 else x).to(dtype=dtype, memory_format=torch.channels_last)
 
 
-def _pool_window(win: Window, n: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+_PoolWindow = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], bool]
+"""``(kernel, stride, padding, ceil_mode)`` of the eval path's average pools (dilation 1)."""
+
+
+def _pool_window(win: Window, n: int, ceil_mode: bool) -> _PoolWindow:
     k, s, p = win.kernel_size, win.stride, win.padding
-    return ((1, *k), (1, *s), (0, *p)) if n == 1 else (k, s, p)
+    return ((1, *k), (1, *s), (0, *p), ceil_mode) if n == 1 else (k, s, p, ceil_mode)
 
 
 def _avg_pool(
-    a: Tensor, kernel: tuple[int, ...], stride: tuple[int, ...], padding: tuple[int, ...]
+    a: Tensor, kernel: tuple[int, ...], stride: tuple[int, ...], padding: tuple[int, ...], ceil_mode: bool
 ) -> Tensor:
+    """``count_include_pad=True`` average pool. In ceil mode a window that overhangs the right padding
+    averages over fewer cells; the divisor cancels in ``avg(a^2) / avg(a)`` (same window, same divisor)."""
     if a.dim() == 5:
         # F.avg_pool3d, or its separable form where autograd would differentiate it in deterministic
-        # mode (never here: the forward of _ProbabilisticWeighting runs without autograd, and its
-        # backward goes through _avg_pool_backward)
-        return deterministic_avg_pool3d(a, kernel, stride, padding)
-    return F.avg_pool2d(a, kernel, stride, padding)
+        # mode (never on the eager path: the forward of _ProbabilisticWeighting runs without autograd,
+        # and its backward goes through _avg_pool_backward)
+        return deterministic_avg_pool3d(a, kernel, stride, padding, ceil_mode)
+    return F.avg_pool2d(a, kernel, stride, padding, ceil_mode)
 
 
 def _avg_pool_backward(
-    grad: Tensor, a: Tensor, kernel: tuple[int, ...], stride: tuple[int, ...], padding: tuple[int, ...]
+    grad: Tensor,
+    a: Tensor,
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    padding: tuple[int, ...],
+    ceil_mode: bool,
 ) -> Tensor:
     """The backward of :func:`_avg_pool` (``count_include_pad=True``).
 
@@ -383,13 +430,13 @@ def _avg_pool_backward(
     if a.dim() == 5 and is_deterministic(a):
         with torch.enable_grad():
             leaf = a.detach().requires_grad_(True)
-            pooled = deterministic_avg_pool3d(leaf, kernel, stride, padding)
+            pooled = deterministic_avg_pool3d(leaf, kernel, stride, padding, ceil_mode)
             return torch.autograd.grad(pooled, leaf, grad)[0]
     backward = torch.ops.aten.avg_pool3d_backward if a.dim() == 5 else torch.ops.aten.avg_pool2d_backward
-    return backward(grad, a, list(kernel), list(stride), list(padding), False, True, None)
+    return backward(grad, a, list(kernel), list(stride), list(padding), ceil_mode, True, None)
 
 
-def _weighting(a: Tensor, window: tuple[tuple[int, ...], ...]) -> tuple[Tensor, Tensor]:
+def _weighting(a: Tensor, window: _PoolWindow) -> tuple[Tensor, Tensor]:
     """``sum a^2 / sum a`` per window of ``a`` (pooling layout) and the safe denominator."""
     mean = _avg_pool(a, *window)
     mean_sq = _avg_pool(a * a, *window)
@@ -397,9 +444,7 @@ def _weighting(a: Tensor, window: tuple[tuple[int, ...], ...]) -> tuple[Tensor, 
     return mean_sq.div_(safe), safe
 
 
-def _weighting_grad(
-    grad: Tensor, a: Tensor, out: Tensor, safe: Tensor, window: tuple[tuple[int, ...], ...]
-) -> Tensor:
+def _weighting_grad(grad: Tensor, a: Tensor, out: Tensor, safe: Tensor, window: _PoolWindow) -> Tensor:
     """Input gradient of :func:`_weighting` (all in the pooling layout but ``grad`` and ``out``)."""
     ratio = grad.contiguous(memory_format=_layout_of(a)) / safe
     weight = _avg_pool_backward(ratio, a, *window)
@@ -429,13 +474,14 @@ class _ProbabilisticWeighting(torch.autograd.Function):
         x: Tensor,
         win: Window,
         n: int,
+        ceil_mode: bool,
         fmt: torch.memory_format,
         save: bool,
     ) -> Tensor:
         dtype = _compute_dtype(x.dtype)
-        window = _pool_window(win, n)
+        window = _pool_window(win, n, ceil_mode)
         chunks = _plane_chunks(x, win.padding)
-        ctx.meta = (win, n, len(chunks), x.dtype)  # type: ignore[attr-defined]
+        ctx.meta = (window, n, win.padding, len(chunks), x.dtype)  # type: ignore[attr-defined]
         if len(chunks) == 1:
             a = _pool_layout(x, n, dtype)
             pooled, safe = _weighting(a, window)
@@ -464,33 +510,97 @@ class _ProbabilisticWeighting(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(
         ctx: torch.autograd.function.FunctionCtx, grad: Tensor
-    ) -> tuple[Tensor, None, None, None, None]:
+    ) -> tuple[Tensor, None, None, None, None, None]:
         saved, out, safe = ctx.saved_tensors  # type: ignore[attr-defined]
-        win, n, chunks, x_dtype = ctx.meta  # type: ignore[attr-defined]
-        window = _pool_window(win, n)
+        window, n, padding, chunks, x_dtype = ctx.meta  # type: ignore[attr-defined]
         if n == 1:
             grad = grad.unsqueeze(2)
         if chunks == 1:
             result = _weighting_grad(grad, saved, out, safe, window).to(x_dtype)
-            return result.squeeze(2) if n == 1 else result, None, None, None, None
+            return result.squeeze(2) if n == 1 else result, None, None, None, None, None
         x = saved
         dtype = _compute_dtype(x.dtype)
         grad_x = torch.empty_like(x)
         o = out.unsqueeze(2) if n == 1 else out
-        for part in _plane_chunks(x, win.padding):
+        for part in _plane_chunks(x, padding):
             grad_c = _weighting_grad(grad[part], _pool_layout(x[part], n, dtype), o[part], safe[part], window)
             grad_x[part] = grad_c.squeeze(2) if n == 1 else grad_c
-        return grad_x, None, None, None, None
+        return grad_x, None, None, None, None, None
 
 
 def _layout_of(a: Tensor) -> torch.memory_format:
     return torch.channels_last if a.dim() == 4 else torch.contiguous_format
 
 
-def _eval(x: Tensor, win: Window, n: int, fmt: torch.memory_format) -> Tensor:
+def _eval(x: Tensor, win: Window, n: int, ceil_mode: bool, fmt: torch.memory_format) -> Tensor:
     """Probabilistic weighting in float32 (float64 for float64 input), returned in ``x.dtype``."""
     save = torch.is_grad_enabled() and x.requires_grad
-    return _ProbabilisticWeighting.apply(x, win, n, fmt, save).to(x.dtype)
+    return _ProbabilisticWeighting.apply(x, win, n, ceil_mode, fmt, save).to(x.dtype)
+
+
+# --------------------------------------------------------------------------- traceable path
+
+
+def _eval_traceable(x: Tensor, win: Window, n: int, ceil_mode: bool, out: tuple[int, ...]) -> Tensor:
+    """Probabilistic weighting in plain differentiable ops (no chunks, no custom Function).
+
+    The path under ``torch.compile`` / ``torch.export`` / tracing and for ``meta`` tensors, and in
+    eager mode for ``dilation > 1`` (average pooling has no dilation; the window sums are then
+    accumulated over strided views). The zero-window rule and the values are those of the eager
+    path; autograd gives the same gradient as its written-out backward.
+    """
+    dtype = _compute_dtype(x.dtype)
+    if all(d == 1 for d in win.dilation):
+        window = _pool_window(win, n, ceil_mode)
+        a = _pool_layout(x, n, dtype)
+        total = _avg_pool(a, *window)
+        square = _avg_pool(a * a, *window)
+    else:
+        views = _offset_views(_padded(x, win, out, dtype), win, out)
+        total, square = views[0], views[0] * views[0]
+        for v in views[1:]:
+            total = total + v
+            square = square + v * v
+    y = square / torch.where(total > 0, total, torch.ones((), dtype=dtype, device=x.device))
+    if n == 1 and all(d == 1 for d in win.dilation):
+        y = y.squeeze(2)
+    return y.to(x.dtype)
+
+
+def _draw_traceable(
+    x: Tensor, win: Window, out: tuple[int, ...], generator: torch.Generator | None
+) -> tuple[Tensor, Tensor]:
+    """Training draws in plain ops, with the arithmetic of :func:`_draw_chunk` (so the same uniforms
+    draw the same cells) and autograd through ``gather`` for the one-hot gradient.
+
+    Returns the output and the flat indices. Used under ``torch.compile`` / ``torch.export`` /
+    tracing and for ``meta`` tensors: no chunks, no data-dependent branch, no in-place writes.
+    """
+    dtype = _compute_dtype(x.dtype)
+    shape = (*x.shape[:2], *out)
+    offsets, base, first = _window_tables(tuple(x.shape[2:]), out, win, x.device)
+    u = torch.rand(shape, generator=generator, dtype=dtype, device=x.device)
+    with torch.no_grad():
+        views = _offset_views(_padded(x.detach(), win, out, dtype), win, out)
+        kk = len(views)
+        total = views[0] if kk == 1 else views[0] + views[1]
+        for v in views[2:]:
+            total = total + v
+        u = torch.minimum(u * total, torch.nextafter(total, total.new_tensor(-math.inf)))
+        position = torch.zeros(shape, dtype=torch.int64, device=x.device)
+        running = views[0]
+        for t in range(kk - 1):
+            running = views[0] + views[1] if t == 1 else running + views[t] if t > 1 else running
+            position = position + (running <= u).to(torch.int64)
+        positive = total > 0
+        # zero windows: their first in-bounds cell, as on the eager path
+        index = torch.where(positive, offsets[position] + base, first)
+    values = torch.gather(x.flatten(2), 2, index.flatten(2)).view(shape)
+    y = torch.where(positive, values, torch.zeros((), dtype=x.dtype, device=x.device))
+    return y, index
+
+
+# --------------------------------------------------------------------------- entry point
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:
@@ -510,9 +620,12 @@ def _stochastic_pool(
     training: bool,
     generator: torch.Generator | None,
     return_indices: bool,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    win = check_window(kernel_size, stride, padding, n)
-    x4, unbatched = check_input(x, n, "input", window=win)
+    win = check_window(kernel_size, stride, padding, n, dilation)
+    check_bool(ceil_mode, "ceil_mode")
+    x4, unbatched = check_input(x, n, "input", window=win, ceil_mode=ceil_mode)
     check_bool(training, "training")
     check_bool(return_indices, "return_indices")
     gen = check_generator(generator, x4)
@@ -522,13 +635,23 @@ def _stochastic_pool(
             "sum(a^2)/sum(a) is a weighted average, not one cell"
         )
     _check_values(x4)
-    out = tuple(pool_output_size(tuple(x4.shape[2:]), win.kernel_size, win.stride, win.padding))
+    out = tuple(pool_output_size(tuple(x4.shape[2:]), *win, ceil_mode))
     fmt = _memory_format(x4)
-    if not training:
-        y = _eval(x4, win, n, fmt).contiguous(memory_format=fmt)
-        return restore_batch(y, unbatched)
     index: Tensor | None
-    if torch.is_grad_enabled() and x4.requires_grad:
+    if x4.numel() == 0:
+        # N = 0 or C = 0: the empty result, as PyTorch's pools give (connected to x for autograd)
+        y = x4.flatten(2)[:, :, :1].reshape(*x4.shape[:2], *[1] * n).expand(*x4.shape[:2], *out)
+        index = torch.zeros(y.shape, dtype=torch.int64, device=x4.device) if return_indices else None
+    elif not training:
+        if _symbolic(x4) or any(d > 1 for d in win.dilation):
+            y = _eval_traceable(x4, win, n, ceil_mode, out)
+        else:
+            y = _eval(x4, win, n, ceil_mode, fmt)
+        index = None
+    elif _symbolic(x4):
+        y, index = _draw_traceable(x4, win, out, gen)
+        index = index if return_indices else None
+    elif torch.is_grad_enabled() and x4.requires_grad:
         result = _StochasticDraw.apply(x4, win, out, gen, return_indices)
         y, index = result if return_indices else (result, None)
     else:
@@ -548,6 +671,9 @@ _SHAPE_DOC = """
             (overlapping windows) is supported; each window draws independently.
         padding: implicit zero padding on both sides, at most half the window. Padding cells
             have value 0 and are never drawn.
+        dilation: spacing between the window's cells, an int or {n} ints, as in max pooling.
+        ceil_mode: round the output size up (PyTorch's max-pooling rule); cells beyond the
+            padding count as padding.
         training: draw one cell per window (``True``) or return the probabilistic weighting
             ``sum a^2 / sum a`` (``False``).
         generator: optional ``torch.Generator`` for the draws (one uniform per window, in
@@ -564,7 +690,8 @@ _SHAPE_DOC = """
     Shape:
         - Input: ``(N, C, {dims})`` or ``(C, {dims})``.
         - Output: ``(N, C, {outdims})`` or ``(C, {outdims})``, where
-          ``out = floor((in + 2 * padding - kernel_size) / stride) + 1``.
+          ``out = floor((in + 2 * padding - dilation * (kernel_size - 1) - 1) / stride) + 1``
+          (rounded up in ceil mode), the output size of ``F.max_pool{n}d``.
 
     Raises:
         ValueError: for negative, NaN or infinite input, bad window arguments, a window
@@ -583,6 +710,8 @@ def stochastic_pool1d(
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = ...,
     padding: IntOrTuple = ...,
+    dilation: IntOrTuple = ...,
+    ceil_mode: bool = ...,
     *,
     training: bool = ...,
     generator: torch.Generator | None = ...,
@@ -594,6 +723,8 @@ def stochastic_pool1d(
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = ...,
     padding: IntOrTuple = ...,
+    dilation: IntOrTuple = ...,
+    ceil_mode: bool = ...,
     *,
     training: bool = ...,
     generator: torch.Generator | None = ...,
@@ -605,6 +736,8 @@ def stochastic_pool1d(
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = ...,
     padding: IntOrTuple = ...,
+    dilation: IntOrTuple = ...,
+    ceil_mode: bool = ...,
     *,
     training: bool = ...,
     generator: torch.Generator | None = ...,
@@ -615,6 +748,8 @@ def stochastic_pool1d(
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = None,
     padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
     *,
     training: bool = True,
     generator: torch.Generator | None = None,
@@ -630,7 +765,9 @@ def stochastic_pool1d(
         >>> y[0, 0, 0].item() in (1.0, 3.0), y[0, 0, 1].item()
         (True, 0.0)
     """
-    return _stochastic_pool(x, kernel_size, stride, padding, 1, training, generator, return_indices)
+    return _stochastic_pool(
+        x, kernel_size, stride, padding, 1, training, generator, return_indices, dilation, ceil_mode
+    )
 
 
 @overload
@@ -639,6 +776,8 @@ def stochastic_pool2d(
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = ...,
     padding: IntOrTuple = ...,
+    dilation: IntOrTuple = ...,
+    ceil_mode: bool = ...,
     *,
     training: bool = ...,
     generator: torch.Generator | None = ...,
@@ -650,6 +789,8 @@ def stochastic_pool2d(
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = ...,
     padding: IntOrTuple = ...,
+    dilation: IntOrTuple = ...,
+    ceil_mode: bool = ...,
     *,
     training: bool = ...,
     generator: torch.Generator | None = ...,
@@ -661,6 +802,8 @@ def stochastic_pool2d(
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = ...,
     padding: IntOrTuple = ...,
+    dilation: IntOrTuple = ...,
+    ceil_mode: bool = ...,
     *,
     training: bool = ...,
     generator: torch.Generator | None = ...,
@@ -671,6 +814,8 @@ def stochastic_pool2d(
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = None,
     padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
     *,
     training: bool = True,
     generator: torch.Generator | None = None,
@@ -686,7 +831,9 @@ def stochastic_pool2d(
         >>> y.shape, idx.item() in (0, 1), y.item() == x.flatten()[idx].item()
         (torch.Size([1, 1, 1, 1]), True, True)
     """
-    return _stochastic_pool(x, kernel_size, stride, padding, 2, training, generator, return_indices)
+    return _stochastic_pool(
+        x, kernel_size, stride, padding, 2, training, generator, return_indices, dilation, ceil_mode
+    )
 
 
 @overload
@@ -695,6 +842,8 @@ def stochastic_pool3d(
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = ...,
     padding: IntOrTuple = ...,
+    dilation: IntOrTuple = ...,
+    ceil_mode: bool = ...,
     *,
     training: bool = ...,
     generator: torch.Generator | None = ...,
@@ -706,6 +855,8 @@ def stochastic_pool3d(
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = ...,
     padding: IntOrTuple = ...,
+    dilation: IntOrTuple = ...,
+    ceil_mode: bool = ...,
     *,
     training: bool = ...,
     generator: torch.Generator | None = ...,
@@ -717,6 +868,8 @@ def stochastic_pool3d(
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = ...,
     padding: IntOrTuple = ...,
+    dilation: IntOrTuple = ...,
+    ceil_mode: bool = ...,
     *,
     training: bool = ...,
     generator: torch.Generator | None = ...,
@@ -727,6 +880,8 @@ def stochastic_pool3d(
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = None,
     padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
     *,
     training: bool = True,
     generator: torch.Generator | None = None,
@@ -741,7 +896,9 @@ def stochastic_pool3d(
         >>> stochastic_pool3d(x, 2, training=False).unique()
         tensor([1.])
     """
-    return _stochastic_pool(x, kernel_size, stride, padding, 3, training, generator, return_indices)
+    return _stochastic_pool(
+        x, kernel_size, stride, padding, 3, training, generator, return_indices, dilation, ceil_mode
+    )
 
 
 def stochastic_pool1d_with_indices(
@@ -749,6 +906,8 @@ def stochastic_pool1d_with_indices(
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = None,
     padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
     *,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
@@ -759,7 +918,9 @@ def stochastic_pool1d_with_indices(
         >>> stochastic_pool1d_with_indices(x, 2)
         (tensor([[2., 5.]]), tensor([[1, 2]]))
     """
-    return stochastic_pool1d(x, kernel_size, stride, padding, generator=generator, return_indices=True)
+    return stochastic_pool1d(
+        x, kernel_size, stride, padding, dilation, ceil_mode, generator=generator, return_indices=True
+    )
 
 
 def stochastic_pool2d_with_indices(
@@ -767,6 +928,8 @@ def stochastic_pool2d_with_indices(
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = None,
     padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
     *,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
@@ -780,7 +943,9 @@ def stochastic_pool2d_with_indices(
         >>> stochastic_pool2d_with_indices(x, 2)
         (tensor([[[2.]]]), tensor([[[1]]]))
     """
-    return stochastic_pool2d(x, kernel_size, stride, padding, generator=generator, return_indices=True)
+    return stochastic_pool2d(
+        x, kernel_size, stride, padding, dilation, ceil_mode, generator=generator, return_indices=True
+    )
 
 
 def stochastic_pool3d_with_indices(
@@ -788,6 +953,8 @@ def stochastic_pool3d_with_indices(
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = None,
     padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
     *,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
@@ -799,7 +966,9 @@ def stochastic_pool3d_with_indices(
         >>> stochastic_pool3d_with_indices(x, 2)
         (tensor([[[[4.]]]]), tensor([[[[5]]]]))
     """
-    return stochastic_pool3d(x, kernel_size, stride, padding, generator=generator, return_indices=True)
+    return stochastic_pool3d(
+        x, kernel_size, stride, padding, dilation, ceil_mode, generator=generator, return_indices=True
+    )
 
 
 for _f, _n, _dims, _out in (
@@ -822,7 +991,7 @@ for _f, _n, _dims, _out in (
 
 
 class _StochasticPoolNd(WindowPool):
-    _repr_options = ("return_indices",)
+    _repr_options = ("dilation", "ceil_mode", "return_indices")
     _ndim = 0
 
     def __init__(
@@ -830,11 +999,15 @@ class _StochasticPoolNd(WindowPool):
         kernel_size: IntOrTuple,
         stride: IntOrTuple | None = None,
         padding: IntOrTuple = 0,
+        dilation: IntOrTuple = 1,
+        ceil_mode: bool = False,
         *,
         return_indices: bool = False,
     ) -> None:
         super().__init__(kernel_size, stride, padding)
-        check_window(kernel_size, stride, padding, self._ndim)
+        check_window(kernel_size, stride, padding, self._ndim, dilation)
+        self.dilation = dilation
+        self.ceil_mode = check_bool(ceil_mode, "ceil_mode")
         self.return_indices = check_bool(return_indices, "return_indices")
 
     def forward(
@@ -849,6 +1022,8 @@ class _StochasticPoolNd(WindowPool):
             self.training,
             generator,
             self.return_indices,
+            self.dilation,
+            self.ceil_mode,
         )
 
 
@@ -860,6 +1035,8 @@ class StochasticPool1d(_StochasticPoolNd):
         kernel_size: window size.
         stride: step between windows; ``None`` means ``kernel_size``.
         padding: implicit zero padding on both sides.
+        dilation: spacing between window cells, as in max pooling.
+        ceil_mode: round the output size up, as ``nn.MaxPool1d(..., ceil_mode=True)``.
         return_indices: also return the drawn cells' indices (training mode only; raises
             ``ValueError`` in eval mode).
 
@@ -884,6 +1061,8 @@ class StochasticPool2d(_StochasticPoolNd):
         kernel_size: window size, an int or 2 ints.
         stride: step between windows; ``None`` means ``kernel_size``.
         padding: implicit zero padding on both sides.
+        dilation: spacing between window cells, as in max pooling.
+        ceil_mode: round the output size up, as ``nn.MaxPool2d(..., ceil_mode=True)``.
         return_indices: also return the drawn cells' indices (training mode only; raises
             ``ValueError`` in eval mode).
 
@@ -893,10 +1072,10 @@ class StochasticPool2d(_StochasticPoolNd):
 
     Example:
         >>> pool = StochasticPool2d(3, stride=2, padding=1)
-        >>> pool
-        StochasticPool2d(kernel_size=3, stride=2, padding=1, return_indices=False)
         >>> pool(torch.rand(2, 8, 16, 16), generator=torch.Generator().manual_seed(0)).shape
         torch.Size([2, 8, 8, 8])
+        >>> StochasticPool2d(3, 2, ceil_mode=True)(torch.rand(1, 2, 54, 54)).shape  # SqueezeNet's pool
+        torch.Size([1, 2, 27, 27])
     """
 
     _ndim = 2
@@ -910,6 +1089,8 @@ class StochasticPool3d(_StochasticPoolNd):
         kernel_size: window size, an int or 3 ints.
         stride: step between windows; ``None`` means ``kernel_size``.
         padding: implicit zero padding on both sides.
+        dilation: spacing between window cells, as in max pooling.
+        ceil_mode: round the output size up, as ``nn.MaxPool3d(..., ceil_mode=True)``.
         return_indices: also return the drawn cells' indices (training mode only; raises
             ``ValueError`` in eval mode).
 

@@ -69,11 +69,6 @@ ONNX_TORCHSCRIPT_FAILS: dict[str, str] = {
         for family in ("mixed", "stochastic")
         for d in (1, 2, 3)
     },
-    **{
-        f"median{d}d": "custom autograd.Function (_MedianFunction) fails in the TorchScript "
-        "exporter (RuntimeError: unordered_map::at)"
-        for d in (1, 2, 3)
-    },
     "sppf": "TorchScript exporter raises IndexError while tracing the chained -inf padded max pools",
     "yolo_spp": "TorchScript exporter raises IndexError while tracing the -inf padded max pools",
 }

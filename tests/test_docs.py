@@ -80,6 +80,21 @@ def test_docs_example_runs(page: Path, index: int, code: str) -> None:
         registry.update(saved)
 
 
+SURVEY_TITLE = "《卷积神经网络中的各种池化操作》"
+# "seed" meaning the survey (the project's seed text, not in the repository); a random seed is fine
+SURVEY_AS_SEED = re.compile(r"shared/seed|\bthe seed\b|\bseed's\b|\bseed text\b|\bseed claims\b", re.I)
+
+
+def test_docs_cite_the_survey_not_the_seed() -> None:
+    """User-facing pages call the survey "the survey" and the home page cites it by its title."""
+    for page in sorted(DOCS.glob("*.md")):
+        for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
+            assert not SURVEY_AS_SEED.search(line), f"{page.name}:{number}: {line}"
+    index = (DOCS / "index.md").read_text(encoding="utf-8")
+    assert SURVEY_TITLE in index
+    assert "The various pooling operations in CNNs" in index
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The site built once by ``mkdocs build --strict`` for this module's tests."""

@@ -61,6 +61,8 @@ def is_deterministic(x: Tensor | None = None) -> bool:
         >>> torchpool.is_deterministic(torch.zeros(1))
         False
     """
+    if x is not None and not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor or None, got {type(x).__name__}")
     if _MODE is not None:
         return _MODE
     if not torch.are_deterministic_algorithms_enabled():

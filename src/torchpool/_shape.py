@@ -149,6 +149,8 @@ def pool_output_size(
         (112, 112)
     """
     scalar = _is_int(size)
+    if not scalar and (isinstance(size, (str, bytes)) or not isinstance(size, Sequence)):
+        raise TypeError(f"size must be an int or a sequence of ints, got {type(size).__name__}: {size!r}")
     sizes = ntuple(size, 1 if scalar else len(size), "size")  # type: ignore[arg-type]
     n = len(sizes)
     if n == 0:

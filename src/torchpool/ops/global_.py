@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch._subclasses.fake_tensor import FakeTensor
 
-from .._checks import check_bool, check_choice, check_float_range
+from .._checks import check_bool, check_choice, check_float_range, is_traced
 from ..registry import register_pool
 
 __all__ = ["GeM", "GlobalAvgPool", "GlobalMaxPool", "gem", "global_avg_pool", "global_max_pool"]
@@ -100,21 +101,34 @@ def gem(
     """Generalized-mean pooling: ``(mean clamp(x, eps)^p)^(1/p)`` over all spatial positions.
 
     ``p = 1`` is average pooling; ``p -> inf`` tends to max pooling. Inputs are clamped to
-    ``eps`` so zeros (after ReLU) give finite values and gradients. Each plane is divided by its
-    maximum before the power and multiplied back after the root (exact: GeM is homogeneous), so
-    a large ``p`` neither overflows nor underflows. Half-precision inputs are computed in float32
-    and returned in their own dtype.
+    ``eps`` so zeros (after ReLU) give finite values and gradients. The powers are computed
+    directly (as the usual ``avg_pool(x.clamp(eps).pow(p)).pow(1/p)``) when their mean is a
+    normal, finite number; otherwise (a large ``p`` on large values overflows, or on small values
+    underflows) each such plane is divided by its maximum before the power and multiplied back
+    after the root (exact: GeM is homogeneous), so no power overflows or underflows. Half-precision
+    inputs are computed in float32 and returned in their own dtype.
+
+    ``p`` must be finite and positive, as a number, a tensor or :class:`GeM`'s learned
+    parameter alike: anything else raises a ``ValueError`` at the call (for a learned ``p`` at
+    every forward, so a bad state dict or an optimizer step that drives ``p`` to 0 or below is
+    caught). The ``p -> 0`` limit (the geometric mean) is not computed: ``p = 0`` is refused.
+    Under ``torch.compile``, ``torch.export``, the JIT tracer or ONNX export, and for ``meta`` or
+    fake tensors, the checks and the choice of the direct formula need values that are not there:
+    the tensor ``p`` is not checked and the max-scaled formula always runs.
 
     Args:
         x: input with a batch dimension.
-        p: the exponent, a positive number or a tensor (learnable in :class:`GeM`; a
-            1-element tensor, or one value per channel).
+        p: the exponent, a finite positive number or a tensor (learnable in :class:`GeM`; a
+            1-element tensor, or one value per channel) of finite positive values.
         eps: lower clamp of the input, positive.
         flatten: return ``(N, C)``; otherwise keep size-1 spatial dimensions.
         input_fmt: ``"NCHW"`` or ``"NHWC"``, for any number of spatial dimensions.
 
     Returns:
         The pooled tensor.
+
+    Raises:
+        ValueError: if ``p`` is not finite and positive, or has a wrong number of elements.
 
     Shape:
         - Input: ``(N, C, *S)`` or ``(N, *S, C)``.
@@ -126,33 +140,59 @@ def gem(
     """
     x, dims, channel_dim = _spatial_dims(x, input_fmt, flatten)
     check_float_range(eps, "eps", 0.0, float("inf"), low_open=True)
+    compute = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    exponent: float | Tensor
     if isinstance(p, Tensor):
         if p.numel() not in (1, x.shape[channel_dim]):
             raise ValueError(f"p must have 1 or {x.shape[channel_dim]} (channels) elements, got {p.numel()}")
+        _check_p_tensor(p)
         shape = [1] * x.dim()
         shape[channel_dim] = p.numel()
-        exponent = p.reshape(shape)
-    compute = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    if not isinstance(p, Tensor):  # in the compute dtype directly: float64 input keeps p exact
-        value = check_float_range(p, "p", 0.0, float("inf"), low_open=True)
-        exponent = torch.tensor(value, dtype=compute.dtype)
-    exponent = exponent.to(device=compute.device, dtype=compute.dtype)
+        exponent = p.reshape(shape).to(device=compute.device, dtype=compute.dtype)
+    else:  # a Python float: pow takes PyTorch's scalar-exponent kernels (x * x * x for p = 3)
+        exponent = check_float_range(p, "p", 0.0, float("inf"), low_open=True, high_open=True)
     return _finish(_generalized_mean(compute, exponent, eps, dims).to(x.dtype), flatten)
 
 
-def _generalized_mean(x: Tensor, exponent: Tensor, eps: float, dims: tuple[int, ...]) -> Tensor:
+def _no_values(*tensors: Tensor) -> bool:
+    """Whether some tensor has no values to read (``meta``, fake) or a trace is running."""
+    return is_traced() or any(t.device.type == "meta" or isinstance(t, FakeTensor) for t in tensors)
+
+
+def _check_p_tensor(p: Tensor) -> None:
+    """A tensor ``p`` must be real, finite and positive (checked in eager mode only: data-dependent)."""
+    if p.is_complex() or p.dtype == torch.bool:
+        raise TypeError(f"p must be a real (floating-point or integer) tensor, got {p.dtype}")
+    if _no_values(p):
+        return
+    values = p.detach()
+    if not bool((torch.isfinite(values) & (values > 0)).all()):
+        shown = values.flatten()[:8].tolist()
+        raise ValueError(
+            f"p must be finite and positive, got {shown if values.numel() > 1 else shown[0]}"
+            + (" ..." if values.numel() > 8 else "")
+        )
+
+
+def _generalized_mean(x: Tensor, exponent: float | Tensor, eps: float, dims: tuple[int, ...]) -> Tensor:
     """``(mean clamp(x, eps)^p)^(1/p)`` over ``dims`` (kept), with no power overflowing or underflowing.
 
-    The generalized mean is homogeneous of degree 1, ``M_p(x) = s M_p(x / s)`` for any ``s > 0``;
-    with ``s`` the (detached) maximum of each plane the powers lie in ``(0, 1]``, so ``p = 10`` on
-    values ~1000 (``1e30``) or ``p = 13`` (``1e39``, inf in float32) stays finite, and a dead
-    (all-zero) channel gives ``eps`` rather than ``eps^p = 0`` for large ``p``. The gradients are
-    exact: those of ``M_p`` are homogeneous of degree 0 in ``x`` and do not depend on ``s``. An
-    infinite maximum is left unscaled (the result is inf, as without scaling).
+    Direct path: the mean of the powers ``m``; if every ``m`` is finite and at least
+    ``tiny / eps`` of the dtype (so every power that matters is a normal number: those that
+    underflow add at most ``eps^2`` relative error), the result is ``m^(1/p)``, as fast as the
+    usual formula. Otherwise the planes that failed (only those: the others keep their values
+    bit for bit), and whenever values cannot be read (traced, meta, fake) every plane, take the
+    max-scaled path: the generalized mean is homogeneous of degree 1, ``M_p(x) = s M_p(x / s)``
+    for any ``s > 0``; with ``s`` the (detached) maximum of each plane the powers lie in
+    ``(0, 1]``, so ``p = 10`` on values ~1000 (``1e30``) or ``p = 13`` (``1e39``, inf in float32)
+    stays finite, and a dead (all-zero) channel gives ``eps`` rather than ``eps^p = 0`` for large
+    ``p``. The gradients are exact: those of ``M_p`` are homogeneous of degree 0 in ``x`` and do
+    not depend on ``s``. An infinite maximum is left unscaled (the result is inf, as without
+    scaling).
 
     Args:
         x: input in the compute dtype.
-        exponent: ``p``, broadcastable to the reduced shape.
+        exponent: ``p``, a float or a tensor broadcastable to the reduced shape.
         eps: lower clamp of the input, positive.
         dims: the spatial dimensions to reduce.
 
@@ -160,9 +200,18 @@ def _generalized_mean(x: Tensor, exponent: Tensor, eps: float, dims: tuple[int, 
         The generalized means, with size-1 ``dims``.
     """
     x = x.clamp(min=eps)
-    scale = x.detach().amax(dim=dims, keepdim=True)
+    root = 1.0 / exponent
+    scale = x.detach().amax(dim=dims, keepdim=True) if _no_values(x) else None
+    if scale is None:
+        powers = x.pow(exponent).mean(dim=dims, keepdim=True)
+        info = torch.finfo(x.dtype)
+        direct = (powers >= info.tiny / info.eps) & (powers <= info.max)  # False for NaN
+        if bool(direct.all()):
+            return powers.pow(root)
+        # scale only the other planes: x / 1 and 1 * y are exact, so the direct planes keep their values
+        scale = torch.where(direct, 1.0, x.detach().amax(dim=dims, keepdim=True))
     scale = torch.where(torch.isinf(scale), torch.ones_like(scale), scale)
-    return scale * (x / scale).pow(exponent).mean(dim=dims, keepdim=True).pow(1.0 / exponent)
+    return scale * (x / scale).pow(exponent).mean(dim=dims, keepdim=True).pow(root)
 
 
 class _GlobalBase(nn.Module):
@@ -210,8 +259,12 @@ class GlobalMaxPool(_GlobalBase):
 class GeM(_GlobalBase):
     """Generalized-mean pooling with a learnable exponent (Radenovic et al. 2018).
 
+    ``p`` must stay finite and positive: it is checked at every forward (eager mode), so a
+    state dict or an optimizer step that sets it to 0, a negative value or NaN raises a
+    ``ValueError`` instead of giving a meaningless output (see :func:`gem`).
+
     Args:
-        p: initial exponent.
+        p: initial exponent, finite and positive.
         eps: lower clamp of the input.
         learnable: make ``p`` an ``nn.Parameter`` (else a buffer).
         channels: learn one ``p`` per channel (this many) instead of one per layer.
@@ -241,7 +294,7 @@ class GeM(_GlobalBase):
         input_fmt: str = "NCHW",
     ) -> None:
         super().__init__(flatten=flatten, input_fmt=input_fmt)
-        p = check_float_range(p, "p", 0.0, float("inf"), low_open=True)
+        p = check_float_range(p, "p", 0.0, float("inf"), low_open=True, high_open=True)
         self.eps = check_float_range(eps, "eps", 0.0, float("inf"), low_open=True)
         self.learnable = check_bool(learnable, "learnable")
         if channels is not None and (

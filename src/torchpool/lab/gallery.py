@@ -242,9 +242,9 @@ def validate_arguments(args: argparse.Namespace) -> None:
     if args.image is not None:
         image = Path(args.image)
         if not image.exists():
-            raise ValueError(f"--image {args.image} does not exist")
+            raise ValueError(f"cannot read image {args.image!r} given to --image: no such file")
         if not image.is_file():
-            raise ValueError(f"--image {args.image} is not a file")
+            raise ValueError(f"cannot read image {args.image!r} given to --image: not a file")
     out = Path(args.out)
     if out.is_dir():
         raise ValueError(f"--out {args.out} is a folder; expected a file name such as gallery.png")

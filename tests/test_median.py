@@ -401,3 +401,114 @@ def test_compiled_matches_eager(nd: int, kernel: object, stride: object, padding
     ya.backward(g)
     yb.backward(g)
     assert torch.allclose(xa.grad, xb.grad, atol=1e-6)
+
+
+# ------------------------------------------------------------------ torch.compile / export / ONNX
+
+
+def _compile_case(nd: int) -> tuple[torch.nn.Module, torch.Tensor]:
+    module = {
+        1: MedianPool1d(4, 2, 2, padding_mode="valid"),
+        2: MedianPool2d(3, 1, 1),
+        3: MedianPool3d((2, 3, 3), (1, 2, 1), 1, padding_mode="zeros"),
+    }[nd]
+    x = _input(nd, torch.float32, seed=6)
+    x.view(-1)[::5] = 0.25  # ties
+    return module, x
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_fullgraph_compile_matches_eager(nd: int) -> None:
+    import warnings
+
+    import torch._inductor.compile_fx  # imported first: its own import warns (torch.jit)
+
+    module, x = _compile_case(nd)
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(module)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    for train in (True, False):
+        module.train(train)
+        torch._dynamo.reset()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            compiled = torch.compile(module, fullgraph=True)
+            xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+            ya, yb = compiled(xa), module(xb)
+            g = torch.randn_like(ya)
+            ya.backward(g)
+            yb.backward(g)
+        assert torch.equal(ya, yb)
+        assert torch.equal(xa.grad, xb.grad)
+    torch._dynamo.reset()
+
+
+@pytest.mark.slow
+def test_fullgraph_functional_and_compiled_option() -> None:
+    def fn(t: torch.Tensor) -> torch.Tensor:
+        values, indices = median_pool2d_with_indices(t, 3, 2, 1, padding_mode="replicate")
+        return median_pool2d(t, (2, 3), 1, (1, 1), compiled=True).sum() + values.sum() + indices.sum()
+
+    x = _input(2, torch.float32, seed=7)
+    torch._dynamo.reset()
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya = torch.compile(fn, fullgraph=True, backend="aot_eager")(xa)
+    yb = fn(xb)
+    ya.backward()
+    yb.backward()
+    assert torch.equal(ya, yb) and torch.equal(xa.grad, xb.grad)
+    torch._dynamo.reset()
+
+
+def test_export_is_one_op() -> None:
+    module = MedianPool2d(3, 2, 1, padding_mode="reflect")
+    x = _input(2, torch.float32)
+    program = torch.export.export(module, (x,))
+    targets = [str(node.target) for node in program.graph.nodes if node.op == "call_function"]
+    assert targets.count("torchpool.median_pool.default") == 1
+    assert not any("minimum" in t or "maximum" in t for t in targets)
+    assert torch.equal(program.module()(x), module(x))
+
+
+def test_custom_op_checks() -> None:
+    # schema, fake (meta) and autograd registrations agree with the real kernels
+    x = _distinct((1, 2, 6, 5))
+    y = median_pool2d(x, 3, 1, 1)
+    flat = x.reshape(2, 6, 5)
+    args = ([3, 3], [1, 1], [1, 1], "reflect", False)
+    torch.library.opcheck(torch.ops.torchpool.median_pool, (flat.clone().requires_grad_(), *args))
+    g = torch.randn_like(y).reshape(2, 6, 5)
+    torch.library.opcheck(torch.ops.torchpool.median_pool_backward, (flat, y.reshape(2, 6, 5), g, *args))
+    torch.library.opcheck(torch.ops.torchpool.median_pool_indices, (flat, y.reshape(2, 6, 5), *args))
+
+
+def test_gradgradcheck_modes() -> None:
+    for mode in MODES:
+        x = _distinct((1, 1, 5, 4)).requires_grad_()
+        assert torch.autograd.gradgradcheck(
+            lambda t, m=mode: median_pool2d(t, (3, 2), 1, (1, 1), padding_mode=m), (x,), eps=1e-6, atol=1e-6
+        )
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_onnx_torchscript_exporter(mode: str) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import io
+    import warnings
+
+    x = _input(2, torch.float32, seed=8)
+    for module in (
+        MedianPool2d((3, 2), (2, 1), (1, 1), padding_mode=mode),
+        MedianPool2d(9, 1, 4, padding_mode=mode),
+    ):
+        if mode == "reflect" and module.kernel_size == 9:
+            continue  # padding 4 >= size 7
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (x,), buffer, dynamo=False, opset_version=17)
+        session = ort.InferenceSession(buffer.getvalue())
+        (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+        assert torch.equal(torch.from_numpy(out), module(x))

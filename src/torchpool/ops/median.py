@@ -613,6 +613,13 @@ def _call_compiled(
 
 def _windows(xs: Tensor, kernel: Sequence[int], stride: Sequence[int]) -> Tensor:
     """``(b, *out, prod(kernel))`` copy of the windows of ``xs`` (``(b, *spatial)``)."""
+    if torch.jit.is_tracing():  # the TorchScript ONNX exporter cannot export unfold: stack the views
+        out_sizes = [(u - k) // s + 1 for u, k, s in zip(xs.shape[1:], kernel, stride)]
+        views = [
+            xs[_leading(slice(i, i + s * (o - 1) + 1, s) for i, s, o in zip(offset, stride, out_sizes))]
+            for offset in itertools.product(*(range(k) for k in kernel))
+        ]
+        return torch.stack(views, dim=-1)
     w = xs
     for axis, (k, s) in enumerate(zip(kernel, stride)):
         w = w.unfold(axis + 1, k, s)
@@ -734,8 +741,11 @@ def _out_sizes(cfg: _Config) -> tuple[int, ...]:
     )
 
 
-def _forward(xp: Tensor, cfg: _Config, out: Tensor | None = None) -> Tensor:
-    """Median of every window of the padded, contiguous ``(B, *padded)`` tensor ``xp`` (into ``out``)."""
+def _forward(xp: Tensor, cfg: _Config, out: Tensor | None = None, functional: bool = False) -> Tensor:
+    """Median of every window of the padded, contiguous ``(B, *padded)`` tensor ``xp`` (into ``out``).
+
+    ``functional`` evaluates the network without ``out=`` buffers (for the ONNX exporters).
+    """
     out_sizes = _out_sizes(cfg)
     used = [s * (o - 1) + k for k, s, o in zip(cfg.kernel, cfg.stride, out_sizes)]
     xu = xp[_leading(slice(0, u) for u in used)]
@@ -743,7 +753,9 @@ def _forward(xp: Tensor, cfg: _Config, out: Tensor | None = None) -> Tensor:
     y: Tensor | None = None
     if cfg.mode == "valid" and all(p == 0 for p in cfg.padding):
         cfg = _Config(cfg.kernel, cfg.stride, cfg.padding, cfg.sizes, "zeros", cfg.compiled)
-    if plan is not None and cfg.compiled:
+    if functional:
+        y = _functional_network(plan, xu, cfg.stride) if plan is not None else _functional_unfold(xu, cfg)
+    elif plan is not None and cfg.compiled:
         key = ("fwd", plan.kernel, plan.perm, tuple(xp.shape), cfg.stride, xp.dtype, xp.device)
         args = _phases(xu, cfg.stride[-1]) if _uses_phases(plan, cfg.stride) else [xp]
         y = _call_compiled(key, lambda: _network_source(plan, out_sizes, cfg.stride), "network", *args)
@@ -946,6 +958,203 @@ class _MedianFunction(torch.autograd.Function):
         return _grad_chunked(x.detach(), y.detach(), g, ctx.cfg), None
 
 
+def _grad_grad_chunked(x: Tensor, y: Tensor, gg: Tensor, cfg: _Config) -> Tensor:
+    """The backward's gradient with respect to its ``grad_output``: ``gg`` at each selected cell.
+
+    The backward is linear in ``grad_output``; its transpose reads, for every window, the value of
+    ``gg`` (padded like the input, so a padded cell carries what its copied cell carries, and 0 for
+    ``"zeros"``) at the window's selected cell.
+    """
+    out = torch.empty_like(y)
+    views = _offset_views(cfg, y.shape[1:])
+    for part in _plane_chunks(cfg, x.shape[0]):
+        sel = _selection(_padded_chunk(x, part, cfg), y[part], cfg, cfg.mode == "valid")
+        ggp = _padded_chunk(gg, part, cfg)
+        acc = torch.zeros_like(y[part])
+        for o, (_, index) in enumerate(views):
+            acc = torch.where(sel == o, ggp[index], acc)
+        out[part] = acc
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Custom operators: torch.compile and torch.export see one opaque op per call
+# ----------------------------------------------------------------------------------------------
+
+_OP_ARGS = "int[] kernel, int[] stride, int[] padding, str mode, bool compiled"
+_HAS_CUSTOM_OP = hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_autograd")
+
+
+def _op_config(
+    x: Tensor, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int], mode: str, compiled: bool
+) -> _Config:
+    return _Config(tuple(kernel), tuple(stride), tuple(padding), tuple(x.shape[1:]), mode, compiled)
+
+
+def _op_args(cfg: _Config) -> tuple[list[int], list[int], list[int], str, bool]:
+    return list(cfg.kernel), list(cfg.stride), list(cfg.padding), cfg.mode, cfg.compiled
+
+
+def _median_impl(
+    x: Tensor, kernel: list[int], stride: list[int], padding: list[int], mode: str, compiled: bool
+) -> Tensor:
+    return _forward_chunked(x, _op_config(x, kernel, stride, padding, mode, compiled))
+
+
+def _median_fake(
+    x: Tensor, kernel: list[int], stride: list[int], padding: list[int], mode: str, compiled: bool
+) -> Tensor:
+    return x.new_empty((x.shape[0], *_out_sizes(_op_config(x, kernel, stride, padding, mode, compiled))))
+
+
+def _backward_impl(
+    x: Tensor,
+    y: Tensor,
+    g: Tensor,
+    kernel: list[int],
+    stride: list[int],
+    padding: list[int],
+    mode: str,
+    compiled: bool,
+) -> Tensor:
+    cfg = _op_config(x, kernel, stride, padding, mode, compiled)
+    with torch.no_grad():
+        return _grad_chunked(x, y, g.contiguous(), cfg)
+
+
+def _backward_fake(
+    x: Tensor,
+    y: Tensor,
+    g: Tensor,
+    kernel: list[int],
+    stride: list[int],
+    padding: list[int],
+    mode: str,
+    compiled: bool,
+) -> Tensor:
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _grad_grad_impl(
+    x: Tensor,
+    y: Tensor,
+    gg: Tensor,
+    kernel: list[int],
+    stride: list[int],
+    padding: list[int],
+    mode: str,
+    compiled: bool,
+) -> Tensor:
+    cfg = _op_config(x, kernel, stride, padding, mode, compiled)
+    with torch.no_grad():
+        return _grad_grad_chunked(x, y, gg.contiguous(), cfg)
+
+
+def _grad_grad_fake(
+    x: Tensor,
+    y: Tensor,
+    gg: Tensor,
+    kernel: list[int],
+    stride: list[int],
+    padding: list[int],
+    mode: str,
+    compiled: bool,
+) -> Tensor:
+    return torch.empty_like(y, memory_format=torch.contiguous_format)
+
+
+def _indices_impl(
+    x: Tensor, y: Tensor, kernel: list[int], stride: list[int], padding: list[int], mode: str, compiled: bool
+) -> Tensor:
+    return _indices_chunked(x, y, _op_config(x, kernel, stride, padding, mode, compiled))
+
+
+def _indices_fake(
+    x: Tensor, y: Tensor, kernel: list[int], stride: list[int], padding: list[int], mode: str, compiled: bool
+) -> Tensor:
+    return torch.empty(y.shape, dtype=torch.long, device=y.device)
+
+
+def _forward_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+    ctx.save_for_backward(inputs[0], output)
+    ctx.args = inputs[1:]
+
+
+def _forward_backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
+    x, y = ctx.saved_tensors
+    return (_OPS["backward"](x, y, g, *ctx.args), *([None] * len(ctx.args)))
+
+
+def _backward_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+    ctx.save_for_backward(inputs[0], inputs[1])
+    ctx.args = inputs[3:]
+
+
+def _backward_backward(ctx: Any, gg: Tensor) -> tuple[Tensor | None, ...]:
+    x, y = ctx.saved_tensors
+    return (None, None, _OPS["grad_grad"](x, y, gg, *ctx.args), *([None] * len(ctx.args)))
+
+
+def _define_ops() -> dict[str, Callable[..., Tensor]]:
+    """``torchpool::median_pool`` (its backward and the backward's backward) and its indices."""
+    if not _HAS_CUSTOM_OP:  # torch < 2.4: _MedianFunction and eager indices
+        return {}
+    ops: dict[str, Callable[..., Tensor]] = {}
+    for name, impl, fake, schema in (
+        ("median_pool", _median_impl, _median_fake, f"(Tensor x, {_OP_ARGS}) -> Tensor"),
+        (
+            "median_pool_backward",
+            _backward_impl,
+            _backward_fake,
+            f"(Tensor x, Tensor y, Tensor grad, {_OP_ARGS}) -> Tensor",
+        ),
+        (
+            "median_pool_grad_grad",
+            _grad_grad_impl,
+            _grad_grad_fake,
+            f"(Tensor x, Tensor y, Tensor grad_grad, {_OP_ARGS}) -> Tensor",
+        ),
+        ("median_pool_indices", _indices_impl, _indices_fake, f"(Tensor x, Tensor y, {_OP_ARGS}) -> Tensor"),
+    ):
+        op = torch.library.custom_op(f"torchpool::{name}", impl, mutates_args=(), schema=schema)
+        op.register_fake(fake)
+        ops[name.removeprefix("median_pool").removeprefix("_") or "forward"] = op
+    torch.library.register_autograd("torchpool::median_pool", _forward_backward, setup_context=_forward_setup)
+    torch.library.register_autograd(
+        "torchpool::median_pool_backward", _backward_backward, setup_context=_backward_setup
+    )
+    return ops
+
+
+_OPS = _define_ops()
+
+
+def _functional_unfold(xu: Tensor, cfg: _Config) -> Tensor:
+    """Unfold + sort + the lower-median column, NaN where a window holds NaN (for the ONNX exporters)."""
+    ordered = _windows(xu, cfg.kernel, cfg.stride).sort(dim=-1).values
+    picked = ordered[..., (ordered.shape[-1] - 1) // 2]
+    if not xu.is_floating_point():
+        return picked
+    last = ordered[..., -1]  # NaN sorts last
+    return torch.where(torch.isnan(last), last, picked)
+
+
+def _functional_network(plan: _Plan, xu: Tensor, stride: Sequence[int]) -> Tensor:
+    """The plan as plain ``torch.minimum``/``torch.maximum`` on views (for the ONNX exporters)."""
+    nd = xu.dim() - 1
+    out_sizes = [(u - k) // s + 1 for u, k, s in zip(xu.shape[1:], plan.kernel, stride)]
+    values: dict[int, Tensor] = {}
+    for t, (kind, a, b, c) in enumerate(plan.instrs):
+        if kind == "view":
+            axis = plan.perm[b]
+            src = xu if a < 0 else values[a]
+            size = out_sizes[axis]
+            values[t] = src[_axis_slice(axis, nd, c, c + stride[axis] * (size - 1) + 1, stride[axis])]
+        else:
+            values[t] = (torch.minimum if kind == "min" else torch.maximum)(values[a], values[b])
+    return values[plan.out].clone()
+
+
 # ----------------------------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------------------------
@@ -986,6 +1195,20 @@ def _prepare(
     return xb, unbatched, window, cfg
 
 
+def _apply(flat: Tensor, cfg: _Config) -> Tensor:
+    """Median pooling of the unpadded, contiguous ``(B, *sizes)`` input, differentiable.
+
+    Eager, ``torch.compile`` and ``torch.export`` call the custom op ``torchpool::median_pool``
+    (one opaque node with a registered fake and gradient). The ONNX exporters cannot translate a
+    custom op, so during an ONNX export the network is written out as plain min/max on views.
+    """
+    if torch.onnx.is_in_onnx_export():
+        return _forward(_pad(flat, cfg.padding, cfg.mode).contiguous(), cfg, functional=True)
+    if _OPS:
+        return _OPS["forward"](flat, *_op_args(cfg))
+    return _MedianFunction.apply(flat, cfg)
+
+
 def _median_pool(
     x: object,
     nd: int,
@@ -1003,14 +1226,17 @@ def _median_pool(
         and not xb.is_contiguous()
         and xb.is_contiguous(memory_format=torch.channels_last if nd == 2 else torch.channels_last_3d)
     )
-    # padding happens inside _MedianFunction, a chunk of planes at a time
+    # padding happens inside the op, a chunk of planes at a time
     flat = xb.contiguous().reshape(n * c, *xb.shape[2:])
-    y = _MedianFunction.apply(flat, cfg)
+    y = _apply(flat, cfg)
     indices = None
     if with_indices:
         with torch.no_grad():
-            indices = _indices_chunked(flat.detach(), y.detach(), cfg).reshape(n, c, *y.shape[1:])
-            indices = restore_batch(indices, unbatched)
+            if _OPS and not torch.onnx.is_in_onnx_export():
+                index = _OPS["indices"](flat.detach(), y.detach(), *_op_args(cfg))
+            else:
+                index = _indices(_pad(flat.detach(), cfg.padding, cfg.mode), y.detach(), cfg)
+            indices = restore_batch(index.reshape(n, c, *y.shape[1:]), unbatched)
     y = y.reshape(n, c, *y.shape[1:])
     if channels_last:
         y = y.contiguous(memory_format=torch.channels_last if nd == 2 else torch.channels_last_3d)

@@ -196,6 +196,15 @@ def test_variants_take_commas_as_well_as_spaces(tmp_path: Path) -> None:
     assert compare.split_variants(["a,b", " c "]) == ["a", "b", "c"]
 
 
+def test_variants_take_the_registry_spelling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name the registry resolves to another (``max`` for ``max2d``) runs once, as the registry names it."""
+    real = compare.get_pool_info
+    aliases = {"max": "max2d", "median": "median2d"}
+    monkeypatch.setattr(compare, "get_pool_info", lambda name: real(aliases.get(name, name)))
+    args = _args("--out", str(tmp_path / "o"), "--variants", "max,median", "max2d")
+    assert compare.validate_arguments(args) == ["max2d", "median2d"]
+
+
 # ---------------------------------------------------------------------------------------------- data
 
 

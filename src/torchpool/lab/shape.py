@@ -23,26 +23,39 @@ Tokens:
 * ``sppnetN1,N2,...``: SPPNet's fixed bins; the output is a flat vector, the last layer.
 * ``upS``: nearest upsampling by ``S`` (the jump is divided by ``S``).
 
-Darknet cfg sections: ``[net]`` (``width``, ``height``, ``channels``), ``[convolutional]``
-(``size``, ``stride``, ``pad``/``padding``, ``dilation``, ``filters``), ``[maxpool]`` (``size``,
-``stride``, ``padding``: darknet's ``out = (w + padding - size) // stride + 1`` with total padding
-default ``size - 1``, ``padding // 2`` on the left), ``[route]`` (``layers``, ``groups``),
-``[shortcut]`` and ``[upsample]`` (``stride``). Any other section is an error.
+``--cfg FILE`` reads a darknet cfg instead (every section of darknet's published YOLO files:
+``[convolutional]``, ``[maxpool]``, ``[route]`` with ``groups``/``group_id``, ``[shortcut]``,
+``[upsample]``, ``[yolo]``, ``[region]``, ...) and prints darknet's own numbers, computed by
+:mod:`torchpool.darknet`: output ``w x h``, channels, and the receptive field and jump darknet
+prints with ``show_receptive_field=1``. ``--json`` prints one JSON object per layer instead of
+the table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from pathlib import Path
 
 from .._shape import pool_output_size
+from ..darknet import CfgError, LayerShape, input_size, parse_sections, read_cfg_file, trace_cfg
 
-__all__ = ["Layer", "LayerError", "State", "add_arguments", "format_table", "parse_token", "run", "trace"]
+__all__ = [
+    "Layer",
+    "LayerError",
+    "State",
+    "add_arguments",
+    "cfg_json",
+    "format_cfg_table",
+    "format_table",
+    "parse_token",
+    "run",
+    "trace",
+]
 
 
 class LayerError(ValueError):
@@ -76,16 +89,13 @@ class Layer:
 
     Attributes:
         label: how the layer is shown (the token, or the cfg section with its line).
-        kind: ``conv``, ``pool``, ``spp``, ``gap``, ``sppnet``, ``up``, ``route`` or ``shortcut``.
+        kind: ``conv``, ``pool``, ``spp``, ``gap``, ``sppnet`` or ``up``.
         kernel: window size (``conv``, ``pool``).
         stride: stride (``conv``, ``pool``, ``up``).
         padding: left padding, or ``None`` for the default.
         dilation: dilation (``conv``, ``pool``).
         channels: output channels (``conv``), ``None`` to keep unknown.
         levels: kernel sizes (``spp``) or bins per side (``sppnet``).
-        darknet_padding: total padding of a darknet ``[maxpool]`` (darknet's size rule), else ``None``.
-        sources: earlier layer indices (``route``, ``shortcut``).
-        groups: darknet route ``groups``: the channels are split into this many parts.
     """
 
     label: str
@@ -96,16 +106,13 @@ class Layer:
     dilation: int = 1
     channels: int | None = None
     levels: tuple[int, ...] = ()
-    darknet_padding: int | None = None
-    sources: tuple[int, ...] = ()
-    groups: int = 1
 
 
-_CONV = re.compile(r"conv(\d+)((?:[spdc]\d+)*)")
-_POOL = re.compile(r"(?:max|avg)?pool(\d+)((?:[spd]\d+)*)")
-_LIST = re.compile(r"(sppnet|sppf|spp)(\d+(?:,\d+)*)")
-_UP = re.compile(r"up(\d+)")
-_OPTION = re.compile(r"([spdc])(\d+)")
+_CONV = re.compile(r"conv([0-9]+)((?:[spdc][0-9]+)*)")
+_POOL = re.compile(r"(?:max|avg)?pool([0-9]+)((?:[spd][0-9]+)*)")
+_LIST = re.compile(r"(sppnet|sppf|spp)([0-9]+(?:,[0-9]+)*)")
+_UP = re.compile(r"up([0-9]+)")
+_OPTION = re.compile(r"([spdc])([0-9]+)")
 
 
 def _options(text: str, token: str) -> dict[str, int]:
@@ -207,14 +214,6 @@ def _windowed(layer: Layer, state: State, ceil: bool) -> State:
             sizes.append((i + 2 * p - effective) // s + 1)
         channels = state.channels if layer.channels is None else layer.channels
         return _window(state, tuple(sizes), k, s, p, d, channels)
-    if layer.darknet_padding is not None:  # darknet [maxpool]: out = (w + padding - size) / stride + 1
-        total = layer.darknet_padding
-        sizes = []
-        for i in state.size:
-            if k > i + total:
-                raise LayerError(f"window {k} larger than padded input {i + total}")
-            sizes.append((i + total - k) // s + 1)
-        return _window(state, tuple(sizes), k, s, total // 2, 1, state.channels)
     p = 0 if layer.padding is None else layer.padding
     for i in state.size:
         if effective > i + 2 * p:
@@ -226,9 +225,9 @@ def _windowed(layer: Layer, state: State, ceil: bool) -> State:
     return _window(state, tuple(out), k, s, p, d, state.channels)
 
 
-def _apply(layer: Layer, state: State, ceil: bool, history: Sequence[State]) -> State:
-    """The state after ``layer``; ``history`` holds the outputs of the earlier layers (for routes)."""
-    if state.features is not None and layer.kind not in ("route", "shortcut"):
+def _apply(layer: Layer, state: State, ceil: bool) -> State:
+    """The state after ``layer``."""
+    if state.features is not None:
         raise LayerError("the input is the flat vector of an sppnet layer, not a feature map")
     if layer.kind in ("conv", "pool"):
         return _windowed(layer, state, ceil)
@@ -251,141 +250,7 @@ def _apply(layer: Layer, state: State, ceil: bool, history: Sequence[State]) -> 
     if layer.kind == "up":
         size = tuple(i * layer.stride for i in state.size)
         return replace(state, size=size, jump=tuple(j / layer.stride for j in state.jump))
-    if layer.kind in ("route", "shortcut"):
-        return _merge(layer, state, history)
     raise LayerError(f"unknown layer kind {layer.kind!r}")  # pragma: no cover - parse_token's kinds
-
-
-def _merge(layer: Layer, state: State, history: Sequence[State]) -> State:
-    """A darknet ``[route]`` (channel concatenation) or ``[shortcut]`` (addition with the previous output)."""
-    here = len(history)
-    picked: list[State] = []
-    for index in layer.sources:
-        target = here + index if index < 0 else index
-        if not 0 <= target < here:
-            raise LayerError(f"layer index {index} does not name an earlier layer (this is layer {here})")
-        picked.append(history[target])
-    if layer.kind == "shortcut":
-        picked.insert(0, state)
-    sizes = {p.size for p in picked}
-    if len(sizes) > 1:
-        shown = ", ".join(_size_text(p.size) for p in picked)
-        raise LayerError(f"the merged layers have different sizes: {shown}")
-    widest = max(picked, key=lambda p: p.rf)
-    if layer.kind == "shortcut":
-        channels = state.channels
-    elif any(p.channels is None for p in picked):
-        channels = None
-    else:
-        channels = sum(p.channels or 0 for p in picked) // layer.groups
-    rf = tuple(max(values) for values in zip(*(p.rf for p in picked)))
-    return State(picked[0].size, channels, rf, widest.jump, widest.start, picked[0].features)
-
-
-# ---------------------------------------------------------------------------------------------
-# darknet cfg
-# ---------------------------------------------------------------------------------------------
-
-
-def _cfg_ints(options: dict[str, tuple[str, int]], key: str, default: int | None, where: str) -> int | None:
-    if key not in options:
-        return default
-    value, line = options[key]
-    try:
-        return int(value)
-    except ValueError:
-        raise LayerError(f"{where}: {key} must be an int, got {value!r} (line {line})") from None
-
-
-def _cfg_int(options: dict[str, tuple[str, int]], key: str, default: int, where: str) -> int:
-    value = _cfg_ints(options, key, default, where)
-    assert value is not None
-    return value
-
-
-def read_cfg(text: str) -> tuple[tuple[int, ...] | None, int | None, list[Layer]]:
-    """Parses a darknet cfg into its input size, input channels and layers.
-
-    Args:
-        text: the cfg file's text.
-
-    Returns:
-        ``(size, channels, layers)``: ``size`` is ``(height, width)`` from ``[net]`` (``None``
-        without a ``[net]`` giving both), ``channels`` its ``channels`` (default 3).
-
-    Raises:
-        LayerError: for a malformed file or an unsupported section (naming the section and line).
-
-    Example:
-        >>> text = "[net]\\nwidth=416\\nheight=416\\n[maxpool]\\nsize=2\\nstride=2"
-        >>> size, channels, layers = read_cfg(text)
-        >>> size, channels, [layer.label for layer in layers]
-        ((416, 416), 3, ['[maxpool] line 4'])
-    """
-    from ..ops.pyramid import _parse_cfg
-
-    try:
-        sections = _parse_cfg(text)
-    except ValueError as error:
-        raise LayerError(str(error)) from None
-    size: tuple[int, ...] | None = None
-    channels: int | None = None
-    layers: list[Layer] = []
-    for position, (name, line, options) in enumerate(sections):
-        label = f"[{name}] line {line}"
-        where = f"layer {len(layers)} [{name}] at line {line}"
-        if name in ("net", "network"):
-            if position != 0:
-                raise LayerError(f"[{name}] at line {line}: [net] must be the first section")
-            width = _cfg_ints(options, "width", None, f"[{name}] at line {line}")
-            height = _cfg_ints(options, "height", None, f"[{name}] at line {line}")
-            size = None if width is None or height is None else (height, width)
-            channels = _cfg_int(options, "channels", 3, f"[{name}] at line {line}")
-        elif name in ("convolutional", "conv"):
-            k = _cfg_int(options, "size", 1, where)
-            pad = _cfg_int(options, "padding", 0, where)
-            if _cfg_int(options, "pad", 0, where):
-                pad = k // 2
-            layers.append(
-                Layer(
-                    label,
-                    "conv",
-                    kernel=k,
-                    stride=_cfg_int(options, "stride", 1, where),
-                    padding=pad,
-                    dilation=_cfg_int(options, "dilation", 1, where),
-                    channels=_cfg_int(options, "filters", 1, where),
-                )
-            )
-        elif name in ("maxpool", "max"):
-            stride = _cfg_int(options, "stride", 1, where)
-            k = _cfg_int(options, "size", stride, where)
-            total = _cfg_int(options, "padding", k - 1, where)
-            layers.append(Layer(label, "pool", kernel=k, stride=stride, darknet_padding=total))
-        elif name == "route":
-            if "layers" not in options:
-                raise LayerError(f"{where}: [route] needs layers=...")
-            value, value_line = options["layers"]
-            try:
-                sources = tuple(int(item) for item in value.split(",") if item.strip())
-            except ValueError:
-                raise LayerError(f"{where}: layers must be ints, got {value!r} (line {value_line})") from None
-            groups = _cfg_int(options, "groups", 1, where)
-            layers.append(Layer(label, "route", sources=sources, groups=max(groups, 1)))
-        elif name == "shortcut":
-            if "from" not in options:
-                raise LayerError(f"{where}: [shortcut] needs from=...")
-            layers.append(Layer(label, "shortcut", sources=(_cfg_int(options, "from", -1, where),)))
-        elif name == "upsample":
-            layers.append(Layer(label, "up", stride=_cfg_int(options, "stride", 2, where)))
-        else:
-            raise LayerError(
-                f"unsupported section [{name}] at line {line} (supported: [net], [convolutional], "
-                "[maxpool], [route], [shortcut], [upsample])"
-            )
-        if layers and min(layers[-1].kernel, layers[-1].stride, layers[-1].dilation) < 1:
-            raise LayerError(f"{where}: size, stride and dilation must be positive")
-    return size, channels, layers
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,14 +288,12 @@ def trace(
     one = Fraction(1)
     state = State(tuple(size), channels, (one,) * len(size), (one,) * len(size), (Fraction(0),) * len(size))
     states = [state]
-    history: list[State] = []
     for index, layer in enumerate(layers):
         try:
-            state = _apply(layer, state, ceil, history)
+            state = _apply(layer, state, ceil)
         except LayerError as error:
             name = f"'{layer.label}'" if not layer.label.startswith("[") else layer.label
             raise LayerError(f"layer {index + numbering} {name}: {error}") from None
-        history.append(state)
         states.append(state)
     return states
 
@@ -485,38 +348,180 @@ def format_table(layers: Sequence[Layer], states: Sequence[State], numbering: in
     return "\n".join(line.rstrip() for line in lines)
 
 
+_ASCII_INT = re.compile(r"[0-9]+")
+
+
 def _parse_input(text: str) -> tuple[int, ...]:
-    parts = text.lower().split("x")
-    try:
-        size = tuple(int(p) for p in parts)
-    except ValueError:
-        raise LayerError(f"--input must be N, HxW or DxHxW (positive ints), got {text!r}") from None
-    if not 1 <= len(size) <= 3 or min(size) < 1:
+    parts = text.strip().lower().split("x")
+    if not 1 <= len(parts) <= 3 or not all(_ASCII_INT.fullmatch(p) for p in parts):
+        raise LayerError(f"--input must be N, HxW or DxHxW (positive ints), got {text!r}")
+    size = tuple(int(p) for p in parts)
+    if min(size) < 1:
         raise LayerError(f"--input must be N, HxW or DxHxW (positive ints), got {text!r}")
     return size
 
 
+def _channels(text: str) -> int:
+    """``--channels``: a positive decimal int (argparse's ``int`` also takes ``3_0``)."""
+    if _ASCII_INT.fullmatch(text.strip()) is None or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {text!r}")
+    return int(text)
+
+
+_HELP = """\
+layer tokens (K, S, P, D, C are decimal ints):
+  convK[sS][pP][dD][cC]  convolution: kernel K, stride S (default 1), padding P on each side
+                         (default D * (K // 2): the size is kept only for an odd K at stride 1),
+                         dilation D (default 1), C output channels (default: unknown)
+  poolK[sS][pP][dD]      max/avg pooling (also maxpoolK, avgpoolK): stride default K, padding
+                         default 0, floor mode (--ceil for ceil), PyTorch's size rule
+  sppK1,K2,...           YOLOv3's SPP block: stride-1 "same" max pools (odd K) concatenated
+                         with the input: same size, (n + 1) x the channels
+  sppfK                  YOLOv5's SPPF: equal to sppK,2K-1,3K-2
+  gap                    global pooling to 1
+  sppnetN1,N2,...        SPPNet's fixed N x N bins: a flat vector, the last layer
+  upS                    nearest upsampling by S
+
+--cfg FILE reads a darknet cfg (at most 1 MiB of UTF-8 text) and prints darknet's own numbers:
+output w x h, channels, and the receptive field and jump darknet prints with
+show_receptive_field=1 (its arithmetic: stride_x on both axes, size + 2 (dilation - 1) - 1 per
+window, [avgpool] and [shortcut] keep the field). --input (HxW) and --channels override [net].
+--json prints a JSON list, one object per layer."""
+
+
+def _json_lines(objects: Sequence[dict[str, object]]) -> str:
+    """A JSON list with one object per line (valid JSON, and one layer per line for ``grep``)."""
+    return "[\n" + ",\n".join(json.dumps(item) for item in objects) + "\n]"
+
+
+def _fraction_json(value: Fraction) -> int | float:
+    return value.numerator if value.denominator == 1 else float(value)
+
+
+def _token_json(layers: Sequence[Layer], states: Sequence[State]) -> list[dict[str, object]]:
+    """One object per token layer: index, type, token, output, channels, rf, jump, start."""
+    return [
+        {
+            "index": index,
+            "type": layer.kind,
+            "token": layer.label,
+            "output": list(state.size) if state.features is None else None,
+            "features": state.features,
+            "channels": state.channels,
+            "receptive_field": [_fraction_json(v) for v in state.rf],
+            "jump": [_fraction_json(v) for v in state.jump],
+            "start": [_fraction_json(v) for v in state.start],
+        }
+        for index, (layer, state) in enumerate(zip(layers, states[1:]), start=1)
+    ]
+
+
+def cfg_json(shapes: Sequence[LayerShape]) -> list[dict[str, object]]:
+    """One object per darknet layer, for tools.
+
+    Args:
+        shapes: :func:`torchpool.darknet.trace_cfg`'s output.
+
+    Returns:
+        Objects with ``index``, ``type``, ``line`` (of the section header), ``output``
+        (``{"width", "height"}``), ``channels``, ``receptive_field`` and ``jump`` (each
+        ``{"width", "height"}``) and ``flat`` (``[softmax]``/``[cost]``).
+    """
+    return [
+        {
+            "index": s.index,
+            "type": s.type,
+            "line": s.line,
+            "output": {"width": s.width, "height": s.height},
+            "channels": s.channels,
+            "receptive_field": {"width": s.rf_width, "height": s.rf_height},
+            "jump": {"width": s.jump_width, "height": s.jump_height},
+            "flat": s.flat,
+        }
+        for s in shapes
+    ]
+
+
+def _pair(a: int, b: int) -> str:
+    return str(a) if a == b else f"{a}x{b}"
+
+
+def format_cfg_table(shapes: Sequence[LayerShape], width: int, height: int, channels: int) -> str:
+    """darknet's layers as an aligned table: index, type, line, output ``w x h``, channels, rf, jump.
+
+    Args:
+        shapes: :func:`torchpool.darknet.trace_cfg`'s output.
+        width: the input width.
+        height: the input height.
+        channels: the input channels.
+
+    Returns:
+        The table, the input first; a receptive field or jump shows one number when equal on
+        both axes, else ``w x h``.
+    """
+    header = ("#", "layer", "line", "w x h", "channels", "rf", "jump")
+    rows = [("", "input", "", f"{width}x{height}", str(channels), "1", "1")]
+    for s in shapes:
+        size = f"{s.width}x{s.height}" + (" (flat)" if s.flat else "")
+        rf, jump = _pair(s.rf_width, s.rf_height), _pair(s.jump_width, s.jump_height)
+        rows.append((str(s.index), s.type, str(s.line), size, str(s.channels), rf, jump))
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    right = {0, 2, 4, 5, 6}
+    lines = [
+        "  ".join(
+            cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))
+        )
+        for row in [header, *rows]
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds ``torchpool shape``'s options to ``parser``.
+    """Adds ``torchpool shape``'s options to ``parser`` (and the token and cfg rules to its help).
 
     Args:
         parser: the subcommand's parser.
     """
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = _HELP
     parser.add_argument(
         "layers",
         nargs="*",
         metavar="LAYER",
-        help="layer tokens: convK[sS][pP][dD][cC], poolK[sS][pP][dD], spp5,9,13, sppf5, gap, sppnet1,2,4, upS"
-        " (e.g. conv7s2p3 pool3s2p1)",
+        help="layer tokens (below), e.g. conv7s2p3 pool3s2p1",
     )
     parser.add_argument("--input", default=None, help="input size: N (1d), HxW (2d) or DxHxW (3d)")
-    parser.add_argument("--channels", type=int, default=None, help="input channels (default: unknown)")
+    parser.add_argument("--channels", type=_channels, default=None, help="input channels (default: unknown)")
     parser.add_argument("--cfg", default=None, help="a darknet cfg file instead of layer tokens")
     parser.add_argument("--ceil", action="store_true", help="ceil mode for pool tokens (default floor)")
+    parser.add_argument("--json", action="store_true", help="print JSON (one object per layer), not a table")
+
+
+def _run_cfg(args: argparse.Namespace) -> str:
+    if args.layers:
+        raise LayerError("give either layer tokens or --cfg, not both")
+    if args.ceil:
+        raise LayerError("--ceil applies to pool tokens; a darknet [maxpool] has its own size rule")
+    size = None if args.input is None else _parse_input(args.input)
+    if size is not None and len(size) != 2:
+        raise LayerError(f"--input with --cfg must be HxW, got {args.input!r}")
+    try:
+        text = read_cfg_file(args.cfg)
+    except CfgError as error:
+        raise LayerError(f"--cfg: {error}") from None
+    try:
+        sections = parse_sections(text)
+        height, width = (None, None) if size is None else size
+        shapes = trace_cfg(sections, width, height, args.channels)
+    except CfgError as error:
+        raise LayerError(f"{args.cfg}: {error}") from None
+    if args.json:
+        return _json_lines(cfg_json(shapes))
+    return format_cfg_table(shapes, *input_size(sections, width, height, args.channels))
 
 
 def run(args: argparse.Namespace) -> int:
-    """Prints the table for the layers in ``args``; returns 0, or 2 with a message on an error.
+    """Prints the table (or JSON) for the layers in ``args``; returns 0, or 2 with a message.
 
     Args:
         args: the parsed options of :func:`add_arguments`.
@@ -525,38 +530,24 @@ def run(args: argparse.Namespace) -> int:
         The exit status.
     """
     try:
-        numbering = 1
-        channels: int | None = args.channels
-        size: tuple[int, ...] | None = None if args.input is None else _parse_input(args.input)
         if args.cfg is not None:
-            if args.layers:
-                raise LayerError("give either layer tokens or --cfg, not both")
-            try:
-                text = Path(args.cfg).read_text()
-            except OSError as error:
-                raise LayerError(f"cannot read --cfg {args.cfg}: {error.strerror or error}") from None
-            cfg_size, cfg_channels, layers = read_cfg(text)
-            size = size or cfg_size
-            channels = channels if channels is not None else cfg_channels
-            numbering = 0
-            if size is None:
-                raise LayerError(f"{args.cfg} has no [net] width/height: give --input")
+            output = _run_cfg(args)
         else:
             if not args.layers:
                 raise LayerError("give layer tokens (e.g. conv3 pool2 spp5,9,13) or --cfg FILE")
-            if size is None:
+            if args.input is None:
                 raise LayerError("--input is required with layer tokens (e.g. --input 224 or 416x416)")
+            size = _parse_input(args.input)
             layers = []
             for index, token in enumerate(args.layers, start=1):
                 try:
                     layers.append(parse_token(token))
                 except LayerError as error:
                     raise LayerError(f"layer {index} {error}") from None
-        if channels is not None and channels < 1:
-            raise LayerError(f"--channels must be positive, got {channels}")
-        states = trace(size, layers, channels, args.ceil, numbering)
+            states = trace(size, layers, args.channels, args.ceil)
+            output = _json_lines(_token_json(layers, states)) if args.json else format_table(layers, states)
     except LayerError as error:
         print(f"torchpool shape: error: {error}", file=sys.stderr)
         return 2
-    print(format_table(layers, states, numbering))
+    print(output)
     return 0

@@ -32,14 +32,14 @@ row-major first one; both are valid max-pool subgradients.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_bool, check_choice, check_input, restore_batch
+from .._checks import check_bool, check_choice, check_input, is_traced, restore_batch
+from ..darknet import Section, parse_int, parse_int_list, parse_sections
 from ..registry import register_pool
 from .adaptive import adaptive_pool
 
@@ -109,6 +109,16 @@ def _spp(x: Tensor, n: int, levels: Sequence[Level], mode: str, flatten: bool) -
     x, unbatched = check_input(x, n)
     if any(size == 0 for size in x.shape[2:]):
         raise ValueError(f"input must have non-zero spatial sizes, got shape {tuple(x.shape)}")
+    if x.shape[1] == 0:
+        # C = 0: the empty result (adaptive pooling refuses an empty channel dimension)
+        count = 0
+        for level in bins:
+            cells = 1
+            for b in level:
+                cells *= b
+            count += cells
+        empty = x.flatten(2)[:, :, :1].expand(x.shape[0], 0, count)
+        return restore_batch((empty.flatten(1) if flatten else empty).contiguous(), unbatched)
     pooled = [_pool_level(x, b, mode, n) for b in bins]
     if flatten:
         y = torch.cat([p.flatten(1) for p in pooled], dim=1)
@@ -390,7 +400,13 @@ def _stride_one_max(x: Tensor, slots: tuple[int, ...]) -> Tensor:
     x, unbatched = check_input(x, 2)
     if any(size == 0 for size in x.shape[2:]):
         raise ValueError(f"input must have non-zero spatial sizes, got shape {tuple(x.shape)}")
-    if torch.is_grad_enabled() and x.requires_grad:
+    if x.shape[1] == 0:
+        # C = 0: the empty result (PyTorch's max_pool2d refuses an empty channel dimension)
+        y = x.repeat(1, len(slots), 1, 1)
+    elif is_traced() or (torch.is_grad_enabled() and x.requires_grad):
+        # the autograd path, and the traceable one: torch.compile (fullgraph), torch.export and
+        # ONNX export run PyTorch's max_pool2d cascade (the doubling path's as_strided views and
+        # data-sized blocks break dynamo graphs); the values are the same either way
         channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
         y = _native_cascade(x.contiguous(memory_format=torch.channels_last), slots)
         y = y if channels_last else y.contiguous()
@@ -417,6 +433,12 @@ def _check_kernel_sizes(kernel_sizes: object) -> tuple[int, ...]:
                 f"kernel_sizes must be positive odd ints (same padding k // 2 needs odd k), got {k} in "
                 f"{tuple(kernel_sizes)}"
             )
+    if len(set(kernel_sizes)) != len(kernel_sizes):
+        repeated = sorted({k for k in kernel_sizes if list(kernel_sizes).count(k) > 1})
+        raise ValueError(
+            f"kernel_sizes must not repeat a kernel size (the block would output the same pooled "
+            f"channels twice), got {tuple(kernel_sizes)} with {repeated} repeated"
+        )
     return tuple(kernel_sizes)
 
 
@@ -433,19 +455,20 @@ def _ordered(kernel_sizes: tuple[int, ...], order: str) -> tuple[int, ...]:
     return (*reversed(kernel_sizes), 1) if order == "darknet" else (1, *kernel_sizes)
 
 
-def yolo_spp(x: Tensor, kernel_sizes: Sequence[int] = (5, 9, 13), order: str = "darknet") -> Tensor:
+def yolo_spp(x: Tensor, kernel_sizes: Sequence[int] = (5, 9, 13), order: str = "ultralytics") -> Tensor:
     """YOLOv3's SPP block: stride-1 max pools with ``-inf`` same padding, concatenated with the input.
 
-    ``order="darknet"`` gives ``[mp13, mp9, mp5, x]`` (``yolov3-spp.cfg``'s
-    ``route layers=-1,-3,-5,-6``; in general the pools from the last kernel to the first,
-    then ``x``); ``order="ultralytics"`` gives ``[x, mp5, mp9, mp13]``. Values equal
+    ``order="ultralytics"`` (the default, as :func:`sppf`) gives ``[x, mp5, mp9, mp13]`` (in
+    general ``x``, then the pools in the order of ``kernel_sizes``); ``order="darknet"`` gives
+    ``[mp13, mp9, mp5, x]`` (``yolov3-spp.cfg``'s ``route layers=-1,-3,-5,-6``: the pools from
+    the last kernel to the first, then ``x``; the layout darknet weights expect). Values equal
     ``F.max_pool2d(x, k, 1, k // 2)`` exactly; see the module notes for the fast path and the
     gradient's tie rule.
 
     Args:
         x: input ``(N, C, H, W)`` or ``(C, H, W)``.
-        kernel_sizes: odd kernel sizes.
-        order: ``"darknet"`` or ``"ultralytics"`` channel order.
+        kernel_sizes: odd kernel sizes, each at most once.
+        order: ``"ultralytics"`` or ``"darknet"`` channel order.
 
     Returns:
         The concatenation, ``(len(kernel_sizes) + 1) * C`` channels, same spatial size.
@@ -457,6 +480,8 @@ def yolo_spp(x: Tensor, kernel_sizes: Sequence[int] = (5, 9, 13), order: str = "
     Example:
         >>> x = torch.arange(5.0).reshape(1, 1, 1, 5)
         >>> yolo_spp(x, (3, 5)).flatten().tolist()
+        [0.0, 1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0, 4.0, 2.0, 3.0, 4.0, 4.0, 4.0]
+        >>> yolo_spp(x, (3, 5), order="darknet").flatten().tolist()
         [2.0, 3.0, 4.0, 4.0, 4.0, 1.0, 2.0, 3.0, 4.0, 4.0, 0.0, 1.0, 2.0, 3.0, 4.0]
     """
     ks = _check_kernel_sizes(kernel_sizes)
@@ -514,8 +539,9 @@ class YoloSPP(nn.Module):
     """The YOLOv3-SPP block: the Module form of :func:`yolo_spp`.
 
     Args:
-        kernel_sizes: odd kernel sizes, ``(5, 9, 13)`` in YOLOv3-SPP.
-        order: ``"darknet"`` (``[mp13, mp9, mp5, x]``) or ``"ultralytics"`` (``[x, mp5, mp9, mp13]``).
+        kernel_sizes: odd kernel sizes, each at most once, ``(5, 9, 13)`` in YOLOv3-SPP.
+        order: ``"ultralytics"`` (``[x, mp5, mp9, mp13]``, the default, as :class:`SPPF`) or
+            ``"darknet"`` (``[mp13, mp9, mp5, x]``, as darknet's ``yolov3-spp.cfg``).
 
     Shape:
         - Input: ``(N, C, H, W)`` or ``(C, H, W)``.
@@ -526,7 +552,7 @@ class YoloSPP(nn.Module):
         torch.Size([2, 32, 19, 19])
     """
 
-    def __init__(self, kernel_sizes: Sequence[int] = (5, 9, 13), order: str = "darknet") -> None:
+    def __init__(self, kernel_sizes: Sequence[int] = (5, 9, 13), order: str = "ultralytics") -> None:
         super().__init__()
         self.kernel_sizes = _check_kernel_sizes(kernel_sizes)
         self.order = check_choice(order, "order", _ORDERS)
@@ -552,7 +578,7 @@ class SPPF(nn.Module):
 
     Example:
         >>> x = torch.randn(1, 4, 10, 10)
-        >>> torch.equal(SPPF()(x), YoloSPP((5, 9, 13), order="ultralytics")(x))
+        >>> torch.equal(SPPF()(x), YoloSPP((5, 9, 13))(x))  # the same default order
         True
     """
 
@@ -592,7 +618,7 @@ def spp_to_sppf(module: YoloSPP) -> SPPF:
         ValueError: if the kernels are not such a progression (the message says why).
 
     Example:
-        >>> spp_to_sppf(YoloSPP((5, 9, 13)))
+        >>> spp_to_sppf(YoloSPP((5, 9, 13), order="darknet"))
         SPPF(kernel_size=5, n=3, order='darknet')
     """
     if not isinstance(module, YoloSPP):
@@ -612,84 +638,18 @@ def spp_to_sppf(module: YoloSPP) -> SPPF:
 # darknet cfg
 # ---------------------------------------------------------------------------------------------
 
-_SECTION = re.compile(r"^\[([^\[\]]*)\]$")
 
+def _spp_block(sections: Sequence[Section], base: int | None) -> YoloSPP:
+    """The :class:`YoloSPP` a run of ``[maxpool]``/``[route]`` sections describes.
 
-def _parse_cfg(text: str) -> list[tuple[str, int, dict[str, tuple[str, int]]]]:
-    """Sections as ``(name, line, {key: (value, line)})``; comments (``#``, ``;``) and blanks skipped."""
-    sections: list[tuple[str, int, dict[str, tuple[str, int]]]] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].split(";", 1)[0].strip()
-        if not line:
-            continue
-        match = _SECTION.match(line)
-        if match:
-            sections.append((match.group(1).strip().lower(), number, {}))
-            continue
-        if "=" not in line:
-            raise ValueError(
-                f"darknet cfg line {number}: expected 'key=value' or '[section]', got {raw.strip()!r}"
-            )
-        if not sections:
-            raise ValueError(f"darknet cfg line {number}: 'key=value' before any [section]: {raw.strip()!r}")
-        key, value = (part.strip() for part in line.split("=", 1))
-        name, start, options = sections[-1]
-        if not key or not value:
-            raise ValueError(
-                f"darknet cfg line {number} in [{name}] (line {start}): malformed {raw.strip()!r}"
-            )
-        if key in options:
-            raise ValueError(f"darknet cfg line {number} in [{name}] (line {start}): duplicate key {key!r}")
-        options[key] = (value, number)
-    return sections
-
-
-def _cfg_int(value: str, key: str, section: str, number: int) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(
-            f"darknet cfg line {number} in [{section}]: {key} must be an int, got {value!r}"
-        ) from None
-
-
-def from_darknet_cfg(text: str) -> YoloSPP:
-    """Builds the :class:`YoloSPP` block described by the ``[maxpool]``/``[route]`` part of a darknet cfg.
-
-    Layer outputs are followed symbolically from the block's input ``x`` (the layer before
-    the first section): a ``[maxpool]`` (``stride=1``, ``size=k``, darknet's default padding
-    ``size - 1`` in total) pools the previous output, a one-layer ``[route]`` selects an
-    earlier output, and the last section must be a ``[route]`` concatenating ``x`` and the
-    pooled outputs in darknet (``[mp13, mp9, mp5, x]``) or ultralytics (``[x, mp5, ...]``)
-    order. Cascaded pools are accepted and add radii (``mp5 o mp5 = mp9``).
-    ``yolov3-spp.cfg``'s ``### SPP ###`` block gives ``YoloSPP((5, 9, 13), "darknet")``.
-
-    Args:
-        text: the cfg text of the block.
-
-    Returns:
-        The equivalent block.
-
-    Raises:
-        TypeError: if ``text`` is not a string.
-        ValueError: for other sections, malformed or unknown options, ``stride != 1``, even
-            sizes, routes outside the block, or a final route that is not an SPP concatenation;
-            messages name the section and line.
-
-    Example:
-        >>> cfg = "[maxpool]\\nstride=1\\nsize=5\\n[route]\\nlayers=-2\\n[maxpool]\\nstride=1\\nsize=9\\n"
-        >>> from_darknet_cfg(cfg + "[route]\\nlayers=-1,-3,-4")
-        YoloSPP(kernel_sizes=(5, 9), order='darknet')
+    Layer outputs are followed symbolically from the block's input ``x`` (the layer before the
+    first section). ``base`` is darknet's layer index of the first section when the run comes
+    from a whole file (absolute ``layers=`` indices are then resolved), ``None`` for a snippet.
     """
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
-    sections = _parse_cfg(text)
-    if not sections:
-        raise ValueError("darknet cfg has no [maxpool]/[route] sections")
     outputs: list[int] = []  # effective kernel size of each layer's output (1 = the block input x)
     concat: list[int] | None = None
-    for position, (name, start, options) in enumerate(sections):
-        where = f"[{name}] at line {start}"
+    for position, section in enumerate(sections):
+        name, options, where = section.name, section.options, section.where()
         if concat is not None:
             raise ValueError(f"darknet cfg {where}: the SPP block must end with its concatenating [route]")
         previous = outputs[-1] if outputs else 1
@@ -697,7 +657,7 @@ def from_darknet_cfg(text: str) -> YoloSPP:
             unknown = set(options) - {"size", "stride", "padding"}
             if unknown:
                 raise ValueError(f"darknet cfg {where}: unknown option(s) {sorted(unknown)}")
-            values = {key: _cfg_int(v, key, name, line) for key, (v, line) in options.items()}
+            values = {key: parse_int(o.value, key, name, o.line) for key, o in options.items()}
             stride = values.get("stride", 1)
             size = values.get("size", stride)
             if stride != 1:
@@ -711,24 +671,29 @@ def from_darknet_cfg(text: str) -> YoloSPP:
                 )
             outputs.append(previous + size - 1)
         elif name == "route":
-            unknown = set(options) - {"layers"}
-            if unknown or "layers" not in options:
+            if set(options) != {"layers"}:
                 raise ValueError(
                     f"darknet cfg {where}: a route needs exactly 'layers=...', got {sorted(options)}"
                 )
-            value, line = options["layers"]
+            line = options["layers"].line
             picked: list[int] = []
-            for item in value.split(","):
-                index = _cfg_int(item.strip(), "layers", name, line)
+            for index in parse_int_list(options["layers"], "layers", name):
+                relative = index
                 if index >= 0:
-                    raise ValueError(
-                        f"darknet cfg line {line} in {where}: absolute layer index {index} is not supported "
-                        "in an SPP block (use negative offsets)"
-                    )
-                target = position + index
+                    if base is None:
+                        raise ValueError(
+                            f"darknet cfg line {line} in {where}: absolute layer index {index} is not "
+                            "supported in an SPP block (use negative offsets)"
+                        )
+                    relative = index - (base + position)
+                target = position + relative
                 if target < -1:
                     raise ValueError(
                         f"darknet cfg line {line} in {where}: layers={index} points before the block's input"
+                    )
+                if target >= position:
+                    raise ValueError(
+                        f"darknet cfg line {line} in {where}: layers={index} is not an earlier layer"
                     )
                 picked.append(1 if target == -1 else outputs[target])
             if len(picked) > 1:
@@ -750,6 +715,88 @@ def from_darknet_cfg(text: str) -> YoloSPP:
         "not an SPP concatenation [largest, ..., smallest, x] (darknet) or [x, smallest, ..., largest] "
         "(ultralytics)"
     )
+
+
+def _find_spp_block(layers: Sequence[Section]) -> YoloSPP:
+    """The one SPP block of a whole file's layer sections (``[net]`` left out)."""
+    found: list[tuple[int, YoloSPP]] = []
+    nearest: str | None = None
+    for start, section in enumerate(layers):
+        stride = section.options.get("stride")
+        if section.name != "maxpool" or stride is None:
+            continue
+        if parse_int(stride.value, "stride", "maxpool", stride.line) != 1:
+            continue
+        end = start
+        while end < len(layers) and layers[end].name in ("maxpool", "route"):
+            route = layers[end].options.get("layers")
+            if layers[end].name == "route" and route is not None and "," in route.value:
+                break
+            end += 1
+        if end == len(layers) or layers[end].name != "route":
+            continue
+        try:
+            found.append((section.line, _spp_block(layers[start : end + 1], start)))
+        except ValueError as error:
+            nearest = nearest or str(error)
+    if len(found) == 1:
+        return found[0][1]
+    if found:
+        lines = ", ".join(str(line) for line, _ in found)
+        raise ValueError(
+            f"darknet cfg: {len(found)} SPP blocks (starting at lines {lines}); "
+            "pass the text of the one you want"
+        )
+    hint = f" (the nearest candidate: {nearest})" if nearest else ""
+    raise ValueError(
+        "darknet cfg: no SPP block (stride-1 [maxpool]s whose outputs a [route] concatenates with their "
+        f"input) in the file{hint}"
+    )
+
+
+def from_darknet_cfg(text: str) -> YoloSPP:
+    """Builds the :class:`YoloSPP` block described by a darknet cfg: a whole file or its SPP part.
+
+    A whole file (its first section is ``[net]``, e.g. ``yolov3-spp.cfg`` or ``yolov4.cfg``)
+    is searched for its SPP block: stride-1 ``[maxpool]`` sections and ``[route]`` sections
+    ending with the ``[route]`` that concatenates the block input ``x`` and the pooled outputs;
+    a file with none or several is refused. Otherwise ``text`` is the block itself.
+
+    Layer outputs are followed symbolically from the block's input ``x`` (the layer before
+    the first section): a ``[maxpool]`` (``stride=1``, ``size=k``, darknet's default padding
+    ``size - 1`` in total) pools the previous output, a one-layer ``[route]`` selects an
+    earlier output, and the last section must be a ``[route]`` concatenating ``x`` and the
+    pooled outputs in darknet (``[mp13, mp9, mp5, x]``) or ultralytics (``[x, mp5, ...]``)
+    order. Cascaded pools are accepted and add radii (``mp5 o mp5 = mp9``).
+    ``yolov3-spp.cfg``'s ``### SPP ###`` block gives ``YoloSPP((5, 9, 13), "darknet")``.
+    Ints are plain decimals (``size=5_1`` is refused); see :mod:`torchpool.darknet`.
+
+    Args:
+        text: the cfg text of a whole file or of the block.
+
+    Returns:
+        The equivalent block.
+
+    Raises:
+        TypeError: if ``text`` is not a string.
+        ValueError: for other sections in a block, malformed or unknown options,
+            ``stride != 1``, even sizes, routes outside the block, a final route that is not an
+            SPP concatenation, or a whole file without exactly one SPP block; messages name the
+            section and line.
+
+    Example:
+        >>> cfg = "[maxpool]\\nstride=1\\nsize=5\\n[route]\\nlayers=-2\\n[maxpool]\\nstride=1\\nsize=9\\n"
+        >>> from_darknet_cfg(cfg + "[route]\\nlayers=-1,-3,-4")
+        YoloSPP(kernel_sizes=(5, 9), order='darknet')
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    sections = parse_sections(text)
+    if not sections:
+        raise ValueError("darknet cfg has no [maxpool]/[route] sections")
+    if sections[0].name in ("net", "network"):
+        return _find_spp_block(sections[1:])
+    return _spp_block(sections, None)
 
 
 register_pool(
@@ -794,6 +841,6 @@ register_pool(
     family="pyramid",
     dims=(2,),
     channel_multiplier=4,
-    description="YOLOv5 SPPF: three cascaded 5x5 max pools, same output as yolo_spp",
+    description="YOLOv5 SPPF: three cascaded 5x5 max pools, same output as yolo_spp (same default order)",
     example_kwargs={"kernel_size": 5, "n": 3},
 )

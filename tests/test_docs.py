@@ -150,7 +150,9 @@ def _chromium() -> str | None:
     return None
 
 
-def _headless(browser: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def _headless(
+    browser: str, profile: Path, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Runs headless Chromium with every host name unresolvable (no network at all)."""
     return subprocess.run(
         [
@@ -158,7 +160,9 @@ def _headless(browser: str, *args: str, timeout: float = 120) -> subprocess.Comp
             "--headless",
             "--no-sandbox",  # CI runs as root
             "--disable-gpu",
+            "--disable-dev-shm-usage",
             "--no-first-run",
+            f"--user-data-dir={profile}",
             "--host-resolver-rules=MAP * ~NOTFOUND",
             "--virtual-time-budget=15000",  # let MathJax finish typesetting before the dump
             *args,
@@ -179,7 +183,7 @@ def test_math_renders_offline_in_chromium(site: Path, tmp_path: Path) -> None:
     source = page.read_text(encoding="utf-8")
     expected = len(re.findall(r'class="arithmatex"', source))
     assert expected >= 3  # the display formula and the inline math of the median page
-    result = _headless(browser, "--dump-dom", page.as_uri())
+    result = _headless(browser, tmp_path / "profile", "--dump-dom", page.as_uri())
     dom = result.stdout
     assert "</html>" in dom, result.stderr[-2000:]
     rendered = re.findall(r'<mjx-container class="MathJax[^"]*" jax="CHTML"', dom)
@@ -193,7 +197,7 @@ def test_math_renders_offline_in_chromium(site: Path, tmp_path: Path) -> None:
         assert delimiter not in shown, f"raw TeX {delimiter} left in the page"
     # the picture: a screenshot of the rendered page (for a person to look at when it fails)
     shot = tmp_path / "median.png"
-    _headless(browser, "--window-size=1280,1400", f"--screenshot={shot}", page.as_uri())
+    _headless(browser, tmp_path / "profile", "--window-size=1280,1400", f"--screenshot={shot}", page.as_uri())
     assert shot.is_file() and shot.stat().st_size > 10_000
 
 

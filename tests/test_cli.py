@@ -200,7 +200,11 @@ def test_variants_take_the_registry_spelling(tmp_path: Path, monkeypatch: pytest
     """A name the registry resolves to another (``max`` for ``max2d``) runs once, as the registry names it."""
     real = compare.get_pool_info
     aliases = {"max": "max2d", "median": "median2d"}
-    monkeypatch.setattr(compare, "get_pool_info", lambda name: real(aliases.get(name, name)))
+
+    def with_aliases(name: str) -> Any:
+        return real(aliases.get(name, name))
+
+    monkeypatch.setattr(compare, "get_pool_info", with_aliases)
     args = _args("--out", str(tmp_path / "o"), "--variants", "max,median", "max2d")
     assert compare.validate_arguments(args) == ["max2d", "median2d"]
 

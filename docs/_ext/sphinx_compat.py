@@ -33,6 +33,7 @@ from __future__ import annotations
 import inspect
 import re
 import sys
+import typing
 from typing import Any, cast
 
 import griffe
@@ -87,12 +88,19 @@ def google_args(doc: str | None) -> dict[str, str]:
 
 
 def _annotation(annotation: Any) -> str | None:
+    """An annotation as Python 3.10 source: ``int | None``, not ``typing.Union[int, NoneType]``."""
     if annotation is inspect.Parameter.empty:
         return None
     if isinstance(annotation, str):
         return annotation
+    if annotation is type(None):
+        return "None"
+    if typing.get_origin(annotation) is typing.Union:
+        return " | ".join(_annotation(arg) or "" for arg in typing.get_args(annotation))
     text = repr(annotation)
-    return getattr(annotation, "__name__", text) if "<" in text else text.replace("NoneType", "None")
+    if "<" in text:  # a class: <class 'int'>
+        return str(getattr(annotation, "__qualname__", text))
+    return text.replace("typing.", "").replace("NoneType", "None")
 
 
 def _default(default: Any) -> str | None:

@@ -180,7 +180,8 @@ def _insert_section(text: str, section: str) -> str:
 
 
 class SphinxCompat(griffe.Extension):
-    """Rewrites every loaded docstring with `rewrite` and keeps only exported module members."""
+    """Rewrites every loaded docstring with `rewrite`, keeps only exported (or private) module
+    members, and completes public classes' signatures and parameter sections."""
 
     def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
         if obj.docstring is None:
@@ -195,7 +196,8 @@ class SphinxCompat(griffe.Extension):
         runtime = getattr(node, "obj", None)
         if not inspect.isclass(runtime) or cls.name.startswith("_"):
             return
-        if "__init__" not in cls.members and not runtime.__init__.__module__.startswith("torchpool"):
+        init_module = getattr(runtime.__init__, "__module__", None) or ""
+        if "__init__" not in cls.members and not init_module.startswith("torchpool"):
             init = _init_from_runtime(runtime)
             if init is not None:
                 cls.set_member("__init__", init)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import sys
 from collections.abc import Callable
 from fractions import Fraction
@@ -425,3 +426,24 @@ def test_shape_help_is_true(capsys: pytest.CaptureFixture[str]) -> None:
         (state,) = shape.trace([n], [shape.parse_token(f"conv{k}s{s}d{d}")])[1:]
         assert state.size == (torch_size,)
         assert (torch_size == n) == (k % 2 == 1 and s == 1), (k, s, d, n)
+
+
+def test_shape_docs_examples_are_real(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every ``$ torchpool shape`` example of docs/commands.md prints what the docs show."""
+    root = Path(__file__).parent.parent
+    docs = (root / "docs" / "commands.md").read_text()
+    section = docs[docs.index("## torchpool shape") :]
+    examples = re.findall(r"```console\n\$ torchpool (shape[^\n]*)\n(.*?)```", section, re.S)
+    assert len(examples) == 3
+    for command, shown in examples:
+        argv = [
+            a if not a.endswith(".cfg") else str(root / "tests" / "data" / "darknet" / a)
+            for a in command.split()
+        ]
+        assert main(argv) == 0
+        printed = capsys.readouterr().out.splitlines()
+        lines = shown.rstrip("\n").splitlines()
+        if lines[-1] == "...":
+            lines = lines[:-1]
+            printed = printed[: len(lines)]
+        assert printed == lines, command

@@ -313,3 +313,19 @@ def test_from_darknet_cfg_whole_file_absolute_indices_and_two_blocks() -> None:
     broken = text.replace("layers=-1,-3,-5,-6", "layers=-1,-5,-3,-6")
     with pytest.raises(ValueError, match=r"no SPP block.*not an SPP concatenation"):
         tp.from_darknet_cfg(broken)
+
+
+def test_darknet_short_section_names_and_order() -> None:
+    text = "[network]\nwidth=8\nheight=8\nchannels=2\n[conv]\nsize=3\nfilters=4\n[max]\nsize=2\nstride=2\n"
+    text += "[avg]\n[soft]\n"
+    shapes = trace_cfg(text)
+    assert [(s.type, s.width, s.channels, s.flat) for s in shapes] == [
+        ("conv", 6, 4, False),
+        ("max", 3, 4, False),
+        ("avg", 1, 4, False),
+        ("soft", 1, 4, True),
+    ]
+    with pytest.raises(CfgError, match=r"layer 1 \[net\] at line 6: \[net\] must be the first section"):
+        trace_cfg("[net]\nwidth=8\nheight=8\nchannels=2\n[dropout]\n[net]\n")
+    with pytest.raises(CfgError, match="layer 0 \\[gaussian_yolo\\] at line 5: unsupported section"):
+        trace_cfg("[net]\nwidth=8\nheight=8\nchannels=2\n[Gaussian_yolo]\n")

@@ -593,7 +593,11 @@ def _layer(reader: _Reader, name: str, state: _State, history: Sequence[_State],
         classes = reader.get("classes", 20)
         num = reader.positive("num", 1)
         if name == "yolo":
-            n = len(section.options["mask"].value.split(",")) if reader.has("mask") else num
+            n = (
+                len(parse_int_list(section.options["mask"], "mask", section.name))
+                if reader.has("mask")
+                else num
+            )
             expected, rule = n * (classes + 5), f"{n} x ({classes} classes + 5)"
         else:
             coords = reader.get("coords", 4)

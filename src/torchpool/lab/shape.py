@@ -12,8 +12,9 @@ input pixel is at 0). The input has ``r = 1, j = 1, start = 0``.
 
 Tokens:
 
-* ``convK[sS][pP][dD][cC]``: convolution, stride ``S`` (default 1), padding ``P`` (default
-  "same", ``d * (K // 2)``), dilation ``D`` (default 1), ``C`` output channels (default unknown).
+* ``convK[sS][pP][dD][cC]``: convolution, stride ``S`` (default 1), padding ``P`` on each side
+  (default ``D * (K // 2)``, which keeps the size only for an odd ``K`` at stride 1), dilation
+  ``D`` (default 1), ``C`` output channels (default unknown).
 * ``poolK[sS][pP][dD]`` (or ``maxpoolK...``, ``avgpoolK...``): max/avg pooling, stride default
   ``K``; the size follows :func:`torchpool.pool_output_size` (floor mode, ``--ceil`` for ceil).
 * ``sppK1,K2,...``: YOLOv3's SPP block (stride-1 "same" max pools concatenated with the input):

@@ -58,7 +58,9 @@ def stride_one_max_reference(x: Tensor, k: int) -> Tensor:
     return out
 
 
-def yolo_spp_reference(x: Tensor, kernel_sizes: Sequence[int] = (5, 9, 13), order: str = "darknet") -> Tensor:
+def yolo_spp_reference(
+    x: Tensor, kernel_sizes: Sequence[int] = (5, 9, 13), order: str = "ultralytics"
+) -> Tensor:
     pools = [stride_one_max_reference(x, k) for k in kernel_sizes]
     blocks = [*reversed(pools), x] if order == "darknet" else [x, *pools]
     return torch.cat(blocks, dim=1)

@@ -717,7 +717,7 @@ def test_kernel_equals_input_size(info: tp.PoolInfo, d: int, mode: str) -> None:
     y = _forward(module, x)
     if out.code == "centre":
         index: tuple[Any, ...] = (slice(None), slice(None)) + (KERNEL_SIZE // 2,) * d
-        order = ("x", "max") if info.name == "sppf" else ("max", "x")
+        order = ("x", "max")  # sppf and yolo_spp default to ultralytics' order [x, pools]
         parts = {"x": x[index], "max": x.flatten(2).amax(2)}
         centre = y[index]
         torch.testing.assert_close(centre, torch.cat([parts[p] for p in order], dim=1), rtol=0, atol=0)

@@ -111,9 +111,97 @@ def test_sppf_equals_yolo_spp_bitwise(memory_format: torch.memory_format, order:
 def test_darknet_and_ultralytics_orders() -> None:
     x = torch.randn(1, 2, 9, 9)
     pools = [F.max_pool2d(x, k, 1, k // 2) for k in (5, 9, 13)]
-    assert torch.equal(yolo_spp(x), torch.cat([pools[2], pools[1], pools[0], x], 1))
+    assert torch.equal(yolo_spp(x, order="darknet"), torch.cat([pools[2], pools[1], pools[0], x], 1))
     assert torch.equal(yolo_spp(x, order="ultralytics"), torch.cat([x, *pools], 1))
+    assert torch.equal(yolo_spp(x), torch.cat([x, *pools], 1))  # the default: ultralytics, as SPPF
     assert yolo_spp(x).shape == (1, 8, 9, 9)
+    # unsorted kernels are a defined order: the given one (darknet: reversed, then x)
+    assert torch.equal(yolo_spp(x, (9, 5)), torch.cat([x, pools[1], pools[0]], 1))
+    assert torch.equal(yolo_spp(x, (9, 5), "darknet"), torch.cat([pools[0], pools[1], x], 1))
+
+
+def test_registry_sppf_and_yolo_spp_give_the_same_output() -> None:
+    """The registry says SPPF has the same output as yolo_spp: true with each one's defaults, in both
+    orders when the order is given, for the Modules and the functions."""
+    x = torch.randn(2, 3, 11, 10)
+    assert YoloSPP().order == SPPF().order == "ultralytics"
+    assert "same output as yolo_spp" in tp.get_pool_info("sppf").description
+    assert torch.equal(tp.create_pool("sppf")(x), tp.create_pool("yolo_spp")(x))
+    assert torch.equal(sppf(x), yolo_spp(x))
+    for order in ("darknet", "ultralytics"):
+        assert torch.equal(tp.create_pool("sppf", order=order)(x), tp.create_pool("yolo_spp", order=order)(x))
+        assert torch.equal(SPPF(order=order)(x), spp_to_sppf(YoloSPP(order=order))(x))
+
+
+@pytest.mark.parametrize("kernel_sizes", [(5, 5), (5, 9, 5), (3, 3, 3)])
+def test_repeated_kernel_sizes_refused(kernel_sizes: tuple[int, ...]) -> None:
+    x = torch.randn(1, 2, 6, 6)
+    with pytest.raises(ValueError, match="kernel_sizes must not repeat a kernel size"):
+        yolo_spp(x, kernel_sizes)
+    with pytest.raises(ValueError, match="kernel_sizes must not repeat"):
+        YoloSPP(kernel_sizes)
+    with pytest.raises(ValueError, match="kernel_sizes"):
+        tp.create_pool("yolo_spp", kernel_sizes=kernel_sizes)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "spatial", "out_tail"),
+    [
+        ("spp", {"levels": (1, 2, 4)}, (5, 6), (0,)),
+        ("spp", {"levels": (1, 2, 4), "flatten": False}, (5, 6), (0, 21)),
+        ("spp1d", {"levels": (1, 3)}, (7,), (0,)),
+        ("spp3d", {"levels": (1, 2), "mode": "avg"}, (3, 4, 5), (0,)),
+        ("yolo_spp", {}, (5, 6), (0, 5, 6)),
+        ("yolo_spp", {"kernel_sizes": (3, 7), "order": "darknet"}, (5, 6), (0, 5, 6)),
+        ("sppf", {}, (5, 6), (0, 5, 6)),
+    ],
+)
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_zero_channels_give_the_empty_result(
+    name: str,
+    kwargs: dict[str, object],
+    spatial: tuple[int, ...],
+    out_tail: tuple[int, ...],
+    requires_grad: bool,
+) -> None:
+    module = tp.create_pool(name, **kwargs)
+    x = torch.randn(2, 0, *spatial, requires_grad=requires_grad)
+    y = module(x)
+    assert y.shape == (2, *out_tail) and y.dtype == x.dtype
+    assert module(x[0].detach()).shape == out_tail  # batch-less (C=0, *spatial)
+    if requires_grad:
+        y.sum().backward()
+        assert x.grad is not None and x.grad.shape == x.shape
+    # and N = 0 as well
+    assert module(torch.randn(0, 3, *spatial)).shape[0] == 0
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("name", ["yolo_spp", "sppf"])
+def test_fullgraph_compile_matches_eager_with_ties(name: str, memory_format: torch.memory_format) -> None:
+    """fullgraph=True (no graph break), no warning, forward and backward equal to eager, also on ties
+    (the compiled graph runs the same max_pool2d cascade as the eager autograd path)."""
+    import warnings
+
+    torch._dynamo.reset()
+    module = tp.create_pool(name)
+    x = torch.randn(2, 3, 9, 8).round().to(memory_format=memory_format)  # many ties
+
+    def run(fn: nn.Module) -> tuple[Tensor, Tensor]:
+        leaf = x.clone().requires_grad_(True)
+        y = fn(leaf)
+        y.backward(torch.linspace(0.5, 1.5, y.numel()).view_as(y))
+        assert leaf.grad is not None
+        return y.detach(), leaf.grad
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y_c, g_c = run(torch.compile(module, fullgraph=True, backend="aot_eager"))
+        with torch.no_grad():
+            y_nograd = torch.compile(module, fullgraph=True, backend="aot_eager")(x)
+    y_e, g_e = run(module)
+    assert torch.equal(y_c, y_e) and torch.equal(y_nograd, module(x)) and torch.equal(g_c, g_e)
+    torch._dynamo.reset()
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
@@ -242,6 +330,7 @@ def test_factory_and_repr() -> None:
         (lambda: yolo_spp(torch.randn(1, 2, 4, 4), (5, 6)), ValueError, "kernel_sizes"),
         (lambda: yolo_spp(torch.randn(1, 2, 4, 4), 5), TypeError, "kernel_sizes"),
         (lambda: yolo_spp(torch.randn(1, 2, 4, 4), ()), ValueError, "kernel_sizes"),
+        (lambda: yolo_spp(torch.randn(1, 2, 4, 4), (5, 5)), ValueError, "kernel_sizes must not repeat"),
         (lambda: yolo_spp(torch.randn(1, 2, 4, 4), order="yolo"), ValueError, "order"),
         (lambda: yolo_spp(torch.randn(2, 4, 4, 4, 4)), ValueError, "input"),
         (lambda: sppf(torch.randn(1, 2, 4, 4), 5, 0), ValueError, "n must"),

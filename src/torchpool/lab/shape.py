@@ -272,8 +272,8 @@ def trace(
         size: input spatial size (one int per dimension).
         layers: the layers, in order.
         channels: input channels, ``None`` if unknown.
-        ceil: ceil mode for ``pool`` tokens (darknet ``[maxpool]`` keeps darknet's rule).
-        numbering: the index of the first layer in error messages (0 for darknet's indices).
+        ceil: ceil mode for ``pool`` tokens.
+        numbering: the index of the first layer in error messages.
 
     Returns:
         ``len(layers) + 1`` states: the input, then each layer's output.
@@ -293,8 +293,7 @@ def trace(
         try:
             state = _apply(layer, state, ceil)
         except LayerError as error:
-            name = f"'{layer.label}'" if not layer.label.startswith("[") else layer.label
-            raise LayerError(f"layer {index + numbering} {name}: {error}") from None
+            raise LayerError(f"layer {index + numbering} '{layer.label}': {error}") from None
         states.append(state)
     return states
 
@@ -318,7 +317,7 @@ def format_table(layers: Sequence[Layer], states: Sequence[State], numbering: in
     Args:
         layers: the layers.
         states: :func:`trace`'s output for them.
-        numbering: the index of the first layer (1 for tokens, 0 for darknet's layer indices).
+        numbering: the index of the first layer.
 
     Returns:
         The table, one line per row, the input first.

@@ -129,8 +129,9 @@ class Subject:
     multi_dim: bool  # accepts 1, 2 and 3 spatial dims
     params: tuple[str, ...]
     base: dict[str, Any] = field(default_factory=dict)
-    fixed_channels: bool = False
-    torch_forward: bool = False  # PyTorch's own Module: forward not walked
+    fixed_channels: bool = False  # the arguments fix the input's channel count
+    torch_forward: bool = False  # PyTorch's own Module: its forward is not walked
+    smoke_only: bool = False  # a registry entry of a public Module class, walked in full as nn:<class>
 
     def call(self, x: Tensor, **override: Any) -> Any:
         kwargs = {**self.base, **override}
@@ -229,33 +230,20 @@ def _subjects() -> list[Subject]:
         out.append(Subject(f"nn:{name}", "nn", name, cls, n or 2, n is None, params, base, fixed))
     public = {getattr(TPNN, name) for name in TPNN.__all__}
     for info in tp.list_pools():
-        module = tp.create_pool(info.name, **info.example_kwargs)
-        cls = type(module)
-        n = info.dims[0] if len(info.dims) == 1 else 2
+        cls = type(tp.create_pool(info.name, **info.example_kwargs))
         out.append(
             Subject(
                 f"pool:{info.name}",
                 "pool",
                 info.name,
                 info.name,
-                n,
+                info.dims[0] if len(info.dims) == 1 else 2,
                 len(info.dims) > 1,
-                _params(info.builder),
+                () if cls in public else _params(info.builder),
                 dict(info.example_kwargs),
                 fixed_channels=any(p in info.example_kwargs for p in CHANNEL_PARAMS),
                 torch_forward=not cls.__module__.startswith("torchpool"),
-            )
-            if cls not in public
-            else Subject(
-                f"pool:{info.name}",
-                "pool",
-                info.name,
-                info.name,
-                n,
-                len(info.dims) > 1,
-                (),  # a public Module class: its arguments are walked as nn:<class>
-                dict(info.example_kwargs),
-                torch_forward=True,  # ... and so are its inputs (see SMOKE_CASES)
+                smoke_only=cls in public,
             )
         )
     return out
@@ -340,14 +328,11 @@ def _shapes(outs: list[Tensor]) -> list[tuple[int, ...]]:
     return [tuple(t.shape) for t in outs]
 
 
-def must_refuse(names: tuple[str, ...]) -> Callable[[Subject, Callable[[], Any]], Outcome]:
-    def check(s: Subject, call: Callable[[], Any]) -> Outcome:
-        out, error = _attempt(call)
-        if error is None:
-            return f"accepted: returned shapes {_shapes(out)}"
-        return _refused(error, names)
-
-    return check
+def must_refuse(call: Callable[[], list[Tensor]], names: tuple[str, ...]) -> Outcome:
+    out, error = _attempt(call)
+    if error is None:
+        return f"accepted: returned shapes {_shapes(out)}"
+    return _refused(error, names)
 
 
 # ------------------------------------------------------------------ argument cases
@@ -431,26 +416,18 @@ def _power_mean(x: Tensor, p: float, eps: float) -> Tensor:
     return x.pow(p).mean(-1).pow(1.0 / p)
 
 
-def gem_p(value: float, as_tensor: bool) -> Callable[[Subject, Callable[[], Any]], Outcome]:
+def gem_p(s: Subject, call: Callable[[], list[Tensor]], value: float) -> Outcome:
     """GeM's ``p``: refused naming ``p``, or the power mean for that ``p`` (p=0: the geometric mean)."""
-
-    def check(s: Subject, call: Callable[[], Any]) -> Outcome:
-        out, error = _attempt(call)
-        if error is not None:
-            return _refused(error, ("p",))
-        if math.isnan(value):
-            return f"accepted p=nan: returned {_shapes(out)}"
-        eps = s.base.get("eps", 1e-6)
-        want = _power_mean(_input(s), value, eps)
-        got = out[0].double().reshape(want.shape)
-        if not torch.allclose(got, want, rtol=1e-4, atol=1e-6):
-            err = (got - want).abs().max().item()
-            return (
-                f"p={value} ({'tensor' if as_tensor else 'float'}): not the power mean (max error {err:.3g})"
-            )
-        return None
-
-    return check
+    out, error = _attempt(call)
+    if error is not None:
+        return _refused(error, ("p",))
+    if math.isnan(value):
+        return f"accepted p=nan: returned {_shapes(out)}"
+    want = _power_mean(_input(s), value, s.base.get("eps", 1e-6))
+    got = out[0].double().reshape(want.shape)
+    if not torch.allclose(got, want, rtol=1e-4, atol=1e-6):
+        return f"p={value}: not the power mean (max error {(got - want).abs().max().item():.3g})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -501,16 +478,11 @@ def check_arg(case: ArgCase) -> Outcome:
         return _run(s, x, **{case.param: case.value})
 
     if case.param == "p" and "gem" in s.name.lower():
-        value = float(case.value)
-        return gem_p(value, isinstance(case.value, Tensor))(s, call)
-    return must_refuse((case.param,))(s, call)
+        return gem_p(s, call, float(case.value))
+    return must_refuse(call, (case.param,))
 
 
 # ------------------------------------------------------------------ input cases
-
-
-def _input_names(s: Subject) -> tuple[str, ...]:
-    return s.input_names()
 
 
 def _too_many(s: Subject) -> Tensor:
@@ -534,21 +506,21 @@ def _expect_refusal(s: Subject, x: Tensor) -> Outcome:
     out, error = _attempt(lambda: _run(s, x))
     if error is None:
         return f"accepted shape {tuple(x.shape)} {x.dtype}: returned shapes {_shapes(out)}"
-    return _refused(error, _input_names(s))
+    return _refused(error, s.input_names())
 
 
 def _expect_wrong_channels(s: Subject, x: Tensor) -> Outcome:
     out, error = _attempt(lambda: _run(s, x))
     if error is None:
         return f"accepted {x.shape[1]} channels (built for {CHANNELS}): returned shapes {_shapes(out)}"
-    return _refused(error, _input_names(s) + CHANNEL_PARAMS)
+    return _refused(error, s.input_names() + CHANNEL_PARAMS)
 
 
 def _expect_same_numbers(s: Subject, x: Tensor) -> Outcome:
     """int / bool input: refused naming the input, or the float32 answer on the same values."""
     out, error = _attempt(lambda: _run(s, x))
     if error is not None:
-        return _refused(error, _input_names(s))
+        return _refused(error, s.input_names())
     want = _run(s, x.float())
     for got, ref in zip(out, want):
         if got.shape != ref.shape:
@@ -567,8 +539,8 @@ def _expect_empty(axis: int) -> Callable[[Subject, Tensor], Outcome]:
     def check(s: Subject, x: Tensor) -> Outcome:
         out, error = _attempt(lambda: _run(s, x))
         if error is not None:
-            if axis == 1 or s.fixed_channels:
-                return _refused(error, _input_names(s) + CHANNEL_PARAMS)
+            if axis == 1:  # no channels: refusing is fine (and the only answer for a fixed count)
+                return _refused(error, s.input_names() + CHANNEL_PARAMS)
             return f"N=0 refused: {_describe(error)}"
         clean = _clean(s.id)
         for got, ref in zip(out, clean):
@@ -588,7 +560,7 @@ def _expect_empty(axis: int) -> Callable[[Subject, Tensor], Outcome]:
 def _expect_refusal_or_empty(s: Subject, x: Tensor) -> Outcome:
     out, error = _attempt(lambda: _run(s, x))
     if error is not None:
-        return _refused(error, _input_names(s))
+        return _refused(error, s.input_names())
     if all(t.numel() == 0 for t in out):
         return None
     return f"H=0 accepted: returned shapes {_shapes(out)} with values"
@@ -600,7 +572,7 @@ def _expect_nonfinite(kind: str) -> Callable[[Subject, Tensor], Outcome]:
     def check(s: Subject, x: Tensor) -> Outcome:
         out, error = _attempt(lambda: _run(s, x))
         if error is not None:
-            return _refused(error, _input_names(s))
+            return _refused(error, s.input_names())
         clean = _clean(s.id)
         if _shapes(out) != _shapes(clean):
             return f"shape {_shapes(out)}, clean input gives {_shapes(clean)}"
@@ -657,11 +629,10 @@ SMOKE_CASES = ("input:N=0", "input:meta")
 
 def _input_cases() -> Iterator[tuple[Subject, str]]:
     for s in SUBJECTS:
-        public_module = s.kind == "pool" and not s.params
-        if s.torch_forward and not public_module:
+        if s.torch_forward:
             continue
         for case_id, case in INPUT_CASES.items():
-            if public_module and case_id not in SMOKE_CASES:
+            if s.smoke_only and case_id not in SMOKE_CASES:
                 continue
             if _is_sibling(s) and case_id not in SIBLING_INPUT_CASES:
                 continue
@@ -893,8 +864,8 @@ HELPER_CASES: list[tuple[str, str, Callable[[], Any], str]] = [
     ("from_darknet_cfg", "size=5_1", lambda: tp.from_darknet_cfg(_SPP_CFG.format("5_1")), "size"),
     ("from_darknet_cfg", "size=4", lambda: tp.from_darknet_cfg(_SPP_CFG.format("4")), "size"),
     ("spp_to_sppf", "module=Identity", lambda: tp.spp_to_sppf(nn.Identity()), "module"),  # type: ignore[arg-type]
-    ("swap_pooling", "model=None", lambda: tp.swap_pooling(None, "avg2d", kernel_size=2), "model"),  # type: ignore[arg-type]
-    ("swap_pooling", "to=3", lambda: tp.swap_pooling(nn.Sequential(nn.MaxPool2d(2)), 3), "to"),  # type: ignore[arg-type]
+    ("swap_pooling", "model=None", lambda: tp.swap_pooling(None, "avg2d", kernel_size=2), "model"),  # type: ignore[call-overload]
+    ("swap_pooling", "to=3", lambda: tp.swap_pooling(nn.Sequential(nn.MaxPool2d(2)), 3), "to"),  # type: ignore[call-overload]
 ]
 #: public names that are data records, not calls to walk.
 NOT_CALLS = frozenset({"PoolInfo", "SwapRecord", "SwapReport", "functional", "nn", "__version__"})

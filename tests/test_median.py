@@ -309,14 +309,21 @@ def test_module_equals_function() -> None:
 @pytest.mark.parametrize(
     "call, error, match",
     [
-        (
-            lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 3, padding_mode="circular"),
-            ValueError,
-            "padding_mode",
-        ),
+        (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 3, padding_mode="wrap"), ValueError, "padding_mode"),
         (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 3, padding_mode=1), TypeError, "padding_mode"),
         (lambda: median_pool2d([[1.0]], 3), TypeError, "input"),
-        (lambda: median_pool2d(torch.zeros(1, 1, 4, 4, dtype=torch.long), 3), TypeError, "input"),
+        (lambda: median_pool2d(torch.zeros(1, 1, 4, 4, dtype=torch.complex64), 3), TypeError, "input"),
+        (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 3, 1, 1, 0), ValueError, "dilation"),
+        (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 3, 1, 1, 1.5), TypeError, "dilation"),
+        (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 3, 1, 1, 3), ValueError, "input"),
+        (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 3, ceil_mode=1), TypeError, "ceil_mode"),
+        (lambda: MedianPool2d(3, ceil_mode="yes"), TypeError, "ceil_mode"),
+        (lambda: median_pool1d(torch.zeros(1, 1, 2), 2, 1, 1, 3, padding_mode="valid"), ValueError, "valid"),
+        (
+            lambda: median_pool1d(torch.zeros(1, 1, 1), 4, 1, 2, padding_mode="circular"),
+            ValueError,
+            "circular",
+        ),
         (lambda: median_pool2d(torch.zeros(4, 4), 3), ValueError, "input"),
         (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 0), ValueError, "kernel_size"),
         (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), -2), ValueError, "kernel_size"),
@@ -474,13 +481,17 @@ def test_export_is_one_op() -> None:
 def test_custom_op_checks() -> None:
     # schema, fake (meta) and autograd registrations agree with the real kernels
     x = _distinct((1, 2, 6, 5))
-    y = median_pool2d(x, 3, 1, 1)
-    flat = x.reshape(2, 6, 5)
-    args = ([3, 3], [1, 1], [1, 1], "reflect", False)
-    torch.library.opcheck(torch.ops.torchpool.median_pool, (flat.clone().requires_grad_(), *args))
-    g = torch.randn_like(y).reshape(2, 6, 5)
-    torch.library.opcheck(torch.ops.torchpool.median_pool_backward, (flat, y.reshape(2, 6, 5), g, *args))
-    torch.library.opcheck(torch.ops.torchpool.median_pool_indices, (flat, y.reshape(2, 6, 5), *args))
+    for args in (
+        ([3, 3], [1, 1], [1, 1], "reflect", False, [1, 1], False),
+        ([3, 2], [2, 2], [1, 1], "valid", False, [2, 1], True),
+    ):
+        kernel, stride, padding, mode, _, dilation, ceil_mode = args
+        y = median_pool2d(x, kernel, stride, padding, dilation, ceil_mode=ceil_mode, padding_mode=mode)
+        flat, y = x.reshape(2, 6, 5), y.reshape(2, *y.shape[2:])
+        torch.library.opcheck(torch.ops.torchpool.median_pool, (flat.clone().requires_grad_(), *args))
+        g = torch.randn_like(y)
+        torch.library.opcheck(torch.ops.torchpool.median_pool_backward, (flat, y, g, *args))
+        torch.library.opcheck(torch.ops.torchpool.median_pool_indices, (flat, y, *args))
 
 
 def test_gradgradcheck_modes() -> None:
@@ -512,3 +523,181 @@ def test_onnx_torchscript_exporter(mode: str) -> None:
         session = ort.InferenceSession(buffer.getvalue())
         (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
         assert torch.equal(torch.from_numpy(out), module(x))
+
+
+# ------------------------------------------------------------------ dilation, ceil_mode, circular, integers
+
+OPTION_CASES = [
+    # nd, kernel, stride, padding, dilation, ceil_mode
+    (1, 3, 2, 1, 1, True),
+    (1, 4, 3, 2, 2, True),
+    (1, 3, 1, 1, 3, False),
+    (1, 2, 2, 0, 1, True),
+    (2, 3, 2, 0, 1, True),
+    (2, 3, 2, 1, 2, False),
+    (2, (2, 3), (3, 2), (1, 1), (2, 1), True),
+    (2, 3, 1, 1, (1, 2), True),
+    (2, 9, 2, 4, 1, True),  # too large for the network: unfold fallback
+    (3, 3, 2, 1, 1, True),
+    (3, (2, 3, 2), (1, 2, 2), (1, 1, 0), (2, 1, 2), True),
+]
+OPTION_MODES = ("reflect", "replicate", "circular", "zeros", "valid")
+
+
+def _option_input(nd: int, seed: int) -> torch.Tensor:
+    shape = {1: (2, 2, 11), 2: (1, 2, 10, 9), 3: (1, 1, 6, 7, 5)}[nd]
+    return _distinct(shape, seed=seed)
+
+
+@pytest.mark.parametrize("mode", OPTION_MODES)
+@pytest.mark.parametrize("nd, kernel, stride, padding, dilation, ceil_mode", OPTION_CASES)
+def test_options_match_reference(
+    nd: int, kernel: object, stride: object, padding: object, dilation: object, ceil_mode: bool, mode: str
+) -> None:
+    x = _option_input(nd, seed=9)
+    if mode == "reflect" and kernel == 9:
+        x = x.repeat(1, 1, 2, 2)  # reflect needs padding < size
+    x.view(-1)[::6] = x.view(-1)[3]  # ties
+    kwargs = {"ceil_mode": ceil_mode, "padding_mode": mode}
+    expected = median_pool_reference(x, kernel, stride, padding, mode, dilation, ceil_mode)  # type: ignore[arg-type]
+    y = FUNCTIONS[nd](x, kernel, stride, padding, dilation, **kwargs)  # type: ignore[arg-type]
+    assert torch.equal(y, expected)
+    module = MODULES[nd](kernel, stride, padding, dilation, **kwargs)  # type: ignore[arg-type]
+    assert torch.equal(
+        module(x.float()).double(),
+        median_pool_reference(x.float(), kernel, stride, padding, mode, dilation, ceil_mode),
+    )  # type: ignore[arg-type]
+    # the output size is max pooling's
+    max_pool = getattr(F, f"max_pool{nd}d")
+    assert y.shape == max_pool(x, kernel, stride, padding, dilation, ceil_mode=ceil_mode).shape
+    # gradient to the selected cell, and indices that point at it
+    xr = x.clone().requires_grad_()
+    yr = FUNCTIONS[nd](xr, kernel, stride, padding, dilation, **kwargs)  # type: ignore[arg-type]
+    g = torch.randn_like(yr)
+    yr.backward(g)
+    grad = median_pool_reference_grad(x, kernel, stride, padding, mode, g, dilation, ceil_mode)  # type: ignore[arg-type]
+    assert torch.allclose(xr.grad, grad, atol=1e-12)
+    values, indices = WITH_INDICES[nd](x, kernel, stride, padding, dilation, **kwargs)  # type: ignore[arg-type]
+    assert torch.equal(values, y)
+    gathered = x.flatten(2).gather(2, indices.flatten(2)).reshape(values.shape)
+    if mode == "zeros":
+        assert torch.equal(gathered[values != 0], values[values != 0])
+    else:
+        assert torch.equal(gathered, values)
+
+
+@pytest.mark.parametrize(
+    "nd, kernel, stride, padding, dilation, ceil_mode, mode",
+    [
+        (2, 3, 2, 1, 2, True, "circular"),
+        (2, (2, 3), 2, (1, 1), 1, True, "valid"),
+        (1, 3, 2, 1, 2, True, "reflect"),
+        (3, 2, 2, 1, (1, 2, 1), True, "replicate"),
+    ],
+)
+def test_options_gradcheck(
+    nd: int, kernel: object, stride: object, padding: object, dilation: object, ceil_mode: bool, mode: str
+) -> None:
+    x = _option_input(nd, seed=10).requires_grad_()
+
+    def fn(t: torch.Tensor) -> torch.Tensor:
+        return FUNCTIONS[nd](t, kernel, stride, padding, dilation, ceil_mode=ceil_mode, padding_mode=mode)  # type: ignore[arg-type]
+
+    assert torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradgradcheck(fn, (x,), eps=1e-6, atol=1e-6)
+
+
+def test_squeezenet_max_pool_shape() -> None:
+    x = torch.rand(1, 96, 109, 109)  # squeezenet1_0 after its first conv (224 input)
+    expected = torch.nn.MaxPool2d(3, 2, ceil_mode=True)(x).shape
+    assert expected == (1, 96, 54, 54)
+    assert MedianPool2d(3, 2, ceil_mode=True)(x).shape == expected
+    assert "ceil_mode=True" in repr(MedianPool2d(3, 2, ceil_mode=True))
+    for size in range(3, 15):
+        for k, s, p, d in [(3, 2, 0, 1), (3, 2, 1, 1), (2, 2, 0, 1), (3, 3, 1, 2), (4, 3, 2, 1)]:
+            if d * (k - 1) + 1 > size + 2 * p:
+                continue
+            t = torch.rand(1, 1, size)
+            for ceil_mode in (False, True):
+                shape = F.max_pool1d(t, k, s, p, d, ceil_mode=ceil_mode).shape
+                assert median_pool1d(t, k, s, p, d, ceil_mode=ceil_mode, padding_mode="zeros").shape == shape
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])
+def test_integer_input_is_exact(dtype: torch.dtype) -> None:
+    info = torch.iinfo(dtype)
+    generator = torch.Generator().manual_seed(11)
+    for nd, kernel, stride, padding, dilation, ceil_mode, mode in [
+        (2, 3, 1, 1, 1, False, "reflect"),
+        (2, 3, 2, 1, 2, True, "valid"),
+        (2, 4, 2, 2, 1, True, "circular"),
+        (1, 5, 1, 2, 1, False, "zeros"),
+        (3, 2, 1, 1, 1, True, "replicate"),
+        (2, 9, 1, 4, 1, False, "zeros"),  # unfold fallback
+    ]:
+        shape = {1: (2, 3, 12), 2: (1, 2, 10, 9), 3: (1, 1, 5, 6, 5)}[nd]
+        x = torch.randint(info.min, info.max, shape, generator=generator, dtype=torch.int64).to(dtype)
+        y = FUNCTIONS[nd](x, kernel, stride, padding, dilation, ceil_mode=ceil_mode, padding_mode=mode)  # type: ignore[arg-type]
+        assert y.dtype == dtype
+        if dtype == torch.int64:  # beyond float64's 2^53: compare with torch.median of the windows
+            reference = median_pool_reference(x.double(), kernel, stride, padding, mode, dilation, ceil_mode)  # type: ignore[arg-type]
+            assert torch.allclose(y.double(), reference, rtol=1e-15, atol=0)
+            small = x // 2**12  # exact in float64
+            y_small = FUNCTIONS[nd](
+                small, kernel, stride, padding, dilation, ceil_mode=ceil_mode, padding_mode=mode
+            )  # type: ignore[arg-type]
+            assert torch.equal(
+                y_small.double(),
+                median_pool_reference(small, kernel, stride, padding, mode, dilation, ceil_mode),
+            )  # type: ignore[arg-type]
+            # every output is one of its window's values, bit for bit
+            values, indices = WITH_INDICES[nd](
+                x, kernel, stride, padding, dilation, ceil_mode=ceil_mode, padding_mode=mode
+            )  # type: ignore[arg-type]
+            gathered = x.flatten(2).gather(2, indices.flatten(2)).reshape(values.shape)
+            assert torch.equal(gathered[values != 0], values[values != 0])
+        else:
+            expected = median_pool_reference(x, kernel, stride, padding, mode, dilation, ceil_mode)  # type: ignore[arg-type]
+            assert torch.equal(y.double(), expected)
+    x = torch.randint(0, 255, (1, 3, 8, 8), dtype=torch.uint8)
+    assert torch.equal(
+        MedianPool2d(3, 1, 1, compiled=False)(x), median_pool2d(x.float(), 3, 1, 1).to(torch.uint8)
+    )
+
+
+def test_bool_input() -> None:
+    x = torch.rand(2, 3, 9, 8, generator=torch.Generator().manual_seed(12)) > 0.5
+    for mode in OPTION_MODES:
+        y = median_pool2d(x, 3, 2, 1, ceil_mode=True, padding_mode=mode)
+        assert y.dtype == torch.bool
+        assert torch.equal(y.double(), median_pool_reference(x.double(), 3, 2, 1, mode, 1, True))
+
+
+@pytest.mark.slow
+def test_fullgraph_compile_options() -> None:
+    module = MedianPool2d(3, 2, 1, 2, ceil_mode=True, padding_mode="circular")
+    x = _option_input(2, seed=13).float()
+    torch._dynamo.reset()
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya = torch.compile(module, fullgraph=True, backend="aot_eager")(xa)
+    yb = module(xb)
+    g = torch.randn_like(ya)
+    ya.backward(g)
+    yb.backward(g)
+    assert torch.equal(ya, yb) and torch.equal(xa.grad, xb.grad)
+    xi = (x * 100).to(torch.int16)
+    assert torch.equal(torch.compile(module, fullgraph=True, backend="aot_eager")(xi), module(xi))
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("dilation, ceil_mode", [(2, False), (1, True), (2, True)])
+def test_compiled_option_with_dilation_and_ceil(dilation: int, ceil_mode: bool) -> None:
+    x = _option_input(2, seed=14).float()
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya = median_pool2d(xa, 3, 2, 1, dilation, ceil_mode=ceil_mode, compiled=True)
+    yb = median_pool2d(xb, 3, 2, 1, dilation, ceil_mode=ceil_mode)
+    assert torch.equal(ya, yb)
+    g = torch.randn_like(ya)
+    ya.backward(g)
+    yb.backward(g)
+    assert torch.equal(xa.grad, xb.grad)

@@ -52,7 +52,7 @@ import math
 import random
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -79,7 +79,7 @@ __all__ = [
     "median_pool3d_with_indices",
 ]
 
-PADDING_MODES: tuple[str, ...] = ("reflect", "replicate", "zeros", "valid")
+PADDING_MODES: tuple[str, ...] = ("reflect", "replicate", "circular", "zeros", "valid")
 """The accepted values of ``padding_mode``."""
 
 NETWORK_MAX_OPS = 600
@@ -409,9 +409,17 @@ def _axis_slice(axis: int, ndim: int, start: int, stop: int, step: int) -> tuple
 
 
 def _run_plan(
-    plan: _Plan, xs: Tensor, out: Tensor, stride: Sequence[int], pool: dict[Any, list[Tensor]]
+    plan: _Plan,
+    xs: Tensor,
+    out: Tensor,
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    pool: dict[Any, list[Tensor]],
 ) -> None:
-    """Evaluates ``plan`` on ``xs`` (``(b, *used)``) into ``out`` (``(b, *out_sizes)``), eagerly."""
+    """Evaluates ``plan`` on ``xs`` (``(b, *used)``) into ``out`` (``(b, *out_sizes)``), eagerly.
+
+    Window cell ``c`` along an axis sits ``c * dilation`` cells after the window start.
+    """
     nd = xs.dim() - 1
     out_sizes = out.shape[1:]
     values: dict[int, Tensor] = {}
@@ -424,6 +432,7 @@ def _run_plan(
         if kind == "view":
             axis = plan.perm[b]
             size = out_sizes[axis]
+            c *= dilation[axis]
             if a < 0 and phases and axis == nd - 1:
                 values[t] = phases[c % step][..., c // step : c // step + size]
             else:
@@ -458,13 +467,15 @@ def _run_plan(
         out.copy_(values[plan.out])
 
 
-def _network_eager(plan: _Plan, xu: Tensor, out: Tensor, stride: Sequence[int]) -> None:
+def _network_eager(
+    plan: _Plan, xu: Tensor, out: Tensor, stride: Sequence[int], dilation: Sequence[int]
+) -> None:
     """Runs the network over chunks of the batch so that intermediates stay in cache."""
     per_item = max(1, math.prod(xu.shape[1:]))
     chunk = max(1, _CHUNK_ELEMENTS // per_item)
     pool: dict[Any, list[Tensor]] = {}
     for start in range(0, xu.shape[0], chunk):
-        _run_plan(plan, xu[start : start + chunk], out[start : start + chunk], stride, pool)
+        _run_plan(plan, xu[start : start + chunk], out[start : start + chunk], stride, dilation, pool)
 
 
 def _uses_phases(plan: _Plan, stride: Sequence[int]) -> bool:
@@ -478,7 +489,9 @@ def _phases(xu: Tensor, step: int) -> list[Tensor]:
     return [xu[..., r::step].contiguous() for r in range(step)]
 
 
-def _network_source(plan: _Plan, out_sizes: Sequence[int], stride: Sequence[int]) -> str:
+def _network_source(
+    plan: _Plan, out_sizes: Sequence[int], stride: Sequence[int], dilation: Sequence[int]
+) -> str:
     """Python source of a straight-line function computing the plan.
 
     Its arguments are the padded ``(B, *padded)`` tensor, or the phases of :func:`_phases`.
@@ -490,6 +503,7 @@ def _network_source(plan: _Plan, out_sizes: Sequence[int], stride: Sequence[int]
     for t, (kind, a, b, c) in enumerate(plan.instrs):
         if kind == "view":
             axis = plan.perm[b]
+            c *= dilation[axis]
             if a < 0 and phases:
                 lines.append(f"    v{t} = p{c % step}[..., {c // step}:{c // step + out_sizes[axis]}]")
                 continue
@@ -611,18 +625,24 @@ def _call_compiled(
 # ----------------------------------------------------------------------------------------------
 
 
-def _windows(xs: Tensor, kernel: Sequence[int], stride: Sequence[int]) -> Tensor:
+def _windows(xs: Tensor, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]) -> Tensor:
     """``(b, *out, prod(kernel))`` copy of the windows of ``xs`` (``(b, *spatial)``)."""
+    spans = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
     if torch.jit.is_tracing():  # the TorchScript ONNX exporter cannot export unfold: stack the views
-        out_sizes = [(u - k) // s + 1 for u, k, s in zip(xs.shape[1:], kernel, stride)]
+        out_sizes = [(u - e) // s + 1 for u, e, s in zip(xs.shape[1:], spans, stride)]
         views = [
-            xs[_leading(slice(i, i + s * (o - 1) + 1, s) for i, s, o in zip(offset, stride, out_sizes))]
+            xs[
+                _leading(
+                    slice(i * d, i * d + s * (o - 1) + 1, s)
+                    for i, s, d, o in zip(offset, stride, dilation, out_sizes)
+                )
+            ]
             for offset in itertools.product(*(range(k) for k in kernel))
         ]
         return torch.stack(views, dim=-1)
     w = xs
-    for axis, (k, s) in enumerate(zip(kernel, stride)):
-        w = w.unfold(axis + 1, k, s)
+    for axis, (e, s, d) in enumerate(zip(spans, stride, dilation)):
+        w = w.unfold(axis + 1, e, s)[..., ::d]
     nd = len(kernel)
     return w.reshape(*w.shape[: nd + 1], -1)
 
@@ -632,11 +652,11 @@ def _fallback_chunk(xp: Tensor, out_sizes: Sequence[int], kernel: Sequence[int])
     return max(1, budget // max(1, math.prod(out_sizes) * math.prod(kernel)))
 
 
-def _median_unfold(xu: Tensor, out: Tensor, kernel: Sequence[int], stride: Sequence[int]) -> None:
+def _median_unfold(xu: Tensor, out: Tensor, cfg: _Config) -> None:
     """Memory-bounded fallback: unfold + :func:`torch.median` over chunks of the batch."""
-    chunk = _fallback_chunk(xu, out.shape[1:], kernel)
+    chunk = _fallback_chunk(xu, out.shape[1:], cfg.kernel)
     for start in range(0, xu.shape[0], chunk):
-        windows = _windows(xu[start : start + chunk], kernel, stride)
+        windows = _windows(xu[start : start + chunk], cfg.kernel, cfg.stride, cfg.dilation)
         out[start : start + chunk] = windows.median(dim=-1).values
 
 
@@ -652,53 +672,47 @@ def _outer(vectors: Sequence[Tensor]) -> Tensor:
 
 
 def _valid_region(
-    xp: Tensor,
-    inbounds: Sequence[Tensor],
-    kernel: Sequence[int],
-    stride: Sequence[int],
-    ranges: Sequence[tuple[int, int]],
+    xp: Tensor, counted: Sequence[Tensor], cfg: _Config, ranges: Sequence[tuple[int, int]]
 ) -> Tensor:
-    """Lower median of the in-bounds cells of the windows whose outputs lie in ``ranges``."""
-    spans = [slice(s * lo, s * (hi - 1) + k) for (lo, hi), k, s in zip(ranges, kernel, stride)]
+    """Lower median of the counted cells of the windows whose outputs lie in ``ranges``."""
+    kernel, stride, dilation = cfg.kernel, cfg.stride, cfg.dilation
+    spans = [slice(s * lo, s * (hi - 1) + e) for (lo, hi), e, s in zip(ranges, cfg.spans, stride)]
     slab = xp[_leading(spans)]
-    mask = _outer([inb[span] for inb, span in zip(inbounds, spans)])
+    mask = _outer([inb[span] for inb, span in zip(counted, spans)])
     counts = _outer(
         [
-            torch.stack([inb[s * o : s * o + k].sum() for o in range(lo, hi)])
-            for inb, (lo, hi), k, s in zip(inbounds, ranges, kernel, stride)
+            torch.stack([inb[s * o : s * o + e : d].sum() for o in range(lo, hi)])
+            for inb, (lo, hi), e, s, d in zip(counted, ranges, cfg.spans, stride, dilation)
         ]
     )
     rank = ((counts - 1) // 2).unsqueeze(-1)
-    inf = torch.tensor(float("inf"), dtype=xp.dtype, device=xp.device)
-    values = torch.where(mask, slab, inf)
+    top = float("inf") if xp.is_floating_point() else torch.iinfo(xp.dtype).max
+    values = torch.where(mask, slab, torch.tensor(top, dtype=xp.dtype, device=xp.device))
     out_sizes = [hi - lo for lo, hi in ranges]
     result = torch.empty((xp.shape[0], *out_sizes), dtype=xp.dtype, device=xp.device)
     chunk = _fallback_chunk(slab, out_sizes, kernel)
     for start in range(0, xp.shape[0], chunk):
-        ordered = _windows(values[start : start + chunk], kernel, stride).sort(dim=-1).values
+        ordered = _windows(values[start : start + chunk], kernel, stride, dilation).sort(dim=-1).values
         picked = ordered.gather(-1, rank.expand(*ordered.shape[:-1], 1)).squeeze(-1)
         nan = torch.isnan(ordered[..., -1])  # NaN sorts last
         result[start : start + chunk] = torch.where(nan, ordered[..., -1], picked)
     return result
 
 
-def _fix_valid_borders(
-    y: Tensor, xp: Tensor, cfg: _Config, inbounds: Sequence[Tensor], everything: bool
-) -> None:
-    """Overwrites the outputs whose windows touch the padding with the median of in-bounds cells."""
+def _fix_borders(y: Tensor, xp: Tensor, cfg: _Config, everything: bool) -> None:
+    """Overwrites the outputs whose windows hold uncounted cells with the median of the counted ones.
+
+    Uncounted cells: the padding in ``"valid"`` mode, and the ceil-mode overhang past the padded input.
+    """
+    counted = cfg.counted(xp.device)
     out_sizes = y.shape[1:]
     nd = len(out_sizes)
     interior: list[tuple[int, int]] = []
     borders: list[list[tuple[int, int]]] = []
     for axis in range(nd):
-        k, s, p, size, o = (
-            cfg.kernel[axis],
-            cfg.stride[axis],
-            cfg.padding[axis],
-            cfg.sizes[axis],
-            out_sizes[axis],
-        )
-        inside = [j for j in range(o) if s * j >= p and s * j - p + k <= size]
+        s, e, o = cfg.stride[axis], cfg.spans[axis], out_sizes[axis]
+        first, last = cfg.counted_range(axis)
+        inside = [j for j in range(o) if s * j >= first and s * j + e <= last]
         lo, hi = (inside[0], inside[-1] + 1) if inside and not everything else (0, 0)
         interior.append((lo, hi))
         borders.append([r for r in ((0, lo), (hi, o)) if r[1] > r[0]] if hi > lo else [(0, o)])
@@ -707,9 +721,7 @@ def _fix_valid_borders(
             ranges = [*interior[:axis], border, *[(0, o) for o in out_sizes[axis + 1 :]]]
             if any(hi <= lo for lo, hi in ranges):
                 continue
-            y[_leading(slice(lo, hi) for lo, hi in ranges)] = _valid_region(
-                xp, inbounds, cfg.kernel, cfg.stride, ranges
-            )
+            y[_leading(slice(lo, hi) for lo, hi in ranges)] = _valid_region(xp, counted, cfg, ranges)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -719,26 +731,73 @@ def _fix_valid_borders(
 
 @dataclass(frozen=True)
 class _Config:
+    """The window of one call. The kernels see the input padded by ``padding`` on both sides and, in
+    ceil mode, by ``overhang`` more cells on the far side (never part of a window)."""
+
     kernel: tuple[int, ...]
     stride: tuple[int, ...]
     padding: tuple[int, ...]
     sizes: tuple[int, ...]  # unpadded input sizes
     mode: str
     compiled: bool
+    dilation: tuple[int, ...]
+    ceil_mode: bool
 
-    def inbounds(self, device: torch.device) -> list[Tensor]:
+    @property
+    def spans(self) -> tuple[int, ...]:
+        """Cells from the first to the last cell of a window, per axis."""
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))
+
+    @property
+    def out_sizes(self) -> tuple[int, ...]:
+        """PyTorch's pooling output size (``pooling_output_shape``), with dilation and ceil mode."""
+        sizes = []
+        for i, e, s, p in zip(self.sizes, self.spans, self.stride, self.padding):
+            o = (i + 2 * p - e + (s - 1 if self.ceil_mode else 0)) // s + 1
+            if self.ceil_mode and (o - 1) * s >= i + p:
+                o -= 1
+            sizes.append(o)
+        return tuple(sizes)
+
+    @property
+    def used(self) -> tuple[int, ...]:
+        """Cells of the padded (and overhung) input that the windows cover, per axis."""
+        return tuple(s * (o - 1) + e for s, o, e in zip(self.stride, self.out_sizes, self.spans))
+
+    @property
+    def overhang(self) -> tuple[int, ...]:
+        """Ceil-mode cells past the padded input that the last window reaches, per axis."""
+        return tuple(max(0, u - i - 2 * p) for u, i, p in zip(self.used, self.sizes, self.padding))
+
+    @property
+    def restricted(self) -> bool:
+        """Whether some window holds cells that do not count (``"valid"`` padding, ceil overhang)."""
+        return (self.mode == "valid" and any(self.padding)) or any(self.overhang)
+
+    def counted_range(self, axis: int) -> tuple[int, int]:
+        """``[first, last)`` cells of the padded axis that count: in bounds for ``"valid"``."""
+        p, size = self.padding[axis], self.sizes[axis]
+        return (p, p + size) if self.mode == "valid" else (0, size + 2 * p)
+
+    def _masks(self, device: torch.device, ranges: Sequence[tuple[int, int]]) -> list[Tensor]:
         masks = []
-        for p, size in zip(self.padding, self.sizes):
-            mask = torch.zeros(size + 2 * p, dtype=torch.bool, device=device)
-            mask[p : p + size] = True
+        for (first, last), p, size, extra in zip(ranges, self.padding, self.sizes, self.overhang):
+            mask = torch.zeros(size + 2 * p + extra, dtype=torch.bool, device=device)
+            mask[first:last] = True
             masks.append(mask)
         return masks
 
+    def inbounds(self, device: torch.device) -> list[Tensor]:
+        """Per axis, which cells of the padded axis are input cells."""
+        return self._masks(device, [(p, p + size) for p, size in zip(self.padding, self.sizes)])
+
+    def counted(self, device: torch.device) -> list[Tensor]:
+        """Per axis, which cells of the padded axis can be part of a window."""
+        return self._masks(device, [self.counted_range(axis) for axis in range(len(self.sizes))])
+
 
 def _out_sizes(cfg: _Config) -> tuple[int, ...]:
-    return tuple(
-        (i + 2 * p - k) // s + 1 for i, k, s, p in zip(cfg.sizes, cfg.kernel, cfg.stride, cfg.padding)
-    )
+    return cfg.out_sizes
 
 
 def _forward(xp: Tensor, cfg: _Config, out: Tensor | None = None, functional: bool = False) -> Tensor:
@@ -746,27 +805,28 @@ def _forward(xp: Tensor, cfg: _Config, out: Tensor | None = None, functional: bo
 
     ``functional`` evaluates the network without ``out=`` buffers (for the ONNX exporters).
     """
-    out_sizes = _out_sizes(cfg)
-    used = [s * (o - 1) + k for k, s, o in zip(cfg.kernel, cfg.stride, out_sizes)]
-    xu = xp[_leading(slice(0, u) for u in used)]
-    plan = _choose_plan(cfg.kernel, cfg.stride, out_sizes, used)
+    out_sizes = cfg.out_sizes
+    xu = xp[_leading(slice(0, u) for u in cfg.used)]
+    plan = _choose_plan(cfg.kernel, cfg.stride, out_sizes, cfg.used)
     y: Tensor | None = None
     if cfg.mode == "valid" and all(p == 0 for p in cfg.padding):
-        cfg = _Config(cfg.kernel, cfg.stride, cfg.padding, cfg.sizes, "zeros", cfg.compiled)
+        cfg = replace(cfg, mode="zeros")
     if functional:
-        y = _functional_network(plan, xu, cfg.stride) if plan is not None else _functional_unfold(xu, cfg)
+        y = _functional_network(plan, xu, cfg) if plan is not None else _functional_unfold(xu, cfg)
     elif plan is not None and cfg.compiled:
-        key = ("fwd", plan.kernel, plan.perm, tuple(xp.shape), cfg.stride, xp.dtype, xp.device)
+        key = ("fwd", plan.kernel, plan.perm, tuple(xp.shape), cfg.stride, cfg.dilation, xp.dtype, xp.device)
         args = _phases(xu, cfg.stride[-1]) if _uses_phases(plan, cfg.stride) else [xp]
-        y = _call_compiled(key, lambda: _network_source(plan, out_sizes, cfg.stride), "network", *args)
+        y = _call_compiled(
+            key, lambda: _network_source(plan, out_sizes, cfg.stride, cfg.dilation), "network", *args
+        )
     if y is None:
         y = torch.empty((xp.shape[0], *out_sizes), dtype=xp.dtype, device=xp.device) if out is None else out
         if plan is not None:
-            _network_eager(plan, xu, y, cfg.stride)
+            _network_eager(plan, xu, y, cfg.stride, cfg.dilation)
         elif cfg.mode != "valid":
-            _median_unfold(xu, y, cfg.kernel, cfg.stride)
-    if cfg.mode == "valid":
-        _fix_valid_borders(y, xp, cfg, cfg.inbounds(xp.device), everything=plan is None)
+            _median_unfold(xu, y, cfg)
+    if cfg.restricted:
+        _fix_borders(y, xp, cfg, everything=plan is None and cfg.mode == "valid")
     if out is not None and y is not out:
         out.copy_(y)
         return out
@@ -779,7 +839,10 @@ def _offset_views(cfg: _Config, out_sizes: Sequence[int]) -> list[tuple[tuple[in
     for offset in itertools.product(*(range(k) for k in cfg.kernel)):
         index = (
             slice(None),
-            *(slice(i, i + s * (o - 1) + 1, s) for i, s, o in zip(offset, cfg.stride, out_sizes)),
+            *(
+                slice(i * d, i * d + s * (o - 1) + 1, s)
+                for i, s, d, o in zip(offset, cfg.stride, cfg.dilation, out_sizes)
+            ),
         )
         views.append((offset, index))
     return views
@@ -793,9 +856,9 @@ def _grad_eager(xp: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> Tensor:
     """Scatters ``g`` to the selected cell of each window (first equal cell, row-major)."""
     out_sizes = y.shape[1:]
     views = _offset_views(cfg, out_sizes)
-    restrict = cfg.mode == "valid"
-    inbounds = cfg.inbounds(xp.device) if restrict else []
-    masks = [_offset_mask(inbounds, index) for _, index in views] if restrict else []
+    restrict = cfg.restricted
+    counted = cfg.counted(xp.device) if restrict else []
+    masks = [_offset_mask(counted, index) for _, index in views] if restrict else []
     has_nan = bool(torch.isnan(y).any())
     grad = torch.zeros_like(xp)
     per_item = max(1, math.prod(xp.shape[1:]))
@@ -818,54 +881,69 @@ def _grad_eager(xp: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> Tensor:
 
 
 def _grad(xp: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> Tensor:
-    if cfg.compiled and cfg.mode != "valid" and math.prod(cfg.kernel) < 32767 and not torch.is_grad_enabled():
+    if (
+        cfg.compiled
+        and not cfg.restricted
+        and all(d == 1 for d in cfg.dilation)
+        and math.prod(cfg.kernel) < 32767
+        and not torch.is_grad_enabled()
+    ):
         grad = _grad_compiled(xp, y, g, cfg)
         if grad is not None:
             return grad
     return _grad_eager(xp, y, g, cfg)
 
 
-def _selection(xp: Tensor, y: Tensor, cfg: _Config, restrict: bool) -> Tensor:
-    """Window offset (row-major, 0..k-1) of the selected cell; ``prod(kernel)`` where none matches."""
+def _selection(xp: Tensor, y: Tensor, cfg: _Config, masks: Sequence[Tensor] | None) -> Tensor:
+    """Window offset (row-major, 0..k-1) of the selected cell; ``prod(kernel)`` where none matches.
+
+    ``masks`` (per axis, over the padded axis) restricts the cells that can be selected.
+    """
     out_sizes = y.shape[1:]
     views = _offset_views(cfg, out_sizes)
-    inbounds = cfg.inbounds(xp.device)
     ynan = torch.isnan(y)
     sel = torch.full(y.shape, len(views), dtype=torch.long, device=y.device)
     for o in range(len(views) - 1, -1, -1):
         v = xp[views[o][1]]
         match = (v == y) | (torch.isnan(v) & ynan)
-        if restrict:
-            match &= _offset_mask(inbounds, views[o][1])
+        if masks is not None:
+            match &= _offset_mask(masks, views[o][1])
         sel.masked_fill_(match, o)
     return sel
 
 
 def _indices(xp: Tensor, y: Tensor, cfg: _Config) -> Tensor:
     """Flat indices into the unpadded spatial plane (see the module docstring for the rules)."""
-    restrict = cfg.mode in ("zeros", "valid")
-    sel = _selection(xp, y, cfg, restrict)
+    if cfg.mode in ("zeros", "valid"):
+        masks: list[Tensor] | None = cfg.inbounds(xp.device)
+    else:
+        masks = cfg.counted(xp.device) if cfg.restricted else None
+    sel = _selection(xp, y, cfg, masks)
     nomatch = sel == math.prod(cfg.kernel)
     out_sizes = y.shape[1:]
     nd = len(out_sizes)
     index = torch.zeros_like(sel)
     after = math.prod(cfg.kernel)
     plane = math.prod(cfg.sizes)
-    for axis, (k, s, p, size, o) in enumerate(zip(cfg.kernel, cfg.stride, cfg.padding, cfg.sizes, out_sizes)):
+    for axis, (k, s, p, size, o, d) in enumerate(
+        zip(cfg.kernel, cfg.stride, cfg.padding, cfg.sizes, out_sizes, cfg.dilation)
+    ):
         after //= k
         plane //= size
         shape = [1] * (nd + 1)
         shape[axis + 1] = o
         starts = (torch.arange(o, device=y.device) * s).reshape(shape)
         offset = (sel // after) % k
-        real = offset + starts - p
+        real = offset * d + starts - p
         if cfg.mode == "reflect":
             real = real.abs()
             real = torch.where(real >= size, 2 * (size - 1) - real, real)
+        elif cfg.mode == "circular":
+            real = real.remainder(size)
         else:  # replicate; zeros/valid cells are in bounds except where nothing matched
             real = real.clamp(0, size - 1)
         # first in-bounds cell of each window along this axis (used where nothing matched)
-        first = (starts - p).clamp(min=0)
+        first = (starts - p + ((p - starts).clamp(min=0) + d - 1) // d * d).clamp(max=size - 1)
         real = torch.where(nomatch, first, real)
         index += real * plane
     return index
@@ -876,7 +954,9 @@ def _unpad_grad(gp: Tensor, cfg: _Config) -> Tensor:
 
     Only strided slice additions (no atomics), so it is deterministic on every device.
     """
-    for axis, (p, size) in enumerate(zip(cfg.padding, cfg.sizes)):
+    for axis, (p, size, extra) in enumerate(zip(cfg.padding, cfg.sizes, cfg.overhang)):
+        if extra:  # ceil-mode overhang: never selected
+            gp = gp.narrow(axis + 1, 0, size + 2 * p)
         if not p:
             continue
         dim = axis + 1
@@ -890,6 +970,10 @@ def _unpad_grad(gp: Tensor, cfg: _Config) -> Tensor:
             # padded cell p - 1 - j copies cell j + 1, padded cell p + size + j copies cell size - 2 - j
             inner.narrow(dim, 1, p).add_(lo.flip(dim))
             inner.narrow(dim, size - 1 - p, p).add_(hi.flip(dim))
+        elif cfg.mode == "circular":
+            # padded cell j (< p) copies cell size - p + j, padded cell p + size + j copies cell j
+            inner.narrow(dim, size - p, p).add_(lo)
+            inner.narrow(dim, 0, p).add_(hi)
         else:  # replicate
             inner.narrow(dim, 0, 1).add_(lo.sum(dim, keepdim=True))
             inner.narrow(dim, size - 1, 1).add_(hi.sum(dim, keepdim=True))
@@ -902,14 +986,14 @@ def _plane_chunks(cfg: _Config, planes: int) -> list[slice]:
 
     The compiled path takes one chunk: its graphs are specialised to the input shape.
     """
-    padded = math.prod(s + 2 * p for s, p in zip(cfg.sizes, cfg.padding))
+    padded = math.prod(s + 2 * p + e for s, p, e in zip(cfg.sizes, cfg.padding, cfg.overhang))
     chunk = max(1, planes if cfg.compiled else _PLANE_CHUNK_ELEMENTS // max(1, padded))
     return [slice(start, start + chunk) for start in range(0, planes, chunk)]
 
 
 def _padded_chunk(x: Tensor, part: slice, cfg: _Config) -> Tensor:
     with torch.no_grad():
-        return _pad(x[part], cfg.padding, cfg.mode).contiguous()
+        return _pad(x[part], cfg).contiguous()
 
 
 def _forward_chunked(x: Tensor, cfg: _Config) -> Tensor:
@@ -968,7 +1052,8 @@ def _grad_grad_chunked(x: Tensor, y: Tensor, gg: Tensor, cfg: _Config) -> Tensor
     out = torch.empty_like(y)
     views = _offset_views(cfg, y.shape[1:])
     for part in _plane_chunks(cfg, x.shape[0]):
-        sel = _selection(_padded_chunk(x, part, cfg), y[part], cfg, cfg.mode == "valid")
+        masks = cfg.counted(x.device) if cfg.restricted else None
+        sel = _selection(_padded_chunk(x, part, cfg), y[part], cfg, masks)
         ggp = _padded_chunk(gg, part, cfg)
         acc = torch.zeros_like(y[part])
         for o, (_, index) in enumerate(views):
@@ -981,97 +1066,64 @@ def _grad_grad_chunked(x: Tensor, y: Tensor, gg: Tensor, cfg: _Config) -> Tensor
 # Custom operators: torch.compile and torch.export see one opaque op per call
 # ----------------------------------------------------------------------------------------------
 
-_OP_ARGS = "int[] kernel, int[] stride, int[] padding, str mode, bool compiled"
+_OP_ARGS = (
+    "int[] kernel, int[] stride, int[] padding, str mode, bool compiled, int[] dilation, bool ceil_mode"
+)
 _HAS_CUSTOM_OP = hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_autograd")
 
 
-def _op_config(
-    x: Tensor, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int], mode: str, compiled: bool
-) -> _Config:
-    return _Config(tuple(kernel), tuple(stride), tuple(padding), tuple(x.shape[1:]), mode, compiled)
+def _op_config(x: Tensor, *args: Any) -> _Config:
+    """The config of an op call from its input and its ``_OP_ARGS``."""
+    kernel, stride, padding, mode, compiled, dilation, ceil_mode = args
+    sizes = tuple(x.shape[1:])
+    return _Config(
+        tuple(kernel), tuple(stride), tuple(padding), sizes, mode, compiled, tuple(dilation), ceil_mode
+    )
 
 
-def _op_args(cfg: _Config) -> tuple[list[int], list[int], list[int], str, bool]:
-    return list(cfg.kernel), list(cfg.stride), list(cfg.padding), cfg.mode, cfg.compiled
+def _op_args(cfg: _Config) -> tuple[Any, ...]:
+    return (
+        list(cfg.kernel),
+        list(cfg.stride),
+        list(cfg.padding),
+        cfg.mode,
+        cfg.compiled,
+        list(cfg.dilation),
+        cfg.ceil_mode,
+    )
 
 
-def _median_impl(
-    x: Tensor, kernel: list[int], stride: list[int], padding: list[int], mode: str, compiled: bool
-) -> Tensor:
-    return _forward_chunked(x, _op_config(x, kernel, stride, padding, mode, compiled))
+def _median_impl(x: Tensor, *args: Any) -> Tensor:
+    return _forward_chunked(x, _op_config(x, *args))
 
 
-def _median_fake(
-    x: Tensor, kernel: list[int], stride: list[int], padding: list[int], mode: str, compiled: bool
-) -> Tensor:
-    return x.new_empty((x.shape[0], *_out_sizes(_op_config(x, kernel, stride, padding, mode, compiled))))
+def _median_fake(x: Tensor, *args: Any) -> Tensor:
+    return x.new_empty((x.shape[0], *_op_config(x, *args).out_sizes))
 
 
-def _backward_impl(
-    x: Tensor,
-    y: Tensor,
-    g: Tensor,
-    kernel: list[int],
-    stride: list[int],
-    padding: list[int],
-    mode: str,
-    compiled: bool,
-) -> Tensor:
-    cfg = _op_config(x, kernel, stride, padding, mode, compiled)
+def _backward_impl(x: Tensor, y: Tensor, g: Tensor, *args: Any) -> Tensor:
     with torch.no_grad():
-        return _grad_chunked(x, y, g.contiguous(), cfg)
+        return _grad_chunked(x, y, g.contiguous(), _op_config(x, *args))
 
 
-def _backward_fake(
-    x: Tensor,
-    y: Tensor,
-    g: Tensor,
-    kernel: list[int],
-    stride: list[int],
-    padding: list[int],
-    mode: str,
-    compiled: bool,
-) -> Tensor:
+def _backward_fake(x: Tensor, y: Tensor, g: Tensor, *args: Any) -> Tensor:
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-def _grad_grad_impl(
-    x: Tensor,
-    y: Tensor,
-    gg: Tensor,
-    kernel: list[int],
-    stride: list[int],
-    padding: list[int],
-    mode: str,
-    compiled: bool,
-) -> Tensor:
-    cfg = _op_config(x, kernel, stride, padding, mode, compiled)
+def _grad_grad_impl(x: Tensor, y: Tensor, gg: Tensor, *args: Any) -> Tensor:
     with torch.no_grad():
-        return _grad_grad_chunked(x, y, gg.contiguous(), cfg)
+        return _grad_grad_chunked(x, y, gg.contiguous(), _op_config(x, *args))
 
 
-def _grad_grad_fake(
-    x: Tensor,
-    y: Tensor,
-    gg: Tensor,
-    kernel: list[int],
-    stride: list[int],
-    padding: list[int],
-    mode: str,
-    compiled: bool,
-) -> Tensor:
+def _grad_grad_fake(x: Tensor, y: Tensor, gg: Tensor, *args: Any) -> Tensor:
     return torch.empty_like(y, memory_format=torch.contiguous_format)
 
 
-def _indices_impl(
-    x: Tensor, y: Tensor, kernel: list[int], stride: list[int], padding: list[int], mode: str, compiled: bool
-) -> Tensor:
-    return _indices_chunked(x, y, _op_config(x, kernel, stride, padding, mode, compiled))
+def _indices_impl(x: Tensor, y: Tensor, *args: Any) -> Tensor:
+    return _indices_chunked(x, y, _op_config(x, *args))
 
 
-def _indices_fake(
-    x: Tensor, y: Tensor, kernel: list[int], stride: list[int], padding: list[int], mode: str, compiled: bool
-) -> Tensor:
+def _indices_fake(x: Tensor, y: Tensor, *args: Any) -> Tensor:
     return torch.empty(y.shape, dtype=torch.long, device=y.device)
 
 
@@ -1131,7 +1183,7 @@ _OPS = _define_ops()
 
 def _functional_unfold(xu: Tensor, cfg: _Config) -> Tensor:
     """Unfold + sort + the lower-median column, NaN where a window holds NaN (for the ONNX exporters)."""
-    ordered = _windows(xu, cfg.kernel, cfg.stride).sort(dim=-1).values
+    ordered = _windows(xu, cfg.kernel, cfg.stride, cfg.dilation).sort(dim=-1).values
     picked = ordered[..., (ordered.shape[-1] - 1) // 2]
     if not xu.is_floating_point():
         return picked
@@ -1139,16 +1191,17 @@ def _functional_unfold(xu: Tensor, cfg: _Config) -> Tensor:
     return torch.where(torch.isnan(last), last, picked)
 
 
-def _functional_network(plan: _Plan, xu: Tensor, stride: Sequence[int]) -> Tensor:
+def _functional_network(plan: _Plan, xu: Tensor, cfg: _Config) -> Tensor:
     """The plan as plain ``torch.minimum``/``torch.maximum`` on views (for the ONNX exporters)."""
     nd = xu.dim() - 1
-    out_sizes = [(u - k) // s + 1 for u, k, s in zip(xu.shape[1:], plan.kernel, stride)]
+    out_sizes, stride = cfg.out_sizes, cfg.stride
     values: dict[int, Tensor] = {}
     for t, (kind, a, b, c) in enumerate(plan.instrs):
         if kind == "view":
             axis = plan.perm[b]
             src = xu if a < 0 else values[a]
             size = out_sizes[axis]
+            c *= cfg.dilation[axis]
             values[t] = src[_axis_slice(axis, nd, c, c + stride[axis] * (size - 1) + 1, stride[axis])]
         else:
             values[t] = (torch.minimum if kind == "min" else torch.maximum)(values[a], values[b])
@@ -1160,14 +1213,20 @@ def _functional_network(plan: _Plan, xu: Tensor, stride: Sequence[int]) -> Tenso
 # ----------------------------------------------------------------------------------------------
 
 
-def _pad(x: Tensor, padding: Sequence[int], mode: str) -> Tensor:
-    if not any(padding):
-        return x
-    pads = [p for p in reversed(padding) for _ in range(2)]
-    if mode in ("zeros", "valid"):
-        return F.pad(x, pads, mode="constant", value=0.0)
-    # _MedianFunction pads without autograd; the padding backward is _unpad_grad (deterministic)
-    return F.pad(x, pads, mode=mode)
+def _pad(x: Tensor, cfg: _Config) -> Tensor:
+    """Pads ``(B, *sizes)`` by ``padding`` in the padding mode, then by the ceil-mode overhang (zeros)."""
+    if any(cfg.padding):
+        pads = [p for p in reversed(cfg.padding) for _ in range(2)]
+        if cfg.mode in ("zeros", "valid"):
+            x = F.pad(x, pads, mode="constant", value=0)
+        else:  # padded without autograd; the padding backward is _unpad_grad (deterministic)
+            x = F.pad(x, pads, mode=cfg.mode)
+    if any(cfg.overhang):
+        x = F.pad(x, [q for e in reversed(cfg.overhang) for q in (0, e)], mode="constant", value=0)
+    return x
+
+
+_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)
 
 
 def _prepare(
@@ -1176,22 +1235,48 @@ def _prepare(
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None,
     padding: IntOrTuple,
+    dilation: IntOrTuple,
+    ceil_mode: bool,
     padding_mode: str,
     compiled: bool,
 ) -> tuple[Tensor, bool, Window, _Config]:
-    window = check_window(kernel_size, stride, padding, nd)
+    window = check_window(kernel_size, stride, padding, nd, dilation)
+    check_bool(ceil_mode, "ceil_mode")
     check_choice(padding_mode, "padding_mode", PADDING_MODES)
     check_bool(compiled, "compiled")
-    xb, unbatched = check_input(x, nd, window=window)
+    xb, unbatched = check_input(x, nd, floating=False, window=window, ceil_mode=ceil_mode)
+    if not xb.is_floating_point() and xb.dtype not in _INTEGER_DTYPES:
+        raise TypeError(f"input must have a floating-point, integer or bool dtype, got {xb.dtype}")
     sizes = tuple(xb.shape[2:])
-    if padding_mode == "reflect":
+    if padding_mode in ("reflect", "circular"):
         for axis, (p, size) in enumerate(zip(window.padding, sizes)):
-            if p >= size:
+            if p >= size + (padding_mode == "circular"):
+                bound = "smaller than" if padding_mode == "reflect" else "at most"
                 raise ValueError(
-                    f"padding must be smaller than the input size for padding_mode='reflect', got "
+                    f"padding must be {bound} the input size for padding_mode={padding_mode!r}, got "
                     f"padding={p} for size {size} in spatial dimension {axis}"
                 )
-    cfg = _Config(window.kernel_size, window.stride, window.padding, sizes, padding_mode, compiled)
+    cfg = _Config(
+        window.kernel_size,
+        window.stride,
+        window.padding,
+        sizes,
+        padding_mode,
+        compiled,
+        window.dilation,
+        ceil_mode,
+    )
+    if padding_mode == "valid":
+        for axis, (s, p, size, d, k, o) in enumerate(
+            zip(cfg.stride, cfg.padding, sizes, cfg.dilation, cfg.kernel, cfg.out_sizes)
+        ):
+            for j in range(o):
+                if not any(0 <= s * j - p + i * d < size for i in range(k)):
+                    raise ValueError(
+                        f"padding_mode='valid' leaves window {j} of spatial dimension {axis} without an "
+                        f"input cell (kernel_size={k}, dilation={d}, padding={p}, size {size}): "
+                        "use less padding or dilation"
+                    )
     return xb, unbatched, window, cfg
 
 
@@ -1203,7 +1288,7 @@ def _apply(flat: Tensor, cfg: _Config) -> Tensor:
     custom op, so during an ONNX export the network is written out as plain min/max on views.
     """
     if torch.onnx.is_in_onnx_export():
-        return _forward(_pad(flat, cfg.padding, cfg.mode).contiguous(), cfg, functional=True)
+        return _forward(_pad(flat, cfg).contiguous(), cfg, functional=True)
     if _OPS:
         return _OPS["forward"](flat, *_op_args(cfg))
     return _MedianFunction.apply(flat, cfg)
@@ -1215,11 +1300,18 @@ def _median_pool(
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None,
     padding: IntOrTuple,
+    dilation: IntOrTuple,
+    ceil_mode: bool,
     padding_mode: str,
     compiled: bool,
     with_indices: bool,
 ) -> tuple[Tensor, Tensor | None]:
-    xb, unbatched, _, cfg = _prepare(x, nd, kernel_size, stride, padding, padding_mode, compiled)
+    xb, unbatched, _, cfg = _prepare(
+        x, nd, kernel_size, stride, padding, dilation, ceil_mode, padding_mode, compiled
+    )
+    boolean = xb.dtype == torch.bool
+    if boolean:  # the min/max network runs on uint8; the median of bools is a bool
+        xb = xb.to(torch.uint8)
     n, c = xb.shape[:2]
     channels_last = (
         nd in (2, 3)
@@ -1235,9 +1327,11 @@ def _median_pool(
             if _OPS and not torch.onnx.is_in_onnx_export():
                 index = _OPS["indices"](flat.detach(), y.detach(), *_op_args(cfg))
             else:
-                index = _indices(_pad(flat.detach(), cfg.padding, cfg.mode), y.detach(), cfg)
+                index = _indices(_pad(flat.detach(), cfg), y.detach(), cfg)
             indices = restore_batch(index.reshape(n, c, *y.shape[1:]), unbatched)
     y = y.reshape(n, c, *y.shape[1:])
+    if boolean:
+        y = y.bool()
     if channels_last:
         y = y.contiguous(memory_format=torch.channels_last if nd == 2 else torch.channels_last_3d)
     return restore_batch(y, unbatched), indices
@@ -1251,19 +1345,24 @@ def median_pool1d(
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = None,
     padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
     *,
+    ceil_mode: bool = False,
     padding_mode: str = "reflect",
     compiled: bool = False,
 ) -> Tensor:
     """1-d median pooling: the lower median of each window.
 
     Args:
-        x: input of shape ``(N, C, L)`` or ``(C, L)``, floating point.
+        x: input of shape ``(N, C, L)`` or ``(C, L)``: floating point, integer or bool (exact; no
+            gradient for integers).
         kernel_size: window size.
         stride: step between windows; ``None`` means ``kernel_size``.
         padding: padding on both sides, at most ``kernel_size // 2``.
-        padding_mode: ``"reflect"``, ``"replicate"``, ``"zeros"`` or ``"valid"`` (median of the
-            in-bounds cells only).
+        dilation: spacing between window cells, as in max pooling.
+        ceil_mode: PyTorch's ceil-mode output size; cells past the padded input are not part of a window.
+        padding_mode: ``"reflect"``, ``"replicate"``, ``"circular"``, ``"zeros"`` or ``"valid"``
+            (median of the in-bounds cells only).
         compiled: run the min/max network under :func:`torch.compile`.
 
     Returns:
@@ -1272,8 +1371,9 @@ def median_pool1d(
 
     Shape:
         - Input: ``(N, C, L_in)`` or ``(C, L_in)``.
-        - Output: ``(N, C, L_out)`` or ``(C, L_out)``, ``L_out = (L_in + 2 * padding - kernel_size) //
-          stride + 1``.
+        - Output: ``(N, C, L_out)`` or ``(C, L_out)``, the output size of max pooling:
+          ``L_out = (L_in + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1`` (rounded up
+          in ceil mode, see :func:`torchpool.pool_output_size`).
 
     Example:
         >>> x = torch.tensor([[[1.0, 5.0, 2.0, 8.0, 3.0]]])
@@ -1282,7 +1382,9 @@ def median_pool1d(
         >>> median_pool1d(x, 2, stride=1)
         tensor([[[1., 2., 2., 3.]]])
     """
-    return _median_pool(x, 1, kernel_size, stride, padding, padding_mode, compiled, False)[0]
+    return _median_pool(
+        x, 1, kernel_size, stride, padding, dilation, ceil_mode, padding_mode, compiled, False
+    )[0]
 
 
 def median_pool2d(
@@ -1290,19 +1392,24 @@ def median_pool2d(
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = None,
     padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
     *,
+    ceil_mode: bool = False,
     padding_mode: str = "reflect",
     compiled: bool = False,
 ) -> Tensor:
     """2-d median pooling: the lower median of each window.
 
     Args:
-        x: input of shape ``(N, C, H, W)`` or ``(C, H, W)``, floating point, any memory format.
+        x: input of shape ``(N, C, H, W)`` or ``(C, H, W)``, any memory format: floating point, integer
+            (``uint8`` images, ...) or bool; the median of integers is exact (no gradient).
         kernel_size: window size, an int or ``(kH, kW)``; even and non-square windows are allowed.
         stride: step between windows; ``None`` means ``kernel_size``.
         padding: padding on both sides of each axis, at most half the window.
-        padding_mode: ``"reflect"``, ``"replicate"``, ``"zeros"`` or ``"valid"`` (median of the
-            in-bounds cells only).
+        dilation: spacing between window cells, as in max pooling.
+        ceil_mode: PyTorch's ceil-mode output size; cells past the padded input are not part of a window.
+        padding_mode: ``"reflect"``, ``"replicate"``, ``"circular"``, ``"zeros"`` or ``"valid"``
+            (median of the in-bounds cells only).
         compiled: run the min/max network under :func:`torch.compile` (padding stays eager).
 
     Returns:
@@ -1312,8 +1419,9 @@ def median_pool2d(
 
     Shape:
         - Input: ``(N, C, H_in, W_in)`` or ``(C, H_in, W_in)``.
-        - Output: ``(N, C, H_out, W_out)`` or ``(C, H_out, W_out)``, with
-          ``H_out = (H_in + 2 * padding[0] - kernel_size[0]) // stride[0] + 1`` (same for ``W``).
+        - Output: ``(N, C, H_out, W_out)`` or ``(C, H_out, W_out)``, the output size of max pooling:
+          ``H_out = (H_in + 2 * padding[0] - dilation[0] * (kernel_size[0] - 1) - 1) // stride[0] + 1``
+          (rounded up in ceil mode; same for ``W``).
 
     Example:
         >>> x = torch.tensor([[[[1.0, 9.0, 2.0], [8.0, 3.0, 7.0], [4.0, 6.0, 5.0]]]])
@@ -1322,8 +1430,15 @@ def median_pool2d(
         >>> median_pool2d(x, 2, stride=1)
         tensor([[[[3., 3.],
                   [4., 5.]]]])
+        >>> median_pool2d(x, 2, stride=2, ceil_mode=True)  # the shape of max_pool2d with ceil_mode
+        tensor([[[[3., 2.],
+                  [4., 5.]]]])
+        >>> median_pool2d((x * 10).to(torch.uint8), 3, dilation=1)  # integers: exact
+        tensor([[[[50]]]], dtype=torch.uint8)
     """
-    return _median_pool(x, 2, kernel_size, stride, padding, padding_mode, compiled, False)[0]
+    return _median_pool(
+        x, 2, kernel_size, stride, padding, dilation, ceil_mode, padding_mode, compiled, False
+    )[0]
 
 
 def median_pool3d(
@@ -1331,18 +1446,22 @@ def median_pool3d(
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = None,
     padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
     *,
+    ceil_mode: bool = False,
     padding_mode: str = "reflect",
     compiled: bool = False,
 ) -> Tensor:
     """3-d median pooling: the lower median of each window.
 
     Args:
-        x: input of shape ``(N, C, D, H, W)`` or ``(C, D, H, W)``, floating point.
+        x: input of shape ``(N, C, D, H, W)`` or ``(C, D, H, W)``: floating point, integer or bool.
         kernel_size: window size, an int or ``(kD, kH, kW)``.
         stride: step between windows; ``None`` means ``kernel_size``.
         padding: padding on both sides of each axis, at most half the window.
-        padding_mode: ``"reflect"``, ``"replicate"``, ``"zeros"`` or ``"valid"``.
+        dilation: spacing between window cells, as in max pooling.
+        ceil_mode: PyTorch's ceil-mode output size; cells past the padded input are not part of a window.
+        padding_mode: ``"reflect"``, ``"replicate"``, ``"circular"``, ``"zeros"`` or ``"valid"``.
         compiled: run the min/max network under :func:`torch.compile`.
 
     Returns:
@@ -1357,7 +1476,9 @@ def median_pool3d(
         >>> median_pool3d(x, 2)
         tensor([[[[[3.]]]]])
     """
-    return _median_pool(x, 3, kernel_size, stride, padding, padding_mode, compiled, False)[0]
+    return _median_pool(
+        x, 3, kernel_size, stride, padding, dilation, ceil_mode, padding_mode, compiled, False
+    )[0]
 
 
 def median_pool1d_with_indices(
@@ -1365,7 +1486,9 @@ def median_pool1d_with_indices(
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = None,
     padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
     *,
+    ceil_mode: bool = False,
     padding_mode: str = "reflect",
     compiled: bool = False,
 ) -> tuple[Tensor, Tensor]:
@@ -1376,7 +1499,9 @@ def median_pool1d_with_indices(
         kernel_size: window size.
         stride: step between windows; ``None`` means ``kernel_size``.
         padding: padding on both sides.
-        padding_mode: ``"reflect"``, ``"replicate"``, ``"zeros"`` or ``"valid"``.
+        dilation: spacing between window cells, as in max pooling.
+        ceil_mode: PyTorch's ceil-mode output size; cells past the padded input are not part of a window.
+        padding_mode: ``"reflect"``, ``"replicate"``, ``"circular"``, ``"zeros"`` or ``"valid"``.
         compiled: run the min/max network under :func:`torch.compile`.
 
     Returns:
@@ -1393,7 +1518,9 @@ def median_pool1d_with_indices(
         >>> median_pool1d_with_indices(x, 3)
         (tensor([[[2., 3.]]]), tensor([[[2, 4]]]))
     """
-    values, indices = _median_pool(x, 1, kernel_size, stride, padding, padding_mode, compiled, True)
+    values, indices = _median_pool(
+        x, 1, kernel_size, stride, padding, dilation, ceil_mode, padding_mode, compiled, True
+    )
     assert indices is not None
     return values, indices
 
@@ -1403,7 +1530,9 @@ def median_pool2d_with_indices(
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = None,
     padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
     *,
+    ceil_mode: bool = False,
     padding_mode: str = "reflect",
     compiled: bool = False,
 ) -> tuple[Tensor, Tensor]:
@@ -1414,7 +1543,9 @@ def median_pool2d_with_indices(
         kernel_size: window size, an int or ``(kH, kW)``.
         stride: step between windows; ``None`` means ``kernel_size``.
         padding: padding on both sides of each axis.
-        padding_mode: ``"reflect"``, ``"replicate"``, ``"zeros"`` or ``"valid"``.
+        dilation: spacing between window cells, as in max pooling.
+        ceil_mode: PyTorch's ceil-mode output size; cells past the padded input are not part of a window.
+        padding_mode: ``"reflect"``, ``"replicate"``, ``"circular"``, ``"zeros"`` or ``"valid"``.
         compiled: run the min/max network under :func:`torch.compile`.
 
     Returns:
@@ -1430,7 +1561,9 @@ def median_pool2d_with_indices(
         >>> median_pool2d_with_indices(x, 3)
         (tensor([[[[5.]]]]), tensor([[[[8]]]]))
     """
-    values, indices = _median_pool(x, 2, kernel_size, stride, padding, padding_mode, compiled, True)
+    values, indices = _median_pool(
+        x, 2, kernel_size, stride, padding, dilation, ceil_mode, padding_mode, compiled, True
+    )
     assert indices is not None
     return values, indices
 
@@ -1440,7 +1573,9 @@ def median_pool3d_with_indices(
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None = None,
     padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
     *,
+    ceil_mode: bool = False,
     padding_mode: str = "reflect",
     compiled: bool = False,
 ) -> tuple[Tensor, Tensor]:
@@ -1451,7 +1586,9 @@ def median_pool3d_with_indices(
         kernel_size: window size, an int or ``(kD, kH, kW)``.
         stride: step between windows; ``None`` means ``kernel_size``.
         padding: padding on both sides of each axis.
-        padding_mode: ``"reflect"``, ``"replicate"``, ``"zeros"`` or ``"valid"``.
+        dilation: spacing between window cells, as in max pooling.
+        ceil_mode: PyTorch's ceil-mode output size; cells past the padded input are not part of a window.
+        padding_mode: ``"reflect"``, ``"replicate"``, ``"circular"``, ``"zeros"`` or ``"valid"``.
         compiled: run the min/max network under :func:`torch.compile`.
 
     Returns:
@@ -1467,13 +1604,15 @@ def median_pool3d_with_indices(
         >>> median_pool3d_with_indices(x, 2)
         (tensor([[[[[3.]]]]]), tensor([[[[[3]]]]]))
     """
-    values, indices = _median_pool(x, 3, kernel_size, stride, padding, padding_mode, compiled, True)
+    values, indices = _median_pool(
+        x, 3, kernel_size, stride, padding, dilation, ceil_mode, padding_mode, compiled, True
+    )
     assert indices is not None
     return values, indices
 
 
 class _MedianPoolNd(WindowPool):
-    _repr_options = ("padding_mode", "compiled")
+    _repr_options = ("dilation", "ceil_mode", "padding_mode", "compiled")
     _function: Callable[..., Tensor]
 
     def __init__(
@@ -1481,11 +1620,15 @@ class _MedianPoolNd(WindowPool):
         kernel_size: IntOrTuple,
         stride: IntOrTuple | None = None,
         padding: IntOrTuple = 0,
+        dilation: IntOrTuple = 1,
         *,
+        ceil_mode: bool = False,
         padding_mode: str = "reflect",
         compiled: bool = False,
     ) -> None:
         super().__init__(kernel_size, stride, padding)
+        self.dilation = dilation
+        self.ceil_mode = check_bool(ceil_mode, "ceil_mode")
         self.padding_mode = check_choice(padding_mode, "padding_mode", PADDING_MODES)
         self.compiled = check_bool(compiled, "compiled")
 
@@ -1496,6 +1639,8 @@ class _MedianPoolNd(WindowPool):
             self.kernel_size,
             self.stride,
             self.padding,
+            self.dilation,
+            ceil_mode=self.ceil_mode,
             padding_mode=self.padding_mode,
             compiled=self.compiled,
         )
@@ -1508,7 +1653,9 @@ class MedianPool1d(_MedianPoolNd):
         kernel_size: window size.
         stride: step between windows; ``None`` means ``kernel_size``.
         padding: padding on both sides.
-        padding_mode: ``"reflect"``, ``"replicate"``, ``"zeros"`` or ``"valid"``.
+        dilation: spacing between window cells, as in max pooling.
+        ceil_mode: PyTorch's ceil-mode output size; cells past the padded input are not part of a window.
+        padding_mode: ``"reflect"``, ``"replicate"``, ``"circular"``, ``"zeros"`` or ``"valid"``.
         compiled: run the min/max network under :func:`torch.compile`.
 
     Shape:
@@ -1516,8 +1663,9 @@ class MedianPool1d(_MedianPoolNd):
         - Output: ``(N, C, L_out)`` or ``(C, L_out)``.
 
     Example:
-        >>> MedianPool1d(3, stride=1, padding=1)
-        MedianPool1d(kernel_size=3, stride=1, padding=1, padding_mode='reflect', compiled=False)
+        >>> pool = MedianPool1d(3, stride=1, padding=1, dilation=2)
+        >>> pool(torch.arange(6.0).reshape(1, 1, 6))  # reflect padding: 1 0 1 2 3 4 5 4
+        tensor([[[1., 2., 3., 4.]]])
     """
 
     _function = staticmethod(median_pool1d)
@@ -1530,7 +1678,9 @@ class MedianPool2d(_MedianPoolNd):
         kernel_size: window size, an int or ``(kH, kW)``.
         stride: step between windows; ``None`` means ``kernel_size``.
         padding: padding on both sides of each axis.
-        padding_mode: ``"reflect"``, ``"replicate"``, ``"zeros"`` or ``"valid"``.
+        dilation: spacing between window cells, as in max pooling.
+        ceil_mode: PyTorch's ceil-mode output size; cells past the padded input are not part of a window.
+        padding_mode: ``"reflect"``, ``"replicate"``, ``"circular"``, ``"zeros"`` or ``"valid"``.
         compiled: run the min/max network under :func:`torch.compile`.
 
     Shape:
@@ -1553,7 +1703,9 @@ class MedianPool3d(_MedianPoolNd):
         kernel_size: window size, an int or ``(kD, kH, kW)``.
         stride: step between windows; ``None`` means ``kernel_size``.
         padding: padding on both sides of each axis.
-        padding_mode: ``"reflect"``, ``"replicate"``, ``"zeros"`` or ``"valid"``.
+        dilation: spacing between window cells, as in max pooling.
+        ceil_mode: PyTorch's ceil-mode output size; cells past the padded input are not part of a window.
+        padding_mode: ``"reflect"``, ``"replicate"``, ``"circular"``, ``"zeros"`` or ``"valid"``.
         compiled: run the min/max network under :func:`torch.compile`.
 
     Shape:

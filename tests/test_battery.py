@@ -416,14 +416,26 @@ def _power_mean(x: Tensor, p: float, eps: float) -> Tensor:
     return x.pow(p).mean(-1).pow(1.0 / p)
 
 
-def gem_p(s: Subject, call: Callable[[], list[Tensor]], value: float) -> Outcome:
-    """GeM's ``p``: refused naming ``p``, or the power mean for that ``p`` (p=0: the geometric mean)."""
+@functools.cache
+def _float_p_refused(value: float) -> bool:
+    """The rule for ``p``, as ``gem(x, p=<float>)`` applies it; every other route must follow it."""
+    return _attempt(lambda: tp.gem(torch.rand(1, 1, 2, 2), p=value))[1] is not None
+
+
+def gem_p(s: Subject, call: Callable[[], list[Tensor]], value: float, eps: float = 1e-6) -> Outcome:
+    """GeM's ``p`` (float, tensor, constructor, state dict, set in place): one rule for all.
+
+    Refused naming ``p`` where ``gem(x, p=<float>)`` refuses it (always for NaN), else the float64
+    power mean for that ``p`` (p=0: the geometric mean).
+    """
     out, error = _attempt(call)
     if error is not None:
+        if not _float_p_refused(value):
+            return f"p={value} refused here, but gem(x, p={value}) accepts it: {_describe(error)}"
         return _refused(error, ("p",))
-    if math.isnan(value):
-        return f"accepted p=nan: returned {_shapes(out)}"
-    want = _power_mean(_input(s), value, s.base.get("eps", 1e-6))
+    if math.isnan(value) or _float_p_refused(value):
+        return f"p={value} accepted (gem(x, p={value}) refuses it): returned {_shapes(out)}"
+    want = _power_mean(_input(s), value, eps)
     got = out[0].double().reshape(want.shape)
     if not torch.allclose(got, want, rtol=1e-4, atol=1e-6):
         return f"p={value}: not the power mean (max error {(got - want).abs().max().item():.3g})"
@@ -478,7 +490,7 @@ def check_arg(case: ArgCase) -> Outcome:
         return _run(s, x, **{case.param: case.value})
 
     if case.param == "p" and "gem" in s.name.lower():
-        return gem_p(s, call, float(case.value))
+        return gem_p(s, call, float(case.value), s.base.get("eps", 1e-6))
     return must_refuse(call, (case.param,))
 
 
@@ -735,44 +747,51 @@ def _state_cases() -> Iterator[tuple[Subject, str, str]]:
 STATE_WALK = list(_state_cases())
 
 
-def check_state_case(s: Subject, key: str, what: str) -> Outcome:
-    module = s.module().eval()
-    state = module.state_dict()
-    t = state[key]
-    if what == "shape":
-        state[key] = torch.zeros(*t.shape, 2, dtype=t.dtype)
-    elif what == "nan":
-        state[key] = torch.full_like(t, NAN)
-    else:
-        state[key] = dict(BAD_STATE[key])[what.removeprefix("set-")](t, module)
-    names = (key, key.split(".")[-1])
-    x = _input(s)
-    how = "loaded"
-    if what.startswith("set-"):
-        how, what = "set in place", what.removeprefix("set-")
+def _store(module: nn.Module, key: str, value: Tensor, in_place: bool) -> None:
+    """``value`` into ``module[key]``: through ``load_state_dict``, or written in place."""
+    if in_place:
         target = dict(module.named_parameters()).get(key)
         with torch.no_grad():
-            (module.get_buffer(key) if target is None else target).copy_(state[key])
+            (module.get_buffer(key) if target is None else target).copy_(value)
     else:
-        _, error = _attempt(lambda: module.load_state_dict(state))
-        if error is not None:  # refused on load; PyTorch's own size-mismatch RuntimeError names the key
-            if isinstance(error, (*CLEAR, RuntimeError)) and _names(str(error), names):
-                return None
-            return f"load: {_describe(error)}"
-    torch.manual_seed(SEED)
-    out, error = _attempt(lambda: _tensors(module(x, *s.extra(x))))
+        module.load_state_dict({**module.state_dict(), key: value})
+
+
+def check_state_case(s: Subject, key: str, what: str) -> Outcome:
+    module = s.module().eval()
+    t = module.state_dict()[key]
+    in_place, label = what.startswith("set-"), what.removeprefix("set-")
+    if label == "shape":
+        value = torch.zeros(*t.shape, 2, dtype=t.dtype)
+    elif label == "nan":
+        value = torch.full_like(t, NAN)
+    else:
+        value = dict(BAD_STATE[key])[label](t, module)
+    x = _input(s)
+
+    def forward() -> list[Tensor]:
+        torch.manual_seed(SEED)
+        return _tensors(module(x, *s.extra(x)))
+
+    def store_and_forward() -> list[Tensor]:
+        _store(module, key, value, in_place)
+        return forward()
+
+    if key == "p" and label in ("0", "-1"):  # GeM: the rule of gem(x, p=<float>), wherever p comes from
+        return gem_p(s, store_and_forward, float(label))
+    names = (key, key.split(".")[-1])
+    _, error = _attempt(lambda: _store(module, key, value, in_place))
+    if error is not None:  # refused on load; PyTorch's own size-mismatch RuntimeError names the key
+        if isinstance(error, (*CLEAR, RuntimeError)) and _names(str(error), names):
+            return None
+        return f"load: {_describe(error)}"
+    how = "set in place" if in_place else "loaded"
+    out, error = _attempt(forward)
     if error is not None:
         return _refused(error, names)
-    if what == "nan":
-        if not any(bool(o.isnan().any()) for o in out):
-            return f"{how} NaN, output has no NaN"
-        return None
-    if key == "p" and what in ("0", "-1"):
-        want = _power_mean(x, float(what), float(getattr(module, "eps", 1e-6)))
-        if torch.allclose(out[0].double().reshape(want.shape), want, rtol=1e-4, atol=1e-6):
-            return None
-        return f"{how} {key}={what}: output is not the power mean with p={what}"
-    return f"{how} {key} ({what}) without complaint: returned {_shapes(out)}"
+    if label == "nan":
+        return None if any(bool(o.isnan().any()) for o in out) else f"{how} NaN, output has no NaN"
+    return f"{how} {key} ({label}) without complaint: returned {_shapes(out)}"
 
 
 # ------------------------------------------------------------------ helper cases (no pooling input)

@@ -13,20 +13,32 @@ combines duplicates with one rule used by both passes, chosen by ``reduce``:
 
 * ``"mean"`` (default): a position receiving several values gets their mean. Straight after
   pooling the duplicates are equal (they are the same input cell), so this reproduces the
-  pooled value exactly; the operation is linear, so its gradient (``1/count`` to each
-  duplicate) is exact and ``gradcheck`` passes.
+  pooled value exactly (``sum / count`` of equal values can be 1 ulp off, so where all the
+  values at a position are equal that value itself is returned); the operation is linear, so
+  its gradient (``1/count`` to each duplicate) is exact and ``gradcheck`` passes.
 * ``"sum"``: duplicates are added; also linear and exact.
+
+Non-overlapping windows (``kernel_size <= stride`` in every dimension, as SegNet's 2x2 stride-2
+pooling) cannot record a position twice: their indices are unique, so both reductions are a
+plain scatter, as fast as PyTorch's ``max_unpool`` (forward and backward) and with its result.
+Indices given with such a window must be those of such a pooling (each in its own window);
+indices with duplicates need the overlapping window they came from.
+
+The input and ``indices`` must be on one device; ``meta`` and fake tensors give the output's
+shape (the range of the indices is checked only where values can be read).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch._subclasses.fake_tensor import FakeTensor
 
-from .._checks import check_choice, check_input, check_window, is_traced, restore_batch
+from .._checks import Window, check_choice, check_input, check_window, is_traced, restore_batch
 from .._shape import IntOrTuple, _is_int
 from ._base import WindowPool
 
@@ -40,7 +52,10 @@ def _unpool_size(
     window_args: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]],
     output_size: Sequence[int] | None,
     n: int,
+    leading: Sequence[int] = (),
 ) -> tuple[int, ...]:
+    """The output's spatial size; ``leading`` is the input's ``(N, C)`` or ``(C,)``, which sizes
+    given before the spatial ones in ``output_size`` must match."""
     kernel, stride, padding = window_args
     default = tuple((i - 1) * s - 2 * p + k for i, k, s, p in zip(spatial_in, kernel, stride, padding))
     if output_size is None:
@@ -56,6 +71,14 @@ def _unpool_size(
         )
     if not all(_is_int(size) for size in sizes):
         raise TypeError(f"output_size must contain ints, got {output_size!r}")
+    given = tuple(int(size) for size in sizes[:-n])
+    expected = tuple(leading)[len(leading) - len(given) :] if len(given) <= len(leading) else None
+    if given and given != expected:
+        names = ("N", "C")[2 - len(given) :] if len(given) <= 2 else ()
+        raise ValueError(
+            f"output_size {tuple(sizes)} gives {', '.join(names)} = {given}, but the input has shape "
+            f"{tuple(leading)} before its spatial dims: give only the {n} spatial sizes, or the input's own"
+        )
     sizes = tuple(int(size) for size in sizes[-n:])
     for axis, (size, low, s) in enumerate(zip(sizes, default, stride)):
         if not low - s < size < low + s:
@@ -86,26 +109,88 @@ def _max_unpool(
         raise TypeError(f"indices must have dtype torch.int64, got {indices.dtype}")
     if indices.shape != x.shape:
         raise ValueError(f"indices must have the input's shape {tuple(x.shape)}, got {tuple(indices.shape)}")
+    if indices.device != x.device:
+        raise ValueError(f"indices must be on the input's device {x.device}, got {indices.device}")
     out_spatial = _unpool_size(
-        xb.shape[2:], (window.kernel_size, window.stride, window.padding), output_size, n
+        xb.shape[2:], (window.kernel_size, window.stride, window.padding), output_size, n, x.shape[:-n]
     )
     plane = math.prod(out_spatial)
-    flat_indices = indices.reshape(xb.shape[0], xb.shape[1], -1)
-    if flat_indices.numel() > 0 and not is_traced():  # data-dependent: eager only
-        low, high = int(flat_indices.min()), int(flat_indices.max())
-        if low < 0 or high >= plane:
-            raise ValueError(
-                f"indices must lie in [0, {plane}) for output size {out_spatial}, "
-                f"got values in [{low}, {high}]"
-            )
+    batch, channels = xb.shape[0], xb.shape[1]
+    flat_indices = indices.reshape(batch, channels, math.prod(xb.shape[2:]))  # -1 fails for N = 0
+    # the index range is data-dependent (eager only); on the CPU the scatter checks it anyway, so
+    # the range is computed (for the message) only when the scatter refuses
+    readable = flat_indices.numel() > 0 and not _no_values(x, indices)
+    if readable and x.device.type != "cpu" and (problem := _range_problem(flat_indices, plane, out_spatial)):
+        raise ValueError(problem)
     values = xb.reshape(flat_indices.shape)
-    out = values.new_zeros(*flat_indices.shape[:2], plane).scatter_add(2, flat_indices, values)
-    if reduce == "mean":
-        counts = torch.zeros(out.shape, dtype=values.dtype, device=values.device)
-        counts.scatter_add_(2, flat_indices, torch.ones_like(values))
-        out = out / counts.clamp_min(1)
-    out = out.reshape(*xb.shape[:2], *out_spatial)
+    try:
+        out = _scatter(values, flat_indices, plane, window, reduce)
+    except RuntimeError:
+        if readable and (problem := _range_problem(flat_indices, plane, out_spatial)):
+            raise ValueError(problem) from None
+        raise
+    out = out.reshape(batch, channels, *out_spatial)
     return restore_batch(out, unbatched)
+
+
+def _range_problem(flat_indices: Tensor, plane: int, out_spatial: tuple[int, ...]) -> str:
+    """The message for indices outside ``[0, plane)``, or ``""``."""
+    low, high = (int(v) for v in torch.aminmax(flat_indices))
+    if low < 0 or high >= plane:
+        return (
+            f"indices must lie in [0, {plane}) for output size {out_spatial}, got values in [{low}, {high}]"
+        )
+    return ""
+
+
+def _scatter(values: Tensor, flat_indices: Tensor, plane: int, window: Window, reduce: str) -> Tensor:
+    """``values`` ``(N, C, L)`` scattered into ``(N, C, plane)`` zeros, duplicates combined by ``reduce``."""
+    if all(k <= s for k, s in zip(window.kernel_size, window.stride)):
+        # non-overlapping windows: the indices of such a pooling are unique, and a scatter is
+        # every reduction (PyTorch's max_unpool, forward and backward; in place on fresh zeros)
+        return values.new_zeros(*values.shape[:2], plane).scatter_(2, flat_indices, values)
+    if reduce == "sum":
+        return values.new_zeros(*values.shape[:2], plane).scatter_add_(2, flat_indices, values)
+    out, _ = _UnpoolMean.apply(values, flat_indices, plane)
+    return out
+
+
+class _UnpoolMean(torch.autograd.Function):
+    """Scatter with duplicates averaged; exact where a position's values are all equal.
+
+    Straight after pooling the duplicates are equal (one input cell), but their ``sum / count``
+    can be 1 ulp off: where every value scattered to a position equals the one that a plain
+    scatter kept, that value is the result (exactly the mean). The backward is the mean's,
+    ``grad / count`` to each duplicate (linear, so double backward works).
+    """
+
+    @staticmethod
+    def forward(values: Tensor, flat_indices: Tensor, plane: int) -> tuple[Tensor, Tensor]:
+        shape = (*values.shape[:2], plane)
+        counts = values.new_zeros(shape).scatter_add_(2, flat_indices, torch.ones_like(values))
+        mean = values.new_zeros(shape).scatter_add_(2, flat_indices, values).div_(counts.clamp_min(1))
+        one = values.new_zeros(shape).scatter_(2, flat_indices, values)  # one of each position's values
+        differs = values != one.gather(2, flat_indices)  # True for NaN
+        # mark the positions with a differing value (the others scatter to a spare last slot)
+        mixed = torch.zeros((*shape[:2], plane + 1), dtype=torch.bool, device=values.device)
+        mixed.scatter_(2, torch.where(differs, flat_indices, plane), True)
+        return torch.where(mixed[..., :plane], mean, one), counts
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
+        _, flat_indices, _ = inputs
+        ctx.save_for_backward(flat_indices, output[1])
+        ctx.mark_non_differentiable(output[1])
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor, _: Tensor | None) -> tuple[Tensor, None, None]:
+        flat_indices, counts = ctx.saved_tensors
+        return (grad / counts.clamp_min(1)).gather(2, flat_indices), None, None
+
+
+def _no_values(*tensors: Tensor) -> bool:
+    """Whether some tensor has no values to read (``meta``, fake) or a trace is running."""
+    return is_traced() or any(t.device.type == "meta" or isinstance(t, FakeTensor) for t in tensors)
 
 
 def _function(n: int) -> Callable[..., Tensor]:

@@ -1,0 +1,85 @@
+"""Max unpooling: ours vs ``F.max_unpool2d`` after pooling with indices.
+
+SegNet's decoder unpools the encoder's ``MaxPool2d(2, 2, return_indices=True)``: non-overlapping
+windows, so every index is unique and ours must be at least as fast as PyTorch's kernel, with the
+same result. After overlapping 3x3 stride-2 windows (duplicates) ours combines duplicates by
+``reduce="mean"`` in the forward and the backward alike (PyTorch keeps one value forward but
+copies the gradient to each duplicate): that row shows the price. Pooled values ``(32, 64, 56,
+56)`` float32 (input 112x112). ``speedup_*`` = PyTorch time / ours.
+
+Run ``python -m benchmarks.bench_unpool [--quick]`` from the repository root.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from benchmarks.common import Row, clone_ms, device, forward_backward, row, time_ms
+from torchpool.ops.unpool import max_unpool2d
+
+SHAPE = (32, 64, 112, 112)
+
+
+def run(quick: bool) -> list[Row]:
+    """Forward and forward+backward after 2x2/2 (unique indices) and 3x3/2 (duplicates) pooling."""
+    min_time = 0.2 if quick else 0.5
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(SHAPE, generator=g).to(device())
+    rows = []
+    for kernel, stride, padding in ((2, 2, 0), (3, 2, 1)):
+        pooled, indices = F.max_pool2d(x, kernel, stride, padding, return_indices=True)
+        size = x.shape[-2:]
+        ours: Callable[[Tensor], Tensor] = partial(
+            max_unpool2d,
+            indices=indices,
+            kernel_size=kernel,
+            stride=stride,
+            padding=padding,
+            output_size=size,
+        )
+        peer: Callable[[Tensor], Tensor] = partial(
+            F.max_unpool2d,
+            indices=indices,
+            kernel_size=kernel,
+            stride=stride,
+            padding=padding,
+            output_size=size,
+        )
+        if kernel <= stride:
+            torch.testing.assert_close(ours(pooled), peer(pooled), rtol=0, atol=0)
+        floor = clone_ms(pooled, min_time)
+        # interleaved: the ratio of one run is what counts; take each side's best of 3
+        ours_f, ours_fb, peer_f, peer_fb = [], [], [], []
+        for _ in range(1 if quick else 3):
+            with torch.no_grad():
+                peer_f.append(time_ms(partial(peer, pooled), min_time))
+                ours_f.append(time_ms(partial(ours, pooled), min_time))
+            peer_fb.append(time_ms(forward_backward(peer, pooled), min_time))
+            ours_fb.append(time_ms(forward_backward(ours, pooled), min_time))
+        params = f"after k={kernel} s={stride} p={padding}" + (" (unique)" if kernel <= stride else " (dups)")
+        common = {
+            "naive_fwd_ms": min(peer_f),
+            "naive_fwdbwd_ms": min(peer_fb),
+            "clone_ms": floor,
+            "peak_mb": float("nan"),
+        }
+        rows.append(row("max_unpool2d", "ours", pooled, params, min(ours_f), min(ours_fb), **common))
+        rows.append(
+            row("max_unpool2d", "F.max_unpool2d", pooled, params, min(peer_f), min(peer_fb), **common)
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    for r in run("--quick" in sys.argv):
+        print(
+            f"{r['op']:12s} {r['impl']:14s} {r['params']:28s} fwd {r['fwd_ms']:8.2f} ms  "
+            f"fwd+bwd {r['fwdbwd_ms']:8.2f} ms  speedup {r['speedup_fwd']:5.2f}x / "
+            f"{r['speedup_fwdbwd']:5.2f}x"
+        )

@@ -67,10 +67,18 @@ def _without(cases: tuple[Case, ...], *names: str) -> tuple[Case, ...]:
     return tuple(Case(c.shape, {k: v for k, v in c.kwargs.items() if k not in names}) for c in cases)
 
 
+def _median_ref(
+    x: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, padding_mode="reflect"
+) -> Tensor:
+    return median_pool_reference(x, kernel_size, stride, padding, padding_mode, dilation, ceil_mode)
+
+
 def _median_cases(n: int) -> tuple[Case, ...]:
-    base = _without(_WINDOW_CASES[n], "ceil_mode", "count_include_pad")
+    base = _without(_WINDOW_CASES[n], "count_include_pad")
     modes = ("reflect", "zeros", "replicate")
-    return tuple(Case(c.shape, {**c.kwargs, "padding_mode": modes[i % 3]}) for i, c in enumerate(base))
+    cases = tuple(Case(c.shape, {**c.kwargs, "padding_mode": modes[i % 3]}) for i, c in enumerate(base))
+    extra = {"dilation": 2, "ceil_mode": True, "padding_mode": "circular"}
+    return (*cases, Case(base[0].shape, {**base[0].kwargs, **extra}))
 
 
 def _unpool_indices(shape: tuple[int, ...], kernel_size, stride, padding) -> Tensor:
@@ -212,9 +220,7 @@ def _records() -> list[OpRecord]:
                 f"median{n}d",
                 getattr(tp, f"median_pool{n}d"),
                 getattr(tp, f"MedianPool{n}d"),
-                lambda x, kernel_size, stride=None, padding=0, padding_mode="reflect": median_pool_reference(
-                    x, kernel_size, stride, padding, padding_mode
-                ),
+                _median_ref,
                 _median_cases(n),
                 n,
             ),

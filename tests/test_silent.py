@@ -169,3 +169,28 @@ def test_unpool_non_overlapping_equals_pytorch_forward_and_backward(n: int, redu
     out.backward(grad)
     expected.backward(grad)
     assert ours.grad is not None and theirs.grad is not None and torch.equal(ours.grad, theirs.grad)
+
+
+# --------------------------------------------------------------------------- 2. 3d average / LP pools
+
+
+@pytest.mark.parametrize("name", ["avg3d", "lp3d", "max3d"])
+@pytest.mark.parametrize("shape", [(3, 8, 8), (1, 1, 2, 4, 4, 4)])
+def test_3d_pools_refuse_a_wrong_number_of_dims(name: str, shape: tuple[int, ...]) -> None:
+    """(C, H, W) was read as one (D, H, W) sample (garbage); 6-d gave "too many values to unpack"."""
+    kwargs = {"norm_type": 2.0} if name == "lp3d" else {}
+    pool = tp.create_pool(name, kernel_size=2, **kwargs)
+    with pytest.raises(ValueError, match=r"input must have 4 \(C, \*spatial\) or 5"):
+        pool(torch.rand(shape))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool])
+@pytest.mark.parametrize("batched", [True, False])
+def test_lp3d_on_integer_input_returns_float_like_pytorch(dtype: torch.dtype, batched: bool) -> None:
+    x = torch.randint(0, 5, (2, 3, 4, 4, 4)).to(dtype)
+    x = x if batched else x[0]
+    y = tp.create_pool("lp3d", norm_type=2.0, kernel_size=2)(x)
+    expected = torch.nn.LPPool3d(2.0, 2)(x)  # float32, not the input dtype truncated
+    assert y.dtype == expected.dtype == torch.float32
+    reference = torch.nn.LPPool3d(2.0, 2)(x.double())
+    torch.testing.assert_close(y.double(), reference, rtol=1e-6, atol=1e-6)

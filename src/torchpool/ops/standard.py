@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_torch_pool_args
+from .._checks import check_input, check_torch_pool_args
 from .._deterministic import avg_pool3d, max_pool3d
 from .._shape import ntuple
 from ..registry import register_pool
@@ -32,6 +32,7 @@ class _AvgPool3d(nn.AvgPool3d):
     half inputs on the CPU, which PyTorch refuses, are averaged in float32."""
 
     def forward(self, input: Tensor) -> Tensor:
+        check_input(input, 3, floating=False)  # (C, H, W) was read as one 3d sample: garbage
         if self.divisor_override is not None:
             return super().forward(input)
         batched = input if input.dim() == 5 else input.unsqueeze(0)
@@ -46,6 +47,7 @@ class _MaxPool3d(nn.MaxPool3d):
     """``nn.MaxPool3d``, separable in deterministic mode (PyTorch's CUDA backward raises there)."""
 
     def forward(self, input: Tensor) -> Tensor:
+        check_input(input, 3, floating=False)
         if self.return_indices:
             return super().forward(input)
         k = ntuple(self.kernel_size, 3, "kernel_size")
@@ -57,17 +59,23 @@ class _MaxPool3d(nn.MaxPool3d):
 
 class _LPPool3d(nn.LPPool3d):
     """``nn.LPPool3d``: ``F.lp_pool3d``'s formula on the average of :class:`_AvgPool3d`, in float32
-    for half inputs."""
+    for half inputs. Integer and bool inputs give a result in the default float dtype, as
+    ``nn.LPPool3d`` (which, for an integer ``norm_type``, averages the integer powers with
+    truncation first; here they are averaged exactly)."""
 
     def forward(self, input: Tensor) -> Tensor:
+        check_input(input, 3, floating=False)
         k = ntuple(self.kernel_size, 3, "kernel_size")
         s = ntuple(self.stride if self.stride is not None else k, 3, "stride")
         batched = input if input.dim() == 5 else input.unsqueeze(0)
         if batched.dtype in (torch.float16, torch.bfloat16):  # x^p overflows float16 long before the result
             batched = batched.float()
+        out_dtype = input.dtype if input.is_floating_point() else torch.get_default_dtype()
+        if not batched.is_floating_point() and not batched.is_complex():
+            batched = batched.to(torch.get_default_dtype())
         out = avg_pool3d(batched.pow(self.norm_type), k, s, (0, 0, 0), self.ceil_mode)
         out = (torch.sign(out) * F.relu(torch.abs(out))).mul(k[0] * k[1] * k[2]).pow(1.0 / self.norm_type)
-        out = out.to(input.dtype)
+        out = out.to(out_dtype)
         return out if input.dim() == 5 else out.squeeze(0)
 
 

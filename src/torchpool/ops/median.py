@@ -23,23 +23,34 @@ over chunks of the batch so that intermediates stay in cache and reuses buffers;
 the same network under :func:`torch.compile` (padding is done eagerly outside the compiled function,
 which keeps every load unmasked; the compiled path pads the whole input at once). Windows with too many
 cells for a network (see :data:`NETWORK_MAX_OPS`) use a memory-bounded fallback: ``unfold`` +
-:func:`torch.median` over chunks of the batch.
+:func:`torch.median` over chunks of the batch. Dilation only changes where the views start (window
+cell ``c`` of an axis sits ``c * dilation`` cells after the window's first cell).
+
+The kernel, its backward, the backward's backward and the indices are ``torch.library`` custom ops
+(``torchpool::median_pool``, ...) with fake kernels and a registered gradient, so ``torch.compile``
+(``fullgraph=True``) and ``torch.export`` see one opaque op per call. During an ONNX export (either
+exporter), which cannot translate a custom op, the network is written out as plain min/max on views.
 
 Conventions:
 
 * Even windows give the **lower** median (as :func:`torch.median`): the element at sorted index
   ``(n - 1) // 2`` of the ``n`` window cells.
 * A NaN anywhere in a window gives NaN for that window.
-* ``padding_mode`` is ``"reflect"`` (default), ``"replicate"``, ``"zeros"`` (padded cells are 0 and
-  take part in the median) or ``"valid"`` (the lower median of only the in-bounds cells of each
-  window; padded cells are ignored).
+* ``padding_mode`` is ``"reflect"`` (default), ``"replicate"``, ``"circular"``, ``"zeros"`` (padded
+  cells are 0 and take part in the median) or ``"valid"`` (the lower median of only the in-bounds
+  cells of each window; padded cells are ignored).
+* ``dilation`` and ``ceil_mode`` give max pooling's output size. In ceil mode the last window may
+  reach past the padded input: those cells are not part of the window (max pooling ignores them
+  too), the output is the lower median of the remaining cells.
+* Integer and bool inputs give the exact median in their own dtype (no gradient).
 * Gradient: one-hot to the *selected cell*, the first cell of the (padded) window in row-major order
   whose value equals the output (for a NaN output, the first NaN cell); overlapping windows add up.
-  A padded cell passes its gradient to the input cell it copies (reflect, replicate) or drops it
-  (zeros). In ``"valid"`` mode only in-bounds cells can be selected.
+  A padded cell passes its gradient to the input cell it copies (reflect, replicate, circular) or
+  drops it (zeros). In ``"valid"`` mode only in-bounds cells can be selected; ceil-mode cells past
+  the padded input never are.
 * Indices (``*_with_indices``) are flat indices into each ``(n, c)`` spatial plane of the *unpadded*
   input, as returned by ``F.max_pool2d(..., return_indices=True)``: the selected cell, or the input
-  cell that a selected reflect/replicate padding cell copies. In ``"zeros"`` mode, when the selected
+  cell that a selected reflect/replicate/circular padding cell copies. In ``"zeros"`` mode, when the selected
   cell is a padded zero, the index is the first in-bounds cell of the window equal to the output (0)
   if there is one, else the first in-bounds cell of the window (whose value then differs from the
   output).

@@ -20,7 +20,7 @@ import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor, nn
@@ -645,6 +645,45 @@ def _apply(
         for name, module in reversed(undo):
             _set(model, name, module)
         raise ValueError(f"the swapped model fails on example_input (swap undone): {err}") from err
+
+
+@overload
+def swap_pooling(
+    model: nn.Module,
+    to: str | type[nn.Module] | Builder,
+    *,
+    select: Selector = None,
+    inplace: bool = False,
+    example_input: Tensor | tuple[Any, ...] | None = None,
+    return_report: Literal[False] = False,
+    **kwargs: Any,
+) -> nn.Module: ...
+
+
+@overload
+def swap_pooling(
+    model: nn.Module,
+    to: str | type[nn.Module] | Builder,
+    *,
+    select: Selector = None,
+    inplace: bool = False,
+    example_input: Tensor | tuple[Any, ...] | None = None,
+    return_report: Literal[True],
+    **kwargs: Any,
+) -> tuple[nn.Module, SwapReport]: ...
+
+
+@overload
+def swap_pooling(
+    model: nn.Module,
+    to: str | type[nn.Module] | Builder,
+    *,
+    select: Selector = None,
+    inplace: bool = False,
+    example_input: Tensor | tuple[Any, ...] | None = None,
+    return_report: bool = False,
+    **kwargs: Any,
+) -> nn.Module | tuple[nn.Module, SwapReport]: ...
 
 
 def swap_pooling(

@@ -194,3 +194,44 @@ def test_lp3d_on_integer_input_returns_float_like_pytorch(dtype: torch.dtype, ba
     assert y.dtype == expected.dtype == torch.float32
     reference = torch.nn.LPPool3d(2.0, 2)(x.double())
     torch.testing.assert_close(y.double(), reference, rtol=1e-6, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- 4. compact bilinear pooling
+
+
+@pytest.mark.parametrize("path", ["matrix", "location"])
+@pytest.mark.parametrize("bad", [-1, 32, 100])
+def test_compact_bilinear_refuses_hashes_out_of_range(path: str, bad: int) -> None:
+    """Out-of-range hashes wrapped modulo out_dim (matrix path) or raised an IndexError (location)."""
+    pool = tp.CompactBilinearPool(8, out_dim=32, path=path)
+    state = pool.state_dict()
+    state["hash_a"] = state["hash_a"].clone()
+    state["hash_a"][3] = bad
+    with pytest.raises(ValueError, match=r"hash_a in the state dict must lie in \[0, out_dim=32\)"):
+        pool.load_state_dict(state)
+    assert int(pool.hash_a.max()) < 32  # nothing was loaded
+    with torch.no_grad():
+        pool.hash_b[0] = bad  # set directly: caught at forward
+    with pytest.raises(ValueError, match=r"hash_b \(a buffer\) must lie in \[0, out_dim=32\)"):
+        pool(torch.rand(2, 8, 3, 3))
+
+
+def test_compact_bilinear_refuses_buffers_of_a_wrong_shape_or_dtype() -> None:
+    pool = tp.CompactBilinearPool(8, out_dim=32)
+    state = pool.state_dict()
+    with pytest.raises(TypeError, match=r"hash_a in the state dict must have dtype torch\.int64"):
+        pool.load_state_dict({**state, "hash_a": state["hash_a"].float()})
+    with pytest.raises(ValueError, match="sign_b in the state dict must be finite"):
+        pool.load_state_dict({**state, "sign_b": torch.full((8,), math.nan)})
+    rm = tp.CompactBilinearPool(8, out_dim=32, method="random_maclaurin")
+    with pytest.raises(ValueError, match=r"weight_a in the state dict must have shape \(32, 8\)"):
+        rm.load_state_dict({**rm.state_dict(), "weight_a": torch.ones(32, 9)})
+    assert rm(torch.rand(2, 8, 3, 3)).shape == (2, 32)
+
+
+@pytest.mark.parametrize("name", ["dim_a", "dim_b", "positions", "out_dim"])
+@pytest.mark.parametrize("bad", [0, -1])
+def test_compact_bilinear_path_refuses_non_positive_sizes(name: str, bad: int) -> None:
+    args = {"dim_a": 8, "dim_b": 8, "positions": 9, "out_dim": 32, name: bad}
+    with pytest.raises(ValueError, match=f"{name} must be a positive int"):
+        tp.compact_bilinear_path("tensor_sketch", **args)

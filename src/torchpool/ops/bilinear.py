@@ -26,12 +26,15 @@ could not be told apart.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch._subclasses.fake_tensor import FakeTensor
 
-from .._checks import check_bool, check_choice, check_float_range
+from .._checks import check_bool, check_choice, check_float_range, is_traced
 from ..registry import register_pool
 
 __all__ = [
@@ -59,6 +62,11 @@ _FFT_UNIT = 30.0
 
 
 # --------------------------------------------------------------------------- checks
+
+
+def _no_values(*tensors: Tensor) -> bool:
+    """Whether some tensor has no values to read (``meta``, fake) or a trace is running."""
+    return is_traced() or any(t.device.type == "meta" or isinstance(t, FakeTensor) for t in tensors)
 
 
 def _positive_int(value: object, name: str) -> int:
@@ -316,6 +324,13 @@ def compact_bilinear_path(method: str, dim_a: int, dim_b: int, positions: int, o
         'location'
     """
     check_choice(method, "method", _METHODS)
+    dim_a, dim_b = _positive_int(dim_a, "dim_a"), _positive_int(dim_b, "dim_b")
+    positions, out_dim = _positive_int(positions, "positions"), _positive_int(out_dim, "out_dim")
+    return _choose_path(method, dim_a, dim_b, positions, out_dim)
+
+
+def _choose_path(method: str, dim_a: int, dim_b: int, positions: int, out_dim: int) -> str:
+    """:func:`compact_bilinear_path` without the checks (sizes may be traced ``SymInt`` or tensors)."""
     pairs = dim_a * dim_b
     if method == "tensor_sketch":
         matrix = pairs * (positions + _SCATTER_UNIT)
@@ -388,7 +403,7 @@ def _compact(
     b = a if homogeneous else _compute(b)
     buffers = {name: t.to(a.device) for name, t in buffers.items()}
     if path == "auto":
-        path = compact_bilinear_path(method, a.shape[1], b.shape[1], a.shape[2], out_dim)
+        path = _choose_path(method, a.shape[1], b.shape[1], a.shape[2], out_dim)
     sketch = _tensor_sketch if method == "tensor_sketch" else _random_maclaurin
     y = sketch(a, b, buffers, out_dim, path)
     return _normalize(y, signed_sqrt, l2_normalize, eps).to(dtype)
@@ -533,6 +548,51 @@ class CompactBilinearPool(_NormalizedPool):
             names = ("weight_a", "weight_b")
         return {name: getattr(self, name) for name in names}
 
+    def _check_buffers(self, buffers: Mapping[str, object], where: str) -> None:
+        """Shapes and dtypes of the given buffers, and (where values can be read) the hash range.
+
+        Hashes outside ``[0, out_dim)`` wrapped modulo ``out_dim`` on the matrix path and raised
+        an index error on the location path; signs must be finite (``+-1`` as drawn).
+        """
+        for name, tensor in buffers.items():
+            side = self.dim_a if name.endswith("_a") else self._dim_b
+            shape = (self.out_dim, side) if name.startswith("weight") else (side,)
+            if not isinstance(tensor, Tensor):
+                raise TypeError(f"{name} {where} must be a torch.Tensor, got {type(tensor).__name__}")
+            if tuple(tensor.shape) != shape:
+                raise ValueError(f"{name} {where} must have shape {shape}, got {tuple(tensor.shape)}")
+            if name.startswith("hash"):
+                if tensor.dtype != torch.int64:
+                    raise TypeError(f"{name} {where} must have dtype torch.int64, got {tensor.dtype}")
+                if tensor.numel() and not _no_values(tensor):
+                    low, high = (int(v) for v in torch.aminmax(tensor))
+                    if low < 0 or high >= self.out_dim:
+                        raise ValueError(
+                            f"{name} {where} must lie in [0, out_dim={self.out_dim}), "
+                            f"got values in [{low}, {high}]"
+                        )
+            elif not tensor.is_floating_point():
+                raise TypeError(f"{name} {where} must have a floating-point dtype, got {tensor.dtype}")
+            elif not _no_values(tensor) and not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"{name} {where} must be finite")
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        names = self._buffers_dict()
+        given = {name: state_dict[prefix + name] for name in names if prefix + name in state_dict}
+        self._check_buffers(given, "in the state dict")
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
     def extra_repr(self) -> str:
         return (
             f"dim_a={self.dim_a}, dim_b={self.dim_b}, out_dim={self.out_dim}, method={self.method!r}, "
@@ -542,12 +602,14 @@ class CompactBilinearPool(_NormalizedPool):
 
     def forward(self, x_a: Tensor, x_b: Tensor | None = None) -> Tensor:
         a, b, homogeneous, dtype = _pair(x_a, x_b, self.dim_a, self.dim_b)
+        buffers = self._buffers_dict()
+        self._check_buffers(buffers, "(a buffer)")  # cheap: D values each; set directly, they skip the load
         return _compact(
             a,
             b,
             homogeneous,
             dtype,
-            self._buffers_dict(),
+            buffers,
             self.out_dim,
             self.method,
             self.path,

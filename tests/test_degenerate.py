@@ -251,11 +251,7 @@ _NETVLAD = {
     **_STATS,
     "zeros": Out("ref, any", "the zero descriptor is assigned by softmax(bias): V_k = -L a_k c_k"),
     "ties": Out("ref, any"),
-    "f32_huge": Out(
-        "as-zeros",
-        "BUG: ||x||^2 overflows (vector_norm(...).square()), rsqrt(inf) = 0 scales every descriptor to 0: "
-        "the answer for an all-zero input, silently (netvlad.py, netvlad(): sq_norm / scale)",
-    ),
+    "f32_huge": Out("ok", "a descriptor whose ||x||^2 overflows is divided by its largest |x_i| first"),
     "f32_tiny": Out("as-zeros", "by design: descriptors with ||x|| << sqrt(eps) are damped to 0"),
     "f32_subnormal": Out("as-zeros", "by design (eps)"),
     "nan": Out("nan@sample", "every output of the sample is NaN"),

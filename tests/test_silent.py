@@ -235,3 +235,48 @@ def test_compact_bilinear_path_refuses_non_positive_sizes(name: str, bad: int) -
     args = {"dim_a": 8, "dim_b": 8, "positions": 9, "out_dim": 32, name: bad}
     with pytest.raises(ValueError, match=f"{name} must be a positive int"):
         tp.compact_bilinear_path("tensor_sketch", **args)
+
+
+# --------------------------------------------------------------------------- 5. NetVLAD
+
+
+def test_kmeans_refuses_non_finite_descriptors_and_zero_iterations() -> None:
+    points = torch.rand(20, 3)
+    points[4, 1] = math.nan  # gave NaN centroids
+    with pytest.raises(ValueError, match="descriptors must be finite"):
+        tp.kmeans(points, 2)
+    points[4, 1] = math.inf
+    with pytest.raises(ValueError, match="descriptors must be finite"):
+        tp.kmeans(points, 2)
+    with pytest.raises(ValueError, match="iters must be positive, got 0"):
+        tp.kmeans(torch.rand(20, 3), 2, iters=0)
+    with pytest.raises(ValueError, match="iters must be positive"):
+        tp.NetVLAD(2, 3).init_from_descriptors(torch.rand(20, 3), iters=0)
+
+
+def test_ghostvlad_refuses_zero_ghost_clusters() -> None:
+    with pytest.raises(ValueError, match="ghost_clusters must be positive, got 0"):
+        tp.GhostVLAD(8, 4, ghost_clusters=0)
+    c = torch.eye(2)
+    with pytest.raises(ValueError, match="ghost_clusters must be positive, got 0"):
+        tp.ghostvlad(torch.ones(3, 2, 5), c, 2 * c, None, ghost_clusters=0)
+
+
+def test_netvlad_says_batchless_input_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"batch-less input is refused .* use x\.unsqueeze\(0\)"):
+        tp.NetVLAD(8, 4)(torch.rand(4, 5, 5))  # talked about "5 channels" only
+
+
+@pytest.mark.parametrize("cls", [tp.NetVLAD, tp.GhostVLAD])
+@pytest.mark.parametrize("normalize_input", [True, False])
+def test_netvlad_does_not_overflow_at_1e30(cls: type, normalize_input: bool) -> None:
+    """||x||^2 overflowed float32 and gave the all-zero answer; the result is scale-invariant."""
+    torch.manual_seed(0)
+    pool = cls(8, 3, normalize_input=normalize_input)
+    x = torch.rand(2, 3, 4, 5) + 0.1
+    huge = pool(x * 1e30)
+    assert torch.isfinite(huge).all() and bool((huge.norm(dim=1) > 0.99).all())
+    torch.testing.assert_close(huge, pool(x * 1e10), rtol=1e-5, atol=1e-6)
+    leaf = (x * 1e30).requires_grad_(True)
+    pool(leaf).square().sum().backward()
+    assert leaf.grad is not None and torch.isfinite(leaf.grad).all()

@@ -35,8 +35,9 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch._subclasses.fake_tensor import FakeTensor
 
-from .._checks import check_bool, check_float_range
+from .._checks import check_bool, check_float_range, is_traced
 from ..registry import register_pool
 
 __all__ = ["GhostVLAD", "NetVLAD", "ghostvlad", "kmeans", "netvlad", "netvlad_alpha"]
@@ -61,7 +62,31 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _normalize(v: Tensor, dim: int, eps: float) -> Tensor:
     """``v / sqrt(eps + ||v||^2)`` along ``dim``: zero stays zero, gradient at most ``1/sqrt(eps)``."""
-    return v * torch.rsqrt(v.square().sum(dim=dim, keepdim=True) + eps)
+    return v * _inverse_norm(v, dim, eps)
+
+
+def _inverse_norm(v: Tensor, dim: int, eps: float) -> Tensor:
+    """``1 / sqrt(eps + ||v||^2)`` along ``dim`` (kept), also where ``||v||^2`` overflows.
+
+    ``||v||^2`` is inf in float32 from ``|v| ~ 1e19`` on, which made the factor 0 (an all-zero
+    answer at 1e30). There the vectors are divided by their (detached) largest magnitude ``m``
+    first: ``1 / sqrt(eps + ||v||^2) = (1 / m) / sqrt(eps / m^2 + ||v / m||^2)``, exact, with the
+    same gradient. In eager mode that second pass runs only when some squared norm overflows
+    (traced, or on meta/fake tensors, always, with ``m = 1`` for the other vectors).
+    """
+    squared = torch.linalg.vector_norm(v, dim=dim, keepdim=True).square()  # fused: no copy of v
+    overflow = torch.isinf(squared)
+    if not _no_values(v) and not bool(overflow.any()):
+        return torch.rsqrt(squared + eps)
+    # m = 1 elsewhere: v / 1 and eps / 1 are exact, so those vectors keep their values bit for bit
+    m = v.detach().abs().amax(dim=dim, keepdim=True)
+    m = torch.where(overflow & torch.isfinite(m), m, torch.ones_like(m))
+    return torch.rsqrt(torch.linalg.vector_norm(v / m, dim=dim, keepdim=True).square() + eps / m.square()) / m
+
+
+def _no_values(*tensors: Tensor) -> bool:
+    """Whether some tensor has no values to read (``meta``, fake) or a trace is running."""
+    return is_traced() or any(t.device.type == "meta" or isinstance(t, FakeTensor) for t in tensors)
 
 
 def _check_parameter(value: object, name: str, shape: tuple[int, ...], hint: str) -> Tensor:
@@ -137,8 +162,16 @@ def netvlad(
         raise ValueError(f"centroids must have shape (K, D) with K >= 1, got {tuple(centroids.shape)}")
     num_clusters, dim = centroids.shape
     if x.shape[1] != dim:
+        hint = ""
+        if x.shape[0] == dim:
+            hint = (
+                f"; shape {tuple(x.shape)} looks like one batch-less sample (D, *S): batch-less input is "
+                "refused because (D, H, W) and a batch of sequences (N, D, L) cannot be told apart, "
+                "use x.unsqueeze(0)"
+            )
         raise ValueError(
-            f"input has {x.shape[1]} channels but centroids have dim {dim} (input must be (N, {dim}, *S))"
+            f"input has {x.shape[1]} channels but centroids have dim {dim} "
+            f"(input must be (N, {dim}, *S)){hint}"
         )
     ghosts = _check_int(ghost_clusters, "ghost_clusters", 0)
     total = num_clusters + ghosts
@@ -155,8 +188,7 @@ def netvlad(
     if normalize_input:
         # x_i / sqrt(eps + ||x_i||^2) is folded into the (N, *, L) products instead of writing a
         # normalised copy of the input: W (x r) = (W x) r and A (x r)^T = (A r) x^T
-        sq_norm = torch.linalg.vector_norm(descriptors, dim=1, keepdim=True).square()
-        scale = torch.rsqrt(sq_norm + eps)  # (N, 1, L)
+        scale = _inverse_norm(descriptors, 1, eps)  # (N, 1, L)
         logits = logits * scale
     if assign_bias is not None:
         logits = logits + assign_bias.to(dtype).unsqueeze(-1)
@@ -186,7 +218,7 @@ def ghostvlad(
         centroids: real cluster centres ``(K, D)``.
         assign_weight: ``(K + G, D)``, the ghost rows last.
         assign_bias: ``(K + G,)`` or None.
-        ghost_clusters: ``G``.
+        ghost_clusters: ``G``, at least 1 (0 is :func:`netvlad`).
         normalize_input: L2-normalise each descriptor first.
         eps: added to every squared norm.
 
@@ -203,6 +235,7 @@ def ghostvlad(
         >>> ghostvlad(torch.ones(3, 2, 5), c, w, None).shape
         torch.Size([3, 4])
     """
+    _check_int(ghost_clusters, "ghost_clusters", 1)  # 0 is NetVLAD: say so rather than run it
     return netvlad(
         x,
         centroids,
@@ -246,7 +279,7 @@ def kmeans(descriptors: Tensor, k: int, *, seed: int = 0, iters: int = 100, tol:
         descriptors: the points, ``(M, D)`` with ``M >= k``.
         k: the number of clusters.
         seed: seed of the k-means++ sampling (a private ``torch.Generator``; global RNG untouched).
-        iters: maximum number of Lloyd iterations (0 returns the k-means++ seeds).
+        iters: maximum number of Lloyd iterations, at least 1.
         tol: convergence threshold on the largest centre shift.
 
     Returns:
@@ -260,11 +293,13 @@ def kmeans(descriptors: Tensor, k: int, *, seed: int = 0, iters: int = 100, tol:
     points = _check_descriptors(descriptors)
     k = _check_int(k, "k", 1)
     seed = _check_int(seed, "seed", 0)
-    iters = _check_int(iters, "iters", 0)
+    iters = _check_int(iters, "iters", 1)
     tol = check_float_range(tol, "tol", 0.0, math.inf, high_open=True)
     m = points.shape[0]
     if m < k:
         raise ValueError(f"descriptors must have at least k={k} rows, got {m}")
+    if not bool(torch.isfinite(points).all()):
+        raise ValueError("descriptors must be finite (NaN or inf give NaN centroids)")
     points = points.detach().to(_compute_dtype(points.dtype))
     generator = torch.Generator(device="cpu").manual_seed(seed)
 
@@ -487,7 +522,8 @@ class GhostVLAD(NetVLAD):
     Args:
         num_clusters: ``K``, the real clusters (aggregated).
         dim: ``D``.
-        ghost_clusters: ``G``, clusters in the soft-assignment only.
+        ghost_clusters: ``G``, clusters in the soft-assignment only, at least 1 (0 is
+            :class:`NetVLAD`).
         alpha: see :class:`NetVLAD`.
         normalize_input: L2-normalise each descriptor first.
         eps: added to every squared norm.
@@ -516,6 +552,7 @@ class GhostVLAD(NetVLAD):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
+        _check_int(ghost_clusters, "ghost_clusters", 1)  # 0 is NetVLAD: say so rather than run it
         super().__init__(
             num_clusters,
             dim,

@@ -280,3 +280,45 @@ def test_netvlad_does_not_overflow_at_1e30(cls: type, normalize_input: bool) -> 
     leaf = (x * 1e30).requires_grad_(True)
     pool(leaf).square().sum().backward()
     assert leaf.grad is not None and torch.isfinite(leaf.grad).all()
+
+
+# --------------------------------------------------------------------------- 7. no channels
+
+_EMPTY_CHANNEL_POOLS = [
+    info
+    for info in tp.list_pools()
+    if info.family == "combined" or info.name.startswith(("adaptive_avg", "adaptive_max"))
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "d"),
+    [(info.name, d) for info in _EMPTY_CHANNEL_POOLS for d in info.dims],
+)
+@pytest.mark.parametrize("batched", [True, False])
+def test_zero_channels_give_the_empty_result(name: str, d: int, batched: bool) -> None:
+    """C = 0 raised a PyTorch RuntimeError quoting an internal shape; the shape of the empty
+    result is the one of the same input with channels, minus the channels."""
+    info = next(i for i in _EMPTY_CHANNEL_POOLS if i.name == name)
+    pool = tp.create_pool(name, **(info.example_kwargs or {}))
+    shape = (2, 0, *[6] * d) if batched else (0, *[6] * d)
+    x = torch.rand(shape, requires_grad=True)
+    y = pool(x)
+    with torch.no_grad():
+        full = pool(torch.rand(*shape[: -d - 1], 1, *shape[-d:]))
+    assert y.shape == (*full.shape[: -d - 1], 0, *full.shape[-d:])
+    y.sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_zero_channels_adaptive_max_with_indices(n: int) -> None:
+    y, idx = getattr(tp, f"adaptive_max_pool{n}d")(torch.rand(2, 0, *[5] * n), 2, return_indices=True)
+    assert y.shape == idx.shape == (2, 0, *[2] * n) and idx.dtype == torch.int64
+
+
+def test_zero_channels_with_per_channel_parameters_are_refused_clearly() -> None:
+    with pytest.raises(ValueError, match="input has 0 channels, but the pool was built with channels=3"):
+        tp.LearnedMixedPool2d(2, channels=3)(torch.rand(2, 0, 4, 4))
+    with pytest.raises(ValueError, match="input has 0 channels, but the pool was built with channels=3"):
+        tp.GatedPool2d(2, channels=3)(torch.rand(2, 0, 4, 4))

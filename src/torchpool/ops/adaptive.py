@@ -139,6 +139,8 @@ def adaptive_pool(x: Tensor, n: int, output_size: OutputSize, mode: str) -> Tens
     if any(size == 0 for size in xb.shape[2:]):
         raise ValueError(f"input must have non-zero spatial sizes, got shape {tuple(x.shape)}")
     sizes = check_output_size(output_size, xb.shape[2:])
+    if xb.shape[1] == 0:  # no channels: the empty result (PyTorch's adaptive max pools refuse C = 0)
+        return x.reshape(*x.shape[:-n], *sizes)
     if mode == "avg" and x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
         # PyTorch's CPU adaptive_avg_pool3d sums in the input dtype (float16 overflows)
         return adaptive_pool(x.float(), n, sizes, mode).to(x.dtype)
@@ -183,7 +185,12 @@ def _max_function(n: int) -> Callable[..., Tensor | tuple[Tensor, Tensor]]:
     ) -> Tensor | tuple[Tensor, Tensor]:
         if check_bool(return_indices, "return_indices"):
             xb, unbatched = check_input(x, n)
-            y, idx = _NATIVE_MAX[n](xb, check_output_size(output_size, xb.shape[2:]), True)
+            sizes = check_output_size(output_size, xb.shape[2:])
+            if xb.shape[1] == 0:  # no channels: the empty result (PyTorch's kernel refuses C = 0)
+                y = xb.reshape(*xb.shape[:2], *sizes)
+                idx = torch.zeros(y.shape, dtype=torch.int64, device=y.device)
+            else:
+                y, idx = _NATIVE_MAX[n](xb, sizes, True)
             return restore_batch(y, unbatched), restore_batch(idx, unbatched)
         return adaptive_pool(x, n, output_size, "max")
 

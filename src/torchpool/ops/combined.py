@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from .._checks import check_bool, check_float_range, check_generator, check_input, check_window
 from .._deterministic import avg_pool3d
 from .._deterministic import max_pool3d as _max_pool3d
-from .._shape import IntOrTuple
+from .._shape import IntOrTuple, pool_output_size
 from ..registry import register_pool
 from ._base import WindowPool
 from .adaptive import adaptive_pool
@@ -85,6 +85,9 @@ def _avg_and_max(
     check_bool(count_include_pad, "count_include_pad")
     check_input(x, n, window=window, ceil_mode=ceil_mode)
     k, s, p = window.kernel_size, window.stride, window.padding
+    if x.shape[-n - 1] == 0:  # no channels: the empty result (PyTorch's window pools refuse C = 0)
+        empty = x.reshape(*x.shape[:-n], *pool_output_size(tuple(x.shape[-n:]), k, s, p, 1, ceil_mode))
+        return empty, empty
     avg = _AVG[n](x, k, s, p, ceil_mode=ceil_mode, count_include_pad=count_include_pad)
     mx = _MAX[n](x, k, s, p, ceil_mode=ceil_mode)
     return avg, mx
@@ -514,6 +517,8 @@ class GatedPool2d(WindowPool):
         c = mx.shape[-3]
         if self.channels is not None and c != self.channels:
             raise ValueError(f"input has {c} channels, but the pool was built with channels={self.channels}")
+        if c == 0:  # no channels: the empty result (a convolution with 0 groups is refused)
+            return mx
         # the gate is a depthwise convolution with the window's geometry (zero padding)
         weight = self.gate_weight.expand(c, -1, -1, -1).to(x.dtype)
         window = check_window(self.kernel_size, self.stride, self.padding, 2)

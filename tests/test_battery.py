@@ -11,7 +11,8 @@ The walk is built by introspection, so new pools join it automatically:
   kernel 0/-1/1.5/"3"/True/a tuple of the wrong length, stride 0/-1, padding -1 and over half the
   window, bad choices and flags, out-of-range sizes and probabilities, GeM's ``p``.
 * **input cases** (:data:`INPUT_CASES`): too few / too many dims, int64 / bool / complex input,
-  N=0, C=0, H=0, NaN, +inf, a meta tensor, a wrong channel count (where it is fixed).
+  N=0, C=0, H=0, NaN, +inf, a meta tensor, a wrong channel count (where it is fixed), and two
+  that must give the same numbers: a non-contiguous input and a batch-less ``(C, *S)`` one.
 * **state-dict cases**: each tensor of a Module's state dict loaded with the wrong shape, NaN, or
   a value outside its meaning (GeM ``p <= 0``, hash buckets out of range, signs not +-1).
 * **helper cases** (:data:`HELPER_CASES`): the public functions that take no pooling input.
@@ -19,9 +20,11 @@ The walk is built by introspection, so new pools join it automatically:
 Each outcome must be (a) a ValueError/TypeError whose message names the parameter (``input`` or
 the tensor's own name for input problems), (b) a correct result (N=0 / C=0: an empty output of
 the shape PyTorch's own pools give; meta: the CPU's shape on ``meta``; int / bool: the float
-answer; GeM ``p``: the float64 power mean), or (c) an entry of :data:`KNOWN`, marked
-``xfail(strict=True)`` so that the table shrinks as fixes land. ``python tests/test_battery.py``
-prints the failing cases as KNOWN lines.
+answer; GeM ``p``: the float64 power mean, refused exactly where ``gem(x, p=<float>)`` refuses it),
+or (c) an entry of :data:`KNOWN`, marked ``xfail(strict=True)`` so that the table shrinks as
+fixes land. ``python tests/test_battery.py`` prints the failing cases as KNOWN lines. To stay
+short, the 1d / 3d twins of a 2d function or Module get only the cases that depend on the number
+of dims (:data:`SIBLING_INPUT_CASES`, :data:`SIBLING_ARG_CASES`).
 
 PyTorch's own pools in the registry (``max2d``, ``lp1d``, ``fractional_max2d``, ...) get the
 argument cases only: the factory must refuse bad arguments; their forward is PyTorch's.
@@ -608,6 +611,37 @@ def _expect_meta(s: Subject, x: Tensor) -> Outcome:
     return None
 
 
+def _expect_as(
+    reference: Callable[[Subject, Tensor], list[Tensor]], what: str
+) -> Callable[[Subject, Tensor], Outcome]:
+    """The same numbers as ``reference`` gives (batch-less: or refused naming the input)."""
+
+    def check(s: Subject, x: Tensor) -> Outcome:
+        out, error = _attempt(lambda: _run(s, x))
+        if error is not None:
+            return _refused(error, s.input_names()) if what == "batch-less" else f"{what}: {_describe(error)}"
+        want = reference(s, x)
+        for got, ref in zip(out, want):
+            if got.shape != ref.shape:
+                return f"{what}: shape {tuple(got.shape)}, want {tuple(ref.shape)}"
+            if not torch.equal(got, ref) and not torch.allclose(
+                got.double(), ref.double(), rtol=1e-5, atol=1e-6
+            ):
+                error = (got.double() - ref.double()).abs().max().item()
+                return f"{what}: not the answer for the same values (max error {error:.3g})"
+        return None
+
+    return check
+
+
+def _strided(s: Subject) -> Tensor:
+    """The walk's input values in a non-contiguous tensor (every other column of a wider one)."""
+    x = _input(s)
+    wide = torch.zeros(*x.shape[:-1], 2 * x.shape[-1])
+    wide[..., ::2] = x
+    return wide[..., ::2]
+
+
 @dataclass(frozen=True)
 class InputCase:
     make: Callable[[Subject], Tensor]
@@ -631,6 +665,15 @@ INPUT_CASES: dict[str, InputCase] = {
     "input:nan": InputCase(_with(NAN), _expect_nonfinite("nan")),
     "input:+inf": InputCase(_with(math.inf), _expect_nonfinite("inf")),
     "input:meta": InputCase(lambda s: _input(s).to("meta"), _expect_meta),
+    "input:non-contiguous": InputCase(
+        _strided, _expect_as(lambda s, x: _run(s, x.contiguous()), "non-contiguous")
+    ),
+    # (C, *S) for the n-d pools: the first sample's answer (the (N, C, *S) pools cannot tell it apart)
+    "input:batch-less": InputCase(
+        lambda s: _input(s)[0],
+        _expect_as(lambda s, x: [t[0] for t in _run(s, x.unsqueeze(0))], "batch-less"),
+        applies=lambda s: not s.multi_dim,
+    ),
     "input:C+1": InputCase(
         lambda s: _input(s, CHANNELS + 1), _expect_wrong_channels, applies=lambda s: s.fixed_channels
     ),

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 from torch._subclasses.fake_tensor import FakeTensor
 
-from .._checks import Window, check_choice, check_input, check_window, is_traced, restore_batch
+from .._checks import Window, check_choice, check_input, check_window, is_exporting, is_traced, restore_batch
 from .._shape import IntOrTuple, _is_int
 from ._base import WindowPool
 
@@ -151,7 +151,10 @@ def _scatter(values: Tensor, flat_indices: Tensor, plane: int, window: Window, r
         return values.new_zeros(*values.shape[:2], plane).scatter_(2, flat_indices, values)
     if reduce == "sum":
         return values.new_zeros(*values.shape[:2], plane).scatter_add_(2, flat_indices, values)
-    out, _ = _UnpoolMean.apply(values, flat_indices, plane)
+    if is_exporting() or torch.jit.is_tracing():  # plain ops (the TorchScript exporter has no Functions)
+        out, _ = _UnpoolMean.forward(values, flat_indices, plane)
+    else:
+        out, _ = _UnpoolMean.apply(values, flat_indices, plane)
     return out
 
 
@@ -173,7 +176,7 @@ class _UnpoolMean(torch.autograd.Function):
         differs = values != one.gather(2, flat_indices)  # True for NaN
         # mark the positions with a differing value (the others scatter to a spare last slot)
         mixed = torch.zeros((*shape[:2], plane + 1), dtype=torch.bool, device=values.device)
-        mixed.scatter_(2, torch.where(differs, flat_indices, plane), True)
+        mixed.scatter_(2, torch.where(differs, flat_indices, plane), differs)
         return torch.where(mixed[..., :plane], mean, one), counts
 
     @staticmethod

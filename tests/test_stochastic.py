@@ -648,6 +648,31 @@ def test_fullgraph_compile_matches_eager_with_dilation_and_ceil(training):
     torch._dynamo.reset()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "make", [lambda: StochasticPool3d(2, ceil_mode=True), lambda: StochasticPool2d(3, 2, 1, ceil_mode=True)]
+)
+def test_inductor_ceil_mode_eval_matches_eager(make):
+    """Inductor's own avg_pool3d(ceil_mode=True) gradient is wrong (O(1) off on the CPU): the
+    traceable path sums views in ceil mode instead, and matches eager."""
+    torch._dynamo.reset()
+    pool = make().eval()
+    dims = 3 if isinstance(pool, StochasticPool3d) else 2
+    x = torch.rand(2, 3, *[7] * dims, generator=gen(5))
+
+    def run(module):
+        leaf = x.clone().requires_grad_(True)
+        y = module(leaf)
+        y.backward(torch.linspace(0.5, 1.5, y.numel()).view_as(y))
+        return y.detach(), leaf.grad
+
+    y_c, g_c = run(torch.compile(pool, fullgraph=True))
+    y_e, g_e = run(pool)
+    torch.testing.assert_close(y_c, y_e, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(g_c, g_e, rtol=1e-5, atol=1e-5)
+    torch._dynamo.reset()
+
+
 def test_eager_check_still_refuses_bad_input_and_traced_path_skips_it():
     bad = GOOD.clone()
     bad[0, 0, 0, 0] = -1.0

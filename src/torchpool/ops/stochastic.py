@@ -547,10 +547,14 @@ def _eval_traceable(x: Tensor, win: Window, n: int, ceil_mode: bool, out: tuple[
     The path under ``torch.compile`` / ``torch.export`` / tracing and for ``meta`` tensors, and in
     eager mode for ``dilation > 1`` (average pooling has no dilation; the window sums are then
     accumulated over strided views). The zero-window rule and the values are those of the eager
-    path; autograd gives the same gradient as its written-out backward.
+    path; autograd gives the same gradient as its written-out backward. In ceil mode the window
+    sums are accumulated over strided views too: inductor (torch 2.13, CPU) differentiates
+    ``avg_pool3d(ceil_mode=True)`` wrongly (gradient off by O(1)), and with torch 2.11 on CUDA the
+    compiled 2d ceil-mode average pools did not match eager either.
     """
     dtype = _compute_dtype(x.dtype)
-    if all(d == 1 for d in win.dilation):
+    pooled = all(d == 1 for d in win.dilation) and not ceil_mode
+    if pooled:
         window = _pool_window(win, n, ceil_mode)
         a = _pool_layout(x, n, dtype)
         total = _avg_pool(a, *window)
@@ -562,7 +566,7 @@ def _eval_traceable(x: Tensor, win: Window, n: int, ceil_mode: bool, out: tuple[
             total = total + v
             square = square + v * v
     y = square / torch.where(total > 0, total, torch.ones((), dtype=dtype, device=x.device))
-    if n == 1 and all(d == 1 for d in win.dilation):
+    if n == 1 and pooled:
         y = y.squeeze(2)
     return y.to(x.dtype)
 

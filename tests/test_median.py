@@ -15,6 +15,10 @@ from torchpool.ops.median import (
     MedianPool1d,
     MedianPool2d,
     MedianPool3d,
+    _api,
+    _kernels,
+    _network,
+    _ops,
     median_pool1d,
     median_pool1d_with_indices,
     median_pool2d,
@@ -346,7 +350,7 @@ def test_bad_arguments(call: object, error: type[Exception], match: str) -> None
 def test_sorting_networks_sort() -> None:
     # 0-1 principle: a comparator network sorts every input iff it sorts every 0/1 input
     for n in range(2, 14):
-        pairs, width = median_module._sorting_network(n)
+        pairs, width = _network._sorting_network(n)
         for bits in range(1 << n):
             wires = [(bits >> i) & 1 for i in range(n)] + [2] * (width - n)
             for a, b in pairs:
@@ -357,9 +361,9 @@ def test_sorting_networks_sort() -> None:
 
 def test_network_sizes() -> None:
     # 3x3: 3 comparators per sorted column (shared) + 12 min/max per window = the classic 18
-    plan = median_module._plan((3, 3), (0, 1))
+    plan = _network._plan((3, 3), (0, 1))
     assert plan.ops_per_stage == (6, 12)
-    assert median_module._choose_plan((15, 15), (1, 1), (10, 10), (24, 24)) is None
+    assert _network._choose_plan((15, 15), (1, 1), (10, 10), (24, 24)) is None
 
 
 def test_peer_kornia() -> None:
@@ -370,8 +374,12 @@ def test_peer_kornia() -> None:
 
 
 def test_doctests() -> None:
-    result = doctest.testmod(median_module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.failed == 0 and result.attempted > 5
+    attempted = 0
+    for module in (median_module, _network, _kernels, _ops, _api):
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.failed == 0, module.__name__
+        attempted += result.attempted
+    assert attempted > 5
 
 
 def test_public_api() -> None:

@@ -52,8 +52,8 @@ from torch import Tensor
 
 import torchpool as tp
 from benchmarks.bench_memory import allocation_peak
-from torchpool.ops import median as median_module
 from torchpool.ops import stochastic as stochastic_module
+from torchpool.ops.median import _kernels as median_module  # the chunk sizes
 
 FULL = (64, 256, 112, 112)
 BACKWARD_BATCH = 16  # backward tests: FULL[0] // BACKWARD_BATCH = 4 times smaller, chunks too

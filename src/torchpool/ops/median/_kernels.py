@@ -1,0 +1,441 @@
+"""Median pooling, part 2: the kernels on padded tensors (eager network, compiled network, fallbacks).
+
+Everything here works on a flattened ``(B, *spatial)`` tensor already padded by :func:`_pad`;
+:class:`_Config` describes the window of one call.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._network import _Plan
+
+# Elements per chunk of the eager network: small enough for the intermediates to stay in cache.
+_CHUNK_ELEMENTS = 1 << 19
+# Padded elements per chunk of planes that is padded at a time (forward, backward and indices), so
+# that no padded copy of the whole input is made: the extra memory is the output and a few chunks.
+_PLANE_CHUNK_ELEMENTS = 1 << 23
+# Extra elements the unfold fallback may allocate per chunk (at least; else the input's size).
+_FALLBACK_MIN_ELEMENTS = 1 << 22
+
+
+@dataclass(frozen=True)
+class _Config:
+    """The window of one call. The kernels see the input padded by ``padding`` on both sides and, in
+    ceil mode, by ``overhang`` more cells on the far side (never part of a window)."""
+
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    sizes: tuple[int, ...]  # unpadded input sizes
+    mode: str
+    compiled: bool
+    dilation: tuple[int, ...]
+    ceil_mode: bool
+
+    @property
+    def spans(self) -> tuple[int, ...]:
+        """Cells from the first to the last cell of a window, per axis."""
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))
+
+    @property
+    def out_sizes(self) -> tuple[int, ...]:
+        """PyTorch's pooling output size (``pooling_output_shape``), with dilation and ceil mode."""
+        sizes = []
+        for i, e, s, p in zip(self.sizes, self.spans, self.stride, self.padding):
+            o = (i + 2 * p - e + (s - 1 if self.ceil_mode else 0)) // s + 1
+            if self.ceil_mode and (o - 1) * s >= i + p:
+                o -= 1
+            sizes.append(o)
+        return tuple(sizes)
+
+    @property
+    def used(self) -> tuple[int, ...]:
+        """Cells of the padded (and overhung) input that the windows cover, per axis."""
+        return tuple(s * (o - 1) + e for s, o, e in zip(self.stride, self.out_sizes, self.spans))
+
+    @property
+    def overhang(self) -> tuple[int, ...]:
+        """Ceil-mode cells past the padded input that the last window reaches, per axis."""
+        return tuple(max(0, u - i - 2 * p) for u, i, p in zip(self.used, self.sizes, self.padding))
+
+    @property
+    def restricted(self) -> bool:
+        """Whether some window holds cells that do not count (``"valid"`` padding, ceil overhang)."""
+        return (self.mode == "valid" and any(self.padding)) or any(self.overhang)
+
+    def counted_range(self, axis: int) -> tuple[int, int]:
+        """``[first, last)`` cells of the padded axis that count: in bounds for ``"valid"``."""
+        p, size = self.padding[axis], self.sizes[axis]
+        return (p, p + size) if self.mode == "valid" else (0, size + 2 * p)
+
+    def _masks(self, device: torch.device, ranges: Sequence[tuple[int, int]]) -> list[Tensor]:
+        masks = []
+        for (first, last), p, size, extra in zip(ranges, self.padding, self.sizes, self.overhang):
+            mask = torch.zeros(size + 2 * p + extra, dtype=torch.bool, device=device)
+            mask[first:last] = True
+            masks.append(mask)
+        return masks
+
+    def inbounds(self, device: torch.device) -> list[Tensor]:
+        """Per axis, which cells of the padded axis are input cells."""
+        return self._masks(device, [(p, p + size) for p, size in zip(self.padding, self.sizes)])
+
+    def counted(self, device: torch.device) -> list[Tensor]:
+        """Per axis, which cells of the padded axis can be part of a window."""
+        return self._masks(device, [self.counted_range(axis) for axis in range(len(self.sizes))])
+
+
+def _pad(x: Tensor, cfg: _Config) -> Tensor:
+    """Pads ``(B, *sizes)`` by ``padding`` in the padding mode, then by the ceil-mode overhang (zeros)."""
+    if any(cfg.padding):
+        pads = [p for p in reversed(cfg.padding) for _ in range(2)]
+        if cfg.mode in ("zeros", "valid"):
+            x = F.pad(x, pads, mode="constant", value=0)
+        else:  # padded without autograd; the padding backward is _unpad_grad (deterministic)
+            x = F.pad(x, pads, mode=cfg.mode)
+    if any(cfg.overhang):
+        x = F.pad(x, [q for e in reversed(cfg.overhang) for q in (0, e)], mode="constant", value=0)
+    return x
+
+
+# ----------------------------------------------------------------------------------------------
+# Running a plan
+# ----------------------------------------------------------------------------------------------
+
+
+def _leading(spatial: Iterable[slice]) -> tuple[slice, ...]:
+    """Index keeping the leading (batch) dimension and slicing the spatial ones."""
+    return (slice(None), *spatial)
+
+
+def _axis_slice(axis: int, ndim: int, start: int, stop: int, step: int) -> tuple[slice, ...]:
+    """Index selecting ``start:stop:step`` along spatial ``axis`` of a ``(B, *spatial)`` tensor."""
+    index = [slice(None)] * (ndim + 1)
+    index[axis + 1] = slice(start, stop, step)
+    return tuple(index)
+
+
+def _run_plan(
+    plan: _Plan,
+    xs: Tensor,
+    out: Tensor,
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    pool: dict[Any, list[Tensor]],
+) -> None:
+    """Evaluates ``plan`` on ``xs`` (``(b, *used)``) into ``out`` (``(b, *out_sizes)``), eagerly.
+
+    Window cell ``c`` along an axis sits ``c * dilation`` cells after the window start.
+    """
+    nd = xs.dim() - 1
+    out_sizes = out.shape[1:]
+    values: dict[int, Tensor] = {}
+    owned: set[int] = set()
+    step = stride[nd - 1]
+    # Strided views along the innermost axis defeat vectorisation: split the input into contiguous
+    # phases once (the plan sorts along that axis first, see _choose_plan).
+    phases = _phases(xs, step) if _uses_phases(plan, stride) else []
+    for t, (kind, a, b, c) in enumerate(plan.instrs):
+        if kind == "view":
+            axis = plan.perm[b]
+            size = out_sizes[axis]
+            c *= dilation[axis]
+            if a < 0 and phases and axis == nd - 1:
+                values[t] = phases[c % step][..., c // step : c // step + size]
+            else:
+                src = xs if a < 0 else values[a]
+                values[t] = src[_axis_slice(axis, nd, c, c + stride[axis] * (size - 1) + 1, stride[axis])]
+        else:
+            ta, tb = values[a], values[b]
+            if t == plan.out:
+                dst = out
+            elif a in owned and plan.last_use[a] == t:
+                dst = ta
+                owned.discard(a)
+            elif b in owned and plan.last_use[b] == t:
+                dst = tb
+                owned.discard(b)
+            else:
+                free = pool.get(ta.shape)
+                dst = free.pop() if free else torch.empty(ta.shape, dtype=ta.dtype, device=ta.device)
+                owned.add(t)
+            if t != plan.out and dst is not out:
+                owned.add(t)
+            (torch.minimum if kind == "min" else torch.maximum)(ta, tb, out=dst)
+            values[t] = dst
+        if t == plan.out:
+            break
+        for node in plan.deaths[t]:
+            tensor = values.pop(node)
+            if node in owned:
+                owned.discard(node)
+                pool.setdefault(tensor.shape, []).append(tensor)
+    if plan.instrs[plan.out][0] == "view":
+        out.copy_(values[plan.out])
+
+
+def _network_eager(
+    plan: _Plan, xu: Tensor, out: Tensor, stride: Sequence[int], dilation: Sequence[int]
+) -> None:
+    """Runs the network over chunks of the batch so that intermediates stay in cache."""
+    per_item = max(1, math.prod(xu.shape[1:]))
+    chunk = max(1, _CHUNK_ELEMENTS // per_item)
+    pool: dict[Any, list[Tensor]] = {}
+    for start in range(0, xu.shape[0], chunk):
+        _run_plan(plan, xu[start : start + chunk], out[start : start + chunk], stride, dilation, pool)
+
+
+def _uses_phases(plan: _Plan, stride: Sequence[int]) -> bool:
+    """Whether stage 0 reads the input through contiguous phases of the innermost axis."""
+    nd = len(stride)
+    return stride[nd - 1] > 1 and plan.perm[0] == nd - 1
+
+
+def _phases(xu: Tensor, step: int) -> list[Tensor]:
+    """The innermost axis split into ``step`` contiguous phases (``xu[..., r::step]``)."""
+    return [xu[..., r::step].contiguous() for r in range(step)]
+
+
+def _network_source(
+    plan: _Plan, out_sizes: Sequence[int], stride: Sequence[int], dilation: Sequence[int]
+) -> str:
+    """Python source of a straight-line function computing the plan.
+
+    Its arguments are the padded ``(B, *padded)`` tensor, or the phases of :func:`_phases`.
+    """
+    nd = len(out_sizes)
+    step = stride[nd - 1]
+    phases = _uses_phases(plan, stride)
+    lines = [f"def network({', '.join(f'p{r}' for r in range(step)) if phases else 'xp'}):"]
+    for t, (kind, a, b, c) in enumerate(plan.instrs):
+        if kind == "view":
+            axis = plan.perm[b]
+            c *= dilation[axis]
+            if a < 0 and phases:
+                lines.append(f"    v{t} = p{c % step}[..., {c // step}:{c // step + out_sizes[axis]}]")
+                continue
+            parts = [":"] * (nd + 1)
+            parts[axis + 1] = f"{c}:{c + stride[axis] * (out_sizes[axis] - 1) + 1}:{stride[axis]}"
+            src = "xp" if a < 0 else f"v{a}"
+            lines.append(f"    v{t} = {src}[{', '.join(parts)}]")
+        else:
+            lines.append(f"    v{t} = torch.{'minimum' if kind == 'min' else 'maximum'}(v{a}, v{b})")
+    suffix = ".clone()" if plan.instrs[plan.out][0] == "view" else ""
+    lines.append(f"    return v{plan.out}{suffix}")
+    return "\n".join(lines) + "\n"
+
+
+def _select_source(kernel: Sequence[int], stride: Sequence[int], out_sizes: Sequence[int]) -> str:
+    """Source of a fused kernel: window offset of the selected cell (first equal cell, row-major)."""
+    n = math.prod(kernel)
+    # float32 offsets (exact below 2^24) and ``v != v`` (rather than isnan) keep the generated C++
+    # loops vectorised, here and in the gather kernel (int32 offsets made that one ~6x slower)
+    lines = [
+        "def select(xp, y):",
+        "    ynan = y != y",
+        f"    sel = torch.full_like(y, {n}.0, dtype=torch.float32)",
+    ]
+    offsets = list(itertools.product(*(range(k) for k in kernel)))
+    for o in range(n - 1, -1, -1):
+        parts = [":"] + [
+            f"{i}:{i + s * (osz - 1) + 1}:{s}" for i, s, osz in zip(offsets[o], stride, out_sizes)
+        ]
+        lines.append(f"    v = xp[{', '.join(parts)}]")
+        lines.append(f"    sel = torch.where((v == y) | ((v != v) & ynan), {float(o)}, sel)")
+    lines.append("    return sel")
+    return "\n".join(lines) + "\n"
+
+
+def _gather_source(kernel: Sequence[int], used: Sequence[int]) -> str:
+    """Source of a fused gather-form accumulation of the gradient over pre-padded ``selp``/``gp``."""
+    lines = ["def gather(selp, gp):"]
+    for o, offset in enumerate(itertools.product(*(range(k) for k in kernel))):
+        idx = ", ".join([":"] + [f"{k - 1 - i}:{k - 1 - i + u}" for k, i, u in zip(kernel, offset, used)])
+        term = f"torch.where(selp[{idx}] == {float(o)}, gp[{idx}], 0)"
+        lines.append(f"    acc = {term}" if o == 0 else f"    acc = acc + {term}")
+    lines.append("    return acc")
+    return "\n".join(lines) + "\n"
+
+
+def _grad_compiled(xp: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> Tensor | None:
+    """Backward with two compiled kernels; the padding/dilation between them is done eagerly."""
+    out_sizes = tuple(y.shape[1:])
+    key = ("select", cfg.kernel, cfg.stride, tuple(xp.shape), xp.dtype, xp.device)
+    sel = _call_compiled(key, lambda: _select_source(cfg.kernel, cfg.stride, out_sizes), "select", xp, y)
+    if sel is None:
+        return None
+    # Outputs sit at multiples of the stride of a grid padded by kernel - 1 on both sides, so that
+    # every padded-input cell gathers from kernel-many unmasked shifted views.
+    used = [s * (o - 1) + k for k, s, o in zip(cfg.kernel, cfg.stride, out_sizes)]
+    grid = (xp.shape[0], *(u + k - 1 for u, k in zip(used, cfg.kernel)))
+    inner = (
+        slice(None),
+        *(slice(k - 1, k - 1 + s * (o - 1) + 1, s) for k, s, o in zip(cfg.kernel, cfg.stride, out_sizes)),
+    )
+    if all(s == 1 for s in cfg.stride):  # one pass each instead of a fill and a copy
+        pads = [q for k in reversed(cfg.kernel) for q in (k - 1, k - 1)]
+        selp, gp = F.pad(sel, pads, value=-1.0), F.pad(g, pads)
+    else:
+        selp = torch.full(grid, -1, dtype=sel.dtype, device=sel.device)
+        selp[inner] = sel
+        gp = torch.zeros(grid, dtype=g.dtype, device=g.device)
+        gp[inner] = g
+    key = ("gather", cfg.kernel, grid, (), g.dtype, g.device)
+    acc = _call_compiled(key, lambda: _gather_source(cfg.kernel, used), "gather", selp, gp)
+    if acc is None:
+        return None
+    if list(acc.shape[1:]) == list(xp.shape[1:]):
+        return acc
+    grad = torch.zeros_like(xp)
+    grad[_leading(slice(0, u) for u in used)] = acc
+    return grad
+
+
+_COMPILED: dict[tuple[Any, ...], Callable[..., Tensor] | None] = {}
+_COMPILED_MAX = 64
+
+
+def _compiled(key: tuple[Any, ...], source: Callable[[], str], name: str) -> Callable[..., Tensor] | None:
+    """A ``torch.compile``-d function generated from source, cached per key (None if compile failed)."""
+    if key in _COMPILED:
+        return _COMPILED[key]
+    namespace: dict[str, Any] = {"torch": torch}
+    code = compile(source(), f"<torchpool.median.{name}.{len(_COMPILED)}>", "exec")
+    exec(code, namespace)
+    if len(_COMPILED) >= _COMPILED_MAX:
+        _COMPILED.pop(next(iter(_COMPILED)))
+    fn = torch.compile(namespace[name], dynamic=False)
+    _COMPILED[key] = fn
+    return fn
+
+
+def _call_compiled(
+    key: tuple[Any, ...], source: Callable[[], str], name: str, *args: Tensor
+) -> Tensor | None:
+    fn = _compiled(key, source, name)
+    if fn is None:
+        return None
+    try:
+        return fn(*args)
+    except Exception as error:
+        warnings.warn(
+            f"torch.compile failed for median pooling ({type(error).__name__}: {error}); using eager mode",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        _COMPILED[key] = None
+        return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Fallbacks and the "valid" mode
+# ----------------------------------------------------------------------------------------------
+
+
+def _windows(xs: Tensor, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]) -> Tensor:
+    """``(b, *out, prod(kernel))`` copy of the windows of ``xs`` (``(b, *spatial)``)."""
+    spans = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+    if torch.jit.is_tracing():  # the TorchScript ONNX exporter cannot export unfold: stack the views
+        out_sizes = [(u - e) // s + 1 for u, e, s in zip(xs.shape[1:], spans, stride)]
+        views = [
+            xs[
+                _leading(
+                    slice(i * d, i * d + s * (o - 1) + 1, s)
+                    for i, s, d, o in zip(offset, stride, dilation, out_sizes)
+                )
+            ]
+            for offset in itertools.product(*(range(k) for k in kernel))
+        ]
+        return torch.stack(views, dim=-1)
+    w = xs
+    for axis, (e, s, d) in enumerate(zip(spans, stride, dilation)):
+        w = w.unfold(axis + 1, e, s)[..., ::d]
+    nd = len(kernel)
+    return w.reshape(*w.shape[: nd + 1], -1)
+
+
+def _fallback_chunk(xp: Tensor, out_sizes: Sequence[int], kernel: Sequence[int]) -> int:
+    budget = max(xp.numel(), _FALLBACK_MIN_ELEMENTS)
+    return max(1, budget // max(1, math.prod(out_sizes) * math.prod(kernel)))
+
+
+def _median_unfold(xu: Tensor, out: Tensor, cfg: _Config) -> None:
+    """Memory-bounded fallback: unfold + :func:`torch.median` over chunks of the batch."""
+    chunk = _fallback_chunk(xu, out.shape[1:], cfg.kernel)
+    for start in range(0, xu.shape[0], chunk):
+        windows = _windows(xu[start : start + chunk], cfg.kernel, cfg.stride, cfg.dilation)
+        out[start : start + chunk] = windows.median(dim=-1).values
+
+
+def _outer(vectors: Sequence[Tensor]) -> Tensor:
+    """Outer product of 1-d tensors (logical and for bool tensors, product otherwise)."""
+    nd = len(vectors)
+    result = vectors[0].reshape([-1] + [1] * (nd - 1))
+    for axis in range(1, nd):
+        shape = [1] * nd
+        shape[axis] = -1
+        result = result * vectors[axis].reshape(shape)
+    return result
+
+
+def _valid_region(
+    xp: Tensor, counted: Sequence[Tensor], cfg: _Config, ranges: Sequence[tuple[int, int]]
+) -> Tensor:
+    """Lower median of the counted cells of the windows whose outputs lie in ``ranges``."""
+    kernel, stride, dilation = cfg.kernel, cfg.stride, cfg.dilation
+    spans = [slice(s * lo, s * (hi - 1) + e) for (lo, hi), e, s in zip(ranges, cfg.spans, stride)]
+    slab = xp[_leading(spans)]
+    mask = _outer([inb[span] for inb, span in zip(counted, spans)])
+    counts = _outer(
+        [
+            torch.stack([inb[s * o : s * o + e : d].sum() for o in range(lo, hi)])
+            for inb, (lo, hi), e, s, d in zip(counted, ranges, cfg.spans, stride, dilation)
+        ]
+    )
+    rank = ((counts - 1) // 2).unsqueeze(-1)
+    top = float("inf") if xp.is_floating_point() else torch.iinfo(xp.dtype).max
+    values = torch.where(mask, slab, torch.tensor(top, dtype=xp.dtype, device=xp.device))
+    out_sizes = [hi - lo for lo, hi in ranges]
+    result = torch.empty((xp.shape[0], *out_sizes), dtype=xp.dtype, device=xp.device)
+    chunk = _fallback_chunk(slab, out_sizes, kernel)
+    for start in range(0, xp.shape[0], chunk):
+        ordered = _windows(values[start : start + chunk], kernel, stride, dilation).sort(dim=-1).values
+        picked = ordered.gather(-1, rank.expand(*ordered.shape[:-1], 1)).squeeze(-1)
+        nan = torch.isnan(ordered[..., -1])  # NaN sorts last
+        result[start : start + chunk] = torch.where(nan, ordered[..., -1], picked)
+    return result
+
+
+def _fix_borders(y: Tensor, xp: Tensor, cfg: _Config, everything: bool) -> None:
+    """Overwrites the outputs whose windows hold uncounted cells with the median of the counted ones.
+
+    Uncounted cells: the padding in ``"valid"`` mode, and the ceil-mode overhang past the padded input.
+    """
+    counted = cfg.counted(xp.device)
+    out_sizes = y.shape[1:]
+    nd = len(out_sizes)
+    interior: list[tuple[int, int]] = []
+    borders: list[list[tuple[int, int]]] = []
+    for axis in range(nd):
+        s, e, o = cfg.stride[axis], cfg.spans[axis], out_sizes[axis]
+        first, last = cfg.counted_range(axis)
+        inside = [j for j in range(o) if s * j >= first and s * j + e <= last]
+        lo, hi = (inside[0], inside[-1] + 1) if inside and not everything else (0, 0)
+        interior.append((lo, hi))
+        borders.append([r for r in ((0, lo), (hi, o)) if r[1] > r[0]] if hi > lo else [(0, o)])
+    for axis in range(nd):
+        for border in borders[axis]:
+            ranges = [*interior[:axis], border, *[(0, o) for o in out_sizes[axis + 1 :]]]
+            if any(hi <= lo for lo, hi in ranges):
+                continue
+            y[_leading(slice(lo, hi) for lo, hi in ranges)] = _valid_region(xp, counted, cfg, ranges)

@@ -1,0 +1,443 @@
+"""Median pooling, part 3: forward, backward and indices by chunks of planes, and the custom ops.
+
+``torchpool::median_pool`` (with its backward, the backward's backward and the indices) is what eager
+mode, ``torch.compile`` and ``torch.export`` call; :class:`_MedianFunction` replaces it before torch 2.4.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import _kernels
+from ._kernels import (
+    _axis_slice,
+    _call_compiled,
+    _Config,
+    _fix_borders,
+    _grad_compiled,
+    _leading,
+    _median_unfold,
+    _network_eager,
+    _network_source,
+    _outer,
+    _pad,
+    _phases,
+    _uses_phases,
+    _windows,
+)
+from ._network import _choose_plan, _Plan
+
+
+def _forward(xp: Tensor, cfg: _Config, out: Tensor | None = None, functional: bool = False) -> Tensor:
+    """Median of every window of the padded, contiguous ``(B, *padded)`` tensor ``xp`` (into ``out``).
+
+    ``functional`` evaluates the network without ``out=`` buffers (for the ONNX exporters).
+    """
+    out_sizes = cfg.out_sizes
+    xu = xp[_leading(slice(0, u) for u in cfg.used)]
+    plan = _choose_plan(cfg.kernel, cfg.stride, out_sizes, cfg.used)
+    y: Tensor | None = None
+    if cfg.mode == "valid" and all(p == 0 for p in cfg.padding):
+        cfg = replace(cfg, mode="zeros")
+    if functional:
+        y = _functional_network(plan, xu, cfg) if plan is not None else _functional_unfold(xu, cfg)
+    elif plan is not None and cfg.compiled:
+        key = ("fwd", plan.kernel, plan.perm, tuple(xp.shape), cfg.stride, cfg.dilation, xp.dtype, xp.device)
+        args = _phases(xu, cfg.stride[-1]) if _uses_phases(plan, cfg.stride) else [xp]
+        y = _call_compiled(
+            key, lambda: _network_source(plan, out_sizes, cfg.stride, cfg.dilation), "network", *args
+        )
+    if y is None:
+        y = torch.empty((xp.shape[0], *out_sizes), dtype=xp.dtype, device=xp.device) if out is None else out
+        if plan is not None:
+            _network_eager(plan, xu, y, cfg.stride, cfg.dilation)
+        elif cfg.mode != "valid":
+            _median_unfold(xu, y, cfg)
+    if cfg.restricted:
+        _fix_borders(y, xp, cfg, everything=plan is None and cfg.mode == "valid")
+    if out is not None and y is not out:
+        out.copy_(y)
+        return out
+    return y
+
+
+def _offset_views(cfg: _Config, out_sizes: Sequence[int]) -> list[tuple[tuple[int, ...], tuple[slice, ...]]]:
+    """Each window offset in row-major order, with the index of its strided view."""
+    views = []
+    for offset in itertools.product(*(range(k) for k in cfg.kernel)):
+        index = (
+            slice(None),
+            *(
+                slice(i * d, i * d + s * (o - 1) + 1, s)
+                for i, s, d, o in zip(offset, cfg.stride, cfg.dilation, out_sizes)
+            ),
+        )
+        views.append((offset, index))
+    return views
+
+
+def _offset_mask(inbounds: Sequence[Tensor], index: tuple[slice, ...]) -> Tensor:
+    return _outer([inb[sl] for inb, sl in zip(inbounds, index[1:])])
+
+
+def _grad_eager(xp: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> Tensor:
+    """Scatters ``g`` to the selected cell of each window (first equal cell, row-major)."""
+    out_sizes = y.shape[1:]
+    views = _offset_views(cfg, out_sizes)
+    restrict = cfg.restricted
+    counted = cfg.counted(xp.device) if restrict else []
+    masks = [_offset_mask(counted, index) for _, index in views] if restrict else []
+    has_nan = bool(torch.isnan(y).any())
+    grad = torch.zeros_like(xp)
+    per_item = max(1, math.prod(xp.shape[1:]))
+    chunk = max(1, _kernels._CHUNK_ELEMENTS // per_item)
+    for start in range(0, xp.shape[0], chunk):
+        part = slice(start, start + chunk)
+        xs, ys, gr = xp[part], y[part], grad[part]
+        remaining = g[part].clone()
+        ynan = torch.isnan(ys) if has_nan else None
+        for o, (_, index) in enumerate(views):
+            v = xs[index]
+            match = v == ys
+            if ynan is not None:
+                match |= torch.isnan(v) & ynan
+            if restrict:
+                match &= masks[o]
+            gr[index].add_(torch.where(match, remaining, 0))
+            remaining = remaining.masked_fill(match, 0)
+    return grad
+
+
+def _grad(xp: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> Tensor:
+    if (
+        cfg.compiled
+        and not cfg.restricted
+        and all(d == 1 for d in cfg.dilation)
+        and math.prod(cfg.kernel) < 32767
+        and not torch.is_grad_enabled()
+    ):
+        grad = _grad_compiled(xp, y, g, cfg)
+        if grad is not None:
+            return grad
+    return _grad_eager(xp, y, g, cfg)
+
+
+def _selection(xp: Tensor, y: Tensor, cfg: _Config, masks: Sequence[Tensor] | None) -> Tensor:
+    """Window offset (row-major, 0..k-1) of the selected cell; ``prod(kernel)`` where none matches.
+
+    ``masks`` (per axis, over the padded axis) restricts the cells that can be selected.
+    """
+    out_sizes = y.shape[1:]
+    views = _offset_views(cfg, out_sizes)
+    ynan = torch.isnan(y)
+    sel = torch.full(y.shape, len(views), dtype=torch.long, device=y.device)
+    for o in range(len(views) - 1, -1, -1):
+        v = xp[views[o][1]]
+        match = (v == y) | (torch.isnan(v) & ynan)
+        if masks is not None:
+            match &= _offset_mask(masks, views[o][1])
+        sel.masked_fill_(match, o)
+    return sel
+
+
+def _indices(xp: Tensor, y: Tensor, cfg: _Config) -> Tensor:
+    """Flat indices into the unpadded spatial plane (see the module docstring for the rules)."""
+    if cfg.mode in ("zeros", "valid"):
+        masks: list[Tensor] | None = cfg.inbounds(xp.device)
+    else:
+        masks = cfg.counted(xp.device) if cfg.restricted else None
+    sel = _selection(xp, y, cfg, masks)
+    nomatch = sel == math.prod(cfg.kernel)
+    out_sizes = y.shape[1:]
+    nd = len(out_sizes)
+    index = torch.zeros_like(sel)
+    after = math.prod(cfg.kernel)
+    plane = math.prod(cfg.sizes)
+    for axis, (k, s, p, size, o, d) in enumerate(
+        zip(cfg.kernel, cfg.stride, cfg.padding, cfg.sizes, out_sizes, cfg.dilation)
+    ):
+        after //= k
+        plane //= size
+        shape = [1] * (nd + 1)
+        shape[axis + 1] = o
+        starts = (torch.arange(o, device=y.device) * s).reshape(shape)
+        offset = (sel // after) % k
+        real = offset * d + starts - p
+        if cfg.mode == "reflect":
+            real = real.abs()
+            real = torch.where(real >= size, 2 * (size - 1) - real, real)
+        elif cfg.mode == "circular":
+            real = real.remainder(size)
+        else:  # replicate; zeros/valid cells are in bounds except where nothing matched
+            real = real.clamp(0, size - 1)
+        # first in-bounds cell of each window along this axis (used where nothing matched)
+        first = (starts - p + ((p - starts).clamp(min=0) + d - 1) // d * d).clamp(max=size - 1)
+        real = torch.where(nomatch, first, real)
+        index += real * plane
+    return index
+
+
+def _unpad_grad(gp: Tensor, cfg: _Config) -> Tensor:
+    """The backward of :func:`_pad`: folds the gradient of padded cells onto the cells they copy.
+
+    Only strided slice additions (no atomics), so it is deterministic on every device.
+    """
+    for axis, (p, size, extra) in enumerate(zip(cfg.padding, cfg.sizes, cfg.overhang)):
+        if extra:  # ceil-mode overhang: never selected
+            gp = gp.narrow(axis + 1, 0, size + 2 * p)
+        if not p:
+            continue
+        dim = axis + 1
+        inner = gp.narrow(dim, p, size)
+        if cfg.mode in ("zeros", "valid"):
+            gp = inner
+            continue
+        lo, hi = gp.narrow(dim, 0, p), gp.narrow(dim, p + size, p)
+        inner = inner.clone()
+        if cfg.mode == "reflect":
+            # padded cell p - 1 - j copies cell j + 1, padded cell p + size + j copies cell size - 2 - j
+            inner.narrow(dim, 1, p).add_(lo.flip(dim))
+            inner.narrow(dim, size - 1 - p, p).add_(hi.flip(dim))
+        elif cfg.mode == "circular":
+            # padded cell j (< p) copies cell size - p + j, padded cell p + size + j copies cell j
+            inner.narrow(dim, size - p, p).add_(lo)
+            inner.narrow(dim, 0, p).add_(hi)
+        else:  # replicate
+            inner.narrow(dim, 0, 1).add_(lo.sum(dim, keepdim=True))
+            inner.narrow(dim, size - 1, 1).add_(hi.sum(dim, keepdim=True))
+        gp = inner
+    return gp.contiguous()
+
+
+def _plane_chunks(cfg: _Config, planes: int) -> list[slice]:
+    """Chunks of the ``planes`` (flattened ``N * C``) padded one chunk at a time.
+
+    The compiled path takes one chunk: its graphs are specialised to the input shape.
+    """
+    padded = math.prod(s + 2 * p + e for s, p, e in zip(cfg.sizes, cfg.padding, cfg.overhang))
+    chunk = max(1, planes if cfg.compiled else _kernels._PLANE_CHUNK_ELEMENTS // max(1, padded))
+    return [slice(start, start + chunk) for start in range(0, planes, chunk)]
+
+
+def _padded_chunk(x: Tensor, part: slice, cfg: _Config) -> Tensor:
+    with torch.no_grad():
+        return _pad(x[part], cfg).contiguous()
+
+
+def _forward_chunked(x: Tensor, cfg: _Config) -> Tensor:
+    """Median of every window of the unpadded ``(B, *sizes)`` tensor ``x``, padding a chunk at a time."""
+    chunks = _plane_chunks(cfg, x.shape[0])
+    if len(chunks) == 1:
+        return _forward(_padded_chunk(x, chunks[0], cfg), cfg)
+    y = torch.empty((x.shape[0], *cfg.out_sizes), dtype=x.dtype, device=x.device)
+    for part in chunks:
+        _forward(_padded_chunk(x, part, cfg), cfg, out=y[part])
+    return y
+
+
+def _grad_chunked(x: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> Tensor:
+    """Gradient with respect to the unpadded ``x``, computed a chunk of planes at a time."""
+    chunks = _plane_chunks(cfg, x.shape[0])
+    if len(chunks) == 1:
+        return _unpad_grad(_grad(_padded_chunk(x, chunks[0], cfg), y, g, cfg), cfg)
+    grad = torch.empty_like(x, memory_format=torch.contiguous_format)
+    for part in chunks:
+        grad[part] = _unpad_grad(_grad(_padded_chunk(x, part, cfg), y[part], g[part], cfg), cfg)
+    return grad
+
+
+def _indices_chunked(x: Tensor, y: Tensor, cfg: _Config) -> Tensor:
+    """:func:`_indices` for the unpadded ``x``, a chunk of planes at a time."""
+    index = torch.empty(y.shape, dtype=torch.long, device=y.device)
+    for part in _plane_chunks(cfg, x.shape[0]):
+        index[part] = _indices(_padded_chunk(x, part, cfg), y[part], cfg)
+    return index
+
+
+class _MedianFunction(torch.autograd.Function):
+    """Median pooling of the unpadded, contiguous ``(B, *sizes)`` input; pads inside, by chunks."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, cfg: _Config) -> Tensor:
+        y = _forward_chunked(x, cfg)
+        ctx.save_for_backward(x, y)
+        ctx.cfg = cfg
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None]:
+        x, y = ctx.saved_tensors
+        return _grad_chunked(x.detach(), y.detach(), g, ctx.cfg), None
+
+
+def _grad_grad_chunked(x: Tensor, y: Tensor, gg: Tensor, cfg: _Config) -> Tensor:
+    """The backward's gradient with respect to its ``grad_output``: ``gg`` at each selected cell.
+
+    The backward is linear in ``grad_output``; its transpose reads, for every window, the value of
+    ``gg`` (padded like the input, so a padded cell carries what its copied cell carries, and 0 for
+    ``"zeros"``) at the window's selected cell.
+    """
+    out = torch.empty_like(y)
+    views = _offset_views(cfg, y.shape[1:])
+    for part in _plane_chunks(cfg, x.shape[0]):
+        masks = cfg.counted(x.device) if cfg.restricted else None
+        sel = _selection(_padded_chunk(x, part, cfg), y[part], cfg, masks)
+        ggp = _padded_chunk(gg, part, cfg)
+        acc = torch.zeros_like(y[part])
+        for o, (_, index) in enumerate(views):
+            acc = torch.where(sel == o, ggp[index], acc)
+        out[part] = acc
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Custom operators: torch.compile and torch.export see one opaque op per call
+# ----------------------------------------------------------------------------------------------
+
+_OP_ARGS = (
+    "int[] kernel, int[] stride, int[] padding, str mode, bool compiled, int[] dilation, bool ceil_mode"
+)
+_HAS_CUSTOM_OP = hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_autograd")
+
+
+def _op_config(x: Tensor, *args: Any) -> _Config:
+    """The config of an op call from its input and its ``_OP_ARGS``."""
+    kernel, stride, padding, mode, compiled, dilation, ceil_mode = args
+    sizes = tuple(x.shape[1:])
+    return _Config(
+        tuple(kernel), tuple(stride), tuple(padding), sizes, mode, compiled, tuple(dilation), ceil_mode
+    )
+
+
+def _op_args(cfg: _Config) -> tuple[Any, ...]:
+    return (
+        list(cfg.kernel),
+        list(cfg.stride),
+        list(cfg.padding),
+        cfg.mode,
+        cfg.compiled,
+        list(cfg.dilation),
+        cfg.ceil_mode,
+    )
+
+
+def _median_impl(x: Tensor, *args: Any) -> Tensor:
+    return _forward_chunked(x, _op_config(x, *args))
+
+
+def _median_fake(x: Tensor, *args: Any) -> Tensor:
+    return x.new_empty((x.shape[0], *_op_config(x, *args).out_sizes))
+
+
+def _backward_impl(x: Tensor, y: Tensor, g: Tensor, *args: Any) -> Tensor:
+    with torch.no_grad():
+        return _grad_chunked(x, y, g.contiguous(), _op_config(x, *args))
+
+
+def _backward_fake(x: Tensor, y: Tensor, g: Tensor, *args: Any) -> Tensor:
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _grad_grad_impl(x: Tensor, y: Tensor, gg: Tensor, *args: Any) -> Tensor:
+    with torch.no_grad():
+        return _grad_grad_chunked(x, y, gg.contiguous(), _op_config(x, *args))
+
+
+def _grad_grad_fake(x: Tensor, y: Tensor, gg: Tensor, *args: Any) -> Tensor:
+    return torch.empty_like(y, memory_format=torch.contiguous_format)
+
+
+def _indices_impl(x: Tensor, y: Tensor, *args: Any) -> Tensor:
+    return _indices_chunked(x, y, _op_config(x, *args))
+
+
+def _indices_fake(x: Tensor, y: Tensor, *args: Any) -> Tensor:
+    return torch.empty(y.shape, dtype=torch.long, device=y.device)
+
+
+def _forward_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+    ctx.save_for_backward(inputs[0], output)
+    ctx.args = inputs[1:]
+
+
+def _forward_backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
+    x, y = ctx.saved_tensors
+    return (_OPS["backward"](x, y, g, *ctx.args), *([None] * len(ctx.args)))
+
+
+def _backward_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+    ctx.save_for_backward(inputs[0], inputs[1])
+    ctx.args = inputs[3:]
+
+
+def _backward_backward(ctx: Any, gg: Tensor) -> tuple[Tensor | None, ...]:
+    x, y = ctx.saved_tensors
+    return (None, None, _OPS["grad_grad"](x, y, gg, *ctx.args), *([None] * len(ctx.args)))
+
+
+def _define_ops() -> dict[str, Callable[..., Tensor]]:
+    """``torchpool::median_pool`` (its backward and the backward's backward) and its indices."""
+    if not _HAS_CUSTOM_OP:  # torch < 2.4: _MedianFunction and eager indices
+        return {}
+    ops: dict[str, Callable[..., Tensor]] = {}
+    for name, impl, fake, schema in (
+        ("median_pool", _median_impl, _median_fake, f"(Tensor x, {_OP_ARGS}) -> Tensor"),
+        (
+            "median_pool_backward",
+            _backward_impl,
+            _backward_fake,
+            f"(Tensor x, Tensor y, Tensor grad, {_OP_ARGS}) -> Tensor",
+        ),
+        (
+            "median_pool_grad_grad",
+            _grad_grad_impl,
+            _grad_grad_fake,
+            f"(Tensor x, Tensor y, Tensor grad_grad, {_OP_ARGS}) -> Tensor",
+        ),
+        ("median_pool_indices", _indices_impl, _indices_fake, f"(Tensor x, Tensor y, {_OP_ARGS}) -> Tensor"),
+    ):
+        op = torch.library.custom_op(f"torchpool::{name}", impl, mutates_args=(), schema=schema)
+        op.register_fake(fake)
+        ops[name.removeprefix("median_pool").removeprefix("_") or "forward"] = op
+    torch.library.register_autograd("torchpool::median_pool", _forward_backward, setup_context=_forward_setup)
+    torch.library.register_autograd(
+        "torchpool::median_pool_backward", _backward_backward, setup_context=_backward_setup
+    )
+    return ops
+
+
+_OPS = _define_ops()
+
+
+def _functional_unfold(xu: Tensor, cfg: _Config) -> Tensor:
+    """Unfold + sort + the lower-median column, NaN where a window holds NaN (for the ONNX exporters)."""
+    ordered = _windows(xu, cfg.kernel, cfg.stride, cfg.dilation).sort(dim=-1).values
+    picked = ordered[..., (ordered.shape[-1] - 1) // 2]
+    if not xu.is_floating_point():
+        return picked
+    last = ordered[..., -1]  # NaN sorts last
+    return torch.where(torch.isnan(last), last, picked)
+
+
+def _functional_network(plan: _Plan, xu: Tensor, cfg: _Config) -> Tensor:
+    """The plan as plain ``torch.minimum``/``torch.maximum`` on views (for the ONNX exporters)."""
+    nd = xu.dim() - 1
+    out_sizes, stride = cfg.out_sizes, cfg.stride
+    values: dict[int, Tensor] = {}
+    for t, (kind, a, b, c) in enumerate(plan.instrs):
+        if kind == "view":
+            axis = plan.perm[b]
+            src = xu if a < 0 else values[a]
+            size = out_sizes[axis]
+            c *= cfg.dilation[axis]
+            values[t] = src[_axis_slice(axis, nd, c, c + stride[axis] * (size - 1) + 1, stride[axis])]
+        else:
+            values[t] = (torch.minimum if kind == "min" else torch.maximum)(values[a], values[b])
+    return values[plan.out].clone()

@@ -709,3 +709,27 @@ def test_compiled_option_with_dilation_and_ceil(dilation: int, ceil_mode: bool) 
     ya.backward(g)
     yb.backward(g)
     assert torch.equal(xa.grad, xb.grad)
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_onnx_options(dynamo: bool) -> None:
+    # circular padding once aborted the process in the TorchScript exporter (F.pad circular)
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript" if dynamo else "onnx")
+    import io
+    import warnings
+
+    x = _input(2, torch.float32, seed=15)
+    cases = [
+        (MedianPool2d(3, 2, 1, padding_mode="circular"), x),
+        (MedianPool2d(3, 2, 1, 2, ceil_mode=True), x),
+        (MedianPool2d((2, 3), 2, 1, ceil_mode=True, padding_mode="valid"), (x * 50).to(torch.uint8)),
+    ]
+    for module, inp in cases if not dynamo else cases[:1]:
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (inp,), buffer, dynamo=dynamo, opset_version=18 if dynamo else 17)
+        session = ort.InferenceSession(buffer.getvalue())
+        (out,) = session.run(None, {session.get_inputs()[0].name: inp.numpy()})
+        assert torch.equal(torch.from_numpy(out), module(inp))

@@ -101,6 +101,13 @@ def _pad(x: Tensor, cfg: _Config) -> Tensor:
         pads = [p for p in reversed(cfg.padding) for _ in range(2)]
         if cfg.mode in ("zeros", "valid"):
             x = F.pad(x, pads, mode="constant", value=0)
+        elif cfg.mode == "circular" and torch.jit.is_tracing():
+            # the TorchScript ONNX exporter aborts the process on a circular F.pad (torch 2.13): wrap
+            # with slices and a concatenation instead
+            for axis, (p, size) in enumerate(zip(cfg.padding, cfg.sizes)):
+                if p:
+                    dim = axis + 1
+                    x = torch.cat([x.narrow(dim, size - p, p), x, x.narrow(dim, 0, p)], dim)
         else:  # padded without autograd; the padding backward is _unpad_grad (deterministic)
             x = F.pad(x, pads, mode=cfg.mode)
     if any(cfg.overhang):
@@ -411,8 +418,10 @@ def _valid_region(
     for start in range(0, xp.shape[0], chunk):
         ordered = _windows(values[start : start + chunk], kernel, stride, dilation).sort(dim=-1).values
         picked = ordered.gather(-1, rank.expand(*ordered.shape[:-1], 1)).squeeze(-1)
-        nan = torch.isnan(ordered[..., -1])  # NaN sorts last
-        result[start : start + chunk] = torch.where(nan, ordered[..., -1], picked)
+        if xp.is_floating_point():
+            nan = torch.isnan(ordered[..., -1])  # NaN sorts last
+            picked = torch.where(nan, ordered[..., -1], picked)
+        result[start : start + chunk] = picked
     return result
 
 

@@ -8,6 +8,8 @@ Any number of spatial dimensions; channels first (``"NCHW"``) or last (``"NHWC"`
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 from torch._subclasses.fake_tensor import FakeTensor
@@ -201,9 +203,11 @@ def _generalized_mean(x: Tensor, exponent: float | Tensor, eps: float, dims: tup
     """
     x = x.clamp(min=eps)
     root = 1.0 / exponent
+    # sum times 1/n rather than mean: sum's backward is a broadcast view (mean's writes a full tensor)
+    inverse_count = 1.0 / math.prod([x.shape[d] for d in dims])
     scale = x.detach().amax(dim=dims, keepdim=True) if _no_values(x) else None
     if scale is None:
-        powers = x.pow(exponent).mean(dim=dims, keepdim=True)
+        powers = x.pow(exponent).sum(dim=dims, keepdim=True) * inverse_count
         info = torch.finfo(x.dtype)
         direct = (powers >= info.tiny / info.eps) & (powers <= info.max)  # False for NaN
         if bool(direct.all()):
@@ -211,7 +215,7 @@ def _generalized_mean(x: Tensor, exponent: float | Tensor, eps: float, dims: tup
         # scale only the other planes: x / 1 and 1 * y are exact, so the direct planes keep their values
         scale = torch.where(direct, 1.0, x.detach().amax(dim=dims, keepdim=True))
     scale = torch.where(torch.isinf(scale), torch.ones_like(scale), scale)
-    return scale * (x / scale).pow(exponent).mean(dim=dims, keepdim=True).pow(root)
+    return scale * ((x / scale).pow(exponent).sum(dim=dims, keepdim=True) * inverse_count).pow(root)
 
 
 class _GlobalBase(nn.Module):

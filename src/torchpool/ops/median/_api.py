@@ -75,7 +75,7 @@ def _prepare(
         window.dilation,
         ceil_mode,
     )
-    if padding_mode == "valid":
+    if padding_mode == "valid" and any(d > 1 for d in cfg.dilation):  # undilated windows always hold one
         for axis, (s, p, size, d, k, o) in enumerate(
             zip(cfg.stride, cfg.padding, sizes, cfg.dilation, cfg.kernel, cfg.out_sizes)
         ):

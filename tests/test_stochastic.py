@@ -673,6 +673,31 @@ def test_inductor_ceil_mode_eval_matches_eager(make):
     torch._dynamo.reset()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("training", [False, True])
+def test_cuda_gradient_matches_float64_cpu(training):
+    """With torch 2.11 on an H200, PyTorch's CUDA avg_pool2d backward on a channels_last input was
+    off by up to 0.5 (k3 s2 p1 on 4x8x13x13, a non-uniform upstream gradient); the eval path pools
+    in the contiguous layout on CUDA. Same uniforms on both devices are not available, so training
+    compares the one-hot routing of its own draw."""
+    x = relu_input((4, 8, 13, 13), seed=30, dtype=torch.float32)
+    upstream = torch.linspace(0.5, 1.5, 4 * 8 * 7 * 7).view(4, 8, 7, 7)
+    leaf = x.cuda().detach().requires_grad_(True)
+    out = stochastic_pool2d(leaf, 3, 2, 1, training=training, return_indices=training)
+    y, idx = out if training else (out, None)
+    y.backward(upstream.cuda())
+    if idx is None:
+        ref_leaf = x.detach().double().requires_grad_(True)
+        stochastic_pool2d(ref_leaf, 3, 2, 1, training=False).backward(upstream.double())
+        expected = ref_leaf.grad
+    else:
+        masked = upstream.double() * (stochastic_eval_reference(x, 3, 2, 1) > 0)
+        expected = torch.zeros(4, 8, 169, dtype=torch.float64).scatter_add_(
+            2, idx.cpu().flatten(2), masked.flatten(2)
+        )
+    torch.testing.assert_close(leaf.grad.cpu().double(), expected.view(x.shape), rtol=1e-5, atol=1e-5)
+
+
 def test_eager_check_still_refuses_bad_input_and_traced_path_skips_it():
     bad = GOOD.clone()
     bad[0, 0, 0, 0] = -1.0

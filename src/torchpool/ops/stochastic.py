@@ -384,11 +384,11 @@ class _StochasticDraw(torch.autograd.Function):
 
 
 def _pool_layout(x: Tensor, n: int, dtype: torch.dtype) -> Tensor:
-    """``x`` in the layout the eval pooling runs in: channels_last 2d (1d as 2d), contiguous 3d."""
+    """``x`` in the layout the eval pooling runs in (:func:`_layout_of`; 1d runs as 2d)."""
     if n == 3:
         return x.to(dtype=dtype, memory_format=torch.contiguous_format)
-    # PyTorch's CPU avg_pool2d is several times faster in channels_last; 1d runs as 2d
-    return (x.unsqueeze(2) if n == 1 else x).to(dtype=dtype, memory_format=torch.channels_last)
+    a = x.unsqueeze(2) if n == 1 else x
+    return a.to(dtype=dtype, memory_format=_layout_of(a))
 
 
 _PoolWindow = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], bool]
@@ -529,7 +529,10 @@ class _ProbabilisticWeighting(torch.autograd.Function):
 
 
 def _layout_of(a: Tensor) -> torch.memory_format:
-    return torch.channels_last if a.dim() == 4 else torch.contiguous_format
+    """The eval pooling's layout for ``a``: channels_last for 2d on the CPU, where PyTorch's
+    ``avg_pool2d`` is several times faster in it; contiguous otherwise (3d, and CUDA, where
+    the channels_last ``avg_pool2d`` backward gave wrong gradients with torch 2.11)."""
+    return torch.channels_last if a.dim() == 4 and a.device.type == "cpu" else torch.contiguous_format
 
 
 def _eval(x: Tensor, win: Window, n: int, ceil_mode: bool, fmt: torch.memory_format) -> Tensor:

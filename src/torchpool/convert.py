@@ -701,7 +701,9 @@ def swap_pooling(
     Which layers: by default the pooling layers of the target's kind: window pools (max,
     average, LP, fractional, torchpool's window pools) for a windowed target such as
     ``"median2d"``; global and adaptive pools (ResNet's ``avgpool``) for a global or adaptive
-    target such as ``"gem"`` or ``"adaptive_catavgmax2d"``. ``select`` picks others.
+    target such as ``"gem"`` or ``"adaptive_catavgmax2d"``. ``select`` picks others. Squeeze-and-
+    excitation blocks (EfficientNet, MobileNetV3, RegNet) hold global pools too: to swap only the
+    head, select it by name (``select="avgpool"``; timm: ``"global_pool.pool"``).
 
     Geometry: for each argument in ``kernel_size, stride, padding, dilation, ceil_mode,
     output_size, output_ratio`` that the old layer has and ``kwargs`` does not give, the value

@@ -597,7 +597,10 @@ def _draw_traceable(
         position = torch.zeros(shape, dtype=torch.int64, device=x.device)
         running = views[0]
         for t in range(kk - 1):
-            running = views[0] + views[1] if t == 1 else running + views[t] if t > 1 else running
+            if t == 1:
+                running = views[0] + views[1]
+            elif t > 1:
+                running = running + views[t]
             position = position + (running <= u).to(torch.int64)
         positive = total > 0
         # zero windows: their first in-bounds cell, as on the eager path

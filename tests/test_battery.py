@@ -946,14 +946,8 @@ def check_helper(call: Callable[[], Any], name: str) -> Outcome:
 #: test XPASS and fail until its line is removed here.
 _D = (1, 2, 3)
 _UPSTREAM = "UPSTREAM (ops/standard.py's subclass of nn.{cls} passes it to PyTorch): {what}"
-_UNPOOL_H0 = (
-    "ValueError 'the default output size (0, ...) is empty; pass output_size' names neither the input "
-    "nor its size (or return the empty result, as F.max_unpool does)"
-)
 
 KNOWN: dict[tuple[str, str], str] = {
-    # ---- ops/unpool.py
-    **{(f"{kind}{d}d", "input:H=0"): _UNPOOL_H0 for kind in ("fn:max_unpool", "nn:MaxUnpool") for d in _D},
     # ---- ops/standard.py (the registry's 3d subclasses of PyTorch's pools)
     **{
         (f"pool:{name}", case): _UPSTREAM.format(cls=cls, what=what)
@@ -979,13 +973,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("pool:avg3d", "input:int64"): _UPSTREAM.format(
         cls="AvgPool3d", what="int64 input averaged into int64, truncated (4 for 4.125)"
     ),
-    # ---- ops/bilinear.py
-    **{
-        ("nn:CompactBilinearPool", f"state:{key}:{what}"): f"{key} = 0.5 accepted ({what}): the signs are "
-        "checked finite, not +-1, so the sketch is silently scaled"
-        for key in ("sign_a", "sign_b")
-        for what in ("0.5", "set-0.5")
-    },
 }
 
 

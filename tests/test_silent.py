@@ -221,7 +221,7 @@ def test_compact_bilinear_refuses_buffers_of_a_wrong_shape_or_dtype() -> None:
     state = pool.state_dict()
     with pytest.raises(TypeError, match=r"hash_a in the state dict must have dtype torch\.int64"):
         pool.load_state_dict({**state, "hash_a": state["hash_a"].float()})
-    with pytest.raises(ValueError, match="sign_b in the state dict must be finite"):
+    with pytest.raises(ValueError, match=r"sign_b in the state dict must hold only -1 and \+1"):
         pool.load_state_dict({**state, "sign_b": torch.full((8,), math.nan)})
     rm = tp.CompactBilinearPool(8, out_dim=32, method="random_maclaurin")
     with pytest.raises(ValueError, match=r"weight_a in the state dict must have shape \(32, 8\)"):
@@ -322,3 +322,21 @@ def test_zero_channels_with_per_channel_parameters_are_refused_clearly() -> None
         tp.LearnedMixedPool2d(2, channels=3)(torch.rand(2, 0, 4, 4))
     with pytest.raises(ValueError, match="input has 0 channels, but the pool was built with channels=3"):
         tp.GatedPool2d(2, channels=3)(torch.rand(2, 0, 4, 4))
+
+
+def test_compact_bilinear_refuses_signs_other_than_plus_minus_one() -> None:
+    """A sign of 0.5 silently scaled the sketch."""
+    pool = tp.CompactBilinearPool(8, out_dim=32)
+    with pytest.raises(ValueError, match=r"sign_a in the state dict must hold only -1 and \+1"):
+        pool.load_state_dict({**pool.state_dict(), "sign_a": torch.full((8,), 0.5)})
+    with torch.no_grad():
+        pool.sign_b[2] = 0.5
+    with pytest.raises(ValueError, match=r"sign_b \(a buffer\) must hold only -1 and \+1"):
+        pool(torch.rand(2, 8, 3, 3))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_unpool_refuses_an_empty_spatial_size_naming_the_input(n: int) -> None:
+    x = torch.rand(2, 3, *[4] * (n - 1), 0)
+    with pytest.raises(ValueError, match=r"input must have non-zero spatial sizes"):
+        getattr(tp, f"max_unpool{n}d")(x, torch.zeros(x.shape, dtype=torch.int64), 2)

@@ -552,7 +552,7 @@ class CompactBilinearPool(_NormalizedPool):
         """Shapes and dtypes of the given buffers, and (where values can be read) the hash range.
 
         Hashes outside ``[0, out_dim)`` wrapped modulo ``out_dim`` on the matrix path and raised
-        an index error on the location path; signs must be finite (``+-1`` as drawn).
+        an index error on the location path; signs must be ``+-1`` (as drawn), projections finite.
         """
         for name, tensor in buffers.items():
             side = self.dim_a if name.endswith("_a") else self._dim_b
@@ -573,6 +573,8 @@ class CompactBilinearPool(_NormalizedPool):
                         )
             elif not tensor.is_floating_point():
                 raise TypeError(f"{name} {where} must have a floating-point dtype, got {tensor.dtype}")
+            elif name.startswith("sign") and not _no_values(tensor) and not bool((tensor.abs() == 1).all()):
+                raise ValueError(f"{name} {where} must hold only -1 and +1")
             elif not _no_values(tensor) and not bool(torch.isfinite(tensor).all()):
                 raise ValueError(f"{name} {where} must be finite")
 

@@ -103,6 +103,8 @@ def _max_unpool(
     window = check_window(kernel_size, stride, padding, n)
     check_choice(reduce, "reduce", _REDUCTIONS)
     xb, unbatched = check_input(x, n)
+    if any(size == 0 for size in xb.shape[2:]):  # as F.max_unpool: no pooled cells, no output size
+        raise ValueError(f"input must have non-zero spatial sizes, got shape {tuple(x.shape)}")
     if not isinstance(indices, Tensor):
         raise TypeError(f"indices must be a torch.Tensor, got {type(indices).__name__}")
     if indices.dtype != torch.int64:

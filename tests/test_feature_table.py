@@ -1,7 +1,7 @@
 """The README's feature table, rendered from what the tests assert.
 
 One row per pool family stem (``avg1d/2d/3d``): half precision from ``tests/test_precision.py``
-(its exception tables, which the registry walk asserts), compile and ONNX from
+(its exception tables, which the registry walk asserts), fullgraph compile, inductor, torch.export and ONNX from
 ``tests/test_export_compile.py`` (the same tables that render ``docs/support.md``), and the
 deterministic-mode route from ``tests/test_cuda.py``'s exceptions. A test fails when the README
 and this rendering disagree; ``python tests/test_feature_table.py --write`` rewrites it.
@@ -22,8 +22,8 @@ import torchpool as tp
 README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- feature-table:start -->", "<!-- feature-table:end -->"
 HEADER = (
-    "| pool | float16 | bfloat16 | torch.compile (aot_eager, train + eval) | inductor | ONNX "
-    "| deterministic mode |\n|---|---|---|---|---|---|---|\n"
+    "| pool | float16 | bfloat16 | fullgraph compile (aot_eager, train + eval) | inductor | torch.export "
+    "| ONNX | deterministic mode |\n|---|---|---|---|---|---|---|---|\n"
 )
 
 
@@ -57,6 +57,7 @@ def render_rows() -> list[str]:
         compile_cells = {_compile(support[name][3]) for name in names}
         inductor_cells = {support[name][4] for name in names}
         onnx_cells = {_onnx(support[name][5]) for name in names}
+        export_cells = {support[name][6] for name in names}
         raises = [name for name in names if name in test_cuda.DETERMINISTIC_EXCEPTIONS]
         deterministic = "no: PyTorch's backward raises" if raises else "yes"
         row = [
@@ -64,6 +65,7 @@ def render_rows() -> list[str]:
             *half,
             " / ".join(sorted(compile_cells)),
             " / ".join(sorted(inductor_cells)),
+            " / ".join(sorted(export_cells)),
             " / ".join(sorted(onnx_cells)),
             deterministic,
         ]

@@ -1,10 +1,11 @@
 """The README's feature table, rendered from what the tests assert.
 
 One row per pool family stem (``avg1d/2d/3d``): half precision from ``tests/test_precision.py``
-(its exception tables, which the registry walk asserts), fullgraph compile, inductor,
-torch.export and ONNX from ``tests/test_export_compile.py`` (the same tables that render ``docs/support.md``), and the
-deterministic-mode route from ``tests/test_cuda.py``'s exceptions. A test fails when the README
-and this rendering disagree; ``python tests/test_feature_table.py --write`` rewrites it.
+(its exception tables, which the registry walk asserts); fullgraph compile, inductor,
+torch.export and ONNX from ``tests/test_export_compile.py`` (the same tables that render
+``docs/support.md``); the deterministic-mode route from ``tests/test_cuda.py``'s exceptions.
+A test fails when the README and this rendering disagree;
+``python tests/test_feature_table.py --write`` rewrites it.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ BAD_CALLS: list[tuple[str, Callable[[], object], type[Exception], str]] = [
     ("unpool-output-size-type", lambda: tp.max_unpool2d(y4, idx, 2, output_size=8), TypeError, "output_size"),  # type: ignore[arg-type]
     (
         "median-padding-mode",
-        lambda: tp.median_pool2d(x4, 3, padding=1, padding_mode="circular"),
+        lambda: tp.median_pool2d(x4, 3, padding=1, padding_mode="wrap"),
         ValueError,
         "padding_mode",
     ),

@@ -47,9 +47,21 @@ def _catavgmax_ref(
     return torch.cat([avg, max_pool_reference(x, kernel_size, stride, padding, ceil_mode)], 1)
 
 
-def _mixed_ref(x: Tensor, kernel_size, stride=None, padding=0, max_probability=0.5) -> Tensor:
-    mx = max_pool_reference(x, kernel_size, stride, padding)
-    return max_probability * mx + (1 - max_probability) * avg_pool_reference(x, kernel_size, stride, padding)
+def _mixed_ref(
+    x: Tensor, kernel_size, stride=None, padding=0, max_probability=0.5, ceil_mode=False
+) -> Tensor:
+    mx = max_pool_reference(x, kernel_size, stride, padding, ceil_mode)
+    avg = avg_pool_reference(x, kernel_size, stride, padding, ceil_mode)
+    return max_probability * mx + (1 - max_probability) * avg
+
+
+# ceil_mode cases of the combined pools (their 2-d ones are in _WINDOW_CASES)
+_CEIL_CASES = {
+    1: (Case((2, 2, 8), {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True}),),
+    2: (),
+    3: (Case((1, 2, 4, 5, 4), {"kernel_size": 2, "stride": 2, "ceil_mode": True}),),
+}
+_CEIL_2D = Case((1, 2, 8, 8), {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True})
 
 
 _WINDOW_CASES = {
@@ -116,8 +128,8 @@ def _unpool_ref(x: Tensor, kernel_size, stride, padding, reduce="mean") -> Tenso
     return max_unpool_reference(x, indices, size, reduce)
 
 
-def _gated_module(kernel_size, stride=None, padding=0, channels=None) -> nn.Module:
-    module = tp.GatedPool2d(kernel_size, stride, padding, channels=channels)
+def _gated_module(kernel_size, stride=None, padding=0, channels=None, ceil_mode=False) -> nn.Module:
+    module = tp.GatedPool2d(kernel_size, stride, padding, channels=channels, ceil_mode=ceil_mode)
     with torch.no_grad():
         module.gate_weight.copy_(
             torch.linspace(-1.5, 1.0, module.gate_weight.numel()).reshape_as(module.gate_weight)
@@ -129,22 +141,22 @@ def _gated_fn(x: Tensor, **kwargs: Any) -> Tensor:
     return _gated_module(**kwargs).to(x.dtype)(x)
 
 
-def _gated_ref(x: Tensor, kernel_size, stride=None, padding=0, channels=None) -> Tensor:
+def _gated_ref(x: Tensor, kernel_size, stride=None, padding=0, channels=None, ceil_mode=False) -> Tensor:
     weight = _gated_module(kernel_size, stride, padding, channels).gate_weight.detach()
-    return gated_reference(x, weight, kernel_size, stride or kernel_size, padding)
+    return gated_reference(x, weight, kernel_size, stride or kernel_size, padding, ceil_mode)
 
 
-def _learned_module(kernel_size, stride=None, padding=0, channels=None) -> nn.Module:
-    module = tp.LearnedMixedPool2d(kernel_size, stride, padding, channels=channels)
+def _learned_module(kernel_size, stride=None, padding=0, channels=None, ceil_mode=False) -> nn.Module:
+    module = tp.LearnedMixedPool2d(kernel_size, stride, padding, channels=channels, ceil_mode=ceil_mode)
     with torch.no_grad():
         module.mix_logit.copy_(torch.linspace(-2.0, 1.0, module.mix_logit.numel()))
     return module
 
 
-def _learned_ref(x: Tensor, kernel_size, stride=None, padding=0, channels=None) -> Tensor:
+def _learned_ref(x: Tensor, kernel_size, stride=None, padding=0, channels=None, ceil_mode=False) -> Tensor:
     a = torch.sigmoid(torch.linspace(-2.0, 1.0, channels or 1).double()).reshape(-1, 1, 1)
-    return a * max_pool_reference(x, kernel_size, stride, padding) + (1 - a) * avg_pool_reference(
-        x, kernel_size, stride, padding
+    return a * max_pool_reference(x, kernel_size, stride, padding, ceil_mode) + (1 - a) * avg_pool_reference(
+        x, kernel_size, stride, padding, ceil_mode
     )
 
 
@@ -167,13 +179,14 @@ def _records() -> list[OpRecord]:
     records: list[OpRecord] = []
     for n in (1, 2, 3):
         cases = _WINDOW_CASES[n]
+        combined_cases = cases + _CEIL_CASES[n]
         records += [
             OpRecord(
                 f"avgmax{n}d",
                 getattr(tp, f"avgmax_pool{n}d"),
                 getattr(tp, f"AvgMaxPool{n}d"),
                 _avgmax_ref,
-                cases,
+                combined_cases,
                 n,
             ),
             OpRecord(
@@ -181,7 +194,7 @@ def _records() -> list[OpRecord]:
                 getattr(tp, f"catavgmax_pool{n}d"),
                 getattr(tp, f"CatAvgMaxPool{n}d"),
                 _catavgmax_ref,
-                cases,
+                combined_cases,
                 n,
             ),
             OpRecord(
@@ -212,7 +225,7 @@ def _records() -> list[OpRecord]:
                 _mixed_ref,
                 tuple(
                     Case(c.shape, {**c.kwargs, "max_probability": 0.3})
-                    for c in _without(cases, "ceil_mode", "count_include_pad")
+                    for c in _without(combined_cases, "count_include_pad")
                 ),
                 n,
             ),
@@ -243,6 +256,7 @@ def _records() -> list[OpRecord]:
             (
                 Case((2, 3, 6, 6), {"kernel_size": 2, "channels": 3}),
                 Case((1, 2, 7, 7), {"kernel_size": 3, "stride": 2, "padding": 1}),
+                _CEIL_2D,
             ),
             2,
         ),
@@ -254,6 +268,7 @@ def _records() -> list[OpRecord]:
             (
                 Case((2, 3, 6, 6), {"kernel_size": 2, "channels": 3}),
                 Case((1, 2, 7, 7), {"kernel_size": 3, "stride": 2, "padding": 1}),
+                _CEIL_2D,
             ),
             2,
         ),

@@ -131,14 +131,19 @@ def gem_reference(x: Tensor, p: float, eps: float) -> Tensor:
     return out
 
 
-def gated_reference(x: Tensor, weight: Tensor, kernel_size: int, stride: int, padding: int) -> Tensor:
-    """Gated pooling: sigmoid of the zero-padded window dotted with the mask, mixing max and avg."""
+def gated_reference(
+    x: Tensor, weight: Tensor, kernel_size: int, stride: int, padding: int, ceil_mode: bool = False
+) -> Tensor:
+    """Gated pooling: sigmoid of the zero-padded window dotted with the mask, mixing max and avg.
+
+    The gate sees zeros past the padded input too (the last windows of ``ceil_mode``).
+    """
     x = x.double()
     w = weight.double()
     k, s, p = kernel_size, stride, padding
-    padded = torch.nn.functional.pad(x, (p, p, p, p))
-    mx = max_pool_reference(x, k, s, p)
-    avg = avg_pool_reference(x, k, s, p)
+    padded = torch.nn.functional.pad(x, (p, p + k, p, p + k))
+    mx = max_pool_reference(x, k, s, p, ceil_mode)
+    avg = avg_pool_reference(x, k, s, p, ceil_mode)
     gate = torch.empty_like(mx)
     for b, c, i, j in itertools.product(*(range(d) for d in mx.shape)):
         window = padded[b, c, i * s : i * s + k, j * s : j * s + k]

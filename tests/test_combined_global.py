@@ -107,3 +107,86 @@ def test_global_channels_last_format_any_rank() -> None:
     x = torch.randn(2, 5, 6, 7, 3)  # N, D, H, W, C
     torch.testing.assert_close(tp.global_avg_pool(x, input_fmt="NHWC"), x.mean(dim=(1, 2, 3)))
     assert tp.global_max_pool(x, input_fmt="NHWC", flatten=False).shape == (2, 1, 1, 1, 3)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: tp.GeM(),
+        lambda: tp.GeM(p=2.5, channels=3),
+        lambda: tp.GeM(flatten=False),
+        lambda: tp.GlobalMaxPool(),
+        lambda: tp.GlobalMaxPool(flatten=False),
+    ],
+    ids=["gem", "gem_per_channel", "gem_unflattened", "global_max", "global_max_unflattened"],
+)
+def test_global_pool_output_survives_inplace_dropout(make) -> None:
+    """EfficientNet's head: an in-place Dropout after the pool must not break backward."""
+    grads = []
+    for inplace in (True, False):
+        torch.manual_seed(0)
+        pool = make()
+        model = torch.nn.Sequential(pool, torch.nn.Flatten(), torch.nn.Dropout(inplace=inplace)).train()
+        x = (torch.rand(2, 3, 5, 4, dtype=torch.float64) + 0.1).requires_grad_()
+        torch.manual_seed(1)  # the same dropout mask both times
+        model(x).square().sum().backward()
+        grads.append([x.grad, *(p.grad for p in pool.parameters())])
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+def test_gem_trains_with_inplace_dropout() -> None:
+    model = torch.nn.Sequential(tp.GeM(), torch.nn.Flatten(), torch.nn.Dropout(inplace=True)).train()
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.rand(4, 6, 7, 7)
+    p_before = model[0].p.detach().clone()
+    model(x).sum().backward()
+    optimiser.step()
+    assert not torch.equal(model[0].p.detach(), p_before)
+
+
+_CEIL_POOLS = {
+    "avgmax2d": lambda **kw: tp.AvgMaxPool2d(3, 2, 1, **kw),
+    "catavgmax2d": lambda **kw: tp.CatAvgMaxPool2d(3, 2, 1, **kw),
+    "mixed2d": lambda **kw: tp.MixedPool2d(3, 2, 1, **kw),
+    "learned_mixed2d": lambda **kw: tp.LearnedMixedPool2d(3, 2, 1, **kw),
+    "gated2d": lambda **kw: tp.GatedPool2d(3, 2, 1, **kw),
+}
+
+
+@pytest.mark.parametrize("name", list(_CEIL_POOLS))
+def test_combined_pools_ceil_mode_size_and_dilation_refused(name: str) -> None:
+    x = torch.randn(2, 3, 8, 9)
+    want = F.max_pool2d(x, 3, 2, 1, ceil_mode=True).shape[-2:]
+    assert want != F.max_pool2d(x, 3, 2, 1).shape[-2:]
+    assert _CEIL_POOLS[name](ceil_mode=True).eval()(x).shape[-2:] == want
+    assert _CEIL_POOLS[name](dilation=1).eval()(x).shape[-2:] == F.max_pool2d(x, 3, 2, 1).shape[-2:]
+    with pytest.raises(
+        ValueError, match=r"dilation must be 1 .*got \(2, 1\) \(average pooling has no dilation\)"
+    ):
+        _CEIL_POOLS[name](dilation=(2, 1))
+    with pytest.raises(TypeError, match="ceil_mode must be a bool"):
+        _CEIL_POOLS[name](ceil_mode="yes")
+
+
+@pytest.mark.parametrize(
+    "function",
+    [tp.avgmax_pool1d, tp.catavgmax_pool2d, tp.mixed_pool3d],
+    ids=lambda f: f.__name__,
+)
+def test_combined_functions_refuse_dilation(function) -> None:
+    n = int(function.__name__[-2])
+    with pytest.raises(ValueError, match=r"dilation must be 1 for combined"):
+        function(torch.randn(1, 2, *[6] * n), 2, dilation=2)
+
+
+@pytest.mark.parametrize("name", ["avgmax2d", "mixed2d", "learned_mixed2d", "gated2d"])
+def test_swap_pooling_keeps_ceil_mode_of_combined_targets(name: str) -> None:
+    """squeezenet's MaxPool2d(3, 2, ceil_mode=True) swapped: the combined pool gets ceil_mode."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.MaxPool2d(3, 2, ceil_mode=True))
+    x = torch.randn(2, 3, 10, 10)
+    new, report = tp.swap_pooling(model, name, example_input=x, return_report=True)
+    assert new[1].ceil_mode is True and report.replaced[0].note.startswith("same")
+    assert new.eval()(x).shape == model(x).shape == (2, 4, 4, 4)
+    dilated = torch.nn.Sequential(torch.nn.MaxPool2d(3, 2, dilation=2))
+    with pytest.raises(ValueError, match="dilation must be 1"):
+        tp.swap_pooling(dilated, name, example_input=x)

@@ -79,8 +79,10 @@ def _avg_and_max(
     padding: IntOrTuple,
     ceil_mode: bool,
     count_include_pad: bool,
+    dilation: IntOrTuple = 1,
 ) -> tuple[Tensor, Tensor]:
-    window = check_window(kernel_size, stride, padding, n)
+    window = check_window(kernel_size, stride, padding, n, dilation)
+    _refuse_dilation(window.dilation)
     check_bool(ceil_mode, "ceil_mode")
     check_bool(count_include_pad, "count_include_pad")
     check_input(x, n, window=window, ceil_mode=ceil_mode)
@@ -91,6 +93,20 @@ def _avg_and_max(
     avg = _AVG[n](x, k, s, p, ceil_mode=ceil_mode, count_include_pad=count_include_pad)
     mx = _MAX[n](x, k, s, p, ceil_mode=ceil_mode)
     return avg, mx
+
+
+def _refuse_dilation(dilation: tuple[int, ...]) -> None:
+    """Combined pools take ``dilation`` (so ``swap_pooling`` can pass 1) but only compute 1.
+
+    PyTorch's average pooling has no dilation, and the average of a dilated window has no
+    PyTorch divisor rule to follow for padding and ``ceil_mode``: refused rather than guessed.
+    """
+    if any(d != 1 for d in dilation):
+        shown = dilation if len(dilation) > 1 else dilation[0]
+        raise ValueError(
+            f"dilation must be 1 for combined (average and max) pooling, got {shown} "
+            "(average pooling has no dilation)"
+        )
 
 
 def _adaptive_avg_and_max(x: Tensor, n: int, output_size: IntOrTuple) -> tuple[Tensor, Tensor]:
@@ -105,8 +121,10 @@ def _avgmax(n: int) -> Callable[..., Tensor]:
         padding: IntOrTuple = 0,
         ceil_mode: bool = False,
         count_include_pad: bool = True,
+        *,
+        dilation: IntOrTuple = 1,
     ) -> Tensor:
-        avg, mx = _avg_and_max(x, n, kernel_size, stride, padding, ceil_mode, count_include_pad)
+        avg, mx = _avg_and_max(x, n, kernel_size, stride, padding, ceil_mode, count_include_pad, dilation)
         return 0.5 * avg + 0.5 * mx  # equals 0.5 * (avg + mx) bit for bit, without overflowing
 
     avgmax_pool.__name__ = avgmax_pool.__qualname__ = f"avgmax_pool{n}d"
@@ -121,6 +139,7 @@ def _avgmax(n: int) -> Callable[..., Tensor]:
         padding: implicit padding on both sides.
         ceil_mode: use ceil instead of floor for the output size.
         count_include_pad: include the zero padding in the average's divisor.
+        dilation: must be 1 (average pooling has no dilation); anything else raises a ``ValueError``.
 
     Returns:
         The pooled tensor.
@@ -145,8 +164,10 @@ def _catavgmax(n: int) -> Callable[..., Tensor]:
         padding: IntOrTuple = 0,
         ceil_mode: bool = False,
         count_include_pad: bool = True,
+        *,
+        dilation: IntOrTuple = 1,
     ) -> Tensor:
-        avg, mx = _avg_and_max(x, n, kernel_size, stride, padding, ceil_mode, count_include_pad)
+        avg, mx = _avg_and_max(x, n, kernel_size, stride, padding, ceil_mode, count_include_pad, dilation)
         return torch.cat([avg, mx], dim=-(n + 1))
 
     catavgmax_pool.__name__ = catavgmax_pool.__qualname__ = f"catavgmax_pool{n}d"
@@ -162,6 +183,7 @@ def _catavgmax(n: int) -> Callable[..., Tensor]:
         padding: implicit padding on both sides.
         ceil_mode: use ceil instead of floor for the output size.
         count_include_pad: include the zero padding in the average's divisor.
+        dilation: must be 1 (average pooling has no dilation); anything else raises a ``ValueError``.
 
     Returns:
         The pooled tensor with twice the channels.
@@ -242,10 +264,12 @@ def _mixed(n: int) -> Callable[..., Tensor]:
         training: bool = True,
         max_probability: float = 0.5,
         generator: torch.Generator | None = None,
+        ceil_mode: bool = False,
+        dilation: IntOrTuple = 1,
     ) -> Tensor:
         check_bool(training, "training")
         prob = check_float_range(max_probability, "max_probability", 0.0, 1.0)
-        avg, mx = _avg_and_max(x, n, kernel_size, stride, padding, False, True)
+        avg, mx = _avg_and_max(x, n, kernel_size, stride, padding, ceil_mode, True, dilation)
         if not training:
             return prob * mx + (1.0 - prob) * avg
         generator = check_generator(generator, x)
@@ -270,6 +294,9 @@ def _mixed(n: int) -> Callable[..., Tensor]:
         training: sample ``lam`` (True) or use its expectation (False).
         max_probability: probability ``p`` of choosing max pooling.
         generator: random source for the draws.
+        ceil_mode: use ceil instead of floor for the output size (as ``max_pool{n}d``; the
+            average's divisor then follows ``avg_pool{n}d``, windows clipped to the padded input).
+        dilation: must be 1 (average pooling has no dilation); anything else raises a ``ValueError``.
 
     Returns:
         The pooled tensor.
@@ -297,8 +324,15 @@ adaptive_catavgmax_pool1d, adaptive_catavgmax_pool2d, adaptive_catavgmax_pool3d 
 mixed_pool1d, mixed_pool2d, mixed_pool3d = (_mixed(n) for n in (1, 2, 3))
 
 
+def _init_dilation(pool: WindowPool, n: int, dilation: IntOrTuple) -> IntOrTuple:
+    """Checks ``dilation`` at construction (it must be 1, see :func:`_refuse_dilation`)."""
+    _refuse_dilation(check_window(pool.kernel_size, pool.stride, pool.padding, n, dilation).dilation)
+    return dilation
+
+
 class _AvgMaxBase(WindowPool):
     _function: Callable[..., Tensor]
+    _dims: int
     _repr_options = ("ceil_mode", "count_include_pad")
 
     def __init__(
@@ -308,14 +342,25 @@ class _AvgMaxBase(WindowPool):
         padding: IntOrTuple = 0,
         ceil_mode: bool = False,
         count_include_pad: bool = True,
+        *,
+        dilation: IntOrTuple = 1,
     ) -> None:
         super().__init__(kernel_size, stride, padding)
-        self.ceil_mode = ceil_mode
+        self.ceil_mode = check_bool(ceil_mode, "ceil_mode")
         self.count_include_pad = count_include_pad
+        self.dilation = _init_dilation(self, type(self)._dims, dilation)
 
     def forward(self, x: Tensor) -> Tensor:
         fn = type(self)._function
-        return fn(x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad)
+        return fn(
+            x,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.ceil_mode,
+            self.count_include_pad,
+            dilation=self.dilation,
+        )
 
 
 class _AdaptiveBase(nn.Module):
@@ -334,7 +379,8 @@ class _AdaptiveBase(nn.Module):
 
 class _MixedBase(WindowPool):
     _function: Callable[..., Tensor]
-    _repr_options = ("max_probability",)
+    _dims: int
+    _repr_options = ("max_probability", "ceil_mode")
 
     def __init__(
         self,
@@ -343,9 +389,13 @@ class _MixedBase(WindowPool):
         padding: IntOrTuple = 0,
         *,
         max_probability: float = 0.5,
+        ceil_mode: bool = False,
+        dilation: IntOrTuple = 1,
     ) -> None:
         super().__init__(kernel_size, stride, padding)
         self.max_probability = check_float_range(max_probability, "max_probability", 0.0, 1.0)
+        self.ceil_mode = check_bool(ceil_mode, "ceil_mode")
+        self.dilation = _init_dilation(self, type(self)._dims, dilation)
 
     def forward(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         return type(self)._function(
@@ -356,11 +406,16 @@ class _MixedBase(WindowPool):
             training=self.training,
             max_probability=self.max_probability,
             generator=generator,
+            ceil_mode=self.ceil_mode,
+            dilation=self.dilation,
         )
 
 
-def _module(base: type[nn.Module], function: Callable[..., Tensor], name: str, doc: str) -> type[nn.Module]:
-    cls = type(name, (base,), {"_function": staticmethod(function), "__doc__": doc, "__module__": __name__})
+def _module(
+    base: type[nn.Module], function: Callable[..., Tensor], name: str, doc: str, n: int = 0
+) -> type[nn.Module]:
+    namespace = {"_function": staticmethod(function), "__doc__": doc, "__module__": __name__, "_dims": n}
+    cls = type(name, (base,), namespace)
     return cls
 
 
@@ -388,11 +443,11 @@ def _doc(name: str, fn: str, n: int, multiplier: int) -> str:
 
 
 AvgMaxPool1d, AvgMaxPool2d, AvgMaxPool3d = (
-    _module(_AvgMaxBase, fn, f"AvgMaxPool{n}d", _doc(f"AvgMaxPool{n}d", f"avgmax_pool{n}d", n, 1))
+    _module(_AvgMaxBase, fn, f"AvgMaxPool{n}d", _doc(f"AvgMaxPool{n}d", f"avgmax_pool{n}d", n, 1), n)
     for n, fn in ((1, avgmax_pool1d), (2, avgmax_pool2d), (3, avgmax_pool3d))
 )
 CatAvgMaxPool1d, CatAvgMaxPool2d, CatAvgMaxPool3d = (
-    _module(_AvgMaxBase, fn, f"CatAvgMaxPool{n}d", _doc(f"CatAvgMaxPool{n}d", f"catavgmax_pool{n}d", n, 2))
+    _module(_AvgMaxBase, fn, f"CatAvgMaxPool{n}d", _doc(f"CatAvgMaxPool{n}d", f"catavgmax_pool{n}d", n, 2), n)
     for n, fn in ((1, catavgmax_pool1d), (2, catavgmax_pool2d), (3, catavgmax_pool3d))
 )
 AdaptiveAvgMaxPool1d, AdaptiveAvgMaxPool2d, AdaptiveAvgMaxPool3d = (
@@ -418,7 +473,7 @@ AdaptiveCatAvgMaxPool1d, AdaptiveCatAvgMaxPool2d, AdaptiveCatAvgMaxPool3d = (
     )
 )
 MixedPool1d, MixedPool2d, MixedPool3d = (
-    _module(_MixedBase, fn, f"MixedPool{n}d", _doc(f"MixedPool{n}d", f"mixed_pool{n}d", n, 1))
+    _module(_MixedBase, fn, f"MixedPool{n}d", _doc(f"MixedPool{n}d", f"mixed_pool{n}d", n, 1), n)
     for n, fn in ((1, mixed_pool1d), (2, mixed_pool2d), (3, mixed_pool3d))
 )
 
@@ -434,6 +489,8 @@ class LearnedMixedPool2d(WindowPool):
         stride: window step; ``None`` means ``kernel_size``.
         padding: implicit padding on both sides.
         channels: learn one proportion per channel (this many) instead of one per layer.
+        ceil_mode: use ceil instead of floor for the output size (as ``max_pool2d``).
+        dilation: must be 1 (average pooling has no dilation); anything else raises a ``ValueError``.
 
     Shape:
         - Input: ``(N, C, H, W)`` or ``(C, H, W)``.
@@ -445,7 +502,7 @@ class LearnedMixedPool2d(WindowPool):
         2.5
     """
 
-    _repr_options = ("channels",)
+    _repr_options = ("channels", "ceil_mode")
 
     def __init__(
         self,
@@ -454,10 +511,14 @@ class LearnedMixedPool2d(WindowPool):
         padding: IntOrTuple = 0,
         *,
         channels: int | None = None,
+        ceil_mode: bool = False,
+        dilation: IntOrTuple = 1,
     ) -> None:
         super().__init__(kernel_size, stride, padding)
         _check_channels(channels)
         self.channels = channels
+        self.ceil_mode = check_bool(ceil_mode, "ceil_mode")
+        self.dilation = _init_dilation(self, 2, dilation)
         self.mix_logit = nn.Parameter(torch.zeros(1 if channels is None else channels))
 
     @property
@@ -466,7 +527,9 @@ class LearnedMixedPool2d(WindowPool):
         return torch.sigmoid(self.mix_logit)
 
     def forward(self, x: Tensor) -> Tensor:
-        avg, mx = _avg_and_max(x, 2, self.kernel_size, self.stride, self.padding, False, True)
+        avg, mx = _avg_and_max(
+            x, 2, self.kernel_size, self.stride, self.padding, self.ceil_mode, True, self.dilation
+        )
         a = _per_channel(self.mix, mx, self.channels)
         return a * mx + (1.0 - a) * avg
 
@@ -483,6 +546,9 @@ class GatedPool2d(WindowPool):
         stride: window step; ``None`` means ``kernel_size``.
         padding: implicit padding on both sides (zeros for the gate and the average).
         channels: learn one gating mask per channel (this many) instead of one per layer.
+        ceil_mode: use ceil instead of floor for the output size (as ``max_pool2d``); the gate
+            sees zeros where the last windows pass the padded input.
+        dilation: must be 1 (average pooling has no dilation); anything else raises a ``ValueError``.
 
     Shape:
         - Input: ``(N, C, H, W)`` or ``(C, H, W)``.
@@ -494,7 +560,7 @@ class GatedPool2d(WindowPool):
         2.5
     """
 
-    _repr_options = ("channels",)
+    _repr_options = ("channels", "ceil_mode")
 
     def __init__(
         self,
@@ -503,17 +569,23 @@ class GatedPool2d(WindowPool):
         padding: IntOrTuple = 0,
         *,
         channels: int | None = None,
+        ceil_mode: bool = False,
+        dilation: IntOrTuple = 1,
     ) -> None:
         super().__init__(kernel_size, stride, padding)
         _check_channels(channels)
         self.channels = channels
+        self.ceil_mode = check_bool(ceil_mode, "ceil_mode")
+        self.dilation = _init_dilation(self, 2, dilation)
         window = check_window(kernel_size, stride, padding, 2)
         self.gate_weight = nn.Parameter(
             torch.zeros(1 if channels is None else channels, 1, *window.kernel_size)
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        avg, mx = _avg_and_max(x, 2, self.kernel_size, self.stride, self.padding, False, True)
+        avg, mx = _avg_and_max(
+            x, 2, self.kernel_size, self.stride, self.padding, self.ceil_mode, True, self.dilation
+        )
         c = mx.shape[-3]
         if self.channels is not None and c != self.channels:
             raise ValueError(f"input has {c} channels, but the pool was built with channels={self.channels}")
@@ -522,6 +594,14 @@ class GatedPool2d(WindowPool):
         # the gate is a depthwise convolution with the window's geometry (zero padding)
         weight = self.gate_weight.expand(c, -1, -1, -1).to(x.dtype)
         window = check_window(self.kernel_size, self.stride, self.padding, 2)
+        if self.ceil_mode:  # zeros on the far side, so the gate has the pools' (ceil) output size
+            extra = [
+                max(0, (o - 1) * s + k - (i + 2 * p))
+                for o, s, k, i, p in zip(
+                    mx.shape[-2:], window.stride, window.kernel_size, x.shape[-2:], window.padding
+                )
+            ]
+            x = F.pad(x, (0, extra[1], 0, extra[0]))
         gate = torch.sigmoid(F.conv2d(x, weight, None, window.stride, window.padding, groups=c))
         return gate * mx + (1.0 - gate) * avg
 

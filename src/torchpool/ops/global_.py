@@ -45,6 +45,16 @@ def _finish(y: Tensor, flatten: bool) -> Tensor:
     return y.flatten(1) if flatten else y
 
 
+def _unsaved(y: Tensor) -> Tensor:
+    """``y``, or a copy of it when autograd may have saved ``y`` itself for the backward pass.
+
+    ``amax`` and ``pow`` with a tensor exponent keep their output for the backward pass, so an
+    in-place op on the returned tensor (EfficientNet's ``Dropout(inplace=True)`` after the head)
+    would break backward. The copy is ``(N, C)`` values: negligible next to the reduction.
+    """
+    return y.clone() if y.requires_grad else y
+
+
 def global_avg_pool(x: Tensor, *, flatten: bool = True, input_fmt: str = "NCHW") -> Tensor:
     """Mean over all spatial positions of each channel.
 
@@ -72,6 +82,9 @@ def global_avg_pool(x: Tensor, *, flatten: bool = True, input_fmt: str = "NCHW")
 def global_max_pool(x: Tensor, *, flatten: bool = True, input_fmt: str = "NCHW") -> Tensor:
     """Max over all spatial positions of each channel (NaN propagates).
 
+    The result is never the tensor autograd saves for the backward pass, so in-place ops on
+    it (``nn.Dropout(inplace=True)``, ``nn.ReLU(inplace=True)``) keep backward working.
+
     Args:
         x: input with a batch dimension.
         flatten: return ``(N, C)``; otherwise keep size-1 spatial dimensions.
@@ -89,7 +102,7 @@ def global_max_pool(x: Tensor, *, flatten: bool = True, input_fmt: str = "NCHW")
         [[3.0, 7.0]]
     """
     x, dims, _ = _spatial_dims(x, input_fmt, flatten)
-    return _finish(x.amax(dim=dims, keepdim=True), flatten)
+    return _finish(_unsaved(x.amax(dim=dims, keepdim=True)), flatten)
 
 
 def gem(
@@ -108,7 +121,9 @@ def gem(
     normal, finite number; otherwise (a large ``p`` on large values overflows, or on small values
     underflows) each such plane is divided by its maximum before the power and multiplied back
     after the root (exact: GeM is homogeneous), so no power overflows or underflows. Half-precision
-    inputs are computed in float32 and returned in their own dtype.
+    inputs are computed in float32 and returned in their own dtype. The result is never the tensor
+    autograd saves for the backward pass, so in-place ops on it (``nn.Dropout(inplace=True)``) keep
+    backward working.
 
     ``p`` must be finite and positive, as a number, a tensor or :class:`GeM`'s learned
     parameter alike: anything else raises a ``ValueError`` at the call (for a learned ``p`` at
@@ -153,7 +168,7 @@ def gem(
         exponent = p.reshape(shape).to(device=compute.device, dtype=compute.dtype)
     else:  # a Python float: pow takes PyTorch's scalar-exponent kernels (x * x * x for p = 3)
         exponent = check_float_range(p, "p", 0.0, float("inf"), low_open=True, high_open=True)
-    return _finish(_generalized_mean(compute, exponent, eps, dims).to(x.dtype), flatten)
+    return _finish(_unsaved(_generalized_mean(compute, exponent, eps, dims).to(x.dtype)), flatten)
 
 
 def _no_values(*tensors: Tensor) -> bool:

@@ -127,12 +127,7 @@ TOO_BIG = {
     ("tv_mobilenet_v3_small", "bilinear"): "576^2 features into Linear(., 1024): a 3.4e8-parameter layer",
 }
 # Known defects outside convert.py, kept visible (strict: the test fails once they are fixed).
-KNOWN: dict[tuple[str, str], str] = {
-    ("tv_efficientnet_b0", "gem"): "GeM saves its output for backward and EfficientNet's classifier "
-    "Dropout(inplace=True) overwrites it (nn.AdaptiveAvgPool2d does not save it): ops/global_.py",
-    ("tv_efficientnet_b0", "global_max"): "GlobalMaxPool (amax) saves its output for backward and "
-    "EfficientNet's classifier Dropout(inplace=True) overwrites it: ops/global_.py",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def _head_case(model: str, to: str) -> Any:

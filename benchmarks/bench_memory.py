@@ -45,8 +45,11 @@ from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.common import Row, row
 
-SHAPE = (64, 256, 112, 112)
-QUICK_SHAPE = (16, 256, 112, 112)
+# Three shapes that stress the chunking differently: many small planes, fewer larger planes (a
+# smaller input), few large planes (a chunk is one plane). The chunks are a fixed fraction of the
+# input, so the quick shapes (N or C smaller, the same planes) give about the same ratios.
+SHAPES = ((64, 256, 112, 112), (8, 64, 224, 224), (2, 16, 512, 512))
+QUICK_SHAPES = ((16, 256, 112, 112), (8, 64, 224, 224), (2, 16, 512, 512))
 MODES = ("fwd", "fwd+bwd")
 # name -> (op, params, function, (kernel_size, stride, padding), keyword arguments)
 CASES: dict[str, tuple[str, str, str, tuple[int, int, int], dict[str, object]]] = {
@@ -190,23 +193,28 @@ def measure(name: str, mode: str, shape: tuple[int, ...], threads: int = 2) -> d
 
 
 def run(quick: bool) -> list[Row]:
-    """Peak extra memory for every case and mode on (64, 256, 112, 112) float32 ((16, ...) if quick)."""
-    shape = QUICK_SHAPE if quick else SHAPE
-    x = torch.empty(shape, device="meta")
+    """Peak extra memory for every case and mode at :data:`SHAPES` float32 (:data:`QUICK_SHAPES` if quick)."""
     rows: list[Row] = []
-    for name, (op, params, *_) in CASES.items():
-        for mode in MODES:
-            m = measure(name, mode, shape, torch.get_num_threads())
-            ms = m["seconds"] * 1e3
-            result = row(
-                op, mode, x, params, ms if mode == "fwd" else math.nan, ms if mode == "fwd+bwd" else math.nan,
-                naive_fwd_ms=math.nan, naive_fwdbwd_ms=math.nan, clone_ms=math.nan,
-                peak_mb=m["extra_bytes"] / 2**20,
-            )  # fmt: skip
-            result["device"] = "cpu"
-            result["peak_extra_ratio"] = m["ratio"]
-            result["rss_extra_ratio"] = m["rss_ratio"]
-            rows.append(result)
+    cases = [
+        (shape, name, mode)
+        for shape in (QUICK_SHAPES if quick else SHAPES)
+        for name in CASES
+        for mode in MODES
+    ]
+    for shape, name, mode in cases:
+        op, params, *_ = CASES[name]
+        x = torch.empty(shape, device="meta")
+        m = measure(name, mode, shape, torch.get_num_threads())
+        ms = m["seconds"] * 1e3
+        result = row(
+            op, mode, x, params, ms if mode == "fwd" else math.nan, ms if mode == "fwd+bwd" else math.nan,
+            naive_fwd_ms=math.nan, naive_fwdbwd_ms=math.nan, clone_ms=math.nan,
+            peak_mb=m["extra_bytes"] / 2**20,
+        )  # fmt: skip
+        result["device"] = "cpu"
+        result["peak_extra_ratio"] = m["ratio"]
+        result["rss_extra_ratio"] = m["rss_ratio"]
+        rows.append(result)
     return rows
 
 

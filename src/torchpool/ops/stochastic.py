@@ -191,20 +191,36 @@ def _offset_views(a: Tensor, win: Window, out: tuple[int, ...]) -> list[Tensor]:
 # --------------------------------------------------------------------------- chunks of planes
 
 _CHUNK_ELEMENTS = 1 << 23
-"""(Padded) input elements per chunk of ``(n, c)`` planes. Every full-size temporary (padded or
-converted copies, window sums, running sums, int64 indices, ``a * a``) exists for one chunk at a
-time; the full-size tensors are the output, and for the backward what it needs (the training
-draws as a byte per window, the eval denominators)."""
+"""The most (padded) input elements per chunk of ``(n, c)`` planes. Every full-size temporary
+(padded or converted copies, window sums, running sums, int64 indices, ``a * a``) exists for one
+chunk at a time; the full-size tensors are the output, and for the backward what it needs (the
+training draws as a byte per window, the eval denominators). :func:`_chunk_elements` sizes the
+chunks of one input."""
+
+_CHUNK_FRACTION = 32
+"""A chunk holds at most ``1 / _CHUNK_FRACTION`` of the padded input, so that the working set of one
+chunk (several chunk-sized temporaries) is a small fraction of the input at every shape."""
+
+_CHUNK_MIN_ELEMENTS = 1 << 16
+"""... but never fewer elements than this (where the per-chunk overhead would show; tiny inputs)."""
+
+
+def _chunk_elements(padded_elements: int) -> int:
+    """Padded elements per chunk of planes for an input of ``padded_elements`` padded elements:
+    ``1 / _CHUNK_FRACTION`` of it, at least ``_CHUNK_MIN_ELEMENTS``, at most ``_CHUNK_ELEMENTS``."""
+    share = max(_CHUNK_MIN_ELEMENTS, padded_elements // _CHUNK_FRACTION)
+    return max(1, min(_CHUNK_ELEMENTS, share))
+
 
 _Part = tuple[slice, slice]
 
 
 def _plane_chunks(x: Tensor, padding: tuple[int, ...]) -> list[_Part]:
-    """``(batch, channel)`` slices covering ``x``'s planes, each at most :data:`_CHUNK_ELEMENTS` padded
+    """``(batch, channel)`` slices covering ``x``'s planes, each at most :func:`_chunk_elements` padded
     elements (or one plane): whole batch items where one fits, else channel ranges of one item."""
     n, c = x.shape[:2]
     plane = math.prod([size + 2 * p for size, p in zip(x.shape[2:], padding, strict=True)])
-    planes = max(1, _CHUNK_ELEMENTS // max(1, plane))
+    planes = max(1, _chunk_elements(n * c * plane) // max(1, plane))
     if n * c == 0 or planes >= n * c:
         return [(slice(None), slice(None))]
     if planes >= c:

@@ -23,9 +23,26 @@ from ._network import _Plan
 _CHUNK_ELEMENTS = 1 << 19
 # Padded elements per chunk of planes that is padded at a time (forward, backward and indices), so
 # that no padded copy of the whole input is made: the extra memory is the output and a few chunks.
+# This is the largest chunk; :func:`_plane_chunk_elements` sizes the chunks of one input.
 _PLANE_CHUNK_ELEMENTS = 1 << 23
+# A chunk of planes holds at most 1 / _PLANE_CHUNK_FRACTION of the (padded) input, so that the working
+# set of one chunk (the padded chunk, the backward's gradient and masks, the network's intermediates:
+# several chunk-sized tensors) is a small fraction of the input at every shape, not only at large ones.
+_PLANE_CHUNK_FRACTION = 32
+# ... but never fewer elements than this (where the per-chunk overhead would show; tiny inputs).
+_PLANE_CHUNK_MIN_ELEMENTS = 1 << 16
 # Extra elements the unfold fallback may allocate per chunk (at least; else the input's size).
 _FALLBACK_MIN_ELEMENTS = 1 << 22
+
+
+def _plane_chunk_elements(padded_elements: int) -> int:
+    """Padded elements per chunk of planes for an input of ``padded_elements`` padded elements.
+
+    A fraction of the input (:data:`_PLANE_CHUNK_FRACTION`), at least :data:`_PLANE_CHUNK_MIN_ELEMENTS`
+    and at most :data:`_PLANE_CHUNK_ELEMENTS`. A chunk is still at least one plane.
+    """
+    share = max(_PLANE_CHUNK_MIN_ELEMENTS, padded_elements // _PLANE_CHUNK_FRACTION)
+    return max(1, min(_PLANE_CHUNK_ELEMENTS, share))
 
 
 @dataclass(frozen=True)

@@ -222,7 +222,8 @@ def _plane_chunks(cfg: _Config, planes: int) -> list[slice]:
     The compiled path takes one chunk: its graphs are specialised to the input shape.
     """
     padded = math.prod(s + 2 * p + e for s, p, e in zip(cfg.sizes, cfg.padding, cfg.overhang))
-    chunk = max(1, planes if cfg.compiled else _kernels._PLANE_CHUNK_ELEMENTS // max(1, padded))
+    budget = _kernels._plane_chunk_elements(planes * padded)
+    chunk = max(1, planes if cfg.compiled else budget // max(1, padded))
     return [slice(start, start + chunk) for start in range(0, planes, chunk)]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -154,39 +156,113 @@ _CEIL_POOLS = {
 
 
 @pytest.mark.parametrize("name", list(_CEIL_POOLS))
-def test_combined_pools_ceil_mode_size_and_dilation_refused(name: str) -> None:
+def test_combined_pools_ceil_mode_size(name: str) -> None:
     x = torch.randn(2, 3, 8, 9)
     want = F.max_pool2d(x, 3, 2, 1, ceil_mode=True).shape[-2:]
     assert want != F.max_pool2d(x, 3, 2, 1).shape[-2:]
     assert _CEIL_POOLS[name](ceil_mode=True).eval()(x).shape[-2:] == want
-    assert _CEIL_POOLS[name](dilation=1).eval()(x).shape[-2:] == F.max_pool2d(x, 3, 2, 1).shape[-2:]
-    with pytest.raises(
-        ValueError, match=r"dilation must be 1 .*got \(2, 1\) \(average pooling has no dilation\)"
-    ):
-        _CEIL_POOLS[name](dilation=(2, 1))
+    assert (
+        _CEIL_POOLS[name](dilation=(2, 1)).eval()(x).shape[-2:] == F.max_pool2d(x, 3, 2, 1, (2, 1)).shape[-2:]
+    )
     with pytest.raises(TypeError, match="ceil_mode must be a bool"):
         _CEIL_POOLS[name](ceil_mode="yes")
+    with pytest.raises(ValueError, match="dilation must be positive"):
+        _CEIL_POOLS[name](dilation=0)
 
 
-@pytest.mark.parametrize(
-    "function",
-    [tp.avgmax_pool1d, tp.catavgmax_pool2d, tp.mixed_pool3d],
-    ids=lambda f: f.__name__,
-)
-def test_combined_functions_refuse_dilation(function) -> None:
-    n = int(function.__name__[-2])
-    with pytest.raises(ValueError, match=r"dilation must be 1 for combined"):
-        function(torch.randn(1, 2, *[6] * n), 2, dilation=2)
+def _out_size(i: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    # PyTorch's Pool.h rule, written out here
+    o = (i + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    return o - 1 if ceil_mode and (o - 1) * s >= i + p else o
+
+
+def _dilated_reference(x, k, s, p, d, ceil_mode, count_include_pad=True, mask=None):
+    """(avg, max, gate logits) over dilated windows, by loops over every cell in float64.
+
+    The average divides by the cells inside the padded input (count_include_pad) or the input,
+    avg_pool's rule cell by cell; the gate logit dots the mask with the cells (zeros outside).
+    """
+    x = x.double()
+    n = x.dim() - 2
+    sizes = x.shape[2:]
+    outs = [_out_size(i, k, s, p, d, ceil_mode) for i in sizes]
+    avg = torch.empty(*x.shape[:2], *outs, dtype=torch.float64)
+    mx, logit = torch.empty_like(avg), torch.zeros_like(avg)
+    for b, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
+        for pos in itertools.product(*(range(o) for o in outs)):
+            values, counted = [], 0
+            for taps in itertools.product(range(k), repeat=n):
+                cell = [o * s - p + a * d for o, a in zip(pos, taps)]
+                inside = all(0 <= q < i for q, i in zip(cell, sizes))
+                padded_inside = all(-p <= q < i + p for q, i in zip(cell, sizes))
+                counted += inside or (count_include_pad and padded_inside)
+                if inside:
+                    values.append(x[(b, c, *cell)])
+                    if mask is not None:
+                        logit[(b, c, *pos)] += (
+                            mask[(c if mask.shape[0] > 1 else 0, 0, *taps)] * x[(b, c, *cell)]
+                        )
+            avg[(b, c, *pos)] = sum(values) / counted
+            mx[(b, c, *pos)] = max(values)
+    return avg, mx, logit
+
+
+_DILATED = [
+    (1, 3, 2, 1, 2, True, False),
+    (1, 2, 1, 0, 3, False, True),
+    (2, 3, 2, 1, 2, True, True),
+    (2, 2, 3, 1, 2, True, False),
+    (2, 3, 1, 0, 2, False, True),
+    (3, 2, 2, 1, 2, True, True),
+]
+
+
+@pytest.mark.parametrize(("n", "k", "s", "p", "d", "ceil_mode", "include"), _DILATED)
+def test_dilated_combined_pools_match_reference(n, k, s, p, d, ceil_mode, include) -> None:
+    x = torch.randn(2, 3, *[9, 8, 7][:n], dtype=torch.float64, generator=torch.Generator().manual_seed(n))
+    avg, mx, _ = _dilated_reference(x, k, s, p, d, ceil_mode, include)
+    kw = {"ceil_mode": ceil_mode, "count_include_pad": include, "dilation": d}
+    torch.testing.assert_close(getattr(tp, f"avgmax_pool{n}d")(x, k, s, p, **kw), 0.5 * (avg + mx))
+    torch.testing.assert_close(getattr(tp, f"catavgmax_pool{n}d")(x, k, s, p, **kw), torch.cat([avg, mx], 1))
+    mixed = getattr(tp, f"mixed_pool{n}d")
+    want = _dilated_reference(x, k, s, p, d, ceil_mode)
+    y = mixed(x, k, s, p, training=False, max_probability=0.3, ceil_mode=ceil_mode, dilation=d)
+    torch.testing.assert_close(y, 0.3 * want[1] + 0.7 * want[0])
+    module = getattr(tp, f"AvgMaxPool{n}d")(k, s, p, ceil_mode, include, dilation=d)
+    assert torch.equal(module(x), getattr(tp, f"avgmax_pool{n}d")(x, k, s, p, **kw))
+    assert torch.autograd.gradcheck(
+        lambda t: getattr(tp, f"catavgmax_pool{n}d")(t, k, s, p, **kw), (x[:1, :2].clone().requires_grad_(),)
+    )
+
+
+@pytest.mark.parametrize(("k", "s", "p", "d", "ceil_mode"), [(3, 2, 1, 2, True), (2, 1, 0, 3, False)])
+def test_dilated_learned_and_gated_match_reference(k, s, p, d, ceil_mode) -> None:
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    gated = tp.GatedPool2d(k, s, p, channels=3, ceil_mode=ceil_mode, dilation=d).double()
+    learned = tp.LearnedMixedPool2d(k, s, p, ceil_mode=ceil_mode, dilation=d).double()
+    with torch.no_grad():
+        gated.gate_weight.copy_(
+            torch.linspace(-1.5, 1.0, gated.gate_weight.numel()).reshape_as(gated.gate_weight)
+        )
+        learned.mix_logit.fill_(0.7)
+    avg, mx, logit = _dilated_reference(x, k, s, p, d, ceil_mode, mask=gated.gate_weight.detach())
+    gate = torch.sigmoid(logit)
+    torch.testing.assert_close(gated(x), gate * mx + (1 - gate) * avg)
+    a = torch.sigmoid(torch.tensor(0.7, dtype=torch.float64))
+    torch.testing.assert_close(learned(x), a * mx + (1 - a) * avg)
+    x1 = x[:1, :3].clone().requires_grad_()
+    assert torch.autograd.gradcheck(gated, (x1,))
 
 
 @pytest.mark.parametrize("name", ["avgmax2d", "mixed2d", "learned_mixed2d", "gated2d"])
-def test_swap_pooling_keeps_ceil_mode_of_combined_targets(name: str) -> None:
+def test_swap_pooling_keeps_ceil_mode_and_dilation_of_combined_targets(name: str) -> None:
     """squeezenet's MaxPool2d(3, 2, ceil_mode=True) swapped: the combined pool gets ceil_mode."""
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.MaxPool2d(3, 2, ceil_mode=True))
     x = torch.randn(2, 3, 10, 10)
     new, report = tp.swap_pooling(model, name, example_input=x, return_report=True)
     assert new[1].ceil_mode is True and report.replaced[0].note.startswith("same")
     assert new.eval()(x).shape == model(x).shape == (2, 4, 4, 4)
-    dilated = torch.nn.Sequential(torch.nn.MaxPool2d(3, 2, dilation=2))
-    with pytest.raises(ValueError, match="dilation must be 1"):
-        tp.swap_pooling(dilated, name, example_input=x)
+    dilated = torch.nn.Sequential(torch.nn.MaxPool2d(3, 2, dilation=2, ceil_mode=True))
+    new = tp.swap_pooling(dilated, name, example_input=x)
+    assert new[0].dilation == 2 and new[0].ceil_mode is True
+    assert new.eval()(x).shape == dilated(x).shape

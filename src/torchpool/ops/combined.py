@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import torch
@@ -82,31 +83,71 @@ def _avg_and_max(
     dilation: IntOrTuple = 1,
 ) -> tuple[Tensor, Tensor]:
     window = check_window(kernel_size, stride, padding, n, dilation)
-    _refuse_dilation(window.dilation)
     check_bool(ceil_mode, "ceil_mode")
     check_bool(count_include_pad, "count_include_pad")
     check_input(x, n, window=window, ceil_mode=ceil_mode)
-    k, s, p = window.kernel_size, window.stride, window.padding
+    k, s, p, d = window.kernel_size, window.stride, window.padding, window.dilation
+    out = pool_output_size(tuple(x.shape[-n:]), k, s, p, d, ceil_mode)
     if x.shape[-n - 1] == 0:  # no channels: the empty result (PyTorch's window pools refuse C = 0)
-        empty = x.reshape(*x.shape[:-n], *pool_output_size(tuple(x.shape[-n:]), k, s, p, 1, ceil_mode))
+        empty = x.reshape(*x.shape[:-n], *out)
         return empty, empty
-    avg = _AVG[n](x, k, s, p, ceil_mode=ceil_mode, count_include_pad=count_include_pad)
-    mx = _MAX[n](x, k, s, p, ceil_mode=ceil_mode)
+    mx = _MAX[n](x, k, s, p, d, ceil_mode=ceil_mode)
+    if all(v == 1 for v in d):
+        avg = _AVG[n](x, k, s, p, ceil_mode=ceil_mode, count_include_pad=count_include_pad)
+    else:
+        avg = _dilated_avg(x, n, k, s, p, d, out, count_include_pad)
     return avg, mx
 
 
-def _refuse_dilation(dilation: tuple[int, ...]) -> None:
-    """Combined pools take ``dilation`` (so ``swap_pooling`` can pass 1) but only compute 1.
+def _dilated_avg(
+    x: Tensor,
+    n: int,
+    k: tuple[int, ...],
+    s: tuple[int, ...],
+    p: tuple[int, ...],
+    d: tuple[int, ...],
+    out: tuple[int, ...],
+    count_include_pad: bool,
+) -> Tensor:
+    """Average over dilated windows (PyTorch's average pooling has none): a sum of strided views.
 
-    PyTorch's average pooling has no dilation, and the average of a dilated window has no
-    PyTorch divisor rule to follow for padding and ``ceil_mode``: refused rather than guessed.
+    The window's cells are ``start + a * d`` for ``a`` in ``[0, k)``; the divisor follows
+    ``avg_pool``'s rule cell by cell: with ``count_include_pad`` the cells inside the padded input
+    ``[-p, size + p)`` (so ceil-mode cells past it do not count), otherwise those inside the input.
     """
-    if any(d != 1 for d in dilation):
-        shown = dilation if len(dilation) > 1 else dilation[0]
-        raise ValueError(
-            f"dilation must be 1 for combined (average and max) pooling, got {shown} "
-            "(average pooling has no dilation)"
-        )
+    compute = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    spatial = x.shape[-n:]
+    # zeros on the far side too, so that every cell of every (ceil-mode) window can be read
+    right = [
+        max(pp, (o - 1) * ss + dd * (kk - 1) + 1 - pp - i)
+        for o, ss, dd, kk, pp, i in zip(out, s, d, k, p, spatial)
+    ]
+    pads: list[int] = []
+    for dim in reversed(range(n)):
+        pads += [p[dim], right[dim]]
+    padded = F.pad(compute, pads)
+    lead = (slice(None),) * (padded.dim() - n)
+    views = [
+        padded[
+            lead
+            + tuple(slice(a * dd, a * dd + (o - 1) * ss + 1, ss) for a, dd, o, ss in zip(taps, d, out, s))
+        ]
+        for taps in itertools.product(*(range(kk) for kk in k))
+    ]
+    total = views[0]
+    for view in views[1:]:
+        total = total + view
+    divisor = torch.ones((), dtype=compute.dtype, device=x.device)
+    for dim in range(n):
+        low, high = (-p[dim], spatial[dim] + p[dim]) if count_include_pad else (0, spatial[dim])
+        counts = [
+            sum(low <= o * s[dim] - p[dim] + a * d[dim] < high for a in range(k[dim]))
+            for o in range(out[dim])
+        ]
+        shape = [1] * n
+        shape[dim] = out[dim]
+        divisor = divisor * torch.tensor(counts, dtype=compute.dtype, device=x.device).reshape(shape)
+    return (total / divisor).to(x.dtype)
 
 
 def _adaptive_avg_and_max(x: Tensor, n: int, output_size: IntOrTuple) -> tuple[Tensor, Tensor]:
@@ -139,7 +180,8 @@ def _avgmax(n: int) -> Callable[..., Tensor]:
         padding: implicit padding on both sides.
         ceil_mode: use ceil instead of floor for the output size.
         count_include_pad: include the zero padding in the average's divisor.
-        dilation: must be 1 (average pooling has no dilation); anything else raises a ``ValueError``.
+        dilation: spacing of the window's cells, as in max pooling; the average of a dilated window
+            divides by the cells inside the padded input (``count_include_pad``) or the input.
 
     Returns:
         The pooled tensor.
@@ -183,7 +225,8 @@ def _catavgmax(n: int) -> Callable[..., Tensor]:
         padding: implicit padding on both sides.
         ceil_mode: use ceil instead of floor for the output size.
         count_include_pad: include the zero padding in the average's divisor.
-        dilation: must be 1 (average pooling has no dilation); anything else raises a ``ValueError``.
+        dilation: spacing of the window's cells, as in max pooling; the average of a dilated window
+            divides by the cells inside the padded input (``count_include_pad``) or the input.
 
     Returns:
         The pooled tensor with twice the channels.
@@ -296,7 +339,8 @@ def _mixed(n: int) -> Callable[..., Tensor]:
         generator: random source for the draws.
         ceil_mode: use ceil instead of floor for the output size (as ``max_pool{n}d``; the
             average's divisor then follows ``avg_pool{n}d``, windows clipped to the padded input).
-        dilation: must be 1 (average pooling has no dilation); anything else raises a ``ValueError``.
+        dilation: spacing of the window's cells, as in max pooling; the average of a dilated window
+            divides by the cells inside the padded input (``count_include_pad``) or the input.
 
     Returns:
         The pooled tensor.
@@ -325,8 +369,8 @@ mixed_pool1d, mixed_pool2d, mixed_pool3d = (_mixed(n) for n in (1, 2, 3))
 
 
 def _init_dilation(pool: WindowPool, n: int, dilation: IntOrTuple) -> IntOrTuple:
-    """Checks ``dilation`` at construction (it must be 1, see :func:`_refuse_dilation`)."""
-    _refuse_dilation(check_window(pool.kernel_size, pool.stride, pool.padding, n, dilation).dilation)
+    """Checks ``dilation`` at construction."""
+    check_window(pool.kernel_size, pool.stride, pool.padding, n, dilation)
     return dilation
 
 
@@ -490,7 +534,8 @@ class LearnedMixedPool2d(WindowPool):
         padding: implicit padding on both sides.
         channels: learn one proportion per channel (this many) instead of one per layer.
         ceil_mode: use ceil instead of floor for the output size (as ``max_pool2d``).
-        dilation: must be 1 (average pooling has no dilation); anything else raises a ``ValueError``.
+        dilation: spacing of the window's cells, as in max pooling; the average of a dilated window
+            divides by the cells inside the padded input (``count_include_pad``) or the input.
 
     Shape:
         - Input: ``(N, C, H, W)`` or ``(C, H, W)``.
@@ -548,7 +593,8 @@ class GatedPool2d(WindowPool):
         channels: learn one gating mask per channel (this many) instead of one per layer.
         ceil_mode: use ceil instead of floor for the output size (as ``max_pool2d``); the gate
             sees zeros where the last windows pass the padded input.
-        dilation: must be 1 (average pooling has no dilation); anything else raises a ``ValueError``.
+        dilation: spacing of the window's cells, as in max pooling; the average of a dilated window
+            divides by the cells inside the padded input (``count_include_pad``) or the input.
 
     Shape:
         - Input: ``(N, C, H, W)`` or ``(C, H, W)``.
@@ -593,16 +639,22 @@ class GatedPool2d(WindowPool):
             return mx
         # the gate is a depthwise convolution with the window's geometry (zero padding)
         weight = self.gate_weight.expand(c, -1, -1, -1).to(x.dtype)
-        window = check_window(self.kernel_size, self.stride, self.padding, 2)
+        window = check_window(self.kernel_size, self.stride, self.padding, 2, self.dilation)
         if self.ceil_mode:  # zeros on the far side, so the gate has the pools' (ceil) output size
             extra = [
-                max(0, (o - 1) * s + k - (i + 2 * p))
-                for o, s, k, i, p in zip(
-                    mx.shape[-2:], window.stride, window.kernel_size, x.shape[-2:], window.padding
+                max(0, (o - 1) * s + d * (k - 1) + 1 - (i + 2 * p))
+                for o, s, d, k, i, p in zip(
+                    mx.shape[-2:],
+                    window.stride,
+                    window.dilation,
+                    window.kernel_size,
+                    x.shape[-2:],
+                    window.padding,
                 )
             ]
             x = F.pad(x, (0, extra[1], 0, extra[0]))
-        gate = torch.sigmoid(F.conv2d(x, weight, None, window.stride, window.padding, groups=c))
+        gate = F.conv2d(x, weight, None, window.stride, window.padding, window.dilation, groups=c)
+        gate = torch.sigmoid(gate)
         return gate * mx + (1.0 - gate) * avg
 
 

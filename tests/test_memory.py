@@ -3,9 +3,11 @@
 The issue: ``median_pool2d`` (the Module defaults k=3, s=1, p=1, reflect, and s=2) and
 ``stochastic_pool2d`` (training and eval, 3x3 and 2x2 windows, stride 2) must stay under 2x the
 input's size in extra memory, at any input shape. Both chunk their work over the ``(n, c)`` planes
-for that, with chunks sized from the input: 1/32 of the padded input, at least 2^16 and at most
-2^23 elements, and at least one plane (``median._kernels._plane_chunk_elements``,
-``stochastic._chunk_elements``). Three shapes stress the chunking differently (:data:`SHAPES`):
+for that, with chunks sized from the input: 1/32 of the padded input, at most 2^23 elements, at
+least 2^16 (median) or 2^18 (stochastic) elements so that the per-chunk overhead does not show, and
+at least one plane (``median._kernels._plane_chunk_elements``, ``stochastic._chunk_elements``). The
+floors let inputs under about 2^20 elements (4 MB) exceed 2x, by a few MB at most. Three shapes
+stress the chunking differently (:data:`SHAPES`):
 many small planes (64, 256, 112, 112), fewer larger planes in a smaller input (8, 64, 224, 224),
 and 32 large planes (2, 16, 512, 512), where a chunk is one plane.
 

@@ -29,7 +29,9 @@ _PLANE_CHUNK_ELEMENTS = 1 << 23
 # set of one chunk (the padded chunk, the backward's gradient and masks, the network's intermediates:
 # several chunk-sized tensors) is a small fraction of the input at every shape, not only at large ones.
 _PLANE_CHUNK_FRACTION = 32
-# ... but never fewer elements than this (where the per-chunk overhead would show; tiny inputs).
+# ... but never fewer elements than this (smaller chunks would show the per-chunk overhead). The
+# working set is about 9 chunks, so inputs under about 2^20 elements (4 MB in float32) can exceed 2x
+# their size in extra memory, by at most a few MB.
 _PLANE_CHUNK_MIN_ELEMENTS = 1 << 16
 # Extra elements the unfold fallback may allocate per chunk (at least; else the input's size).
 _FALLBACK_MIN_ELEMENTS = 1 << 22

@@ -1,9 +1,9 @@
 """Output-size formulas and tuple helpers.
 
-The seed gives the simple formula ``o = floor((i - k) / s) + 1``. PyTorch's full rule
+The survey gives the simple formula ``o = floor((i - k) / s) + 1``. PyTorch's full rule
 (``aten/src/ATen/native/Pool.h``, ``pooling_output_shape_pad_lr``) adds padding,
 dilation and ceil mode; :func:`pool_output_size` implements it exactly, and reduces to
-the seed's formula when ``padding=0``, ``dilation=1`` and ``ceil_mode=False``.
+the survey's formula when ``padding=0``, ``dilation=1`` and ``ceil_mode=False``.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def pool_output_size(
 
     ``o = floor((i + 2p - d*(k-1) - 1 + (ceil ? s-1 : 0)) / s) + 1``, and in ceil mode the
     last window must start inside the input or the left padding, otherwise ``o -= 1``.
-    With ``p=0, d=1`` and floor mode this is the seed's ``o = floor((i - k) / s) + 1``.
+    With ``p=0, d=1`` and floor mode this is the survey's ``o = floor((i - k) / s) + 1``.
 
     Args:
         size: input size, an int or one int per spatial dimension.

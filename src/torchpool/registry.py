@@ -34,7 +34,7 @@ class PoolInfo:
     Attributes:
         name: registry name, e.g. ``"median2d"``.
         builder: the Module class (or a callable returning a Module).
-        family: the seed's family, e.g. ``"median"``, ``"combined"``.
+        family: the survey's family, e.g. ``"median"``, ``"combined"``.
         dims: spatial dimensions the pool accepts.
         trainable: whether the Module has learned parameters.
         channel_multiplier: output channels per input channel, or None where it depends on

@@ -1,7 +1,7 @@
 """Combined pooling: average and max together (section 4 of the survey).
 
 * ``avgmax`` (add): ``0.5 * (avg + max)``; ``catavgmax``: ``cat([avg, max], dim=channels)``,
-  both windowed and adaptive. The adaptive forms equal the seed's ``add_avgmax_pool2d`` and
+  both windowed and adaptive. The adaptive forms equal the survey's ``add_avgmax_pool2d`` and
   ``cat_avgmax_pool2d`` snippets (timm's ``adaptive_avgmax_pool2d``).
 * Mixed pooling (Yu et al. 2014): ``lam * max + (1 - lam) * avg`` with ``lam`` in {0, 1}
   drawn per sample in training, and its expectation at eval.
@@ -249,7 +249,7 @@ def _adaptive_avgmax(n: int) -> Callable[..., Tensor]:
         return 0.5 * avg + 0.5 * mx  # equals 0.5 * (avg + mx) bit for bit, without overflowing
 
     adaptive_avgmax_pool.__name__ = adaptive_avgmax_pool.__qualname__ = f"adaptive_avgmax_pool{n}d"
-    adaptive_avgmax_pool.__doc__ = f"""The seed's ``add_avgmax_pool2d``: half the adaptive average plus max.
+    adaptive_avgmax_pool.__doc__ = f"""The survey's ``add_avgmax_pool2d``: half the adaptive average plus max.
 
     Args:
         x: input, batched or batch-less.
@@ -699,7 +699,7 @@ for _n in (1, 2, 3):
         globals()[f"AdaptiveAvgMaxPool{_n}d"],
         family="combined",
         dims=(_n,),
-        description="0.5 * (adaptive avg + adaptive max) (seed's add_avgmax_pool2d)",
+        description="0.5 * (adaptive avg + adaptive max) (the survey's add_avgmax_pool2d)",
     )
     register_pool(
         f"adaptive_catavgmax{_n}d",
@@ -707,7 +707,7 @@ for _n in (1, 2, 3):
         family="combined",
         dims=(_n,),
         channel_multiplier=2,
-        description="[adaptive avg, adaptive max] on channels (seed's cat_avgmax_pool2d)",
+        description="[adaptive avg, adaptive max] on channels (the survey's cat_avgmax_pool2d)",
     )
     register_pool(
         f"mixed{_n}d",

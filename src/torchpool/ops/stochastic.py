@@ -197,7 +197,7 @@ chunk at a time; the full-size tensors are the output, and for the backward what
 training draws as a byte per window, the eval denominators). :func:`_chunk_elements` sizes the
 chunks of one input."""
 
-_CHUNK_FRACTION = 32
+_CHUNK_FRACTION = 8
 """A chunk holds at most ``1 / _CHUNK_FRACTION`` of the padded input, so that the working set of one
 chunk (several chunk-sized temporaries) is a small fraction of the input at every shape."""
 

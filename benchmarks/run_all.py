@@ -47,9 +47,7 @@ def machine() -> str:
     if os.environ.get("TORCHPOOL_BENCH_DEVICE", "cpu").startswith("cuda"):
         return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), torch {torch.__version__}"
     capability = torch.backends.cpu.get_cpu_capability()
-    return (
-        f"{cpu_model()} CPU ({capability}), {torch.get_num_threads()} threads, torch {torch.__version__}"
-    )
+    return f"{cpu_model()} CPU ({capability}), {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def markdown(rows: list[Row]) -> str:

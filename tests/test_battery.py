@@ -944,36 +944,12 @@ def check_helper(call: Callable[[], Any], name: str) -> Outcome:
 
 #: (subject or function, case) -> why it fails today. Each is a strict xfail: a fix makes the
 #: test XPASS and fail until its line is removed here.
-_D = (1, 2, 3)
-_UPSTREAM = "UPSTREAM (ops/standard.py's subclass of nn.{cls} passes it to PyTorch): {what}"
 
-KNOWN: dict[tuple[str, str], str] = {
-    # ---- ops/standard.py (the registry's 3d subclasses of PyTorch's pools)
-    **{
-        (f"pool:{name}", case): _UPSTREAM.format(cls=cls, what=what)
-        for name, cls in (
-            ("avg3d", "AvgPool3d"),
-            ("lp3d", "LPPool3d"),
-            ("max3d", "MaxPool3d"),
-            ("overlapping_max3d", "MaxPool3d"),
-        )
-        for case, what in (
-            ("input:complex64", "NotImplementedError '... not implemented for ComplexFloat'"),
-            ("input:C=0", "RuntimeError 'Expected input's non-batch dimensions to have positive length'"),
-            (
-                "input:H=0",
-                "RuntimeError on a zero spatial size (avg/lp: 'Expected 3D or 4D ... got:[8, 0, 8, 8]')",
-            ),
-        )
-    },
-    **{
-        (f"pool:{name}", "input:bool"): _UPSTREAM.format(cls=cls, what="NotImplementedError for 'Bool'")
-        for name, cls in (("avg3d", "AvgPool3d"), ("max3d", "MaxPool3d"), ("overlapping_max3d", "MaxPool3d"))
-    },
-    ("pool:avg3d", "input:int64"): _UPSTREAM.format(
-        cls="AvgPool3d", what="int64 input averaged into int64, truncated (4 for 4.125)"
-    ),
-}
+KNOWN: dict[tuple[str, str], str] = {}
+#: empty since the registry's 3d subclasses of PyTorch's pools (ops/standard.py) refuse complex,
+#: bool and (for the average) integer input and empty spatial sizes, and answer C=0 with the
+#: empty result, instead of passing them to PyTorch (NotImplementedError / RuntimeError, or an
+#: integer average truncated into int64).
 
 
 # ------------------------------------------------------------------ the tests

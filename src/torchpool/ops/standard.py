@@ -27,12 +27,39 @@ from . import adaptive
 __all__: list[str] = []
 
 
+def _check_3d_input(input: Tensor, name: str, *, integers: bool) -> None:
+    """Refuses what PyTorch's 3d pools would fail on obscurely or answer wrongly: complex input,
+    bool input to avg/max, integer input to the average (truncated), and empty spatial sizes.
+    ``integers`` allows integer input (and, for ``lp3d``, bool: its result is float)."""
+    check_input(input, 3, floating=False)  # (C, H, W) was read as one 3d sample: garbage
+    if input.is_complex() or (input.dtype == torch.bool and name != "lp3d"):
+        raise TypeError(f"{name}: input must have a real floating-point or integer dtype, got {input.dtype}")
+    if not integers and not input.is_floating_point():
+        raise TypeError(
+            f"{name}: input must have a floating-point dtype (an integer average would be truncated), "
+            f"got {input.dtype}"
+        )
+    if any(size == 0 for size in input.shape[-3:]):
+        raise ValueError(f"{name}: input must have non-zero spatial sizes, got shape {tuple(input.shape)}")
+
+
+def _empty_channels(module: nn.Module, input: Tensor) -> Tensor:
+    """The empty result of ``module`` for an input with no channels (PyTorch's 3d pools refuse it):
+    the output shape of one channel, with zero channels, connected to ``input`` for autograd."""
+    probe = module.forward(input.new_empty((*input.shape[:-4], 1, *input.shape[-3:]), device="meta"))
+    shape = (*probe.shape[:-4], 0, *probe.shape[-3:])
+    out = input.new_empty(shape, dtype=probe.dtype)
+    return out + input.sum().to(out.dtype) if input.requires_grad else out
+
+
 class _AvgPool3d(nn.AvgPool3d):
     """``nn.AvgPool3d``, separable in deterministic mode (PyTorch's CUDA backward raises there);
     half inputs on the CPU, which PyTorch refuses, are averaged in float32."""
 
     def forward(self, input: Tensor) -> Tensor:
-        check_input(input, 3, floating=False)  # (C, H, W) was read as one 3d sample: garbage
+        _check_3d_input(input, "avg3d", integers=False)
+        if input.shape[-4] == 0:
+            return _empty_channels(self, input)
         if self.divisor_override is not None:
             return super().forward(input)
         batched = input if input.dim() == 5 else input.unsqueeze(0)
@@ -47,7 +74,9 @@ class _MaxPool3d(nn.MaxPool3d):
     """``nn.MaxPool3d``, separable in deterministic mode (PyTorch's CUDA backward raises there)."""
 
     def forward(self, input: Tensor) -> Tensor:
-        check_input(input, 3, floating=False)
+        _check_3d_input(input, "max3d", integers=True)
+        if input.shape[-4] == 0 and not self.return_indices:
+            return _empty_channels(self, input)
         if self.return_indices:
             return super().forward(input)
         k = ntuple(self.kernel_size, 3, "kernel_size")
@@ -64,7 +93,9 @@ class _LPPool3d(nn.LPPool3d):
     truncation first; here they are averaged exactly)."""
 
     def forward(self, input: Tensor) -> Tensor:
-        check_input(input, 3, floating=False)
+        _check_3d_input(input, "lp3d", integers=True)
+        if input.shape[-4] == 0:
+            return _empty_channels(self, input)
         k = ntuple(self.kernel_size, 3, "kernel_size")
         s = ntuple(self.stride if self.stride is not None else k, 3, "stride")
         batched = input if input.dim() == 5 else input.unsqueeze(0)

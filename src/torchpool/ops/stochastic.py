@@ -208,22 +208,27 @@ elements) take chunks that are a larger fraction of them; the extra memory stays
 down to about 2^20 elements (4 MB in float32), and below that exceeds it by at most a few MB."""
 
 
-def _chunk_elements(padded_elements: int) -> int:
+_TRAIN_CHUNK_FRACTION = 2
+"""Training keeps less per chunk (a byte per window, the draws) than evaluation, so half the input
+stays well under the 2x bound (about 1.2x) and saves the per-chunk overhead on small inputs."""
+
+
+def _chunk_elements(padded_elements: int, fraction: int = _CHUNK_FRACTION) -> int:
     """Padded elements per chunk of planes for an input of ``padded_elements`` padded elements:
-    ``1 / _CHUNK_FRACTION`` of it, at least ``_CHUNK_MIN_ELEMENTS``, at most ``_CHUNK_ELEMENTS``."""
-    share = max(_CHUNK_MIN_ELEMENTS, padded_elements // _CHUNK_FRACTION)
+    ``1 / fraction`` of it, at least ``_CHUNK_MIN_ELEMENTS``, at most ``_CHUNK_ELEMENTS``."""
+    share = max(_CHUNK_MIN_ELEMENTS, padded_elements // fraction)
     return max(1, min(_CHUNK_ELEMENTS, share))
 
 
 _Part = tuple[slice, slice]
 
 
-def _plane_chunks(x: Tensor, padding: tuple[int, ...]) -> list[_Part]:
+def _plane_chunks(x: Tensor, padding: tuple[int, ...], fraction: int = _CHUNK_FRACTION) -> list[_Part]:
     """``(batch, channel)`` slices covering ``x``'s planes, each at most :func:`_chunk_elements` padded
     elements (or one plane): whole batch items where one fits, else channel ranges of one item."""
     n, c = x.shape[:2]
     plane = math.prod([size + 2 * p for size, p in zip(x.shape[2:], padding, strict=True)])
-    planes = max(1, _chunk_elements(n * c * plane) // max(1, plane))
+    planes = max(1, _chunk_elements(n * c * plane, fraction) // max(1, plane))
     if n * c == 0 or planes >= n * c:
         return [(slice(None), slice(None))]
     if planes >= c:
@@ -317,7 +322,7 @@ def _draw(
     shape = (*x.shape[:2], *out)
     device = x.device
     tables = _window_tables(tuple(x.shape[2:]), out, win, device)
-    chunks = _plane_chunks(x, win.padding)
+    chunks = _plane_chunks(x, win.padding, _TRAIN_CHUNK_FRACTION)
     one = len(chunks) == 1
     with torch.no_grad():
         x = x.detach()
@@ -387,7 +392,7 @@ class _StochasticDraw(torch.autograd.Function):
         tables = _window_tables(tuple(shape[2:]), out, win, device) if saved.dtype != torch.int64 else None
         grad_x = torch.zeros(shape, dtype=grad.dtype, device=device)
         zero = torch.zeros((), dtype=grad.dtype, device=device)
-        for part in _plane_chunks(grad_x, win.padding):
+        for part in _plane_chunks(grad_x, win.padding, _TRAIN_CHUNK_FRACTION):
             mask = None if positive is None else positive[part]
             # saved int64 indices are valid everywhere (zero windows: their first in-bounds cell)
             index = saved[part] if tables is None else _index_of(saved[part], mask, tables)

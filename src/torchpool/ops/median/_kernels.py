@@ -28,7 +28,7 @@ _PLANE_CHUNK_ELEMENTS = 1 << 23
 # A chunk of planes holds at most 1 / _PLANE_CHUNK_FRACTION of the (padded) input, so that the working
 # set of one chunk (the padded chunk, the backward's gradient and masks, the network's intermediates:
 # several chunk-sized tensors) is a small fraction of the input at every shape, not only at large ones.
-_PLANE_CHUNK_FRACTION = 8
+_PLANE_CHUNK_FRACTION = 32
 # ... but never fewer elements than this (smaller chunks would show the per-chunk overhead). The
 # working set is about 9 chunks, so inputs under about 2^20 elements (4 MB in float32) can exceed 2x
 # their size in extra memory, by at most a few MB.

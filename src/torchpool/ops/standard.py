@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from .._checks import check_input, check_torch_pool_args
 from .._deterministic import avg_pool3d, max_pool3d
-from .._shape import ntuple
+from .._shape import ntuple, pool_output_size
 from ..registry import register_pool
 from . import adaptive
 
@@ -43,13 +43,15 @@ def _check_3d_input(input: Tensor, name: str, *, integers: bool) -> None:
         raise ValueError(f"{name}: input must have non-zero spatial sizes, got shape {tuple(input.shape)}")
 
 
-def _empty_channels(module: nn.Module, input: Tensor) -> Tensor:
-    """The empty result of ``module`` for an input with no channels (PyTorch's 3d pools refuse it):
-    the output shape of one channel, with zero channels, connected to ``input`` for autograd."""
-    probe = module.forward(input.new_empty((*input.shape[:-4], 1, *input.shape[-3:]), device="meta"))
-    shape = (*probe.shape[:-4], 0, *probe.shape[-3:])
-    out = input.new_empty(shape, dtype=probe.dtype)
-    return out + input.sum().to(out.dtype) if input.requires_grad else out
+def _empty_channels(input: Tensor, module: nn.AvgPool3d | nn.MaxPool3d | nn.LPPool3d) -> Tensor:
+    """The empty result for an input with no channels (PyTorch's 3d pools refuse it), as the other
+    pools give it: a zero-element reshape to the output size, connected to ``input`` for autograd."""
+    k = ntuple(module.kernel_size, 3, "kernel_size")
+    s = ntuple(module.stride if module.stride is not None else k, 3, "stride")
+    p = ntuple(getattr(module, "padding", 0), 3, "padding")
+    d = ntuple(getattr(module, "dilation", 1), 3, "dilation")
+    out = pool_output_size(tuple(input.shape[-3:]), k, s, p, d, module.ceil_mode)
+    return input.reshape(*input.shape[:-3], *out)
 
 
 class _AvgPool3d(nn.AvgPool3d):
@@ -59,7 +61,7 @@ class _AvgPool3d(nn.AvgPool3d):
     def forward(self, input: Tensor) -> Tensor:
         _check_3d_input(input, "avg3d", integers=False)
         if input.shape[-4] == 0:
-            return _empty_channels(self, input)
+            return _empty_channels(input, self)
         if self.divisor_override is not None:
             return super().forward(input)
         batched = input if input.dim() == 5 else input.unsqueeze(0)
@@ -76,7 +78,7 @@ class _MaxPool3d(nn.MaxPool3d):
     def forward(self, input: Tensor) -> Tensor:
         _check_3d_input(input, "max3d", integers=True)
         if input.shape[-4] == 0 and not self.return_indices:
-            return _empty_channels(self, input)
+            return _empty_channels(input, self)
         if self.return_indices:
             return super().forward(input)
         k = ntuple(self.kernel_size, 3, "kernel_size")
@@ -95,7 +97,8 @@ class _LPPool3d(nn.LPPool3d):
     def forward(self, input: Tensor) -> Tensor:
         _check_3d_input(input, "lp3d", integers=True)
         if input.shape[-4] == 0:
-            return _empty_channels(self, input)
+            empty = _empty_channels(input, self)
+            return empty if empty.is_floating_point() else empty.to(torch.get_default_dtype())
         k = ntuple(self.kernel_size, 3, "kernel_size")
         s = ntuple(self.stride if self.stride is not None else k, 3, "stride")
         batched = input if input.dim() == 5 else input.unsqueeze(0)

@@ -29,6 +29,11 @@ __all__ = [
 ]
 
 
+#: a tensor subscript of integers and slices, built as a tuple (``x[(b, c, *pos)]`` written inline is
+#: flagged by mypy as Python 3.11's ``x[*pos]`` syntax under ``python_version = "3.10"``)
+Index = tuple[int | slice, ...]
+
+
 def _tuple(v: int | Sequence[int], n: int) -> tuple[int, ...]:
     return (v,) * n if isinstance(v, int) else tuple(v)
 
@@ -72,18 +77,31 @@ def window_reference(
             padded_count = math.prod(e - st for st, e in zip(starts, ends))
             lo = [max(st, 0) for st in starts]
             hi = [min(e, i) for e, i in zip(ends, sizes)]
-            cells = x[(b, c, *(slice(a, z) for a, z in zip(lo, hi)))].reshape(-1)
-            y[(b, c, *pos)] = reduce(cells, padded_count, cells.numel())
+            window: Index = (b, c, *(slice(a, z) for a, z in zip(lo, hi)))
+            out_at: Index = (b, c, *pos)
+            cells = x[window].reshape(-1)
+            y[out_at] = reduce(cells, padded_count, cells.numel())
     return y
 
 
-def max_pool_reference(x: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bool = False) -> Tensor:
+def max_pool_reference(
+    x: Tensor,
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int] | None = None,
+    padding: int | Sequence[int] = 0,
+    ceil_mode: bool = False,
+) -> Tensor:
     """Max over the in-bounds cells (padding is -inf)."""
     return window_reference(x, kernel_size, stride, padding, lambda v, _pc, _cc: v.max(), ceil_mode)
 
 
 def avg_pool_reference(
-    x: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bool = False, count_include_pad: bool = True
+    x: Tensor,
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int] | None = None,
+    padding: int | Sequence[int] = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
 ) -> Tensor:
     """Sum of in-bounds cells over PyTorch's divisor."""
 
@@ -104,8 +122,10 @@ def adaptive_reference(x: Tensor, output_size: int | Sequence[int], reduce: str)
             slice(math.floor(i * a / o), math.ceil((i + 1) * a / o))
             for i, a, o in zip(pos, x.shape[2:], outs)
         )
-        cells = x[(slice(None), slice(None), *region)].flatten(2)
-        y[(slice(None), slice(None), *pos)] = cells.mean(-1) if reduce == "avg" else cells.amax(-1)
+        window: Index = (slice(None), slice(None), *region)
+        out_at: Index = (slice(None), slice(None), *pos)
+        cells = x[window].flatten(2)
+        y[out_at] = cells.mean(-1) if reduce == "avg" else cells.amax(-1)
     return y
 
 

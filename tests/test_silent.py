@@ -11,9 +11,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from reference import gem_reference
 
 import torchpool as tp
-from tests.reference import gem_reference
 
 # --------------------------------------------------------------------------- 1. GeM's p
 
@@ -209,9 +209,9 @@ def test_compact_bilinear_refuses_hashes_out_of_range(path: str, bad: int) -> No
     state["hash_a"][3] = bad
     with pytest.raises(ValueError, match=r"hash_a in the state dict must lie in \[0, out_dim=32\)"):
         pool.load_state_dict(state)
-    assert int(pool.hash_a.max()) < 32  # nothing was loaded
+    assert int(pool.get_buffer("hash_a").max()) < 32  # nothing was loaded
     with torch.no_grad():
-        pool.hash_b[0] = bad  # set directly: caught at forward
+        pool.get_buffer("hash_b")[0] = bad  # set directly: caught at forward
     with pytest.raises(ValueError, match=r"hash_b \(a buffer\) must lie in \[0, out_dim=32\)"):
         pool(torch.rand(2, 8, 3, 3))
 
@@ -330,7 +330,7 @@ def test_compact_bilinear_refuses_signs_other_than_plus_minus_one() -> None:
     with pytest.raises(ValueError, match=r"sign_a in the state dict must hold only -1 and \+1"):
         pool.load_state_dict({**pool.state_dict(), "sign_a": torch.full((8,), 0.5)})
     with torch.no_grad():
-        pool.sign_b[2] = 0.5
+        pool.get_buffer("sign_b")[2] = 0.5
     with pytest.raises(ValueError, match=r"sign_b \(a buffer\) must hold only -1 and \+1"):
         pool(torch.rand(2, 8, 3, 3))
 

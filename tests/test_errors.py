@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -13,17 +14,23 @@ x4 = torch.rand(2, 3, 8, 8)
 idx = torch.nn.functional.max_pool2d(torch.rand(2, 3, 8, 8), 2, return_indices=True)[1]
 y4 = torch.rand(2, 3, 4, 4)
 
+
+def _wrong(value: object) -> Any:
+    """``value`` unchanged, typed ``Any``: a deliberately wrong argument the type checker must let through."""
+    return value
+
+
 BAD_CALLS: list[tuple[str, Callable[[], object], type[Exception], str]] = [
     ("shape-kernel-zero", lambda: tp.pool_output_size(5, 0), ValueError, "kernel_size"),
     ("shape-stride-negative", lambda: tp.pool_output_size(5, 2, -1), ValueError, "stride"),
     ("shape-padding-too-big", lambda: tp.pool_output_size(5, 2, 1, padding=2), ValueError, "padding"),
     ("shape-window-too-big", lambda: tp.pool_output_size(3, 5), ValueError, "larger than the padded input"),
-    ("shape-float-kernel", lambda: tp.pool_output_size(5, 2.0), TypeError, "kernel_size"),  # type: ignore[arg-type]
-    ("shape-bool-stride", lambda: tp.pool_output_size(5, 2, True), TypeError, "stride"),  # type: ignore[arg-type]
+    ("shape-float-kernel", lambda: tp.pool_output_size(5, _wrong(2.0)), TypeError, "kernel_size"),
+    ("shape-bool-stride", lambda: tp.pool_output_size(5, 2, _wrong(True)), TypeError, "stride"),
     ("shape-tuple-length", lambda: tp.pool_output_size((5, 5), (2, 2, 2)), ValueError, "kernel_size"),
-    ("shape-ceil-mode-int", lambda: tp.pool_output_size(5, 2, ceil_mode=1), TypeError, "ceil_mode"),  # type: ignore[arg-type]
+    ("shape-ceil-mode-int", lambda: tp.pool_output_size(5, 2, ceil_mode=_wrong(1)), TypeError, "ceil_mode"),
     ("shape-dilation-zero", lambda: tp.pool_output_size(5, 2, dilation=0), ValueError, "dilation"),
-    ("avgmax-not-tensor", lambda: tp.avgmax_pool2d([[1.0]], 2), TypeError, "input"),  # type: ignore[arg-type]
+    ("avgmax-not-tensor", lambda: tp.avgmax_pool2d(_wrong([[1.0]]), 2), TypeError, "input"),
     ("avgmax-wrong-ndim", lambda: tp.avgmax_pool2d(torch.rand(8, 8), 2), ValueError, "input"),
     (
         "avgmax-int-dtype",
@@ -35,20 +42,25 @@ BAD_CALLS: list[tuple[str, Callable[[], object], type[Exception], str]] = [
     ("catavgmax-stride-zero", lambda: tp.catavgmax_pool2d(x4, 2, 0), ValueError, "stride"),
     (
         "avgmax-ceil-mode-str",
-        lambda: tp.avgmax_pool1d(torch.rand(1, 2, 8), 2, ceil_mode="yes"),
+        lambda: tp.avgmax_pool1d(torch.rand(1, 2, 8), 2, ceil_mode=_wrong("yes")),
         TypeError,
         "ceil_mode",
     ),
     ("adaptive-output-size-zero", lambda: tp.adaptive_avgmax_pool2d(x4, 0), ValueError, "output_size"),
-    ("adaptive-output-size-str", lambda: tp.adaptive_catavgmax_pool2d(x4, "1"), TypeError, "output_size"),  # type: ignore[arg-type]
+    (
+        "adaptive-output-size-str",
+        lambda: tp.adaptive_catavgmax_pool2d(x4, _wrong("1")),
+        TypeError,
+        "output_size",
+    ),
     ("mixed-probability", lambda: tp.mixed_pool2d(x4, 2, max_probability=1.5), ValueError, "max_probability"),
-    ("mixed-generator", lambda: tp.mixed_pool2d(x4, 2, generator=1), TypeError, "generator"),  # type: ignore[arg-type]
-    ("mixed-training-str", lambda: tp.mixed_pool2d(x4, 2, training="no"), TypeError, "training"),  # type: ignore[arg-type]
+    ("mixed-generator", lambda: tp.mixed_pool2d(x4, 2, generator=_wrong(1)), TypeError, "generator"),
+    ("mixed-training-str", lambda: tp.mixed_pool2d(x4, 2, training=_wrong("no")), TypeError, "training"),
     ("learned-channels", lambda: tp.LearnedMixedPool2d(2, channels=0), ValueError, "channels"),
     ("learned-channels-mismatch", lambda: tp.LearnedMixedPool2d(2, channels=4)(x4), ValueError, "channels"),
     ("gated-channels-mismatch", lambda: tp.GatedPool2d(2, channels=5)(x4), ValueError, "channels"),
     ("global-fmt", lambda: tp.global_avg_pool(x4, input_fmt="NWHC"), ValueError, "input_fmt"),
-    ("global-flatten", lambda: tp.global_max_pool(x4, flatten="yes"), TypeError, "flatten"),  # type: ignore[arg-type]
+    ("global-flatten", lambda: tp.global_max_pool(x4, flatten=_wrong("yes")), TypeError, "flatten"),
     ("global-ndim", lambda: tp.global_avg_pool(torch.rand(3, 4)), ValueError, "input"),
     ("gem-p-negative", lambda: tp.gem(x4, p=-1.0), ValueError, "p"),
     ("gem-eps-zero", lambda: tp.GeM(eps=0.0), ValueError, "eps"),
@@ -63,7 +75,12 @@ BAD_CALLS: list[tuple[str, Callable[[], object], type[Exception], str]] = [
         ValueError,
         "output_size",
     ),
-    ("unpool-output-size-type", lambda: tp.max_unpool2d(y4, idx, 2, output_size=8), TypeError, "output_size"),  # type: ignore[arg-type]
+    (
+        "unpool-output-size-type",
+        lambda: tp.max_unpool2d(y4, idx, 2, output_size=_wrong(8)),
+        TypeError,
+        "output_size",
+    ),
     (
         "median-padding-mode",
         lambda: tp.median_pool2d(x4, 3, padding=1, padding_mode="wrap"),
@@ -72,16 +89,21 @@ BAD_CALLS: list[tuple[str, Callable[[], object], type[Exception], str]] = [
     ),
     ("median-kernel-zero", lambda: tp.median_pool2d(x4, 0), ValueError, "kernel_size"),
     ("stochastic-negative", lambda: tp.stochastic_pool2d(x4 - 1, 2), ValueError, "input"),
-    ("stochastic-generator", lambda: tp.stochastic_pool2d(x4, 2, generator="seed"), TypeError, "generator"),  # type: ignore[arg-type]
+    (
+        "stochastic-generator",
+        lambda: tp.stochastic_pool2d(x4, 2, generator=_wrong("seed")),
+        TypeError,
+        "generator",
+    ),
     ("registry-unknown", lambda: tp.create_pool("medain2d"), ValueError, "median2d"),
-    ("registry-bad-type", lambda: tp.create_pool(3), TypeError, "pool"),  # type: ignore[arg-type]
+    ("registry-bad-type", lambda: tp.create_pool(_wrong(3)), TypeError, "pool"),
     (
         "registry-duplicate",
         lambda: tp.register_pool("max2d", torch.nn.MaxPool2d, family="x", dims=(2,)),
         ValueError,
         "already registered",
     ),
-    ("registry-not-module", lambda: tp.create_pool(lambda: 3), TypeError, "nn.Module"),
+    ("registry-not-module", lambda: tp.create_pool(_wrong(lambda: 3)), TypeError, "nn.Module"),
 ]
 
 

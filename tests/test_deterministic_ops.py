@@ -71,14 +71,15 @@ def _forward_and_grad(fn: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor
     leaf = x.clone().requires_grad_(True)
     y = fn(leaf)
     upstream = torch.rand(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(99))
-    y.backward(upstream)
+    torch.autograd.backward(y, upstream)  # y.backward(upstream), typed
     assert leaf.grad is not None
     return y.detach(), leaf.grad
 
 
-class _RecordOps(TorchDispatchMode):
+# TorchDispatchMode's __init__ and __init_subclass__ are unannotated in torch
+class _RecordOps(TorchDispatchMode):  # type: ignore[no-untyped-call]
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.names: set[str] = set()
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
@@ -89,8 +90,9 @@ class _RecordOps(TorchDispatchMode):
 def _backward_ops(fn: Callable[[Tensor], Tensor], x: Tensor) -> set[str]:
     leaf = x.clone().requires_grad_(True)
     y = fn(leaf)
-    with _RecordOps() as record:
-        y.backward(torch.ones_like(y))
+    record = _RecordOps()
+    with record:
+        torch.autograd.backward(y, torch.ones_like(y))
     return record.names
 
 
@@ -151,7 +153,8 @@ def test_every_3d_pool_avoids_nondeterministic_backward(info: tp.PoolInfo, train
 
     def fn(t: Tensor) -> Tensor:
         torch.manual_seed(1)  # the random pools draw the same cells in both modes
-        return module(t)
+        out: Tensor = module(t)
+        return out
 
     if info.name in REGISTRY_EXCEPTIONS:
         with deterministic(True):

@@ -66,10 +66,10 @@ def yolo_spp_reference(
     return torch.cat(blocks, dim=1)
 
 
-def sppf_reference(x: Tensor, kernel_size: int = 5, n: int = 3, order: str = "ultralytics") -> Tensor:
+def sppf_reference(x: Tensor, kernel_size: int = 5, repeats: int = 3, order: str = "ultralytics") -> Tensor:
     """The literal cascade ``y1 = mp(x), y2 = mp(y1), ...``."""
     ys = [x]
-    for _ in range(n):
+    for _ in range(repeats):
         ys.append(stride_one_max_reference(ys[-1], kernel_size))
     return torch.cat(ys if order == "ultralytics" else ys[::-1], dim=1)
 
@@ -138,8 +138,8 @@ RECORDS: list[OpRecord] = [
         P.SPPF,
         sppf_reference,
         (
-            Case((1, 2, 6, 5), {"kernel_size": 5, "n": 3}),
-            Case((1, 1, 6, 5), {"kernel_size": 3, "n": 2, "order": "darknet"}),
+            Case((1, 2, 6, 5), {"kernel_size": 5, "repeats": 3}),
+            Case((1, 1, 6, 5), {"kernel_size": 3, "repeats": 2, "order": "darknet"}),
         ),
         2,
     ),

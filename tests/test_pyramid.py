@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -181,7 +182,6 @@ def test_zero_channels_give_the_empty_result(
 def test_fullgraph_compile_matches_eager_with_ties(name: str, memory_format: torch.memory_format) -> None:
     """fullgraph=True (no graph break), no warning, forward and backward equal to eager, also on ties
     (the compiled graph runs the same max_pool2d cascade as the eager autograd path)."""
-    import warnings
 
     torch._dynamo.reset()
     module = tp.create_pool(name)
@@ -233,11 +233,35 @@ def test_gradient_with_ties_routes_one_unit_per_output(memory_format: torch.memo
 def test_spp_to_sppf_accepts_progressions() -> None:
     module = spp_to_sppf(YoloSPP((5, 9, 13), "ultralytics"))
     assert isinstance(module, SPPF)
-    assert (module.kernel_size, module.n, module.order) == (5, 3, "ultralytics")
+    assert (module.kernel_size, module.repeats, module.order) == (5, 3, "ultralytics")
     assert module.equivalent_kernel_sizes == (5, 9, 13)
-    assert spp_to_sppf(YoloSPP((3, 5, 7, 9))).n == 4
+    assert spp_to_sppf(YoloSPP((3, 5, 7, 9))).repeats == 4
     x = torch.randn(1, 2, 8, 8)
     assert torch.equal(spp_to_sppf(YoloSPP())(x), YoloSPP()(x))
+
+
+def test_sppf_n_is_a_deprecated_alias_of_repeats() -> None:
+    x = torch.randn(1, 2, 7, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the positional third argument is repeats: no warning
+        expected = sppf(x, 3, 2)
+        module = SPPF(3, 2)
+    assert torch.equal(sppf(x, 3, repeats=2), expected)
+    assert repr(module) == "SPPF(kernel_size=3, repeats=2, order='ultralytics')"
+    with pytest.warns(DeprecationWarning, match="use repeats"):
+        assert torch.equal(sppf(x, 3, n=2), expected)
+    with pytest.warns(DeprecationWarning, match="use repeats"):
+        old = SPPF(3, n=2)
+    assert old.repeats == 2 and repr(old) == repr(module)
+    assert torch.equal(old(x), expected)
+    with pytest.warns(DeprecationWarning, match=r"use SPPF\.repeats"):
+        assert old.n == 2
+    with pytest.warns(DeprecationWarning), pytest.raises(TypeError, match="pass repeats only"):
+        sppf(x, 3, 4, n=2)
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="n must be positive"):
+        SPPF(n=0)  # errors name the parameter the caller passed
+    with pytest.warns(DeprecationWarning), pytest.raises(TypeError, match="n must be an int"):
+        SPPF(n=True)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("kernel_sizes", [(3, 5, 9), (5, 9, 15), (9, 5, 13)])
@@ -333,9 +357,9 @@ def test_factory_and_repr() -> None:
         (lambda: yolo_spp(torch.randn(1, 2, 4, 4), (5, 5)), ValueError, "kernel_sizes must not repeat"),
         (lambda: yolo_spp(torch.randn(1, 2, 4, 4), order="yolo"), ValueError, "order"),
         (lambda: yolo_spp(torch.randn(2, 4, 4, 4, 4)), ValueError, "input"),
-        (lambda: sppf(torch.randn(1, 2, 4, 4), 5, 0), ValueError, "n must"),
+        (lambda: sppf(torch.randn(1, 2, 4, 4), 5, 0), ValueError, "repeats must"),
         (lambda: sppf(torch.randn(1, 2, 4, 4), 5.0), TypeError, "kernel_size"),
-        (lambda: SPPF(n=True), TypeError, "n must"),
+        (lambda: SPPF(repeats=True), TypeError, "repeats must"),
         (lambda: from_darknet_cfg(b"[maxpool]"), TypeError, "text"),
     ],
 )

@@ -28,6 +28,7 @@ row-major first one; both are valid max-pool subgradients.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch  # noqa: F401  (the doctests use it)
@@ -116,40 +117,67 @@ def yolo_spp(x: Tensor, kernel_sizes: Sequence[int] = (5, 9, 13), order: str = "
     return _stride_one_max(x, _ordered(ks, order))
 
 
-def _sppf_kernels(kernel_size: int, n: int) -> tuple[int, ...]:
-    """Kernel sizes of the parallel block equal to ``n`` cascaded ``kernel_size`` pools."""
-    return tuple((i + 1) * (kernel_size - 1) + 1 for i in range(n))
+def _sppf_kernels(kernel_size: int, repeats: int) -> tuple[int, ...]:
+    """Kernel sizes of the parallel block equal to ``repeats`` cascaded ``kernel_size`` pools."""
+    return tuple((i + 1) * (kernel_size - 1) + 1 for i in range(repeats))
 
 
-def _check_n(n: object) -> int:
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"n must be an int, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"n must be positive, got {n}")
-    return n
+_DEFAULT_REPEATS = 3
 
 
-def sppf(x: Tensor, kernel_size: int = 5, n: int = 3, order: str = "ultralytics") -> Tensor:
-    """YOLOv5's SPPF: ``y1 = mp(x), y2 = mp(y1), ...``, then ``cat[x, y1, ..., yn]``.
+def _check_repeats(repeats: object, n: object) -> int:
+    """``repeats``, or the deprecated alias ``n`` where given (with a ``DeprecationWarning``).
 
-    ``mp`` is a ``kernel_size`` stride-1 max pool with ``-inf`` padding ``kernel_size // 2``.
-    Such pools compose by adding radii, so ``yi`` equals a single pool of size
-    ``i * (kernel_size - 1) + 1``; it is computed that way (shared separable running
-    maxima), with the cascade's exact values. ``order="darknet"`` reverses the channel blocks
-    (``[yn, ..., y1, x]``) to match :func:`yolo_spp`'s darknet order.
+    Errors name the parameter the caller passed. With ``n``, ``repeats`` must keep its default.
+    """
+    name, value = "repeats", repeats
+    if n is not None:
+        warnings.warn(
+            "SPPF's and sppf's parameter n is deprecated: use repeats (the number of cascaded pools)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        if repeats != _DEFAULT_REPEATS:
+            raise TypeError(
+                f"got both repeats={repeats!r} and its deprecated alias n={n!r}: pass repeats only"
+            )
+        name, value = "n", n
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
+def sppf(
+    x: Tensor,
+    kernel_size: int = 5,
+    repeats: int = _DEFAULT_REPEATS,
+    order: str = "ultralytics",
+    *,
+    n: int | None = None,
+) -> Tensor:
+    """YOLOv5's SPPF: ``y1 = mp(x), y2 = mp(y1), ...``, then ``cat[x, y1, ..., yr]``.
+
+    ``mp`` is a ``kernel_size`` stride-1 max pool with ``-inf`` padding ``kernel_size // 2``,
+    applied ``r = repeats`` times. Such pools compose by adding radii, so ``yi`` equals a
+    single pool of size ``i * (kernel_size - 1) + 1``; it is computed that way (shared
+    separable running maxima), with the cascade's exact values. ``order="darknet"`` reverses
+    the channel blocks (``[yr, ..., y1, x]``) to match :func:`yolo_spp`'s darknet order.
 
     Args:
         x: input ``(N, C, H, W)`` or ``(C, H, W)``.
         kernel_size: the odd kernel size of each pool.
-        n: number of cascaded pools.
+        repeats: number of cascaded pools ``r``.
         order: ``"ultralytics"`` or ``"darknet"``.
+        n: deprecated alias of ``repeats`` (warns); leave ``repeats`` at its default with it.
 
     Returns:
-        ``(n + 1) * C`` channels, same spatial size.
+        ``(r + 1) * C`` channels, same spatial size.
 
     Shape:
         - Input: ``(N, C, H, W)`` or ``(C, H, W)``.
-        - Output: ``(N, (n+1)C, H, W)`` or ``((n+1)C, H, W)``.
+        - Output: ``(N, (r+1)C, H, W)`` or ``((r+1)C, H, W)``.
 
     Example:
         >>> x = torch.arange(5.0).reshape(1, 1, 1, 5)
@@ -157,7 +185,7 @@ def sppf(x: Tensor, kernel_size: int = 5, n: int = 3, order: str = "ultralytics"
         [0.0, 1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0, 4.0, 2.0, 3.0, 4.0, 4.0, 4.0]
     """
     k = _check_kernel(kernel_size)
-    count = _check_n(n)
+    count = _check_repeats(repeats, n)
     check_choice(order, "order", _ORDERS)
     return _stride_one_max(x, _ordered(_sppf_kernels(k, count), order))
 
@@ -196,35 +224,51 @@ class SPPF(nn.Module):
 
     Args:
         kernel_size: odd size of each cascaded pool.
-        n: number of cascaded pools.
+        repeats: number of cascaded pools ``r``.
         order: ``"ultralytics"`` (``[x, y1, y2, y3]``) or ``"darknet"`` (``[y3, y2, y1, x]``).
+        n: deprecated alias of ``repeats`` (warns); leave ``repeats`` at its default with it.
 
     Shape:
         - Input: ``(N, C, H, W)`` or ``(C, H, W)``.
-        - Output: ``(N, (n+1)C, H, W)`` or ``((n+1)C, H, W)``.
+        - Output: ``(N, (r+1)C, H, W)`` or ``((r+1)C, H, W)``.
 
     Example:
         >>> x = torch.randn(1, 4, 10, 10)
         >>> torch.equal(SPPF()(x), YoloSPP((5, 9, 13))(x))  # the same default order
         True
+        >>> SPPF(3, repeats=2)
+        SPPF(kernel_size=3, repeats=2, order='ultralytics')
     """
 
-    def __init__(self, kernel_size: int = 5, n: int = 3, order: str = "ultralytics") -> None:
+    def __init__(
+        self,
+        kernel_size: int = 5,
+        repeats: int = _DEFAULT_REPEATS,
+        order: str = "ultralytics",
+        *,
+        n: int | None = None,
+    ) -> None:
         super().__init__()
         self.kernel_size = _check_kernel(kernel_size)
-        self.n = _check_n(n)
+        self.repeats = _check_repeats(repeats, n)
         self.order = check_choice(order, "order", _ORDERS)
+
+    @property
+    def n(self) -> int:
+        """Deprecated alias of :attr:`repeats` (warns)."""
+        warnings.warn("SPPF.n is deprecated: use SPPF.repeats", DeprecationWarning, stacklevel=2)
+        return self.repeats
 
     @property
     def equivalent_kernel_sizes(self) -> tuple[int, ...]:
         """The kernel sizes of the parallel :class:`YoloSPP` with the same output."""
-        return _sppf_kernels(self.kernel_size, self.n)
+        return _sppf_kernels(self.kernel_size, self.repeats)
 
     def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, n={self.n}, order={self.order!r}"
+        return f"kernel_size={self.kernel_size}, repeats={self.repeats}, order={self.order!r}"
 
     def forward(self, x: Tensor) -> Tensor:
-        return sppf(x, self.kernel_size, self.n, self.order)
+        return sppf(x, self.kernel_size, self.repeats, self.order)
 
 
 def spp_to_sppf(module: YoloSPP) -> SPPF:
@@ -246,7 +290,7 @@ def spp_to_sppf(module: YoloSPP) -> SPPF:
 
     Example:
         >>> spp_to_sppf(YoloSPP((5, 9, 13), order="darknet"))
-        SPPF(kernel_size=5, n=3, order='darknet')
+        SPPF(kernel_size=5, repeats=3, order='darknet')
     """
     if not isinstance(module, YoloSPP):
         raise TypeError(f"module must be a YoloSPP, got {type(module).__name__}")
@@ -255,7 +299,7 @@ def spp_to_sppf(module: YoloSPP) -> SPPF:
     expected = _sppf_kernels(k, len(ks))
     if ks != expected:
         raise ValueError(
-            f"cannot rewrite kernel_sizes={ks} as SPPF: a cascade of n={len(ks)} max pools of size {k} "
+            f"cannot rewrite kernel_sizes={ks} as SPPF: a cascade of repeats={len(ks)} max pools of size {k} "
             f"equals parallel pools of sizes {expected} (kernel_sizes[i] must be (i + 1) * (k - 1) + 1)"
         )
     return SPPF(k, len(ks), module.order)
@@ -442,5 +486,5 @@ register_pool(
     dims=(2,),
     channel_multiplier=4,
     description="YOLOv5 SPPF: three cascaded 5x5 max pools, same output as yolo_spp (same default order)",
-    example_kwargs={"kernel_size": 5, "n": 3},
+    example_kwargs={"kernel_size": 5, "repeats": 3},
 )

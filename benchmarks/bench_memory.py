@@ -134,7 +134,7 @@ def child(name: str, mode: str, shape: tuple[int, ...]) -> dict[str, float]:
     small = torch.rand(2, 4, 16, 16, requires_grad=backward)
     y = fn(small)
     if backward:
-        y.backward(torch.ones_like(y))
+        torch.autograd.backward(y, torch.ones_like(y))  # y.backward(...), typed
     x = torch.empty(shape)
     x.uniform_(generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -154,7 +154,7 @@ def child(name: str, mode: str, shape: tuple[int, ...]) -> dict[str, float]:
         y = fn(x)
         forward_peak = rss.peak()
         rss.reset()
-        y.backward(g)
+        torch.autograd.backward(y, g)
         assert x.grad is not None
         rss_extra = max(forward_peak, rss.peak() - x.grad.nbytes) - before
     seconds = time.perf_counter() - start
@@ -168,7 +168,7 @@ def child(name: str, mode: str, shape: tuple[int, ...]) -> dict[str, float]:
             with torch.no_grad():
                 fn(x)
         else:
-            fn(x).backward(g)
+            torch.autograd.backward(fn(x), g)
 
     alloc_extra = allocation_peak(run, lambda: [x.grad.data_ptr()] if x.grad is not None else [])
     return {

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils import benchmark
@@ -39,10 +40,41 @@ def forward_backward(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
         y = fn(leaf)
         if grad is None:
             grad = torch.ones_like(y)
-        y.backward(grad)
+        torch.autograd.backward(y, grad)  # y.backward(grad), typed
         leaf.grad = None
 
     return step
+
+
+class PairedTimes(NamedTuple):
+    """Each side's best forward and forward+backward time (ms) over interleaved rounds."""
+
+    ours_fwd_ms: float
+    ours_fwdbwd_ms: float
+    peer_fwd_ms: float
+    peer_fwdbwd_ms: float
+
+
+def time_against_peer(
+    ours: Callable[[torch.Tensor], torch.Tensor],
+    peer: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    rounds: int,
+    min_run_time: float,
+) -> PairedTimes:
+    """Times ``ours(x)`` and ``peer(x)`` forward (no grad) and forward+backward in interleaved rounds.
+
+    Each round times the peer, then ours, back to back: the ratio of one run is what counts on a
+    busy machine, so each side's best round is kept.
+    """
+    ours_f, ours_fb, peer_f, peer_fb = [], [], [], []
+    for _ in range(rounds):
+        with torch.no_grad():
+            peer_f.append(time_ms(partial(peer, x), min_run_time))
+            ours_f.append(time_ms(partial(ours, x), min_run_time))
+        peer_fb.append(time_ms(forward_backward(peer, x), min_run_time))
+        ours_fb.append(time_ms(forward_backward(ours, x), min_run_time))
+    return PairedTimes(min(ours_f), min(ours_fb), min(peer_f), min(peer_fb))
 
 
 def peak_memory_mb(fn: Callable[[], object]) -> float:
@@ -101,6 +133,22 @@ def row(
         "x_clone_floor": fwd_ms / clone_ms,
         "peak_extra_mb": peak_mb,
     }
+
+
+def paired_rows(
+    op: str, peer_impl: str, x: torch.Tensor, params: str, times: PairedTimes, clone_ms: float
+) -> list[Row]:
+    """The rows of ours (``impl="ours"``) and of the peer, both against the peer, without peak memory."""
+    naive = {
+        "naive_fwd_ms": times.peer_fwd_ms,
+        "naive_fwdbwd_ms": times.peer_fwdbwd_ms,
+        "clone_ms": clone_ms,
+        "peak_mb": float("nan"),
+    }
+    return [
+        row(op, "ours", x, params, times.ours_fwd_ms, times.ours_fwdbwd_ms, **naive),
+        row(op, peer_impl, x, params, times.peer_fwd_ms, times.peer_fwdbwd_ms, **naive),
+    ]
 
 
 def clone_ms(x: torch.Tensor, min_run_time: float = 0.5) -> float:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks.common import Row, clone_ms, device, forward_backward, row, time_ms
+from benchmarks.common import Row, clone_ms, device, paired_rows, time_against_peer
 from torchpool.ops.global_ import gem
 
 SHAPE = (32, 2048, 7, 7)
@@ -36,7 +36,7 @@ def run(quick: bool) -> list[Row]:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(SHAPE, generator=g).relu_().to(device())  # post-ReLU features: many zeros
     floor = clone_ms(x, min_time)
-    rows = []
+    rows: list[Row] = []
     learned = nn.Parameter(torch.tensor([3.0], device=device()))
     cases: list[tuple[str, float | Tensor]] = [("p=3.0 float", 3.0), ("p=3 learned", learned)]
     for params, p in cases:
@@ -44,42 +44,8 @@ def run(quick: bool) -> list[Row]:
         peer: Callable[[Tensor], Tensor] = partial(gem_peer, p=p)
         with torch.no_grad():
             torch.testing.assert_close(ours(x), peer(x), rtol=1e-5, atol=1e-7)
-        # interleaved rounds: the ratio of one run is what counts; take each side's best round
-        ours_f, ours_fb, peer_f, peer_fb = [], [], [], []
-        for _ in range(3 if quick else 7):
-            with torch.no_grad():
-                peer_f.append(time_ms(partial(peer, x), min_time))
-                ours_f.append(time_ms(partial(ours, x), min_time))
-            peer_fb.append(time_ms(forward_backward(peer, x), min_time))
-            ours_fb.append(time_ms(forward_backward(ours, x), min_time))
-        rows.append(
-            row(
-                "gem",
-                "ours",
-                x,
-                params,
-                min(ours_f),
-                min(ours_fb),
-                naive_fwd_ms=min(peer_f),
-                naive_fwdbwd_ms=min(peer_fb),
-                clone_ms=floor,
-                peak_mb=float("nan"),
-            )
-        )
-        rows.append(
-            row(
-                "gem",
-                "peer (avg_pool of clamp.pow)",
-                x,
-                params,
-                min(peer_f),
-                min(peer_fb),
-                naive_fwd_ms=min(peer_f),
-                naive_fwdbwd_ms=min(peer_fb),
-                clone_ms=floor,
-                peak_mb=float("nan"),
-            )
-        )
+        times = time_against_peer(ours, peer, x, 3 if quick else 7, min_time)
+        rows += paired_rows("gem", "peer (avg_pool of clamp.pow)", x, params, times, floor)
     return rows
 
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchmarks.common import Row, clone_ms, device, forward_backward, row, time_ms
+from benchmarks.common import Row, clone_ms, device, paired_rows, time_against_peer
 from torchpool.ops.unpool import max_unpool2d
 
 SHAPE = (32, 64, 112, 112)
@@ -31,7 +31,7 @@ def run(quick: bool) -> list[Row]:
     min_time = 0.1 if quick else 0.2  # per round; each side's best round counts (robust to a busy machine)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(SHAPE, generator=g).to(device())
-    rows = []
+    rows: list[Row] = []
     for kernel, stride, padding in ((2, 2, 0), (3, 2, 1)):
         pooled, indices = F.max_pool2d(x, kernel, stride, padding, return_indices=True)
         size = x.shape[-2:]
@@ -46,33 +46,17 @@ def run(quick: bool) -> list[Row]:
         peer: Callable[[Tensor], Tensor] = partial(
             F.max_unpool2d,
             indices=indices,
-            kernel_size=kernel,
-            stride=stride,
-            padding=padding,
+            kernel_size=(kernel, kernel),  # F.max_unpool2d takes an int too, but is typed for pairs
+            stride=(stride, stride),
+            padding=(padding, padding),
             output_size=size,
         )
         if kernel <= stride:
             torch.testing.assert_close(ours(pooled), peer(pooled), rtol=0, atol=0)
         floor = clone_ms(pooled, min_time)
-        # interleaved rounds: the ratio of one run is what counts; take each side's best round
-        ours_f, ours_fb, peer_f, peer_fb = [], [], [], []
-        for _ in range(3 if quick else 7):
-            with torch.no_grad():
-                peer_f.append(time_ms(partial(peer, pooled), min_time))
-                ours_f.append(time_ms(partial(ours, pooled), min_time))
-            peer_fb.append(time_ms(forward_backward(peer, pooled), min_time))
-            ours_fb.append(time_ms(forward_backward(ours, pooled), min_time))
+        times = time_against_peer(ours, peer, pooled, 3 if quick else 7, min_time)
         params = f"after k={kernel} s={stride} p={padding}" + (" (unique)" if kernel <= stride else " (dups)")
-        common = {
-            "naive_fwd_ms": min(peer_f),
-            "naive_fwdbwd_ms": min(peer_fb),
-            "clone_ms": floor,
-            "peak_mb": float("nan"),
-        }
-        rows.append(row("max_unpool2d", "ours", pooled, params, min(ours_f), min(ours_fb), **common))
-        rows.append(
-            row("max_unpool2d", "F.max_unpool2d", pooled, params, min(peer_f), min(peer_fb), **common)
-        )
+        rows += paired_rows("max_unpool2d", "F.max_unpool2d", pooled, params, times, floor)
     return rows
 
 

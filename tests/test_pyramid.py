@@ -148,8 +148,8 @@ def test_repeated_kernel_sizes_refused(kernel_sizes: tuple[int, ...]) -> None:
 @pytest.mark.parametrize(
     ("name", "kwargs", "spatial", "out_tail"),
     [
-        ("spp", {"levels": (1, 2, 4)}, (5, 6), (0,)),
-        ("spp", {"levels": (1, 2, 4), "flatten": False}, (5, 6), (0, 21)),
+        ("spp2d", {"levels": (1, 2, 4)}, (5, 6), (0,)),
+        ("spp2d", {"levels": (1, 2, 4), "flatten": False}, (5, 6), (0, 21)),
         ("spp1d", {"levels": (1, 3)}, (7,), (0,)),
         ("spp3d", {"levels": (1, 2), "mode": "avg"}, (3, 4, 5), (0,)),
         ("yolo_spp", {}, (5, 6), (0, 5, 6)),
@@ -330,13 +330,24 @@ def test_low_precision(dtype: torch.dtype) -> None:
 
 
 def test_factory_and_repr() -> None:
-    for name, channels in (("spp", 2 * 21), ("yolo_spp", 4 * 2), ("sppf", 4 * 2)):
+    for name, channels in (("spp2d", 2 * 21), ("yolo_spp", 4 * 2), ("sppf", 4 * 2)):
         info = tp.get_pool_info(name)
         assert info.family == "pyramid"
         module = tp.create_pool(name, **info.example_kwargs)
         y = module(torch.randn(1, 2, 6, 6))
         assert y.shape[1] == channels
         assert "(" in repr(module) and module.extra_repr()
+
+
+def test_registry_names_follow_the_rule() -> None:
+    """The 2-d SPPNet is ``spp2d``; the suffix-less ``spp`` resolves to it (the same pool)."""
+    names = {info.name for info in tp.list_pools("pyramid")}
+    assert {"spp1d", "spp2d", "spp3d", "yolo_spp", "sppf"} <= names and "spp" not in names
+    assert tp.get_pool_info("spp") is tp.get_pool_info("spp2d")
+    old, new = tp.create_pool("spp", levels=(1, 2)), tp.create_pool("spp2d", levels=(1, 2))
+    assert type(old) is type(new) is SpatialPyramidPool and repr(old) == repr(new)
+    x = torch.randn(2, 3, 5, 6)
+    assert torch.equal(old(x), new(x))
 
 
 @pytest.mark.parametrize(

@@ -231,7 +231,7 @@ SpatialPyramidPool = SpatialPyramidPool2d
 
 
 register_pool(
-    "spp",
+    "spp2d",
     SpatialPyramidPool2d,
     family="pyramid",
     dims=(2,),

@@ -310,72 +310,56 @@ def spp_to_sppf(module: YoloSPP) -> SPPF:
 # ---------------------------------------------------------------------------------------------
 
 
-def _spp_block(sections: Sequence[Section], base: int | None) -> YoloSPP:
-    """The :class:`YoloSPP` a run of ``[maxpool]``/``[route]`` sections describes.
+def _maxpool_output(section: Section, previous: int) -> int:
+    """The effective kernel size after an SPP ``[maxpool]`` that pools an output of size ``previous``."""
+    name, options, where = section.name, section.options, section.where()
+    unknown = set(options) - {"size", "stride", "padding"}
+    if unknown:
+        raise ValueError(f"darknet cfg {where}: unknown option(s) {sorted(unknown)}")
+    values = {key: parse_int(o.value, key, name, o.line) for key, o in options.items()}
+    stride = values.get("stride", 1)
+    size = values.get("size", stride)
+    if stride != 1:
+        raise ValueError(f"darknet cfg {where}: SPP max pools need stride=1, got stride={stride}")
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"darknet cfg {where}: size must be a positive odd int, got {size}")
+    if values.get("padding", size - 1) != size - 1:
+        raise ValueError(
+            f"darknet cfg {where}: padding must be size - 1 = {size - 1} (same padding), "
+            f"got {values['padding']}"
+        )
+    return previous + size - 1
 
-    Layer outputs are followed symbolically from the block's input ``x`` (the layer before the
-    first section). ``base`` is darknet's layer index of the first section when the run comes
-    from a whole file (absolute ``layers=`` indices are then resolved), ``None`` for a snippet.
-    """
-    outputs: list[int] = []  # effective kernel size of each layer's output (1 = the block input x)
-    concat: list[int] | None = None
-    for position, section in enumerate(sections):
-        name, options, where = section.name, section.options, section.where()
-        if concat is not None:
-            raise ValueError(f"darknet cfg {where}: the SPP block must end with its concatenating [route]")
-        previous = outputs[-1] if outputs else 1
-        if name == "maxpool":
-            unknown = set(options) - {"size", "stride", "padding"}
-            if unknown:
-                raise ValueError(f"darknet cfg {where}: unknown option(s) {sorted(unknown)}")
-            values = {key: parse_int(o.value, key, name, o.line) for key, o in options.items()}
-            stride = values.get("stride", 1)
-            size = values.get("size", stride)
-            if stride != 1:
-                raise ValueError(f"darknet cfg {where}: SPP max pools need stride=1, got stride={stride}")
-            if size < 1 or size % 2 == 0:
-                raise ValueError(f"darknet cfg {where}: size must be a positive odd int, got {size}")
-            if values.get("padding", size - 1) != size - 1:
+
+def _route_inputs(section: Section, position: int, base: int | None, outputs: Sequence[int]) -> list[int]:
+    """The effective kernel sizes of the layers an SPP ``[route]`` at ``position`` picks (1 = ``x``)."""
+    name, options, where = section.name, section.options, section.where()
+    if set(options) != {"layers"}:
+        raise ValueError(f"darknet cfg {where}: a route needs exactly 'layers=...', got {sorted(options)}")
+    line = options["layers"].line
+    picked: list[int] = []
+    for index in parse_int_list(options["layers"], "layers", name):
+        relative = index
+        if index >= 0:
+            if base is None:
                 raise ValueError(
-                    f"darknet cfg {where}: padding must be size - 1 = {size - 1} (same padding), "
-                    f"got {values['padding']}"
+                    f"darknet cfg line {line} in {where}: absolute layer index {index} is not "
+                    "supported in an SPP block (use negative offsets)"
                 )
-            outputs.append(previous + size - 1)
-        elif name == "route":
-            if set(options) != {"layers"}:
-                raise ValueError(
-                    f"darknet cfg {where}: a route needs exactly 'layers=...', got {sorted(options)}"
-                )
-            line = options["layers"].line
-            picked: list[int] = []
-            for index in parse_int_list(options["layers"], "layers", name):
-                relative = index
-                if index >= 0:
-                    if base is None:
-                        raise ValueError(
-                            f"darknet cfg line {line} in {where}: absolute layer index {index} is not "
-                            "supported in an SPP block (use negative offsets)"
-                        )
-                    relative = index - (base + position)
-                target = position + relative
-                if target < -1:
-                    raise ValueError(
-                        f"darknet cfg line {line} in {where}: layers={index} points before the block's input"
-                    )
-                if target >= position:
-                    raise ValueError(
-                        f"darknet cfg line {line} in {where}: layers={index} is not an earlier layer"
-                    )
-                picked.append(1 if target == -1 else outputs[target])
-            if len(picked) > 1:
-                concat = picked
-            outputs.append(picked[0])
-        else:
+            relative = index - (base + position)
+        target = position + relative
+        if target < -1:
             raise ValueError(
-                f"darknet cfg {where}: unsupported section in an SPP block (only [maxpool] and [route])"
+                f"darknet cfg line {line} in {where}: layers={index} points before the block's input"
             )
-    if concat is None:
-        raise ValueError("darknet cfg: the SPP block must end with a [route] concatenating x and the pools")
+        if target >= position:
+            raise ValueError(f"darknet cfg line {line} in {where}: layers={index} is not an earlier layer")
+        picked.append(1 if target == -1 else outputs[target])
+    return picked
+
+
+def _block_from_concat(concat: list[int]) -> YoloSPP:
+    """The :class:`YoloSPP` whose output is the final route's ``concat`` (effective kernels, 1 = ``x``)."""
     pools = [k for k in concat if k != 1]
     if concat == [*sorted(pools, reverse=True), 1] and len(set(pools)) == len(pools) and pools:
         return YoloSPP(tuple(sorted(pools)), "darknet")
@@ -386,6 +370,35 @@ def _spp_block(sections: Sequence[Section], base: int | None) -> YoloSPP:
         "not an SPP concatenation [largest, ..., smallest, x] (darknet) or [x, smallest, ..., largest] "
         "(ultralytics)"
     )
+
+
+def _spp_block(sections: Sequence[Section], base: int | None) -> YoloSPP:
+    """The :class:`YoloSPP` a run of ``[maxpool]``/``[route]`` sections describes.
+
+    Layer outputs are followed symbolically from the block's input ``x`` (the layer before the
+    first section). ``base`` is darknet's layer index of the first section when the run comes
+    from a whole file (absolute ``layers=`` indices are then resolved), ``None`` for a snippet.
+    """
+    outputs: list[int] = []  # effective kernel size of each layer's output (1 = the block input x)
+    concat: list[int] | None = None
+    for position, section in enumerate(sections):
+        where = section.where()
+        if concat is not None:
+            raise ValueError(f"darknet cfg {where}: the SPP block must end with its concatenating [route]")
+        if section.name == "maxpool":
+            outputs.append(_maxpool_output(section, outputs[-1] if outputs else 1))
+        elif section.name == "route":
+            picked = _route_inputs(section, position, base, outputs)
+            if len(picked) > 1:
+                concat = picked
+            outputs.append(picked[0])
+        else:
+            raise ValueError(
+                f"darknet cfg {where}: unsupported section in an SPP block (only [maxpool] and [route])"
+            )
+    if concat is None:
+        raise ValueError("darknet cfg: the SPP block must end with a [route] concatenating x and the pools")
+    return _block_from_concat(concat)
 
 
 def _find_spp_block(layers: Sequence[Section]) -> YoloSPP:

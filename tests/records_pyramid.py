@@ -1,6 +1,6 @@
 """Records for the spatial-pyramid family (SPPNet, YOLOv3-SPP, SPPF) and their slow references.
 
-The references share no code with ``torchpool.ops.pyramid``: SPP loops over bins with explicit
+The references share no code with ``torchpool.ops.pyramid``/``.yolo``: SPP loops over bins with explicit
 ``floor``/``ceil`` integer bounds; YOLO SPP pads explicitly with ``-inf`` and loops over windows.
 """
 
@@ -14,6 +14,7 @@ from op_record import Case, OpRecord
 from torch import Tensor
 
 import torchpool.ops.pyramid as P
+import torchpool.ops.yolo as Y
 
 
 def bin_bounds(size: int, bins: int) -> list[tuple[int, int]]:
@@ -33,12 +34,12 @@ def spp_reference(
         bounds = [bin_bounds(size, b) for size, b in zip(spatial, bins)]
         out = torch.empty(*x.shape[:2], *bins, dtype=x.dtype)
         for idx in itertools.product(*(range(b) for b in bins)):
-            window = tuple(slice(*bounds[d][i]) for d, i in enumerate(idx))
-            region = x[(slice(None), slice(None), *window)]
-            flat = region.reshape(*x.shape[:2], -1)
-            out[(slice(None), slice(None), *idx)] = (
-                flat.max(dim=2).values if mode == "max" else flat.mean(dim=2)
-            )
+            # index tuples built before subscripting (mypy reads x[(a, *b)] as 3.11 syntax)
+            window: tuple[slice, ...] = (slice(None), slice(None))
+            window += tuple(slice(*bounds[d][i]) for d, i in enumerate(idx))
+            cell: tuple[slice | int, ...] = (slice(None), slice(None), *idx)
+            flat = x[window].reshape(*x.shape[:2], -1)
+            out[cell] = flat.max(dim=2).values if mode == "max" else flat.mean(dim=2)
         per_level.append(out)
     if flatten:
         return torch.cat([p.reshape(x.shape[0], -1) for p in per_level], dim=1)
@@ -122,8 +123,8 @@ RECORDS: list[OpRecord] = [
     ),
     OpRecord(
         "yolo_spp",
-        P.yolo_spp,
-        P.YoloSPP,
+        Y.yolo_spp,
+        Y.YoloSPP,
         yolo_spp_reference,
         (
             Case((1, 2, 7, 6), {"kernel_sizes": (5, 9, 13)}),
@@ -134,8 +135,8 @@ RECORDS: list[OpRecord] = [
     ),
     OpRecord(
         "sppf",
-        P.sppf,
-        P.SPPF,
+        Y.sppf,
+        Y.SPPF,
         sppf_reference,
         (
             Case((1, 2, 6, 5), {"kernel_size": 5, "repeats": 3}),

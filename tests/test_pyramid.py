@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -187,10 +189,10 @@ def test_fullgraph_compile_matches_eager_with_ties(name: str, memory_format: tor
     module = tp.create_pool(name)
     x = torch.randn(2, 3, 9, 8).round().to(memory_format=memory_format)  # many ties
 
-    def run(fn: nn.Module) -> tuple[Tensor, Tensor]:
+    def run(fn: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
         leaf = x.clone().requires_grad_(True)
         y = fn(leaf)
-        y.backward(torch.linspace(0.5, 1.5, y.numel()).view_as(y))
+        torch.autograd.backward(y, torch.linspace(0.5, 1.5, y.numel()).view_as(y))
         assert leaf.grad is not None
         return y.detach(), leaf.grad
 
@@ -211,23 +213,26 @@ def test_matches_ultralytics_values_and_gradients(memory_format: torch.memory_fo
     ours, peer = yolo_spp(ours_in, order="ultralytics"), UltralyticsSPP()(peer_in)
     assert torch.equal(ours, peer)
     g = torch.randn_like(ours)
-    ours.backward(g)
-    peer.backward(g)
+    torch.autograd.backward(ours, g)
+    torch.autograd.backward(peer, g)
     torch.testing.assert_close(ours_in.grad, peer_in.grad)
     sppf_in = x.clone().requires_grad_()
-    sppf(sppf_in).backward(g)
+    torch.autograd.backward(sppf(sppf_in), g)
     torch.testing.assert_close(sppf_in.grad, peer_in.grad)
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 def test_gradient_with_ties_routes_one_unit_per_output(memory_format: torch.memory_format) -> None:
-    for fn in (lambda t: yolo_spp(t), lambda t: sppf(t), lambda t: yolo_spp(t, (3, 1, 7))):
+    blocks: list[Callable[[Tensor], Tensor]] = [yolo_spp, sppf, lambda t: yolo_spp(t, (3, 1, 7))]
+    for fn in blocks:
         x = torch.ones(2, 3, 7, 8).to(memory_format=memory_format).requires_grad_()
         y = fn(x)
-        y.sum().backward()
-        assert torch.isfinite(x.grad).all()
-        assert x.grad.sum().item() == y.numel()  # each output sends its whole gradient to one input
-        assert (x.grad == x.grad.round()).all()  # no splitting between tied inputs
+        torch.autograd.backward(y.sum())
+        grad = x.grad
+        assert grad is not None
+        assert torch.isfinite(grad).all()
+        assert grad.sum().item() == y.numel()  # each output sends its whole gradient to one input
+        assert torch.equal(grad, grad.round())  # no splitting between tied inputs
 
 
 def test_spp_to_sppf_accepts_progressions() -> None:
@@ -261,7 +266,7 @@ def test_sppf_n_is_a_deprecated_alias_of_repeats() -> None:
     with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="n must be positive"):
         SPPF(n=0)  # errors name the parameter the caller passed
     with pytest.warns(DeprecationWarning), pytest.raises(TypeError, match="n must be an int"):
-        SPPF(n=True)  # type: ignore[arg-type]
+        SPPF(n=True)
 
 
 @pytest.mark.parametrize("kernel_sizes", [(3, 5, 9), (5, 9, 15), (9, 5, 13)])
@@ -324,7 +329,7 @@ def test_low_precision(dtype: torch.dtype) -> None:
     assert torch.equal(yolo_spp(x).float(), yolo_spp(x.float()))
     assert torch.equal(sppf(x), yolo_spp(x, order="ultralytics"))
     xg = x.clone().requires_grad_()
-    sppf(xg).sum().backward()
+    torch.autograd.backward(sppf(xg).sum())
     assert xg.grad is not None and xg.grad.dtype == dtype
     torch.testing.assert_close(spatial_pyramid_pool(x).float(), spatial_pyramid_pool(x.float()))
 
@@ -350,31 +355,36 @@ def test_registry_names_follow_the_rule() -> None:
     assert torch.equal(old(x), new(x))
 
 
+def _wrong(value: object) -> Any:
+    """``value`` unchanged, typed ``Any``: a deliberately wrong argument the type checker must let through."""
+    return value
+
+
 @pytest.mark.parametrize(
     ("call", "error", "name"),
     [
         (lambda: spatial_pyramid_pool(torch.randn(1, 2, 4, 4), ()), ValueError, "levels"),
         (lambda: spatial_pyramid_pool(torch.randn(1, 2, 4, 4), (0, 2)), ValueError, "levels"),
-        (lambda: spatial_pyramid_pool(torch.randn(1, 2, 4, 4), 4), TypeError, "levels"),
-        (lambda: spatial_pyramid_pool(torch.randn(1, 2, 4, 4), (1.5,)), TypeError, "levels"),
+        (lambda: spatial_pyramid_pool(torch.randn(1, 2, 4, 4), _wrong(4)), TypeError, "levels"),
+        (lambda: spatial_pyramid_pool(torch.randn(1, 2, 4, 4), _wrong((1.5,))), TypeError, "levels"),
         (lambda: spatial_pyramid_pool(torch.randn(1, 2, 4, 4), mode="min"), ValueError, "mode"),
-        (lambda: spatial_pyramid_pool(torch.randn(1, 2, 4, 4), flatten=1), TypeError, "flatten"),
+        (lambda: spatial_pyramid_pool(torch.randn(1, 2, 4, 4), flatten=_wrong(1)), TypeError, "flatten"),
         (lambda: spatial_pyramid_pool(torch.randn(2, 4), (1,)), ValueError, "input"),
         (lambda: spatial_pyramid_pool(torch.randn(1, 2, 0, 4), (1,)), ValueError, "input"),
         (lambda: spatial_pyramid_pool(torch.arange(16).reshape(1, 1, 4, 4), (1,)), TypeError, "input"),
         (lambda: yolo_spp(torch.randn(1, 2, 4, 4), (5, 6)), ValueError, "kernel_sizes"),
-        (lambda: yolo_spp(torch.randn(1, 2, 4, 4), 5), TypeError, "kernel_sizes"),
+        (lambda: yolo_spp(torch.randn(1, 2, 4, 4), _wrong(5)), TypeError, "kernel_sizes"),
         (lambda: yolo_spp(torch.randn(1, 2, 4, 4), ()), ValueError, "kernel_sizes"),
         (lambda: yolo_spp(torch.randn(1, 2, 4, 4), (5, 5)), ValueError, "kernel_sizes must not repeat"),
         (lambda: yolo_spp(torch.randn(1, 2, 4, 4), order="yolo"), ValueError, "order"),
         (lambda: yolo_spp(torch.randn(2, 4, 4, 4, 4)), ValueError, "input"),
         (lambda: sppf(torch.randn(1, 2, 4, 4), 5, 0), ValueError, "repeats must"),
-        (lambda: sppf(torch.randn(1, 2, 4, 4), 5.0), TypeError, "kernel_size"),
+        (lambda: sppf(torch.randn(1, 2, 4, 4), _wrong(5.0)), TypeError, "kernel_size"),
         (lambda: SPPF(repeats=True), TypeError, "repeats must"),
-        (lambda: from_darknet_cfg(b"[maxpool]"), TypeError, "text"),
+        (lambda: from_darknet_cfg(_wrong(b"[maxpool]")), TypeError, "text"),
     ],
 )
-def test_bad_arguments(call, error: type[Exception], name: str) -> None:
+def test_bad_arguments(call: Callable[[], object], error: type[Exception], name: str) -> None:
     with pytest.raises(error, match=name):
         call()
 
@@ -395,10 +405,11 @@ def test_tie_gradients_go_to_a_window_maximum(dtype: torch.dtype) -> None:
         out = yolo_spp(ours_in, (k,), order="ultralytics")[:, 3:]
         assert torch.equal(out, F.max_pool2d(x, k, 1, k // 2))
         grad = torch.randint(1, 4, out.shape, generator=g).to(dtype)
-        out.backward(grad)
+        torch.autograd.backward(out, grad)
+        assert ours_in.grad is not None
         assert ours_in.grad.double().sum() == grad.double().sum()
         # a cell is some window's maximum iff it equals the min over its windows of their maxima
-        is_window_max = x == -F.max_pool2d(-F.max_pool2d(x, k, 1, k // 2), k, 1, k // 2)
+        is_window_max = torch.eq(x, -F.max_pool2d(-F.max_pool2d(x, k, 1, k // 2), k, 1, k // 2))
         assert not (ours_in.grad != 0)[~is_window_max].any()
 
 

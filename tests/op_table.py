@@ -219,7 +219,7 @@ def _records() -> list[OpRecord]:
                 n,
             ),
             OpRecord(
-                f"mixed{n}d_eval",
+                f"mixed{n}d-eval",
                 partial(getattr(tp, f"mixed_pool{n}d"), training=False),
                 _eval_module(getattr(tp, f"MixedPool{n}d")),
                 _mixed_ref,
@@ -238,7 +238,7 @@ def _records() -> list[OpRecord]:
                 n,
             ),
             OpRecord(
-                f"stochastic{n}d_eval",
+                f"stochastic{n}d-eval",
                 partial(getattr(tp, f"stochastic_pool{n}d"), training=False),
                 _eval_module(getattr(tp, f"StochasticPool{n}d")),
                 stochastic_eval_reference,
@@ -289,7 +289,7 @@ def _records() -> list[OpRecord]:
         shape = (2, 3, *[4, 3, 5][:n])
         records += [
             OpRecord(
-                f"global_avg_{n}d",
+                f"global_avg-{n}d",
                 tp.global_avg_pool,
                 tp.GlobalAvgPool,
                 _global_ref("avg"),
@@ -298,7 +298,7 @@ def _records() -> list[OpRecord]:
                 batchless=False,
             ),
             OpRecord(
-                f"global_max_{n}d",
+                f"global_max-{n}d",
                 tp.global_max_pool,
                 tp.GlobalMaxPool,
                 _global_ref("max"),
@@ -307,7 +307,7 @@ def _records() -> list[OpRecord]:
                 batchless=False,
             ),
             OpRecord(
-                f"gem_{n}d",
+                f"gem-{n}d",
                 lambda x, p=3.0, **kw: tp.gem(x, p, **kw),
                 lambda p=3.0, **kw: tp.GeM(p, **kw),
                 _gem_ref,

@@ -8,7 +8,7 @@ as soon as it is registered.
 * float16 / bfloat16: the module and input converted; finite, and close to float32 on CUDA.
 * ``torch.use_deterministic_algorithms(True)``: forward and backward run (PyTorch raises on its
   non-deterministic kernels) and two runs are bitwise equal, except ``DETERMINISTIC_EXCEPTIONS``
-  (asserted to still raise).
+  (the records' ``deterministic_exception``, asserted to still raise).
 * inductor on CUDA for a few pools, pooling + unpooling, the median's compiled path, and
   stochastic pooling with a CUDA generator.
 """
@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import torch
+from records import POOLS
 from torch import nn
 
 import torchpool as tp
@@ -30,14 +31,15 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 INFOS = tp.list_pools()
 CASES = [pytest.param(info, d, id=f"{info.name}-{d}d") for info in INFOS for d in info.dims]
 SEED = 1234
-#: draws random regions even in eval mode: not comparable across devices
-RANDOM_IN_EVAL = frozenset({"fractional_max2d", "fractional_max3d"})
+#: draws random regions even in eval mode: not comparable across devices (``PoolRecord.random_in_eval``)
+RANDOM_IN_EVAL = frozenset(name for name, record in POOLS.items() if record.random_in_eval)
 #: pools whose backward has no deterministic CUDA kernel in PyTorch; asserted to raise
+#: (``PoolRecord.deterministic_exception``)
 DETERMINISTIC_EXCEPTIONS: dict[str, str] = {
-    "fractional_max2d": "PyTorch's fractional_max_pool2d_backward_cuda has no deterministic implementation",
-    "fractional_max3d": "PyTorch's fractional_max_pool3d_backward_cuda has no deterministic implementation",
+    name: record.deterministic_exception for name, record in POOLS.items() if record.deterministic_exception
 }
-INDUCTOR_POOLS = ("median2d", "stochastic2d", "avgmax2d", "adaptive_catavgmax2d", "spp", "netvlad", "gem")
+#: pools compiled with inductor on CUDA (``PoolRecord.cuda_inductor``)
+INDUCTOR_POOLS = tuple(name for name, record in POOLS.items() if record.cuda_inductor)
 
 
 def _build(info: tp.PoolInfo) -> nn.Module:

@@ -2,8 +2,9 @@
 
 The tests walk ``tp.list_pools()`` and every spatial dim of each pool (eval mode, float32, 4
 channels, each pool's example arguments; stochastic and mixed pools in train mode too, under a
-fixed seed / ``generator``). For each (pool, case) the table :data:`POLICY` says what happens
-now, and the test asserts exactly that; ``docs/degenerate.md`` is rendered from the table
+fixed seed / ``generator``). For each (pool, case) the pool's record (``PoolRecord.policy`` in
+``tests/records/<family>.py``, collected in :data:`POLICY`) says what happens now, and the test
+asserts exactly that; ``docs/degenerate.md`` is rendered from the table
 (``python tests/test_degenerate.py --write``) and a test keeps it in sync.
 
 Cases (the codes each one accepts are listed in :data:`CODES`):
@@ -38,14 +39,15 @@ from __future__ import annotations
 
 import inspect
 import math
-import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 import torch
+from op_record import Out, Semantics
+from records import POOLS
 from torch import nn
 
 import torchpool as tp
@@ -60,8 +62,8 @@ KERNEL_SIZE = 5  # spatial size per dim of the kernel = input size case (odd: SP
 TIE = 3.0
 EPS_GEM = 1e-6
 
-#: pools also run in train mode (random draws there; seeded).
-TRAIN_MODE: frozenset[str] = frozenset(f"{f}{d}d" for f in ("stochastic", "mixed") for d in (1, 2, 3))
+#: pools also run in train mode (random draws there; seeded): those whose output depends on the mode.
+TRAIN_MODE: frozenset[str] = frozenset(name for name, record in POOLS.items() if record.train_differs)
 
 CASES: tuple[str, ...] = (
     "n0", "1x1", "kernel", "zeros", "ties",
@@ -132,339 +134,24 @@ CODES: dict[str, dict[str, str]] = {
 }
 
 
-class Out(NamedTuple):
-    """The current outcome of one (pool, case).
+# ------------------------------------------------------------------ the policy (on the records)
 
-    Attributes:
-        code: what the test asserts (one of :data:`CODES`; ``zeros`` and ``ties`` as
-            ``"<value>, <grad>"``; ``raises E`` with ``match``).
-        why: the reason, shown in the doc. ``BUG:`` / ``LIMIT:`` / ``UPSTREAM:`` mark them.
-        match: for ``raises E``: a regex the message must match.
-    """
-
-    code: str
-    why: str = ""
-    match: str = ""
+#: registry name -> eval-mode outcomes (``PoolRecord.policy``, in ``tests/records/<family>.py``).
+POLICY: dict[str, Mapping[str, Out]] = {name: record.policy for name, record in POOLS.items()}
+#: train-mode outcomes of the pools in TRAIN_MODE (``PoolRecord.train_policy``).
+TRAIN_POLICY: dict[str, Mapping[str, Out]] = {
+    name: record.train_policy for name, record in POOLS.items() if record.train_policy is not None
+}
 
 
-def _raises(exc: str, match: str, why: str = "") -> Out:
-    return Out(f"raises {exc}", why, match)
-
-
-# ------------------------------------------------------------------ the policy table
-
-_SIZE_MSG = r"larger than the padded input \(1 \+ 2 \* 0\)"
-_WINDOW_TOO_BIG = _raises("ValueError", rf"shape \(2, 4(, 1)+\) does not fit the window: .*{_SIZE_MSG}")
-_TORCH_TOO_SMALL = _raises(
-    "RuntimeError", r"Given input size: \(4x1(x1)*\)\. Calculated output size: .*too small"
-)
-_POW_OVERFLOW = "LIMIT: x**p overflows float32 above ~1e19 (p=2) / ~7e12 (p=3)"
-
-#: outcomes shared by max / average / mixed pools; pools below override what differs.
-_BASE: dict[str, Out] = {
-    "n0": Out("ok"),
-    "1x1": Out("ok"),
-    "kernel": Out("global"),
-    "zeros": Out("0, one-hot"),
-    "ties": Out("c, one-hot"),
-    "f32_huge": Out("ok"),
-    "f16_huge": Out("ok"),
-    "f32_tiny": Out("ok"),
-    "f32_subnormal": Out("ok"),
-    "nan": Out("nan", "propagates to the windows containing the cell"),
-    "+inf": Out("+inf"),
-    "-inf": Out("finite", "ignored by the max (the window's max of the other cells)"),
-}
-_MAX = {**_BASE}
-_AVG = {**_BASE, "zeros": Out("0, uniform"), "ties": Out("c, uniform"), "-inf": Out("-inf")}
-_AVGMAX = {
-    **_BASE,
-    "zeros": Out("0, any"),
-    "ties": Out("c, any"),
-    "-inf": Out("-inf", "the average is -inf"),
-    "f16_huge": Out("ok", "0.5 * avg + 0.5 * max: no intermediate sum to overflow"),
-}
-_CATAVGMAX = {
-    **_AVGMAX,
-    "f16_huge": Out("ok"),
-    "-inf": Out("-inf and finite", "avg channel -inf, max channel finite"),
-}
-_MIX_EVAL = {**_AVGMAX, "f16_huge": Out("ok"), "-inf": Out("-inf", "p * max + (1 - p) * avg with avg = -inf")}
-_STOCHASTIC_EVAL = {
-    **_BASE,
-    "1x1": _WINDOW_TOO_BIG,
-    "zeros": Out("0, 0", "zero windows output 0 with zero gradient (documented)"),
-    "ties": Out("c, uniform"),
-    "f32_huge": Out("inf", "LIMIT: sum(a^2) / sum(a) in float32: a^2 overflows above ~1.8e19"),
-    "f32_tiny": Out("0", "LIMIT: a^2 underflows to 0 below ~1e-19 (exact answer ~1e-30)"),
-    "f32_subnormal": Out("0", "LIMIT: a^2 underflows to 0"),
-    "nan": _raises(
-        "ValueError", r"must not contain NaN", "refuses: probabilities a / sum(a) need finite a >= 0"
-    ),
-    "+inf": _raises("ValueError", r"must be finite for stochastic pooling, got inf"),
-    "-inf": _raises("ValueError", r"must be non-negative for stochastic pooling .* minimum of -inf"),
-}
-_STOCHASTIC_TRAIN = {
-    **_STOCHASTIC_EVAL,
-    "ties": Out("c, one-hot", "one drawn cell per window"),
-    "f32_huge": Out("ok", "draws compare running sums, no squares"),
-    "f32_tiny": Out("ok"),
-    "f32_subnormal": Out("ok"),
-}
-_MIX_TRAIN = {
-    **_MIX_EVAL,
-    "zeros": Out("0, any", "per sample: max (one-hot) or average (uniform)"),
-    "ties": Out("c, any"),
-    "+inf": Out("+inf", "the chosen pool's value (here the max; torch.where, so no 0 * inf)"),
-    "-inf": Out("finite", "the chosen pool's value: here the max, which ignores it (the average: -inf)"),
-}
-_GLOBAL_ONLY = {"kernel": Out("global", "already a global reduction (output_size=1)")}
-_MEDIAN = {
-    **_BASE,
-    "1x1": _raises(
-        "ValueError",
-        r"padding must be smaller than the input size for padding_mode='reflect', got padding=1 for size 1",
-        "reflect padding needs padding < size",
-    ),
-    "nan": Out("nan", "a NaN anywhere in a window gives NaN (documented)"),
-    "+inf": Out("finite", "an order statistic: one extreme cell does not reach the median"),
-    "-inf": Out("finite", "an order statistic"),
-}
-_STATS: dict[str, Out] = {
-    "n0": Out("ok"),
-    "1x1": Out("ok"),
-    "kernel": Out("n/a"),
-    "zeros": Out("0, 0"),
-    "ties": Out("as-1x1, any"),
-    "f32_huge": Out("nan", "LIMIT: the second moment (~1e60) overflows float32; inf / inf in the L2 norm"),
-    "f16_huge": Out("ok", "computed in float32"),
-    "f32_tiny": Out("0", "LIMIT: the second moment (~1e-60) underflows to 0; sign(0) = 0"),
-    "f32_subnormal": Out("0", "LIMIT: the second moment underflows to 0"),
-    "nan": Out("nan@sample", "every output of the sample is NaN (channels mix, then L2 normalisation)"),
-    "+inf": Out(
-        "nan and finite",
-        "entries pairing the channel are inf; the L2 norm gives inf/inf = NaN there, 0 elsewhere",
-    ),
-    "-inf": Out("nan and finite", "as for +inf"),
-}
-_NETVLAD = {
-    **_STATS,
-    "zeros": Out("ref, any", "the zero descriptor is assigned by softmax(bias): V_k = -L a_k c_k"),
-    "ties": Out("ref, any"),
-    "f32_huge": Out("ok", "a descriptor whose ||x||^2 overflows is divided by its largest |x_i| first"),
-    "f32_tiny": Out("as-zeros", "by design: descriptors with ||x|| << sqrt(eps) are damped to 0"),
-    "f32_subnormal": Out("as-zeros", "by design (eps)"),
-    "nan": Out("nan@sample", "every output of the sample is NaN"),
-    "+inf": Out(
-        "nan@sample", "x / ||x|| = inf / inf = NaN for the descriptor, then every output of the sample"
-    ),
-    "-inf": Out("nan@sample", "as for +inf"),
-}
-
-POLICY: dict[str, dict[str, Out]] = {}
-for _d in (1, 2, 3):
-    POLICY[f"max{_d}d"] = {**_MAX, "1x1": _TORCH_TOO_SMALL}
-    POLICY[f"overlapping_max{_d}d"] = {**_MAX, "1x1": Out("ok", "-inf padding 1 fits a 3-wide window")}
-    POLICY[f"adaptive_max{_d}d"] = {**_MAX, **_GLOBAL_ONLY}
-    POLICY[f"avg{_d}d"] = {**_AVG, "1x1": _TORCH_TOO_SMALL}
-    POLICY[f"adaptive_avg{_d}d"] = {**_AVG, **_GLOBAL_ONLY}
-    POLICY[f"lp{_d}d"] = {
-        **_AVG,
-        "1x1": _TORCH_TOO_SMALL,
-        "zeros": Out("0, 0", "PyTorch's sign(s) * relu(|s|) gives the 2-norm at 0 the subgradient 0"),
-        "ties": Out("c*k^(1/p), uniform"),
-        "f32_huge": Out("inf", f"UPSTREAM {_POW_OVERFLOW}"),
-        "f16_huge": Out("inf", "UPSTREAM LIMIT: x**2 overflows float16 (6e4**2 > 65504)"),
-        "f32_tiny": Out("0", "UPSTREAM LIMIT: x**2 underflows to 0 (exact answer ~1e-30)"),
-        "f32_subnormal": Out("0", "UPSTREAM LIMIT: x**2 underflows to 0"),
-        "-inf": Out("+inf", "(-inf)**2 = +inf"),
-    }
-    POLICY[f"avgmax{_d}d"] = {**_AVGMAX, "1x1": _WINDOW_TOO_BIG}
-    POLICY[f"adaptive_avgmax{_d}d"] = {**_AVGMAX, **_GLOBAL_ONLY}
-    POLICY[f"catavgmax{_d}d"] = {**_CATAVGMAX, "1x1": _WINDOW_TOO_BIG}
-    POLICY[f"adaptive_catavgmax{_d}d"] = {**_CATAVGMAX, **_GLOBAL_ONLY}
-    POLICY[f"mixed{_d}d"] = {**_MIX_EVAL, "1x1": _WINDOW_TOO_BIG}
-    POLICY[f"stochastic{_d}d"] = dict(_STOCHASTIC_EVAL)
-    POLICY[f"median{_d}d"] = dict(_MEDIAN)
-POLICY["max1d"]["1x1"] = _raises(
-    "RuntimeError",
-    r"max_pool1d\(\) Invalid computed output size: 0",
-    "UPSTREAM: the message names the output size only, not the input's",
-)
-for _d in (2, 3):
-    POLICY[f"fractional_max{_d}d"] = {
-        **_MAX,
-        "-inf": Out("finite", "ignored by the max"),
-    }
-POLICY["fractional_max2d"]["1x1"] = Out(
-    "empty",
-    "UPSTREAM BUG: output_ratio=0.5 of 1 gives a (2, 4, 0, 0) output silently (3d raises); "
-    "torchpool registers nn.FractionalMaxPool2d as is (ops/standard.py)",
-)
-POLICY["fractional_max3d"]["1x1"] = _raises(
-    "RuntimeError",
-    r"pool time 2 too large relative to input time 1",
-    "the window shrunk to 1 raises as for kernel",
-)
-POLICY["fractional_max3d"]["kernel"] = _raises(
-    "RuntimeError",
-    r"pool time \d+ too large relative to input time \d+",
-    "UPSTREAM BUG: 3d demands output + kernel - 1 < input (2d: <=), so no window may span the input",
-)
-for _name in ("avg3d", "lp3d"):
-    POLICY[_name]["1x1"] = _raises(
-        "RuntimeError",
-        r"Given input size: \(1x1x1\)\. Calculated output size: .*too small",
-        "avg_pool2d's message: the 3d average runs separably where an input dim is below the kernel",
-    )
-POLICY["avg3d"]["f16_huge"] = Out("ok", "averaged in float32 on the CPU, which has no float16 avg_pool3d")
-POLICY["learned_mixed2d"] = {**_MIX_EVAL, "1x1": _WINDOW_TOO_BIG}
-POLICY["gated2d"] = {
-    **_MIX_EVAL,
-    "1x1": _WINDOW_TOO_BIG,
-    "+inf": Out(
-        "nan",
-        "the gate sigmoid(w . x) is NaN for w = 0 (init: 0 * inf); for other w it saturates to 0 or 1 "
-        "and g * max + (1 - g) * avg has 0 * inf = NaN",
-    ),
-    "-inf": Out("nan", "as for +inf"),
-}
-POLICY["global_max"] = {
-    **_MAX,
-    **_GLOBAL_ONLY,
-    "zeros": Out("0, uniform", "x.amax splits the gradient evenly between tied maxima (max pools pick one)"),
-    "ties": Out("c, uniform", "x.amax splits the gradient evenly between tied maxima"),
-}
-POLICY["global_avg"] = {**_AVG, **_GLOBAL_ONLY}
-POLICY["gem"] = {
-    **_AVG,
-    **_GLOBAL_ONLY,
-    "zeros": Out("eps, 0", "clamp(x, eps): output eps, gradient 0 (clamped)"),
-    "f32_huge": Out("ok", "each plane is divided by its max before the power"),
-    "f32_tiny": Out("eps", "by design: the input is clamped to eps = 1e-6"),
-    "f32_subnormal": Out("eps", "by design: clamped to eps"),
-    "-inf": Out("finite", "clamped to eps"),
-}
-for _name in ("spp", "spp1d", "spp3d"):
-    POLICY[_name] = {**_MAX, "kernel": Out("global", "levels=(1,) is the global max")}
-for _name in ("sppf", "yolo_spp"):
-    POLICY[_name] = {
-        **_MAX,
-        "1x1": Out("ok", "-inf same padding: every pooled channel equals the cell"),
-        "kernel": Out("centre", "stride-1 same-padded windows: only the centre window covers the input"),
-        "-inf": Out("-inf and finite", "the identity channel keeps -inf; the pooled channels ignore it"),
-    }
-for _name in ("bilinear", "compact_bilinear"):
-    POLICY[_name] = dict(_STATS)
-POLICY["compact_bilinear"].update(
-    {
-        "f32_huge": Out("nan and 0", _STATS["f32_huge"].why),
-        "nan": Out("nan@sample", "every output of the sample, the unreachable bins too (NaN * 0 mask)"),
-    }
-)
-POLICY["matrix_sqrt"] = {
-    **_STATS,
-    "ties": Out("as-1x1, 0", "zero covariance: output 0, gradient 0 (trace replaced by 1)"),
-    "f32_huge": Out("nan", "LIMIT: the covariance (~1e60) overflows float32"),
-    "f32_tiny": Out("0", "LIMIT: the covariance (~1e-60) underflows to 0: the zero-covariance output"),
-    "f32_subnormal": Out("0", "LIMIT: as for f32_tiny"),
-    "+inf": Out("nan@sample", "inf - inf in the centring"),
-    "-inf": Out("nan@sample", "inf - inf in the centring"),
-}
-POLICY["low_rank_bilinear"] = {
-    **_STATS,
-    "f32_huge": Out(
-        "nan", "the exact scores (~1e60) exceed float32; the difference of energies is inf - inf"
-    ),
-    "f16_huge": Out("±inf", "the exact scores (~4e9) exceed float16"),
-    "f32_tiny": Out("0", "the exact scores (~1e-60) underflow float32"),
-    "f32_subnormal": Out("0", "the exact scores underflow"),
-    "nan": Out("nan@sample", "every class score of the sample"),
-    "+inf": Out("nan@sample", "inf - inf between the U and V energies"),
-    "-inf": Out("nan@sample", "inf - inf between the U and V energies"),
-}
-POLICY["netvlad"] = dict(_NETVLAD)
-POLICY["ghostvlad"] = {
-    **_NETVLAD,
-    "zeros": Out("ref, any", "the ghost cluster takes the mass (bias 0 vs -100): output ~1e-36"),
-}
-
-#: train-mode outcomes of the pools in TRAIN_MODE (eval-mode ones are in POLICY).
-TRAIN_POLICY: dict[str, dict[str, Out]] = {}
-for _d in (1, 2, 3):
-    TRAIN_POLICY[f"stochastic{_d}d"] = dict(_STOCHASTIC_TRAIN)
-    TRAIN_POLICY[f"mixed{_d}d"] = {**_MIX_TRAIN, "1x1": _WINDOW_TOO_BIG}
-
-
-def policy(name: str, mode: str) -> dict[str, Out]:
+def policy(name: str, mode: str) -> Mapping[str, Out]:
     """The outcome table of one pool in one mode."""
-    return TRAIN_POLICY[name] if mode == "train" else POLICY[name]
-
-
-# ------------------------------------------------------------------ what each pool computes
-
-
-class Semantics(NamedTuple):
-    """Facts about a pool the checks need (not policy).
-
-    Attributes:
-        reduce: the reduction of one window / of the whole input (``max``, ``mean``, ``lp2``,
-            ``median``, ``avgmax``, ``catavgmax``, ``mix``, ``stochastic``, ``draw``,
-            ``max|mean``, ``gem``), or for channel statistics ``stats`` / ``netvlad``.
-        degree: ``f(s x) = s**degree f(x)`` for ``s > 0`` (away from eps).
-        shift: ``f(x + t) = f(x) + t``, so the gradient sums to one per output.
-        window: kwargs that make the window the whole input of spatial size ``S`` (None: no window).
-    """
-
-    reduce: str
-    degree: int
-    shift: bool
-    window: Callable[[int], dict[str, Any]] | None
-
-
-def _kernel(size: int) -> dict[str, Any]:
-    return {"kernel_size": size}
-
-
-def _kernel_nopad(size: int) -> dict[str, Any]:
-    return {"kernel_size": size, "padding": 0}
+    return POOLS[name].policy_in(mode)
 
 
 def semantics(name: str, mode: str) -> Semantics:
-    stem = re.sub(r"[123]d$", "", name)
-    table: dict[str, Semantics] = {
-        "max": Semantics("max", 1, True, _kernel),
-        "overlapping_max": Semantics("max", 1, True, _kernel_nopad),
-        "adaptive_max": Semantics("max", 1, True, lambda s: {}),
-        "global_max": Semantics("max", 1, True, lambda s: {}),
-        "fractional_max": Semantics(
-            "max", 1, True, lambda s: {"kernel_size": s, "output_size": 1, "output_ratio": None}
-        ),
-        "avg": Semantics("mean", 1, True, _kernel),
-        "adaptive_avg": Semantics("mean", 1, True, lambda s: {}),
-        "global_avg": Semantics("mean", 1, True, lambda s: {}),
-        "lp": Semantics("lp2", 1, False, _kernel),
-        "avgmax": Semantics("avgmax", 1, True, _kernel),
-        "adaptive_avgmax": Semantics("avgmax", 1, True, lambda s: {}),
-        "catavgmax": Semantics("catavgmax", 1, True, _kernel),
-        "adaptive_catavgmax": Semantics("catavgmax", 1, True, lambda s: {}),
-        "mixed": Semantics("max|mean" if mode == "train" else "mix", 1, True, _kernel),
-        "learned_mixed": Semantics("mix", 1, True, _kernel),
-        "gated": Semantics("mix", 1, True, _kernel),
-        "stochastic": Semantics("draw" if mode == "train" else "stochastic", 1, mode == "train", _kernel),
-        "median": Semantics("median", 1, True, _kernel_nopad),
-        "gem": Semantics("gem", 1, False, lambda s: {}),
-        "spp": Semantics("max", 1, True, lambda s: {"levels": (1,)}),
-        "sppf": Semantics("max", 1, True, lambda s: {"kernel_size": s, "n": 1}),
-        "yolo_spp": Semantics("max", 1, True, lambda s: {"kernel_sizes": (s,)}),
-        "bilinear": Semantics("stats", 0, False, None),
-        "compact_bilinear": Semantics("stats", 0, False, None),
-        "low_rank_bilinear": Semantics("stats", 2, False, None),
-        "matrix_sqrt": Semantics("stats", 1, False, None),
-        "netvlad": Semantics("netvlad", 0, False, None),
-        "ghostvlad": Semantics("netvlad", 0, False, None),
-    }
-    return table[stem]
+    """What one pool computes in one mode."""
+    return POOLS[name].semantics_in(mode)
 
 
 # ------------------------------------------------------------------ helpers
@@ -888,7 +575,7 @@ _HEADERS = {
 }
 
 
-def _rows() -> list[tuple[str, str, dict[str, Out]]]:
+def _rows() -> list[tuple[str, str, Mapping[str, Out]]]:
     rows = []
     for info in INFOS:
         dims = ", ".join(f"{d}d" for d in info.dims)

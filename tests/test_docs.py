@@ -20,23 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from records import POOLS
 
 import torchpool.registry
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-FAMILY_PAGES = [
-    "output-size",
-    "max-avg",
-    "stochastic",
-    "median",
-    "combined",
-    "pyramid",
-    "global",
-    "netvlad",
-    "bilinear",
-    "unpool",
-]
+#: the family pages: every registered pool's (``PoolRecord.docs_page``), and the pages of what is
+#: not a registered pool (output sizes, unpooling).
+FAMILY_PAGES = [*dict.fromkeys(record.docs_page for record in POOLS.values()), "output-size", "unpool"]
 OTHER_PAGES = ["registry", "commands", "performance"]
 # the modules whose API reference each page shows (``::: module`` in docs/PAGE.md)
 API_PAGES = {

@@ -1,9 +1,10 @@
 """torch.compile and ONNX coverage for EVERY registered pool, plus the support table.
 
 The tests walk ``tp.list_pools()``, so a newly registered pool is covered automatically;
-a pool that cannot compile or export must be listed in one of the exception tables
-below with its reason, and the test for it asserts that it still fails (strict), so
-``docs/support.md`` (rendered from these tables by :func:`support_rows`) stays true.
+a pool that cannot compile or export must say so with its reason on its record
+(``tests/records/<family>.py``, collected in the exception tables below), and the test for it
+asserts that it still fails (strict), so ``docs/support.md`` (rendered from these tables by
+:func:`support_rows`) stays true.
 
 * compile: ``torch.compile(module, backend="aot_eager", fullgraph=True)`` (no graph break, no
   warning) vs eager, eval and train mode, forward and input gradient (rtol = atol = 1e-5,
@@ -36,6 +37,8 @@ from typing import Any
 
 import pytest
 import torch
+from op_record import CHECKS
+from records import POOLS
 from torch import nn
 
 import torchpool as tp
@@ -47,15 +50,19 @@ CASES = [pytest.param(info, d, id=f"{info.name}-{d}d") for info in INFOS for d i
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 SEED = 1234
 
-# ------------------------------------------------------------------ exception tables
+# ------------------------------------------------------------------ exception tables (on the records)
 
 #: THE table of what does not work yet under ``torch.compile(fullgraph=True)`` / ``torch.export``:
 #: ``(pool, check) -> reason`` with check ``"compile"`` (fullgraph aot_eager equal to eager, either
 #: mode), ``"export"`` (``torch.export.export`` in eval mode, equal to eager) or ``"explain"`` (no
-#: graph break). Each entry makes its test a strict xfail, so a fixed pool fails the run until its
-#: entry is removed; the table only shrinks. Empty: every registered pool passes every check.
-FULLGRAPH_XFAIL: dict[tuple[str, str], str] = {}
-CHECKS = ("compile", "export", "explain")
+#: graph break), from the records' ``fullgraph_xfail``. Each entry makes its test a strict xfail, so
+#: a fixed pool fails the run until its entry is removed; the table only shrinks. Empty: every
+#: registered pool passes every check.
+FULLGRAPH_XFAIL: dict[tuple[str, str], str] = {
+    (name, check): reason
+    for name, record in POOLS.items()
+    for check, reason in record.fullgraph_xfail.items()
+}
 
 #: pools that do not compile (fullgraph aot_eager) or whose compiled output differs from eager.
 COMPILE_EXCEPTIONS: dict[str, str] = {
@@ -63,36 +70,21 @@ COMPILE_EXCEPTIONS: dict[str, str] = {
 }
 
 #: pools whose Module behaves differently in train and eval mode (inductor checks both modes).
-TRAIN_DIFFERS: frozenset[str] = frozenset(
-    {"stochastic1d", "stochastic2d", "stochastic3d", "mixed1d", "mixed2d", "mixed3d"}
-)  # fmt: skip
+TRAIN_DIFFERS: frozenset[str] = frozenset(name for name, record in POOLS.items() if record.train_differs)
 FULL_INDUCTOR = os.environ.get("TORCHPOOL_FULL_INDUCTOR") == "1"
 
 #: pools whose draws in training mode are random: compared under one seed / generator.
-RANDOM_IN_TRAIN: frozenset[str] = frozenset(
-    {"stochastic1d", "stochastic2d", "stochastic3d", "mixed1d", "mixed2d", "mixed3d",
-     "fractional_max2d", "fractional_max3d"}
-)  # fmt: skip
+RANDOM_IN_TRAIN: frozenset[str] = frozenset(name for name, record in POOLS.items() if record.random_in_train)
 
 #: pools the legacy TorchScript exporter (``dynamo=False``, opset 17) cannot export; they
 #: must export with the dynamo exporter instead.
 ONNX_TORCHSCRIPT_FAILS: dict[str, str] = {
-    "matrix_sqrt": "aten::triu_indices has no opset-17 symbolic",
-    **{
-        f"{family}{d}d": "forward has a keyword-only `generator` argument, which the TorchScript tracer "
-        "rejects (TypeError: forward() takes 2 positional arguments but 3 were given)"
-        for family in ("mixed", "stochastic")
-        for d in (1, 2, 3)
-    },
+    name: record.onnx_torchscript_fails for name, record in POOLS.items() if record.onnx_torchscript_fails
 }
 
 #: pools that export with neither exporter.
 ONNX_EXCEPTIONS: dict[str, str] = {
-    **{
-        f"fractional_max{d}d": f"aten::fractional_max_pool{d}d has no ONNX equivalent in either "
-        "exporter (and draws random regions even in eval mode)"
-        for d in (2, 3)
-    },
+    name: record.onnx_exception for name, record in POOLS.items() if record.onnx_exception
 }
 
 
@@ -296,8 +288,8 @@ def test_torch_export_matches_eager(info: tp.PoolInfo, dims: int) -> None:
     torch.testing.assert_close(got, _first(module(x)), **TOL)
 
 
-EXPLAIN = [("stochastic2d", "train"), ("stochastic2d", "eval"), ("sppf", "eval"), ("yolo_spp", "eval"),
-           ("median2d", "eval")]  # fmt: skip
+#: the pools that once had graph breaks, in the modes they had them (``PoolRecord.explain_modes``).
+EXPLAIN = [(name, mode) for name, record in POOLS.items() for mode in record.explain_modes]
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,8 @@
-"""Generic tests over the op table: reference, gradcheck, layouts, Module == function, low precision."""
+"""Generic tests over the op table: reference, gradcheck, layouts, Module == function, low precision.
+
+Also the records' bookkeeping: every registered pool has exactly one ``PoolRecord``
+(``tests/records/<family>.py``).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,9 @@ import torch
 from exactness import assert_same_computation
 from op_record import Case, OpRecord, make_input
 from op_table import OPS, TOLERANCES
+from records import DUPLICATES, POOLS, record_file
+
+import torchpool as tp
 
 ALL_CASES = [pytest.param(op, case, id=f"{op.name}-{case!r}") for op in OPS for case in op.cases]
 FIRST_CASES = [pytest.param(op, op.cases[0], id=op.name) for op in OPS]
@@ -82,3 +89,14 @@ def test_meta_perturbed_op_is_caught(op: OpRecord, monkeypatch: pytest.MonkeyPat
     broken = OpRecord(op.name, perturbed, op.module, op.reference, op.cases, op.dims, op.inputs, op.batchless)
     with pytest.raises(AssertionError):
         check_against_reference(broken, case, torch.float64)
+
+
+def test_every_registered_pool_has_exactly_one_record() -> None:
+    infos = tp.list_pools()
+    assert not DUPLICATES, f"pools with more than one PoolRecord in tests/records/: {DUPLICATES}"
+    missing = [
+        f"{info.name} (add it to {record_file(info.family)})" for info in infos if info.name not in POOLS
+    ]
+    assert not missing, "registered pools without a PoolRecord: " + ", ".join(missing)
+    stale = sorted(set(POOLS) - {info.name for info in infos})
+    assert not stale, f"PoolRecords of names the registry does not list (tp.list_pools()): {stale}"

@@ -30,9 +30,10 @@ each pool, each of its dims, float16 and bfloat16:
   lose digits whatever the op does (a normalised output of a 1000-valued input has input
   gradients ~1e-6).
 
-Exceptions: :data:`PYTORCH_EXCEPTIONS` (PyTorch's own implementation fails; the test asserts
-that it still does, so the table stays true) and :data:`BUGS` (torchpool code that should
-compute in float32 and does not; ``xfail(strict=True)``). :func:`render_precision_rows` turns
+Exceptions, on each pool's record (``tests/records/<family>.py``): ``half_exceptions``, collected in
+:data:`PYTORCH_EXCEPTIONS` (PyTorch's own implementation fails; the test asserts that it still
+does, so the table stays true), and ``half_bugs``, collected in :data:`BUGS` (torchpool code that
+should compute in float32 and does not; ``xfail(strict=True)``). :func:`render_precision_rows` turns
 them into the precision table (:data:`PRECISION_TABLE_HEADER` + rows) for the README.
 """
 
@@ -42,11 +43,12 @@ import copy
 import math
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import torch
+from op_record import Known
+from records import POOLS
 from torch import Tensor, nn
 
 import torchpool as tp
@@ -61,102 +63,49 @@ SEED = 0
 
 Forward = Callable[[nn.Module, Tensor], Tensor]
 
-# ------------------------------------------------------------------ per-pool choices
+# ------------------------------------------------------------------ per-pool choices (on the records)
 
-#: families whose example window is kept: no sum over the window (selection only), or the
-#: kernel is fixed by the block (fractional: ``output_ratio``; SPPF / YOLO-SPP: odd kernels).
-KEEP_WINDOW: frozenset[str] = frozenset({"median", "pyramid"})
-KEEP_WINDOW_POOLS: frozenset[str] = frozenset({"fractional_max2d", "fractional_max3d"})
+#: the facts below are views of the pools' records (``tests/records/<family>.py``).
 
-#: families with no sum over a window (selection only) checked on smaller inputs: the median's
-#: 3d kernel takes seconds to plan for a 16^3 half-precision input, and there is no sum to overflow.
-SMALL_INPUT: frozenset[str] = frozenset({"median"})
+#: pools whose example window is kept (``PoolRecord.keep_window``): no sum over the window
+#: (selection only), or the kernel is fixed by the block (fractional: ``output_ratio``; SPPF /
+#: YOLO-SPP: odd kernels).
+KEEP_WINDOW: frozenset[str] = frozenset(name for name, record in POOLS.items() if record.keep_window)
+
+#: pools with no sum over a window (selection only) checked on smaller inputs
+#: (``PoolRecord.small_input``): the median's 3d kernel takes seconds to plan for a 16^3
+#: half-precision input, and there is no sum to overflow.
+SMALL_INPUT: frozenset[str] = frozenset(name for name, record in POOLS.items() if record.small_input)
 SMALL_SIZE = {1: 64, 2: 16, 3: 8}
 
 #: largest input magnitude where 1000 would put the exact result itself out of float16 range.
 INPUT_TOP: dict[str, tuple[float, str]] = {
-    "low_rank_bilinear": (100.0, "unnormalised scores ~ rank * mean(x^2) exceed 65504 beyond ~100"),
+    name: record.input_top for name, record in POOLS.items() if record.input_top is not None
 }
 
 #: pools that only accept non-negative input.
-NONNEGATIVE_ONLY: frozenset[str] = frozenset({"stochastic1d", "stochastic2d", "stochastic3d"})
-
-
-@dataclass(frozen=True)
-class Known:
-    """A known half-precision failure: of PyTorch's own implementation (asserted to persist) or a bug.
-
-    Attributes:
-        kind: ``"overflow"`` (the output is not finite), ``"regions"`` (finite, but not the
-            float32 result: the op's geometry is computed in the input dtype) or ``"bug"``.
-        note: short, for the precision table.
-        reason: the full explanation (the xfail reason of a bug).
-    """
-
-    kind: str
-    note: str
-    reason: str
-
-
-_LP_OVERFLOW = Known(
-    "overflow",
-    "PyTorch's LPPool sums x^p in the input dtype: inf once a window's sum of |x|^p > 65504",
-    "PyTorch's LPPool computes avg_pool(x^p) * window size in the input dtype: inf as soon as a "
-    "window's sum of |x|^p exceeds 65504 (an L2 window norm above 256)",
-)
-_FRACTIONAL_REGIONS = Known(
-    "regions",
-    "PyTorch places the random regions in the input dtype: some shift by a cell vs float32",
-    "PyTorch's fractional_max_pool computes its pseudo-random region boundaries ((i + u) * alpha) in "
-    "the input dtype: with the same samples u, some half-precision regions are shifted by a cell "
-    "(float32 and float64 agree); values are exact maxima of those regions",
+NONNEGATIVE_ONLY: frozenset[str] = frozenset(
+    name for name, record in POOLS.items() if record.nonnegative_only
 )
 
 #: (pool, dtype name) -> how PyTorch's own pool fails on the CPU (for every input range it is fed).
 PYTORCH_EXCEPTIONS: dict[tuple[str, str], Known] = {
-    ("lp1d", "float16"): _LP_OVERFLOW,
-    ("lp2d", "float16"): _LP_OVERFLOW,
-    ("fractional_max2d", "float16"): _FRACTIONAL_REGIONS,
-    ("fractional_max2d", "bfloat16"): _FRACTIONAL_REGIONS,
-    ("fractional_max3d", "bfloat16"): _FRACTIONAL_REGIONS,
+    (name, dtype): known for name, record in POOLS.items() for dtype, known in record.half_exceptions.items()
 }
 
 #: (case, dtype name) -> torchpool code that overflows or loses precision in half precision:
 #: xfail(strict=True). ``case`` is a registry name (walk, inputs in [0, 1000]),
 #: ``"<name>[signed]"`` (walk, inputs in [-1000, 1000]) or a targeted ``"<name>[<variant>]"``.
 #: Signed inputs partly cancel in the sums, so some bugs only show with non-negative ones.
-BUGS: dict[tuple[str, str], Known] = {}
+BUGS: dict[tuple[str, str], Known] = {
+    (f"{name}[{variant}]" if variant else name, dtype): known
+    for name, record in POOLS.items()
+    for (variant, dtype), known in record.half_bugs.items()
+}
 
 #: how each pool computes in half precision, by name stem (``avg2d`` -> ``avg``).
 COMPUTED_IN: dict[str, str] = {
-    "bilinear": "float32 (torchpool)",
-    "compact_bilinear": "float32 (torchpool)",
-    "low_rank_bilinear": "float32 (torchpool)",
-    "matrix_sqrt": "float32 (torchpool)",
-    "netvlad": "float32 (torchpool)",
-    "ghostvlad": "float32 (torchpool)",
-    "gem": "float32 (torchpool), max-scaled powers",
-    "stochastic": "float32 sums and draws (torchpool)",
-    "global_avg": "PyTorch's mean (float32 accumulation)",
-    "avg": "PyTorch's kernel (float32 accumulation); 3d: float32 (torchpool)",
-    "adaptive_avg": "PyTorch's kernel (float32 accumulation); on the CPU in float32 (torchpool)",
-    "avgmax": "PyTorch's avg/max kernels; 3d avg in float32 (torchpool)",
-    "catavgmax": "PyTorch's avg/max kernels; 3d avg in float32 (torchpool)",
-    "mixed": "PyTorch's avg/max kernels; 3d avg in float32 (torchpool)",
-    "learned_mixed": "PyTorch's avg/max kernels",
-    "gated": "PyTorch's avg/max kernels and conv2d (gate)",
-    "adaptive_avgmax": "as adaptive_avg and adaptive_max",
-    "adaptive_catavgmax": "as adaptive_avg and adaptive_max",
-    "lp": "input dtype (PyTorch's LPPool formula); 3d: float32 (torchpool)",
-    "max": "exact (selection)",
-    "overlapping_max": "exact (selection)",
-    "adaptive_max": "exact (selection)",
-    "fractional_max": "exact (selection)",
-    "global_max": "exact (selection)",
-    "median": "exact (selection)",
-    "spp": "max: exact (selection); avg: as adaptive_avg",
-    "sppf": "exact (selection)",
-    "yolo_spp": "exact (selection)",
+    re.sub(r"[123]d$", "", name): record.computed_in for name, record in POOLS.items()
 }
 
 
@@ -183,7 +132,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 def _kwargs(info: tp.PoolInfo, dims: int) -> dict[str, Any]:
     kwargs = dict(info.example_kwargs)
-    windowed = info.family not in KEEP_WINDOW and info.name not in KEEP_WINDOW_POOLS
+    windowed = info.name not in KEEP_WINDOW
     if "kernel_size" in kwargs and windowed:
         kwargs["kernel_size"] = WINDOW[dims]
     if info.name.startswith("adaptive_"):
@@ -299,8 +248,8 @@ def _params(cases: list[tuple[str, Any, str]]) -> list[Any]:
 
 def _takes_signed(name: str) -> bool:
     """Signed inputs for pools that do arithmetic (sums cancel); a selection is exact whatever the sign."""
-    selection = COMPUTED_IN.get(_stem(name), "").startswith("exact (selection)")
-    return name not in NONNEGATIVE_ONLY and not selection
+    record = POOLS[name]
+    return not record.nonnegative_only and not record.computed_in.startswith("exact (selection)")
 
 
 WALK = _params(
@@ -320,7 +269,7 @@ def test_registry_half_precision(case: tuple[tp.PoolInfo, int, bool], dtype: tor
     top = INPUT_TOP.get(info.name, (TOP, ""))[0]
     torch.manual_seed(SEED)
     module = tp.create_pool(info.name, **_kwargs(info, dims)).eval()
-    x32 = _input(dims, top, signed, size=SMALL_SIZE if info.family in SMALL_INPUT else SIZE)
+    x32 = _input(dims, top, signed, size=SMALL_SIZE if info.name in SMALL_INPUT else SIZE)
     _prepare(module, x32)
     known = PYTORCH_EXCEPTIONS.get((info.name, _dtype_name(dtype)))
     if known is None:
@@ -343,8 +292,11 @@ def test_tables_name_registered_pools() -> None:
     assert {name for name, _ in PYTORCH_EXCEPTIONS} <= names
     assert set(INPUT_TOP) <= names
     assert {re.sub(r"\[.*\]$", "", case) for case, _ in BUGS} <= names
+    assert {dtype for _, dtype in [*PYTORCH_EXCEPTIONS, *BUGS]} <= {_dtype_name(d) for d in DTYPES}
     missing = sorted({_stem(name) for name in names} - set(COMPUTED_IN))
     assert not missing, f"classify how these pools compute in COMPUTED_IN: {missing}"
+    for name in names:  # one precision-table row per stem: its pools compute alike
+        assert POOLS[name].computed_in == COMPUTED_IN[_stem(name)], f"{name}: computed_in differs in its stem"
 
 
 # ------------------------------------------------------------------ targeted cases

@@ -1,0 +1,48 @@
+"""One :class:`~op_record.PoolRecord` per registered pool, one file per family.
+
+A new pool adds its record to its family's file here (or a new family file, listed in
+:data:`FAMILIES`); ``tests/test_ops.py`` fails while a registered pool has no record.
+"""
+
+from __future__ import annotations
+
+from op_record import PoolRecord
+
+from . import bilinear, combined, global_, median, netvlad, pyramid, standard, stochastic
+
+#: family (``PoolInfo.family``) -> the module holding its records.
+FAMILIES = {
+    "bilinear": bilinear,
+    "combined": combined,
+    "global": global_,
+    "max/avg": standard,
+    "median": median,
+    "netvlad": netvlad,
+    "pyramid": pyramid,
+    "stochastic": stochastic,
+}
+
+
+def _collect() -> tuple[dict[str, PoolRecord], list[str]]:
+    pools: dict[str, PoolRecord] = {}
+    duplicates = []
+    for module in FAMILIES.values():
+        for record in module.RECORDS:
+            if record.name in pools:
+                duplicates.append(record.name)
+            pools[record.name] = record
+    return pools, duplicates
+
+
+#: registry name -> record.
+POOLS, DUPLICATES = _collect()
+
+
+def record_file(family: str) -> str:
+    """Where the records of ``family`` live (for messages)."""
+    module = FAMILIES.get(family)
+    return (
+        f"tests/records/{module.__name__.rsplit('.', 1)[-1]}.py"
+        if module
+        else "a new tests/records/<family>.py"
+    )

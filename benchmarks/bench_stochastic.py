@@ -37,13 +37,16 @@ def run(quick: bool) -> list[Row]:
         def naive_train(
             t: torch.Tensor, k: int = k, s: int = s, p: int = p, gen: torch.Generator = gen
         ) -> torch.Tensor:
-            return naive_stochastic_pool2d(t, k, s, p, gen)[0]
+            # mypy does not follow tests.* (see pyproject.toml), so the naive results are Any until typed
+            values: torch.Tensor = naive_stochastic_pool2d(t, k, s, p, gen)[0]
+            return values
 
         def ours_eval(t: torch.Tensor, k: int = k, s: int = s, p: int = p) -> torch.Tensor:
             return stochastic_pool2d(t, k, s, p, training=False)
 
         def naive_eval(t: torch.Tensor, k: int = k, s: int = s, p: int = p) -> torch.Tensor:
-            return naive_stochastic_eval2d(t, k, s, p)
+            out: torch.Tensor = naive_stochastic_eval2d(t, k, s, p)
+            return out
 
         for op, ours, naive in (
             ("stochastic_train", ours_train, naive_train),

@@ -192,7 +192,7 @@ def test_variants_take_commas_as_well_as_spaces(tmp_path: Path) -> None:
         "gem",
     ]
     args = _args("--out", out, "--variants", "max2d, median2d,,", "max2d", "spp,gem")
-    assert compare.validate_arguments(args) == ["max2d", "median2d", "spp", "gem"]
+    assert compare.validate_arguments(args) == ["max2d", "median2d", "spp2d", "gem"]
     assert compare.split_variants(["a,b", " c "]) == ["a", "b", "c"]
 
 
@@ -341,7 +341,7 @@ def test_compare_refuses_data_that_cannot_give_a_result(
     def no_training(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("training started on data that cannot give a result")
 
-    monkeypatch.setattr(compare, "_train_one", no_training)
+    monkeypatch.setattr(compare, "train_one", no_training)
     line = _refused(capsys, _compare_on(tmp_path, *make(tmp_path)), *expected)
     assert line.startswith("torchpool compare: error:")
     assert not (tmp_path / "out").exists()

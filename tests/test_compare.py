@@ -266,7 +266,7 @@ def test_claim_verdicts_follow_the_overlap_rule() -> None:
         ),  # drop larger than max: contradicted
         _variant("avg2d", [0.93, 0.94], [1.0, 1.0], [0.3, 0.3], 0.5),
         _variant("catavgmax2d", [0.97, 0.975], [1.0, 1.0], [0.3, 0.3], 0.5),
-        _variant("spp", [0.95, 0.96], [1.0, 1.0], [0.3, 0.3], 0.9),
+        _variant("spp2d", [0.95, 0.96], [1.0, 1.0], [0.3, 0.3], 0.9),
         _variant("global_avg", [0.95, 0.96], [1.0, 1.0], [0.3, 0.3], 0.2),  # keeps < half above chance
     ]
     verdicts = {c.number: c.verdict for c in evaluate_claims(variants, seeds=2, num_classes=10)}

@@ -39,7 +39,7 @@ DEFAULT_VARIANTS: tuple[str, ...] = (
     "gated2d",
     "global_avg",
     "gem",
-    "spp",
+    "spp2d",
     "netvlad",
     "compact_bilinear",
 )
@@ -69,7 +69,7 @@ _HEADS: dict[str, Callable[[int], dict[str, Any]]] = {
     "global_avg": lambda n: {},
     "global_max": lambda n: {},
     "gem": lambda n: {},
-    "spp": lambda n: {"levels": (1, 2, 4)},
+    "spp2d": lambda n: {"levels": (1, 2, 4)},
     "netvlad": lambda n: {"num_clusters": 8, "dim": HEAD_DIM},
     "ghostvlad": lambda n: {"num_clusters": 8, "dim": HEAD_DIM},
     "compact_bilinear": lambda n: {"dim_a": HEAD_DIM, "out_dim": 512},
@@ -192,7 +192,8 @@ class PoolNet(nn.Module):
         x = self.pool1(self.stage1(x))
         x = self.pool2(self.stage2(x))
         x = self.head(self.stage3(x))
-        return self.classifier(torch.flatten(x, 1))
+        logits: Tensor = self.classifier(torch.flatten(x, 1))
+        return logits
 
 
 def build_model(spec: VariantSpec, num_classes: int, image_size: tuple[int, int]) -> PoolNet:

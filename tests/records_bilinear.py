@@ -191,7 +191,8 @@ class _Split(nn.Module):
         self.split = split
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.pool(x[:, : self.split], x[:, self.split :])
+        out: Tensor = self.pool(x[:, : self.split], x[:, self.split :])
+        return out
 
 
 def _bilinear_fn(x: Tensor, dim_a: int, **kw: Any) -> Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -154,7 +155,7 @@ def test_state_dict_round_trip_reproduces_outputs(method: str) -> None:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_both_paths_give_the_same_sketch(method: str, dtype: torch.dtype) -> None:
     x = _randn(3, 24, 7, 7, dtype=dtype).relu()
-    kw = {"out_dim": 512, "method": method, "signed_sqrt": False, "l2_normalize": False}
+    kw: dict[str, Any] = {"out_dim": 512, "method": method, "signed_sqrt": False, "l2_normalize": False}
     matrix = compact_bilinear_pool(x, path="matrix", **kw)
     location = compact_bilinear_pool(x, path="location", **kw)
     rel = ((matrix - location).norm() / matrix.norm()).item()
@@ -274,12 +275,14 @@ def test_low_rank_equals_full_bilinear_weights() -> None:
     """score_k = <U_k U_k^T - V_k V_k^T, B> + b_k with B the (un-normalised) bilinear pool."""
     torch.manual_seed(0)
     head = LowRankBilinearPool(6, num_classes=4, rank=3).double()
+    bias = head.bias
+    assert bias is not None
     with torch.no_grad():
-        head.bias.copy_(torch.arange(4.0))  # type: ignore[union-attr]
+        bias.copy_(torch.arange(4.0))
     x = _randn(2, 6, 5, 4, dtype=torch.float64)
     b = bilinear_pool(x, signed_sqrt=False, l2_normalize=False).reshape(2, 6, 6)
     w = head.u @ head.u.transpose(1, 2) - head.v @ head.v.transpose(1, 2)
-    expected = torch.einsum("kij,nij->nk", w, b) + head.bias
+    expected = torch.einsum("kij,nij->nk", w, b) + bias
     torch.testing.assert_close(head(x), expected, rtol=1e-12, atol=1e-12)
     head(x).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
@@ -294,7 +297,8 @@ def _exact_sqrt(x: Tensor) -> Tensor:
     f = f - f.mean(2, keepdim=True)
     sigma = f @ f.transpose(1, 2) / f.shape[2]
     values, vectors = torch.linalg.eigh(sigma)
-    return vectors @ torch.diag_embed(values.clamp_min(0).sqrt()) @ vectors.transpose(1, 2)
+    root: Tensor = vectors @ torch.diag_embed(values.clamp_min(0).sqrt()) @ vectors.transpose(1, 2)
+    return root
 
 
 def test_many_newton_schulz_steps_give_the_exact_square_root() -> None:
@@ -361,7 +365,7 @@ BAD: list[tuple[Callable[[], object], type[Exception], str]] = [
     (lambda: low_rank_bilinear_pool(X, torch.rand(3, 5, 2), torch.rand(3, 5, 2)), ValueError, "u must"),
     (lambda: low_rank_bilinear_pool(X, torch.rand(3, 4, 2), torch.rand(3, 4, 1)), ValueError, "v must"),
     (lambda: MatrixSqrtPool(num_iters=0), ValueError, "num_iters"),
-    (lambda: MatrixSqrtPool(num_iters=True), TypeError, "num_iters"),  # type: ignore[arg-type]
+    (lambda: MatrixSqrtPool(num_iters=True), TypeError, "num_iters"),
     (lambda: matrix_sqrt_pool([[1.0]]), TypeError, "x must be a torch.Tensor"),  # type: ignore[arg-type]
     (lambda: matrix_sqrt_pool(X, triu="yes"), TypeError, "triu"),  # type: ignore[arg-type]
 ]

@@ -21,6 +21,7 @@ __all__ = [
     "check_torch_pool_args",
     "check_window",
     "is_exporting",
+    "is_jit_tracing",
     "is_traced",
     "restore_batch",
 ]
@@ -123,7 +124,12 @@ def is_traced() -> bool:
     Data-dependent input checks (a Python ``bool`` of a tensor) break those graphs, so they
     run in eager mode only.
     """
-    return torch.compiler.is_compiling() or torch.jit.is_tracing() or is_exporting()
+    return torch.compiler.is_compiling() or is_jit_tracing() or is_exporting()
+
+
+def is_jit_tracing() -> bool:
+    """Whether the TorchScript tracer runs (``torch.jit.trace``, the TorchScript ONNX exporter)."""
+    return bool(torch.jit.is_tracing())  # type: ignore[attr-defined, no-untyped-call]  # torch leaves it untyped
 
 
 def restore_batch(y: Tensor, unbatched: bool) -> Tensor:

@@ -28,7 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["deterministic", "is_deterministic", "use_deterministic"]
+__all__ = [
+    "avg_pool3d",
+    "deterministic",
+    "is_deterministic",
+    "max_pool3d",
+    "needs_deterministic_backward",
+    "use_deterministic",
+]
 
 _MODE: bool | None = None
 

@@ -12,9 +12,10 @@ import operator
 from collections.abc import Sequence
 from typing import overload
 
-__all__ = ["ntuple", "pool_output_size"]
+__all__ = ["IntOrTuple", "is_int", "ntuple", "pool_output_size"]
 
 IntOrTuple = int | Sequence[int]
+"""An int, or one int per spatial dimension (``kernel_size=3`` or ``(3, 2)``)."""
 
 
 def ntuple(value: IntOrTuple, n: int, name: str) -> tuple[int, ...]:
@@ -38,7 +39,7 @@ def ntuple(value: IntOrTuple, n: int, name: str) -> tuple[int, ...]:
         >>> ntuple((2, 3), 2, "stride")
         (2, 3)
     """
-    if _is_int(value):
+    if is_int(value):
         return (int(value),) * n  # type: ignore[arg-type]
     if isinstance(value, Sequence) and not isinstance(value, str):
         items = tuple(value)
@@ -47,13 +48,13 @@ def ntuple(value: IntOrTuple, n: int, name: str) -> tuple[int, ...]:
                 f"{name} must be an int or a sequence of {n} ints, got {len(items)} values: {value!r}"
             )
         for item in items:
-            if not _is_int(item):
+            if not is_int(item):
                 raise TypeError(f"{name} must contain ints, got {type(item).__name__}: {value!r}")
         return tuple(int(item) for item in items)
     raise TypeError(f"{name} must be an int or a sequence of {n} ints, got {type(value).__name__}")
 
 
-def _is_int(value: object) -> bool:
+def is_int(value: object) -> bool:
     """Python ints, numpy integers, SymInts and 0-d integer tensors (anything with ``__index__``),
     but not ``bool``."""
     if isinstance(value, (bool, tuple, list, str, float)):
@@ -64,6 +65,9 @@ def _is_int(value: object) -> bool:
     except TypeError:
         return False
     return True
+
+
+_is_int = is_int  # the former private name, imported by ops/unpool.py
 
 
 def _one_output_size(
@@ -148,7 +152,7 @@ def pool_output_size(
         >>> pool_output_size((224, 224), 3, 2, padding=1)
         (112, 112)
     """
-    scalar = _is_int(size)
+    scalar = is_int(size)
     if not scalar and (isinstance(size, (str, bytes)) or not isinstance(size, Sequence)):
         raise TypeError(f"size must be an int or a sequence of ints, got {type(size).__name__}: {size!r}")
     sizes = ntuple(size, 1 if scalar else len(size), "size")  # type: ignore[arg-type]

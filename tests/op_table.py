@@ -32,23 +32,40 @@ from torch import Tensor, nn
 
 import torchpool as tp
 
+Size = int | tuple[int, ...]
+
 
 def _avgmax_ref(
-    x: Tensor, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True
+    x: Tensor,
+    kernel_size: Size,
+    stride: Size | None = None,
+    padding: Size = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
 ) -> Tensor:
     avg = avg_pool_reference(x, kernel_size, stride, padding, ceil_mode, count_include_pad)
     return 0.5 * (avg + max_pool_reference(x, kernel_size, stride, padding, ceil_mode))
 
 
 def _catavgmax_ref(
-    x: Tensor, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True
+    x: Tensor,
+    kernel_size: Size,
+    stride: Size | None = None,
+    padding: Size = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
 ) -> Tensor:
     avg = avg_pool_reference(x, kernel_size, stride, padding, ceil_mode, count_include_pad)
     return torch.cat([avg, max_pool_reference(x, kernel_size, stride, padding, ceil_mode)], 1)
 
 
 def _mixed_ref(
-    x: Tensor, kernel_size, stride=None, padding=0, max_probability=0.5, ceil_mode=False
+    x: Tensor,
+    kernel_size: Size,
+    stride: Size | None = None,
+    padding: Size = 0,
+    max_probability: float = 0.5,
+    ceil_mode: bool = False,
 ) -> Tensor:
     mx = max_pool_reference(x, kernel_size, stride, padding, ceil_mode)
     avg = avg_pool_reference(x, kernel_size, stride, padding, ceil_mode)
@@ -80,7 +97,13 @@ def _without(cases: tuple[Case, ...], *names: str) -> tuple[Case, ...]:
 
 
 def _median_ref(
-    x: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, padding_mode="reflect"
+    x: Tensor,
+    kernel_size: Size,
+    stride: Size | None = None,
+    padding: Size = 0,
+    dilation: Size = 1,
+    ceil_mode: bool = False,
+    padding_mode: str = "reflect",
 ) -> Tensor:
     return median_pool_reference(x, kernel_size, stride, padding, padding_mode, dilation, ceil_mode)
 
@@ -93,7 +116,7 @@ def _median_cases(n: int) -> tuple[Case, ...]:
     return (*cases, Case(base[0].shape, {**base[0].kwargs, **extra}))
 
 
-def _unpool_indices(shape: tuple[int, ...], kernel_size, stride, padding) -> Tensor:
+def _unpool_indices(shape: tuple[int, ...], kernel_size: int, stride: int, padding: int) -> Tensor:
     """Switches from a real max pool whose output has ``shape`` (overlapping windows give duplicates)."""
     n = 2
     k, s, p = (torch.nn.modules.utils._pair(v) for v in (kernel_size, stride, padding))
@@ -105,7 +128,7 @@ def _unpool_indices(shape: tuple[int, ...], kernel_size, stride, padding) -> Ten
     return indices.expand(batched[0], -1, -1, -1) if len(shape) == n + 2 else indices[0]
 
 
-def _unpool_fn(x: Tensor, kernel_size, stride, padding, reduce="mean") -> Tensor:
+def _unpool_fn(x: Tensor, kernel_size: int, stride: int, padding: int, reduce: str = "mean") -> Tensor:
     indices = _unpool_indices(tuple(x.shape), kernel_size, stride, padding)
     return tp.max_unpool2d(x, indices, kernel_size, stride, padding, reduce=reduce)
 
@@ -119,16 +142,23 @@ class _UnpoolModule(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         k = self.kwargs
         indices = _unpool_indices(tuple(x.shape), k["kernel_size"], k["stride"], k["padding"])
-        return self.unpool(x, indices)
+        out: Tensor = self.unpool(x, indices)
+        return out
 
 
-def _unpool_ref(x: Tensor, kernel_size, stride, padding, reduce="mean") -> Tensor:
+def _unpool_ref(x: Tensor, kernel_size: int, stride: int, padding: int, reduce: str = "mean") -> Tensor:
     indices = _unpool_indices(tuple(x.shape), kernel_size, stride, padding)
     size = [(o - 1) * stride - 2 * padding + kernel_size for o in x.shape[2:]]
     return max_unpool_reference(x, indices, size, reduce)
 
 
-def _gated_module(kernel_size, stride=None, padding=0, channels=None, ceil_mode=False) -> nn.Module:
+def _gated_module(
+    kernel_size: int,
+    stride: int | None = None,
+    padding: int = 0,
+    channels: int | None = None,
+    ceil_mode: bool = False,
+) -> tp.GatedPool2d:
     module = tp.GatedPool2d(kernel_size, stride, padding, channels=channels, ceil_mode=ceil_mode)
     with torch.no_grad():
         module.gate_weight.copy_(
@@ -138,34 +168,57 @@ def _gated_module(kernel_size, stride=None, padding=0, channels=None, ceil_mode=
 
 
 def _gated_fn(x: Tensor, **kwargs: Any) -> Tensor:
-    return _gated_module(**kwargs).to(x.dtype)(x)
+    out: Tensor = _gated_module(**kwargs).to(x.dtype)(x)
+    return out
 
 
-def _gated_ref(x: Tensor, kernel_size, stride=None, padding=0, channels=None, ceil_mode=False) -> Tensor:
+def _gated_ref(
+    x: Tensor,
+    kernel_size: int,
+    stride: int | None = None,
+    padding: int = 0,
+    channels: int | None = None,
+    ceil_mode: bool = False,
+) -> Tensor:
     weight = _gated_module(kernel_size, stride, padding, channels).gate_weight.detach()
     return gated_reference(x, weight, kernel_size, stride or kernel_size, padding, ceil_mode)
 
 
-def _learned_module(kernel_size, stride=None, padding=0, channels=None, ceil_mode=False) -> nn.Module:
+def _learned_module(
+    kernel_size: int,
+    stride: int | None = None,
+    padding: int = 0,
+    channels: int | None = None,
+    ceil_mode: bool = False,
+) -> tp.LearnedMixedPool2d:
     module = tp.LearnedMixedPool2d(kernel_size, stride, padding, channels=channels, ceil_mode=ceil_mode)
     with torch.no_grad():
         module.mix_logit.copy_(torch.linspace(-2.0, 1.0, module.mix_logit.numel()))
     return module
 
 
-def _learned_ref(x: Tensor, kernel_size, stride=None, padding=0, channels=None, ceil_mode=False) -> Tensor:
+def _learned_ref(
+    x: Tensor,
+    kernel_size: int,
+    stride: int | None = None,
+    padding: int = 0,
+    channels: int | None = None,
+    ceil_mode: bool = False,
+) -> Tensor:
     a = torch.sigmoid(torch.linspace(-2.0, 1.0, channels or 1).double()).reshape(-1, 1, 1)
     return a * max_pool_reference(x, kernel_size, stride, padding, ceil_mode) + (1 - a) * avg_pool_reference(
         x, kernel_size, stride, padding, ceil_mode
     )
 
 
-def _gem_ref(x: Tensor, p=3.0, eps=1e-6, flatten=True, input_fmt="NCHW") -> Tensor:
+def _gem_ref(
+    x: Tensor, p: float = 3.0, eps: float = 1e-6, flatten: bool = True, input_fmt: str = "NCHW"
+) -> Tensor:
     return gem_reference(x if input_fmt == "NCHW" else x.movedim(-1, 1), p, eps)
 
 
 def _global_ref(reduce: str) -> Callable[..., Tensor]:
-    def ref(x: Tensor, flatten=True, input_fmt="NCHW") -> Tensor:
+    def ref(x: Tensor, flatten: bool = True, input_fmt: str = "NCHW") -> Tensor:
         return global_reference(x, reduce, channels_last=input_fmt == "NHWC")
 
     return ref

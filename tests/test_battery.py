@@ -162,7 +162,8 @@ class Subject:
 
     def module(self) -> nn.Module:
         if self.kind == "nn":
-            return self.target(**self.base)
+            built: nn.Module = self.target(**self.base)
+            return built
         return tp.create_pool(self.target, **self.base)
 
 
@@ -186,7 +187,9 @@ def _registered_kwargs() -> dict[Any, dict[str, Any]]:
     return kwargs
 
 
-def _base(name: str, target: Any, params: tuple[str, ...], registered: dict[Any, dict[str, Any]]) -> dict:
+def _base(
+    name: str, target: Any, params: tuple[str, ...], registered: dict[Any, dict[str, Any]]
+) -> dict[str, Any]:
     if name in BASE:
         return dict(BASE[name])
     if target in registered:
@@ -350,7 +353,8 @@ def _wrong_length(s: Subject, param: str) -> tuple[int, ...]:
 def _over_half(s: Subject, param: str) -> int:
     k = s.base.get("kernel_size", 2)
     k = max(k) if isinstance(k, (tuple, list)) else k
-    return k // 2 + 1
+    over: int = k // 2 + 1
+    return over
 
 
 NAN = math.nan

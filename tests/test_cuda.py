@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import torch
@@ -133,7 +133,7 @@ def test_cuda_inductor_matches_eager(name: str) -> None:
     dims = 2 if 2 in info.dims else info.dims[0]
     module = _build(info).eval().cuda()
     x = _input(dims, "cuda", size=16)
-    y_c, g_c = _run(torch.compile(module), x, SEED)
+    y_c, g_c = _run(cast(nn.Module, torch.compile(module)), x, SEED)
     y_e, g_e = _run(module, x, SEED)
     torch.testing.assert_close(y_c, y_e, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(g_c, g_e, rtol=1e-4, atol=1e-5)

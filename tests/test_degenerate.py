@@ -192,7 +192,8 @@ def _forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if "generator" in inspect.signature(module.forward).parameters:
         kwargs["generator"] = torch.Generator().manual_seed(SEED)
     y = module(x, **kwargs)
-    return y[0] if isinstance(y, tuple) else y
+    out: torch.Tensor = y[0] if isinstance(y, tuple) else y
+    return out
 
 
 def _uniform(d: int, size: int = SIZE, batch: int = 2) -> torch.Tensor:
@@ -254,7 +255,8 @@ def _netvlad_reference(module: Any, x: torch.Tensor) -> torch.Tensor:
     a = torch.softmax(torch.einsum("kd,ndl->nkl", w, f) + b[:, None], dim=1)[:, : c.shape[0]]
     v = torch.einsum("nkl,ndl->nkd", a, f) - c * a.sum(2, keepdim=True)
     v = (v / (eps + v.square().sum(2, keepdim=True)).sqrt()).flatten(1)
-    return v / (eps + v.square().sum(1, keepdim=True)).sqrt()
+    out: torch.Tensor = v / (eps + v.square().sum(1, keepdim=True)).sqrt()
+    return out
 
 
 def _expect_raises(out: Out, fn: Callable[[], object]) -> None:
@@ -337,7 +339,7 @@ def test_empty_batch(info: tp.PoolInfo, d: int, mode: str) -> None:
     full = _forward(module, _uniform(d)).shape
     y = _forward(module, x)
     assert tuple(y.shape) == (0, *full[1:])
-    y.sum().backward()
+    torch.autograd.backward(y.sum())
     assert x.grad is not None and x.grad.shape == x.shape
     with torch.no_grad():  # the no-autograd path (SPPF / YOLO-SPP use another kernel there)
         assert tuple(_forward(module, x.detach()).shape) == (0, *full[1:])
@@ -417,7 +419,7 @@ def _check_constant(info: tp.PoolInfo, d: int, mode: str, case: str, value: floa
     module = _build(info, mode)
     x = torch.full((2, CHANNELS, *[SIZE] * d), value, requires_grad=True)
     y = _forward(module, x)
-    y.sum().backward()
+    torch.autograd.backward(y.sum())
     assert x.grad is not None
     assert bool(y.isfinite().all()), "non-finite output"
     if value_code == "0":
@@ -495,7 +497,8 @@ def _median_windows(module: Any, cell: tuple[int, ...], shape: torch.Size) -> to
     d = len(shape) - 2
     assert module.padding_mode == "reflect", module.padding_mode
     k, s, p = (
-        torch.nn.modules.utils._ntuple(d)(v) for v in (module.kernel_size, module.stride, module.padding)
+        tuple(v) if isinstance(v, (tuple, list)) else (v,) * d
+        for v in (module.kernel_size, module.stride, module.padding)
     )
     mark = torch.zeros(shape)
     mark[cell] = 1.0

@@ -33,7 +33,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import torch
@@ -47,7 +47,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "support.md"
 INFOS = tp.list_pools()
 NAMES = {info.name for info in INFOS}
 CASES = [pytest.param(info, d, id=f"{info.name}-{d}d") for info in INFOS for d in info.dims]
-TOL = {"rtol": 1e-5, "atol": 1e-5}
+TOL: dict[str, Any] = {"rtol": 1e-5, "atol": 1e-5}
 SEED = 1234
 
 # ------------------------------------------------------------------ exception tables (on the records)
@@ -97,7 +97,8 @@ def _build(info: tp.PoolInfo) -> nn.Module:
 
 
 def _first(y: Any) -> torch.Tensor:
-    return y[0] if isinstance(y, tuple) else y
+    out: torch.Tensor = y[0] if isinstance(y, tuple) else y
+    return out
 
 
 def _accepts_generator(module: nn.Module) -> bool:
@@ -113,7 +114,7 @@ def _run(module: nn.Module, x: torch.Tensor, random: bool, gen_kw: bool) -> tupl
         if gen_kw:
             kwargs["generator"] = torch.Generator().manual_seed(SEED)
     y = _first(module(x, **kwargs))
-    (y.float() * torch.linspace(0.5, 1.5, y.numel()).reshape(y.shape)).sum().backward()
+    torch.autograd.backward((y.float() * torch.linspace(0.5, 1.5, y.numel()).reshape(y.shape)).sum())
     assert x.grad is not None
     return y.detach(), x.grad
 
@@ -129,7 +130,7 @@ def _check_compile(info: tp.PoolInfo, dims: int, mode: str, backend: str, fullgr
     gen_kw = _accepts_generator(module) and not fullgraph
     x = torch.rand(2, 4, *[8] * dims, generator=torch.Generator().manual_seed(0))
     counter = CompileCounterWithBackend(backend)
-    compiled = torch.compile(module, backend=counter, fullgraph=fullgraph)
+    compiled = cast(nn.Module, torch.compile(module, backend=counter, fullgraph=fullgraph))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         y_c, g_c = _run(compiled, x, random, gen_kw)
@@ -155,7 +156,7 @@ def _export_torchscript(module: nn.Module, x: torch.Tensor) -> bytes:
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (x,), buf, dynamo=False, opset_version=17)
+        torch.onnx.export(module, (x,), cast(Any, buf), dynamo=False, opset_version=17)
     return buf.getvalue()
 
 
@@ -165,7 +166,8 @@ def _export_dynamo(module: nn.Module, x: torch.Tensor) -> bytes:
         warnings.simplefilter("ignore")
         program = torch.onnx.export(module, (x,), dynamo=True, opset_version=18, verbose=False)
     assert program is not None
-    return program.model_proto.SerializeToString()
+    data: bytes = program.model_proto.SerializeToString()
+    return data
 
 
 def _check_onnx(module: nn.Module, x: torch.Tensor, exporter: str) -> None:
@@ -403,7 +405,8 @@ class _PoolUnpool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y, idx = self.pool(x)
-        return self.unpool(y * 2.0, idx, output_size=x.shape[-self.dims :])
+        out: torch.Tensor = self.unpool(y * 2.0, idx, output_size=x.shape[-self.dims :])
+        return out
 
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
@@ -421,7 +424,7 @@ def test_compile_max_unpool_matches_eager(dims: int, backend: str) -> None:
     torch._dynamo.reset()
     module = _PoolUnpool(dims, "mean")
     x = torch.rand(2, 4, *[7] * dims, generator=torch.Generator().manual_seed(3))
-    y_c, g_c = _run(torch.compile(module, backend=backend), x, False, False)
+    y_c, g_c = _run(cast(nn.Module, torch.compile(module, backend=backend)), x, False, False)
     y_e, g_e = _run(module, x, False, False)
     torch.testing.assert_close(y_c, y_e, **TOL)
     torch.testing.assert_close(g_c, g_e, **TOL)

@@ -180,7 +180,8 @@ def _fix_random(module: nn.Module, reference: nn.Module, x: Tensor) -> None:
 
 def _call(module: nn.Module, x: Tensor) -> Tensor:
     y = module(x)
-    return y[0] if isinstance(y, tuple) else y
+    out: Tensor = y[0] if isinstance(y, tuple) else y
+    return out
 
 
 def _loss_scale(grad: Tensor) -> float:
@@ -315,12 +316,12 @@ def test_gem_powers_do_not_overflow_float32() -> None:
     """p = 13 on 1000 is 1e39 (inf in float32) before the root; eps^10 (a dead channel) underflows to 0."""
     x = torch.full((1, 2, 4, 4), 1000.0, requires_grad=True)
     y = tp.gem(x, p=13.0)
-    y.sum().backward()
+    torch.autograd.backward(y.sum())
     torch.testing.assert_close(y, torch.full((1, 2), 1000.0))
     assert x.grad is not None and torch.isfinite(x.grad).all()
     dead = torch.zeros(1, 2, 4, 4, requires_grad=True)
     y = tp.gem(dead, p=10.0, eps=1e-6)
-    y.sum().backward()
+    torch.autograd.backward(y.sum())
     torch.testing.assert_close(y, torch.full((1, 2), 1e-6))
     assert dead.grad is not None and torch.isfinite(dead.grad).all()
 
@@ -402,7 +403,8 @@ def test_lp_pool_window_sum_limit(dims: int, dtype: torch.dtype) -> None:
 def _train(module: nn.Module, x: Tensor) -> Tensor:
     """Training mode, draws from a fresh generator with the same seed for each run."""
     y = module.train()(x, generator=torch.Generator().manual_seed(SEED))
-    return y[0] if isinstance(y, tuple) else y
+    out: Tensor = y[0] if isinstance(y, tuple) else y
+    return out
 
 
 RANDOM_CASES = _params(

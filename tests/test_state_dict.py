@@ -14,7 +14,8 @@ import torchpool as tp
 def _output(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     torch.manual_seed(0)  # fractional max pooling draws its windows even in eval mode
     y = module(x)
-    return y[0] if isinstance(y, tuple) else y
+    out: torch.Tensor = y[0] if isinstance(y, tuple) else y
+    return out
 
 
 @pytest.mark.parametrize("info", [pytest.param(i, id=i.name) for i in tp.list_pools()])

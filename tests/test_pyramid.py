@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -267,6 +268,20 @@ def test_sppf_n_is_a_deprecated_alias_of_repeats() -> None:
         SPPF(n=0)  # errors name the parameter the caller passed
     with pytest.warns(DeprecationWarning), pytest.raises(TypeError, match="n must be an int"):
         SPPF(n=True)
+    with pytest.warns(DeprecationWarning, match=r"use SPPF\.repeats"):
+        old.n = 3
+    assert old.repeats == 3
+
+
+def test_sppf_pickled_before_the_rename_loads() -> None:
+    """A whole SPPF pickled when its count was the attribute ``n`` unpickles with ``repeats``."""
+    module = SPPF(3, 2, "darknet")
+    state = {("n" if key == "repeats" else key): value for key, value in module.__dict__.items()}
+    old = SPPF.__new__(SPPF)
+    old.__setstate__(state)
+    x = torch.randn(1, 2, 6, 5)
+    assert old.repeats == 2 and repr(old) == repr(module) and torch.equal(old(x), module(x))
+    assert torch.equal(pickle.loads(pickle.dumps(module))(x), module(x))
 
 
 @pytest.mark.parametrize("kernel_sizes", [(3, 5, 9), (5, 9, 15), (9, 5, 13)])

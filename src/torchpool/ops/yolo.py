@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch  # noqa: F401  (the doctests use it)
 from torch import Tensor, nn
@@ -258,6 +259,17 @@ class SPPF(nn.Module):
         """Deprecated alias of :attr:`repeats` (warns)."""
         warnings.warn("SPPF.n is deprecated: use SPPF.repeats", DeprecationWarning, stacklevel=2)
         return self.repeats
+
+    @n.setter
+    def n(self, value: int) -> None:
+        warnings.warn("SPPF.n is deprecated: use SPPF.repeats", DeprecationWarning, stacklevel=2)
+        self.repeats = value
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # an SPPF pickled before the rename holds its count as ``n`` (nn.Module's is unannotated)
+        if "n" in state and "repeats" not in state:
+            state = {("repeats" if key == "n" else key): value for key, value in state.items()}
+        super().__setstate__(state)  # type: ignore[no-untyped-call]
 
     @property
     def equivalent_kernel_sizes(self) -> tuple[int, ...]:

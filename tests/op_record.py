@@ -126,6 +126,9 @@ class Known:
     reason: str
 
 
+#: the floating dtypes every pool computes in unless its record says otherwise.
+FLOATS: tuple[torch.dtype, ...] = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+
 #: the checks of ``test_export_compile.py`` a pool can be a strict xfail of.
 CHECKS = ("compile", "export", "explain")
 
@@ -140,6 +143,8 @@ class PoolRecord:
         policy: degenerate inputs in eval mode, case -> outcome (``test_degenerate.py``,
             rendered into ``docs/degenerate.md``).
         semantics: what it computes in eval mode (``test_degenerate.py``).
+        dtypes: the floating dtypes it computes in (the half-precision walk covers those of
+            float16 / bfloat16 listed; the precision table says ``no (unsupported)`` for the others).
         computed_in: how it computes in half precision (the precision and feature tables); the
             same for every pool of a name stem (``avg1d/2d/3d``).
         train_differs: its output depends on train / eval mode (then ``train_policy`` and
@@ -173,6 +178,7 @@ class PoolRecord:
     policy: Mapping[str, Out]
     semantics: Semantics
     computed_in: str
+    dtypes: tuple[torch.dtype, ...] = FLOATS
     train_differs: bool = False
     train_policy: Mapping[str, Out] | None = None
     train_semantics: Semantics | None = None

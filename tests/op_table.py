@@ -3,7 +3,9 @@
 Records of later families live in ``records_<family>.py`` files (a list ``RECORDS``).
 
 The generic tests in ``test_ops.py`` iterate over ``OPS``; a new op gets the whole test set
-by adding a record here.
+by adding a record here. An op's name is its pool's registry name (with a ``-`` suffix for a
+rank or a mode of a rank-generic pool: ``gem-1d``, ``stochastic1d-eval``), which links it to
+the pool's ``PoolRecord`` (``tests/records/``): :data:`OPS_BY_POOL`.
 """
 
 from __future__ import annotations
@@ -381,6 +383,27 @@ def _family_records() -> list[OpRecord]:
 
 
 OPS: tuple[OpRecord, ...] = tuple(_records() + _family_records())
+
+#: ops under test that are no registered pool, and why.
+UNREGISTERED_OPS: dict[str, str] = {"max_unpool2d": "unpooling is not a pool: it is not in the registry"}
+
+
+def pool_of(op: OpRecord) -> str:
+    """The registry name an OpRecord is named after: its name up to a ``-``, resolved as the registry
+    resolves names (a suffix-less name is the 2-d pool)."""
+    base = op.name.split("-", 1)[0]
+    for name in (base, base.removesuffix("2d")):  # spp2d before the registry lists it (spp)
+        try:
+            return tp.get_pool_info(name).name
+        except ValueError:
+            continue
+    return base
+
+
+#: registry name -> the OpRecords (float64 reference and sample cases) of that pool.
+OPS_BY_POOL: dict[str, tuple[OpRecord, ...]] = {
+    name: tuple(op for op in OPS if pool_of(op) == name) for name in dict.fromkeys(map(pool_of, OPS))
+}
 
 # tolerances (rtol, atol) against the float64 reference evaluated on the same rounded input
 TOLERANCES: dict[torch.dtype, tuple[float, float]] = {

@@ -235,12 +235,18 @@ def _bug_marks(case: str, dtype: torch.dtype) -> list[pytest.MarkDecorator]:
     return [pytest.mark.xfail(strict=True, reason=bug.reason)] if bug else []
 
 
+def _dtypes(case: str) -> tuple[torch.dtype, ...]:
+    """The half-precision dtypes of :data:`DTYPES` the case's pool computes in (``PoolRecord.dtypes``)."""
+    record = POOLS.get(re.sub(r"\[.*\]$", "", case))
+    return tuple(d for d in DTYPES if record is None or d in record.dtypes)
+
+
 def _params(cases: list[tuple[str, Any, str]]) -> list[Any]:
     """``(case, value, id)`` -> ``pytest.param(value, dtype)`` for each dtype, with the bug marks."""
     return [
         pytest.param(value, dtype, id=f"{ident}-{_dtype_name(dtype)}", marks=_bug_marks(case, dtype))
         for case, value, ident in cases
-        for dtype in DTYPES
+        for dtype in _dtypes(case)
     ]
 
 
@@ -496,6 +502,8 @@ _CELL = {"overflow": "no (overflow)", "regions": "regions differ", "bug": "no (b
 
 def _status(name: str, dtype: str) -> tuple[str, str]:
     """(cell, note) of one registered pool and dtype in the registry walk (either input range)."""
+    if dtype not in {_dtype_name(d) for d in POOLS[name].dtypes}:
+        return "no (unsupported)", ""
     known = (
         PYTORCH_EXCEPTIONS.get((name, dtype))
         or BUGS.get((name, dtype))

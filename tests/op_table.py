@@ -392,7 +392,7 @@ def pool_of(op: OpRecord) -> str:
     """The registry name an OpRecord is named after: its name up to a ``-``, resolved as the registry
     resolves names (a suffix-less name is the 2-d pool)."""
     base = op.name.split("-", 1)[0]
-    for name in (base, base.removesuffix("2d")):  # spp2d before the registry lists it (spp)
+    for name in (base, "spp") if base == "spp2d" else (base,):  # spp2d before the registry lists it
         try:
             return tp.get_pool_info(name).name
         except ValueError:

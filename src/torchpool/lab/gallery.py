@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Panel", "add_arguments", "load_image", "make_panels", "run", "validate_arguments"]
+__all__ = ["Panel", "add_arguments", "load_image", "make_panels", "run", "save_grid", "validate_arguments"]
 
 _INSTALL = 'pip install "torchpool[lab]"'
 

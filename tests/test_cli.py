@@ -25,7 +25,7 @@ import torch
 import torchpool.lab.compare as compare
 import torchpool.lab.gallery as gallery
 from torchpool.cli import main, resolve_family
-from torchpool.registry import list_pools
+from torchpool.registry import get_pool_info, list_pools
 
 pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
@@ -198,7 +198,7 @@ def test_variants_take_commas_as_well_as_spaces(tmp_path: Path) -> None:
 
 def test_variants_take_the_registry_spelling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A name the registry resolves to another (``max`` for ``max2d``) runs once, as the registry names it."""
-    real = compare.get_pool_info
+    real = get_pool_info
     aliases = {"max": "max2d", "median": "median2d"}
 
     def with_aliases(name: str) -> Any:
@@ -401,7 +401,7 @@ def test_results_json_is_strict_and_atomic(tmp_path: Path, monkeypatch: pytest.M
     def interrupted(*args: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(compare.os, "replace", interrupted)
+    monkeypatch.setattr(os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         compare.write_json_atomic(target, {"a": 1.0})
     assert target.read_text() == before  # the old file whole, not a part of the new one

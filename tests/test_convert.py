@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from torchpool.convert import SwapReport, swap_pooling
-from torchpool.nn import AdaptiveCatAvgMaxPool2d, GeM, MedianPool2d, NetVLAD
+from torchpool.nn import AdaptiveCatAvgMaxPool2d, BilinearPool, GeM, MedianPool2d, NetVLAD
 
 C = 8
 
@@ -41,7 +43,8 @@ class TinyResNet(nn.Module):
         x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
         x = self.layer2(self.layer1(x))
         x = torch.flatten(self.avgpool(x), 1)
-        return self.fc(x)
+        logits: torch.Tensor = self.fc(x)
+        return logits
 
 
 def _model() -> TinyResNet:
@@ -78,7 +81,7 @@ def test_stem_maxpool_to_median_keeps_geometry_and_weights() -> None:
     ["maxpool", "max*", lambda name, m: isinstance(m, nn.MaxPool2d), (nn.MaxPool2d, nn.MaxPool3d)],
     ids=["name", "pattern", "predicate", "tuple"],
 )
-def test_select_forms(select: object) -> None:
+def test_select_forms(select: Any) -> None:
     new, report = swap_pooling(_model(), "median2d", select=select, example_input=X, return_report=True)
     assert [r.name for r in report.replaced] == ["maxpool"]
     assert isinstance(new.avgpool, nn.AdaptiveAvgPool2d)
@@ -110,6 +113,7 @@ def test_avgpool_to_gem_same_width() -> None:
     measured, report = swap_pooling(model, "gem", select="avgpool", example_input=X, return_report=True)
     assert report.replaced[0].old_width == report.replaced[0].new_width == C
     assert report.replaced[0].consumer is None
+    assert isinstance(measured.fc, nn.Linear)
     assert torch.equal(measured.fc.weight, model.fc.weight)
 
 
@@ -120,7 +124,7 @@ def test_avgpool_to_catavgmax_rebuilds_fc() -> None:
     new, report = swap_pooling(
         model, "adaptive_catavgmax2d", select="avgpool", example_input=X, return_report=True
     )
-    assert isinstance(new.avgpool, AdaptiveCatAvgMaxPool2d)
+    assert isinstance(new.avgpool, AdaptiveCatAvgMaxPool2d) and isinstance(new.fc, nn.Linear)
     assert (new.fc.in_features, new.fc.out_features) == (2 * C, 10)
     assert new(X).shape == (2, 10)
     rec = report.replaced[0]
@@ -133,7 +137,7 @@ def test_avgpool_to_catavgmax_rebuilds_fc() -> None:
 
 def test_avgpool_to_netvlad() -> None:
     new = swap_pooling(_model(), "netvlad", select="avgpool", num_clusters=4, dim=C, example_input=X)
-    assert isinstance(new.avgpool, NetVLAD)
+    assert isinstance(new.avgpool, NetVLAD) and isinstance(new.fc, nn.Linear)
     assert new.fc.in_features == 4 * C
     assert new(X).shape == (2, 10)
 
@@ -155,8 +159,9 @@ class TwoCalls(nn.Module):
         self.pool = nn.MaxPool2d(3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.pool(self.conv(x))
-        return y.mean() + self.pool(y[:, :, :1, :1]).mean()
+        y: torch.Tensor = self.pool(self.conv(x))
+        corner: torch.Tensor = self.pool(y[:, :, :1, :1])
+        return y.mean() + corner.mean()
 
 
 def test_inplace_failure_is_undone() -> None:
@@ -179,9 +184,10 @@ def test_geometry_refusals() -> None:
 def test_swapped_model_trains_and_round_trips() -> None:
     model = swap_pooling(_model(), "gem", select="avgpool", example_input=X).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    assert isinstance(model.avgpool, GeM)
     p_before = model.avgpool.p.detach().clone()
     loss = F.cross_entropy(model(X), torch.tensor([1, 2]))
-    loss.backward()
+    torch.autograd.backward(loss)
     assert model.avgpool.p.grad is not None and model.avgpool.p.grad.abs().sum() > 0
     opt.step()
     assert not torch.equal(model.avgpool.p, p_before)
@@ -196,14 +202,15 @@ def test_swapped_model_trains_and_round_trips() -> None:
 def test_netvlad_model_trains() -> None:
     model = swap_pooling(_model(), "netvlad", select="avgpool", num_clusters=4, dim=C, example_input=X)
     model.train()
-    F.cross_entropy(model(X), torch.tensor([1, 2])).backward()
+    torch.autograd.backward(F.cross_entropy(model(X), torch.tensor([1, 2])))
+    assert isinstance(model.avgpool, NetVLAD) and isinstance(model.fc, nn.Linear)
     assert model.avgpool.centroids.grad is not None
     assert model.fc.weight.grad is not None
 
 
 def test_bad_arguments() -> None:
     with pytest.raises(TypeError, match="select"):
-        swap_pooling(_model(), "median2d", select=3)  # type: ignore[arg-type]
+        swap_pooling(_model(), "median2d", select=3)  # type: ignore[call-overload]
     with pytest.raises(TypeError, match="select"):
         swap_pooling(_model(), "median2d", select=(nn.MaxPool2d, "x"))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="median2d"):
@@ -227,6 +234,7 @@ def test_torchvision_resnet18() -> None:
     models = pytest.importorskip("torchvision.models")
     net = models.resnet18(num_classes=5)
     new = swap_pooling(net, "adaptive_catavgmax2d", example_input=torch.randn(1, 3, 64, 64))
+    assert isinstance(new.fc, nn.Linear)
     assert new.fc.in_features == 1024
     assert new(torch.randn(1, 3, 64, 64)).shape == (1, 5)
 
@@ -248,7 +256,8 @@ class VGGLike(nn.Module):
         self.classifier = nn.Sequential(nn.Linear(C * 9, 16), nn.ReLU(), nn.Dropout(), nn.Linear(16, 10))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+        logits: torch.Tensor = self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+        return logits
 
 
 class Head(nn.Module):
@@ -260,7 +269,8 @@ class Head(nn.Module):
         self.flatten = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.flatten(self.pool(x))
+        y: torch.Tensor = self.flatten(self.pool(x))
+        return y
 
 
 class ConvNeXtLike(nn.Module):
@@ -273,14 +283,15 @@ class ConvNeXtLike(nn.Module):
         self.classifier = nn.Sequential(LayerNorm2d(C), nn.Flatten(1), nn.Linear(C, 10))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.avgpool(self.features(x)))
+        logits: torch.Tensor = self.classifier(self.avgpool(self.features(x)))
+        return logits
 
 
 def _trains(model: nn.Module, x: torch.Tensor, classes: int = 10) -> None:
     model.train()
     y = model(x)
     assert y.shape == (x.shape[0], classes) and torch.isfinite(y).all()
-    y.sum().backward()
+    torch.autograd.backward(y.sum())
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
@@ -295,7 +306,7 @@ def _trains(model: nn.Module, x: torch.Tensor, classes: int = 10) -> None:
         ("catavgmax2d", {}, 2 * C * 9),  # a windowed name on an adaptive grid: the adaptive form
     ],
 )
-def test_vgg_adaptive_grid_to_global_pools(to: str, kwargs: dict[str, object], width: int) -> None:
+def test_vgg_adaptive_grid_to_global_pools(to: str, kwargs: dict[str, Any], width: int) -> None:
     torch.manual_seed(0)
     model = VGGLike()
     x = torch.randn(2, 3, 12, 12)
@@ -313,9 +324,9 @@ def test_netvlad_and_bilinear_take_the_channels_from_example_input() -> None:
     new = swap_pooling(
         VGGLike(), "netvlad", select="avgpool", num_clusters=4, example_input=torch.randn(1, 3, 8, 8)
     )
-    assert new.avgpool.dim == C
+    assert isinstance(new.avgpool, NetVLAD) and new.avgpool.dim == C
     new = swap_pooling(VGGLike(), "bilinear", select="avgpool", example_input=torch.randn(1, 3, 8, 8))
-    assert new.avgpool.dim_a == C
+    assert isinstance(new.avgpool, BilinearPool) and new.avgpool.dim_a == C
     with pytest.raises(ValueError, match=r"netvlad.*needs dim=.*'avgpool'.*example_input"):
         swap_pooling(VGGLike(), "netvlad", select="avgpool", num_clusters=4)
 
@@ -329,9 +340,7 @@ def test_netvlad_and_bilinear_take_the_channels_from_example_input() -> None:
         ("netvlad", {"num_clusters": 2}, 2 * C),
     ],
 )
-def test_convnext_head_keeps_rank_and_rebuilds_the_norm(
-    to: str, kwargs: dict[str, object], norm: int
-) -> None:
+def test_convnext_head_keeps_rank_and_rebuilds_the_norm(to: str, kwargs: dict[str, Any], norm: int) -> None:
     torch.manual_seed(0)
     model = ConvNeXtLike()
     x = torch.randn(2, 3, 8, 8)
@@ -348,13 +357,18 @@ def test_convnext_head_keeps_rank_and_rebuilds_the_norm(
 
 def test_gem_on_convnext_needs_no_example_input() -> None:
     new = swap_pooling(ConvNeXtLike(), "gem")
-    assert isinstance(new.avgpool.pool, GeM) and new.avgpool.pool.flatten is False
+    assert (
+        isinstance(new.avgpool, Head)
+        and isinstance(new.avgpool.pool, GeM)
+        and new.avgpool.pool.flatten is False
+    )
     assert new(torch.randn(1, 3, 8, 8)).shape == (1, 10)
 
 
 def test_windowed_name_on_a_global_layer_uses_the_adaptive_form() -> None:
     new = swap_pooling(_model(), "catavgmax2d", select="avgpool", example_input=X)
-    assert isinstance(new.avgpool, AdaptiveCatAvgMaxPool2d) and new.fc.in_features == 2 * C
+    assert isinstance(new.avgpool, AdaptiveCatAvgMaxPool2d) and isinstance(new.fc, nn.Linear)
+    assert new.fc.in_features == 2 * C
     assert new(X).shape == (2, 10)
     new = swap_pooling(_model(), "avgmax", example_input=X)  # default select: the window pools only
     assert isinstance(new.avgpool, nn.AdaptiveAvgPool2d) and type(new.maxpool).__name__ == "AvgMaxPool2d"
@@ -377,7 +391,8 @@ class Shared(nn.Module):
         self.fc = nn.Linear(C, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.down(self.pool(self.conv(x))).mean((2, 3)))
+        logits: torch.Tensor = self.fc(self.down(self.pool(self.conv(x))).mean((2, 3)))
+        return logits
 
 
 @pytest.mark.parametrize("example", [None, torch.randn(1, 3, 8, 8)])
@@ -394,11 +409,11 @@ def test_instance_under_two_names_is_swapped_under_both(example: torch.Tensor | 
 
 def test_model_argument_and_flags_are_checked() -> None:
     with pytest.raises(TypeError, match=r"model must be an nn\.Module, got NoneType"):
-        swap_pooling(None, "median2d")  # type: ignore[arg-type]
+        swap_pooling(None, "median2d")  # type: ignore[call-overload]
     with pytest.raises(TypeError, match="return_report must be a bool"):
-        swap_pooling(_model(), "median2d", return_report=1)  # type: ignore[arg-type]
+        swap_pooling(_model(), "median2d", return_report=1)  # type: ignore[call-overload]
     with pytest.raises(TypeError, match="inplace must be a bool"):
-        swap_pooling(_model(), "median2d", inplace="yes")  # type: ignore[arg-type]
+        swap_pooling(_model(), "median2d", inplace="yes")  # type: ignore[call-overload]
 
 
 def test_refuses_when_no_linear_runs_after_the_pool() -> None:

@@ -102,12 +102,19 @@ class Semantics(NamedTuple):
         degree: ``f(s x) = s**degree f(x)`` for ``s > 0`` (away from eps).
         shift: ``f(x + t) = f(x) + t``, so the gradient sums to one per output.
         window: kwargs that make the window the whole input of spatial size ``S`` (None: no window).
+        cell: what the output for a single-cell input is: ``"reduce"`` (the reduction of the cell),
+            ``"channel-groups"`` (every channel group is the cell: SPPF / YOLO-SPP) or ``"bins"``
+            (every bin of every level is the cell: SPPNet, from the ``levels`` argument).
+        reflect_windows: reflect padding repeats cells, so a cell is in windows whose output does
+            not change when it does (``[a, x, a]`` has the median ``a`` for any ``x``).
     """
 
     reduce: str
     degree: int
     shift: bool
     window: Callable[[int], dict[str, Any]] | None
+    cell: str = "reduce"
+    reflect_windows: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,6 +171,8 @@ class PoolRecord:
         keep_window: the half-precision walk keeps the example window (no sum over the window,
             or a kernel fixed by the block).
         small_input: the half-precision walk uses smaller inputs (selection only, slow to plan).
+        precision_kwargs: arguments of the half-precision walk over the example ones (adaptive
+            pools: 2 bins per dimension; an output size of 1 takes PyTorch's plain-mean path).
         fullgraph_xfail: check (:data:`CHECKS`) -> why it still fails: a strict xfail.
         explain_modes: modes in which ``torch._dynamo.explain`` must count no graph break (the
             pools that once had breaks).
@@ -190,6 +199,7 @@ class PoolRecord:
     input_top: tuple[float, str] | None = None
     keep_window: bool = False
     small_input: bool = False
+    precision_kwargs: Mapping[str, Any] = field(default_factory=dict)
     fullgraph_xfail: Mapping[str, str] = field(default_factory=dict)
     explain_modes: tuple[str, ...] = ()
     onnx_torchscript_fails: str = ""

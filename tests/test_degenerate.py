@@ -348,9 +348,9 @@ def test_empty_batch(info: tp.PoolInfo, d: int, mode: str) -> None:
 def _check_single_cell(info: tp.PoolInfo, sem: Semantics, module: nn.Module, x: torch.Tensor) -> None:
     """The output for a ``(2, 4, 1, ...)`` input against the pool's reduction of the one cell."""
     y = _forward(module, x)
-    if info.name in ("sppf", "yolo_spp"):  # -inf padding: every channel group is the cell
+    if sem.cell == "channel-groups":  # -inf padding: every channel group is the cell
         torch.testing.assert_close(y, x.repeat(1, y.shape[1] // x.shape[1], 1, 1), rtol=0, atol=0)
-    elif info.family == "pyramid":  # every bin of every level is the cell
+    elif sem.cell == "bins":  # every bin of every level is the cell
         bins = [n ** (x.dim() - 2) for n in info.example_kwargs["levels"]]
         expected = torch.cat([x.flatten(1).repeat_interleave(b, dim=1) for b in bins], dim=1)
         torch.testing.assert_close(y, expected, rtol=0, atol=0)
@@ -529,7 +529,7 @@ def test_nonfinite(info: tp.PoolInfo, d: int, mode: str, value: str, where: str)
         clean = _forward(module, u)
         depends = (_forward(module, put(10.0)) != clean) | (_forward(module, put(0.0)) != clean)
         y = _forward(module, x)
-    if info.family == "median":  # reflect padding repeats cells: [a, x, a] has median a for any x
+    if semantics(info.name, mode).reflect_windows:  # [a, x, a] has median a for any x
         depends |= _median_windows(module, cell, u.shape)
     # the autograd path gives the same values (SPPF / YOLO-SPP run another kernel there)
     y_grad = _forward(module, x.clone().requires_grad_(True)).detach()

@@ -135,8 +135,7 @@ def _kwargs(info: tp.PoolInfo, dims: int) -> dict[str, Any]:
     windowed = info.name not in KEEP_WINDOW
     if "kernel_size" in kwargs and windowed:
         kwargs["kernel_size"] = WINDOW[dims]
-    if info.name.startswith("adaptive_"):
-        kwargs["output_size"] = 2
+    kwargs.update(POOLS[info.name].precision_kwargs)
     for key in ("dim", "dim_a"):
         if key in kwargs:
             kwargs[key] = CHANNELS

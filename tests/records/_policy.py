@@ -80,3 +80,6 @@ STATS: dict[str, Out] = {
     ),
     "-inf": Out("nan and finite", "as for +inf"),
 }
+
+#: the half-precision walk's adaptive output: 2 bins per dimension (1 takes PyTorch's plain-mean path).
+ADAPTIVE_BINS: dict[str, Any] = {"output_size": 2}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from op_record import Out, PoolRecord, Semantics
 
-from ._policy import AVGMAX, GLOBAL_ONLY, MIX_EVAL, WINDOW_TOO_BIG, kernel, no_window
+from ._policy import ADAPTIVE_BINS, AVGMAX, GLOBAL_ONLY, MIX_EVAL, WINDOW_TOO_BIG, kernel, no_window
 
 PAGE = "combined"
 GENERATOR_ARG = (
@@ -44,6 +44,7 @@ def _records(d: int) -> list[PoolRecord]:
             {**AVGMAX, **GLOBAL_ONLY},
             Semantics("avgmax", 1, True, no_window),
             _AS_ADAPTIVE,
+            precision_kwargs=ADAPTIVE_BINS,
         ),
         PoolRecord(
             f"catavgmax{d}d",
@@ -58,6 +59,7 @@ def _records(d: int) -> list[PoolRecord]:
             {**CATAVGMAX, **GLOBAL_ONLY},
             Semantics("catavgmax", 1, True, no_window),
             _AS_ADAPTIVE,
+            precision_kwargs=ADAPTIVE_BINS,
             cuda_inductor=d == 2,
         ),
         PoolRecord(

@@ -23,7 +23,7 @@ RECORDS: list[PoolRecord] = [
         f"median{d}d",
         "median",
         dict(MEDIAN),
-        Semantics("median", 1, True, kernel_nopad),
+        Semantics("median", 1, True, kernel_nopad, reflect_windows=True),
         "exact (selection)",
         keep_window=True,
         small_input=True,

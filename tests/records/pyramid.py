@@ -16,7 +16,7 @@ SPP2D = "spp2d" if "spp2d" in {info.name for info in tp.list_pools()} else "spp"
 #: SPPF's count of pools: ``repeats`` once renamed (``n`` is deprecated), else ``n``.
 _REPEATS = "repeats" if "repeats" in inspect.signature(tp.SPPF).parameters else "n"
 
-_SPP = Semantics("max", 1, True, lambda s: {"levels": (1,)})
+_SPP = Semantics("max", 1, True, lambda s: {"levels": (1,)}, cell="bins")
 _CASCADE = {
     **MAX,
     "1x1": Out("ok", "-inf same padding: every pooled channel equals the cell"),
@@ -42,7 +42,7 @@ RECORDS: list[PoolRecord] = [
         "sppf",
         PAGE,
         dict(_CASCADE),
-        Semantics("max", 1, True, lambda s: {"kernel_size": s, _REPEATS: 1}),
+        Semantics("max", 1, True, lambda s: {"kernel_size": s, _REPEATS: 1}, cell="channel-groups"),
         _SELECTION,
         keep_window=True,
         explain_modes=("eval",),
@@ -51,7 +51,7 @@ RECORDS: list[PoolRecord] = [
         "yolo_spp",
         PAGE,
         dict(_CASCADE),
-        Semantics("max", 1, True, lambda s: {"kernel_sizes": (s,)}),
+        Semantics("max", 1, True, lambda s: {"kernel_sizes": (s,)}, cell="channel-groups"),
         _SELECTION,
         keep_window=True,
         explain_modes=("eval",),

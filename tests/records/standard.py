@@ -8,6 +8,7 @@ from __future__ import annotations
 from op_record import Known, Out, PoolRecord, Semantics
 
 from ._policy import (
+    ADAPTIVE_BINS,
     AVG,
     GLOBAL_ONLY,
     MAX,
@@ -80,7 +81,12 @@ def _records(d: int) -> list[PoolRecord]:
             SELECTION,
         ),
         PoolRecord(
-            f"adaptive_max{d}d", PAGE, {**MAX, **GLOBAL_ONLY}, Semantics("max", 1, True, no_window), SELECTION
+            f"adaptive_max{d}d",
+            PAGE,
+            {**MAX, **GLOBAL_ONLY},
+            Semantics("max", 1, True, no_window),
+            SELECTION,
+            precision_kwargs=ADAPTIVE_BINS,
         ),
         PoolRecord(
             f"avg{d}d",
@@ -95,6 +101,7 @@ def _records(d: int) -> list[PoolRecord]:
             {**AVG, **GLOBAL_ONLY},
             Semantics("mean", 1, True, no_window),
             "PyTorch's kernel (float32 accumulation); on the CPU in float32 (torchpool)",
+            precision_kwargs=ADAPTIVE_BINS,
         ),
         PoolRecord(
             f"lp{d}d",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -74,9 +76,9 @@ def test_mixing_parameters_learn(cls: type[torch.nn.Module], gain: float) -> Non
         loss = F.mse_loss(pool(x), target)
         first = loss.item() if first is None else first
         optimiser.zero_grad()
-        loss.backward()
+        torch.autograd.backward(loss)
         optimiser.step()
-    assert loss.item() < gain * first
+    assert first is not None and loss.item() < gain * first
 
 
 def test_gem_limits_and_zero_safety() -> None:
@@ -87,6 +89,7 @@ def test_gem_limits_and_zero_safety() -> None:
     pool = tp.GeM()
     y = pool(zeros)
     y.sum().backward()
+    assert zeros.grad is not None and pool.p.grad is not None
     assert torch.isfinite(y).all() and torch.isfinite(zeros.grad).all() and torch.isfinite(pool.p.grad).all()
 
 
@@ -122,9 +125,9 @@ def test_global_channels_last_format_any_rank() -> None:
     ],
     ids=["gem", "gem_per_channel", "gem_unflattened", "global_max", "global_max_unflattened"],
 )
-def test_global_pool_output_survives_inplace_dropout(make) -> None:
+def test_global_pool_output_survives_inplace_dropout(make: Callable[[], torch.nn.Module]) -> None:
     """EfficientNet's head: an in-place Dropout after the pool must not break backward."""
-    grads = []
+    grads: list[list[torch.Tensor | None]] = []
     for inplace in (True, False):
         torch.manual_seed(0)
         pool = make()
@@ -137,16 +140,17 @@ def test_global_pool_output_survives_inplace_dropout(make) -> None:
 
 
 def test_gem_trains_with_inplace_dropout() -> None:
-    model = torch.nn.Sequential(tp.GeM(), torch.nn.Flatten(), torch.nn.Dropout(inplace=True)).train()
+    gem = tp.GeM()
+    model = torch.nn.Sequential(gem, torch.nn.Flatten(), torch.nn.Dropout(inplace=True)).train()
     optimiser = torch.optim.SGD(model.parameters(), lr=0.1)
     x = torch.rand(4, 6, 7, 7)
-    p_before = model[0].p.detach().clone()
+    p_before = gem.p.detach().clone()
     model(x).sum().backward()
     optimiser.step()
-    assert not torch.equal(model[0].p.detach(), p_before)
+    assert not torch.equal(gem.p.detach(), p_before)
 
 
-_CEIL_POOLS = {
+_CEIL_POOLS: dict[str, Callable[..., torch.nn.Module]] = {
     "avgmax2d": lambda **kw: tp.AvgMaxPool2d(3, 2, 1, **kw),
     "catavgmax2d": lambda **kw: tp.CatAvgMaxPool2d(3, 2, 1, **kw),
     "mixed2d": lambda **kw: tp.MixedPool2d(3, 2, 1, **kw),
@@ -170,13 +174,37 @@ def test_combined_pools_ceil_mode_size(name: str) -> None:
         _CEIL_POOLS[name](dilation=0)
 
 
+def test_combined_pools_take_ceil_mode_positionally_as_pytorch() -> None:
+    """``ceil_mode`` follows ``padding`` positionally, as in ``F.avg_pool2d``/``nn.AvgPool2d``."""
+    x = torch.randn(2, 3, 8, 9)
+    want = F.max_pool2d(x, 3, 2, 1, ceil_mode=True).shape[-2:]
+    for cls in (tp.AvgMaxPool2d, tp.CatAvgMaxPool2d, tp.MixedPool2d, tp.LearnedMixedPool2d, tp.GatedPool2d):
+        pool = cls(3, 2, 1, True)
+        assert pool.ceil_mode is True and pool.eval()(x).shape[-2:] == want, cls.__name__
+    for n in (1, 2, 3):
+        mixed = getattr(tp, f"mixed_pool{n}d")
+        y = torch.randn(1, 2, *[7] * n)
+        assert torch.equal(
+            mixed(y, 3, 2, 1, True, training=False), mixed(y, 3, 2, 1, training=False, ceil_mode=True)
+        )
+
+
 def _out_size(i: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
     # PyTorch's Pool.h rule, written out here
     o = (i + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
     return o - 1 if ceil_mode and (o - 1) * s >= i + p else o
 
 
-def _dilated_reference(x, k, s, p, d, ceil_mode, count_include_pad=True, mask=None):
+def _dilated_reference(
+    x: torch.Tensor,
+    k: int,
+    s: int,
+    p: int,
+    d: int,
+    ceil_mode: bool,
+    count_include_pad: bool = True,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(avg, max, gate logits) over dilated windows, by loops over every cell in float64.
 
     The average divides by the cells inside the padded input (count_include_pad) or the input,
@@ -190,20 +218,22 @@ def _dilated_reference(x, k, s, p, d, ceil_mode, count_include_pad=True, mask=No
     mx, logit = torch.empty_like(avg), torch.zeros_like(avg)
     for b, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
         for pos in itertools.product(*(range(o) for o in outs)):
-            values, counted = [], 0
+            values: list[torch.Tensor] = []
+            counted = 0
+            out_index = (b, c, *pos)
             for taps in itertools.product(range(k), repeat=n):
                 cell = [o * s - p + a * d for o, a in zip(pos, taps)]
                 inside = all(0 <= q < i for q, i in zip(cell, sizes))
                 padded_inside = all(-p <= q < i + p for q, i in zip(cell, sizes))
                 counted += inside or (count_include_pad and padded_inside)
                 if inside:
-                    values.append(x[(b, c, *cell)])
+                    in_index = (b, c, *cell)
+                    values.append(x[in_index])
                     if mask is not None:
-                        logit[(b, c, *pos)] += (
-                            mask[(c if mask.shape[0] > 1 else 0, 0, *taps)] * x[(b, c, *cell)]
-                        )
-            avg[(b, c, *pos)] = sum(values) / counted
-            mx[(b, c, *pos)] = max(values)
+                        mask_index = (c if mask.shape[0] > 1 else 0, 0, *taps)
+                        logit[out_index] += mask[mask_index] * x[in_index]
+            avg[out_index] = sum(values) / counted
+            mx[out_index] = max(values)
     return avg, mx, logit
 
 
@@ -218,7 +248,9 @@ _DILATED = [
 
 
 @pytest.mark.parametrize(("n", "k", "s", "p", "d", "ceil_mode", "include"), _DILATED)
-def test_dilated_combined_pools_match_reference(n, k, s, p, d, ceil_mode, include) -> None:
+def test_dilated_combined_pools_match_reference(
+    n: int, k: int, s: int, p: int, d: int, ceil_mode: bool, include: bool
+) -> None:
     x = torch.randn(2, 3, *[9, 8, 7][:n], dtype=torch.float64, generator=torch.Generator().manual_seed(n))
     avg, mx, _ = _dilated_reference(x, k, s, p, d, ceil_mode, include)
     kw = {"ceil_mode": ceil_mode, "count_include_pad": include, "dilation": d}
@@ -236,7 +268,7 @@ def test_dilated_combined_pools_match_reference(n, k, s, p, d, ceil_mode, includ
 
 
 @pytest.mark.parametrize(("k", "s", "p", "d", "ceil_mode"), [(3, 2, 1, 2, True), (2, 1, 0, 3, False)])
-def test_dilated_learned_and_gated_match_reference(k, s, p, d, ceil_mode) -> None:
+def test_dilated_learned_and_gated_match_reference(k: int, s: int, p: int, d: int, ceil_mode: bool) -> None:
     x = torch.randn(2, 3, 9, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     gated = tp.GatedPool2d(k, s, p, channels=3, ceil_mode=ceil_mode, dilation=d).double()
     learned = tp.LearnedMixedPool2d(k, s, p, ceil_mode=ceil_mode, dilation=d).double()
@@ -260,9 +292,13 @@ def test_swap_pooling_keeps_ceil_mode_and_dilation_of_combined_targets(name: str
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.MaxPool2d(3, 2, ceil_mode=True))
     x = torch.randn(2, 3, 10, 10)
     new, report = tp.swap_pooling(model, name, example_input=x, return_report=True)
-    assert new[1].ceil_mode is True and report.replaced[0].note.startswith("same")
+    assert isinstance(new, torch.nn.Sequential)
+    swapped: Any = new[1]  # the combined pool that replaced the max pool
+    assert swapped.ceil_mode is True and report.replaced[0].note.startswith("same")
     assert new.eval()(x).shape == model(x).shape == (2, 4, 4, 4)
     dilated = torch.nn.Sequential(torch.nn.MaxPool2d(3, 2, dilation=2, ceil_mode=True))
     new = tp.swap_pooling(dilated, name, example_input=x)
-    assert new[0].dilation == 2 and new[0].ceil_mode is True
+    assert isinstance(new, torch.nn.Sequential)
+    swapped = new[0]
+    assert swapped.dilation == 2 and swapped.ceil_mode is True
     assert new.eval()(x).shape == dilated(x).shape

@@ -25,9 +25,6 @@ from .ops.combined import (
     catavgmax_pool1d,
     catavgmax_pool2d,
     catavgmax_pool3d,
-    mixed_pool1d,
-    mixed_pool2d,
-    mixed_pool3d,
 )
 from .ops.global_ import gem, global_avg_pool, global_max_pool
 from .ops.median import (
@@ -38,6 +35,7 @@ from .ops.median import (
     median_pool3d,
     median_pool3d_with_indices,
 )
+from .ops.mixed import mixed_pool1d, mixed_pool2d, mixed_pool3d
 from .ops.netvlad import ghostvlad, netvlad
 from .ops.pyramid import (
     spatial_pyramid_pool,

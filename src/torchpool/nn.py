@@ -24,14 +24,10 @@ from .ops.combined import (
     CatAvgMaxPool1d,
     CatAvgMaxPool2d,
     CatAvgMaxPool3d,
-    GatedPool2d,
-    LearnedMixedPool2d,
-    MixedPool1d,
-    MixedPool2d,
-    MixedPool3d,
 )
 from .ops.global_ import GeM, GlobalAvgPool, GlobalMaxPool
 from .ops.median import MedianPool1d, MedianPool2d, MedianPool3d
+from .ops.mixed import GatedPool2d, LearnedMixedPool2d, MixedPool1d, MixedPool2d, MixedPool3d
 from .ops.netvlad import GhostVLAD, NetVLAD
 from .ops.pyramid import (
     SPPF,

@@ -8,6 +8,7 @@ Both are compared with the float64 loop reference and with each other, forward a
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ import torchpool as tp
 from torchpool import _deterministic
 from torchpool.ops import adaptive
 
-FUNCTIONS = {
+FUNCTIONS: dict[tuple[str, int], Callable[[torch.Tensor, Any], torch.Tensor]] = {
     ("avg", 1): tp.adaptive_avg_pool1d,
     ("avg", 2): tp.adaptive_avg_pool2d,
     ("avg", 3): tp.adaptive_avg_pool3d,
@@ -28,7 +29,7 @@ FUNCTIONS = {
     ("max", 3): tp.adaptive_max_pool3d,
 }
 SPATIAL = {1: (11,), 2: (7, 10), 3: (5, 6, 7)}
-OUTPUTS = {
+OUTPUTS: dict[int, list[tuple[int, ...]]] = {
     1: [(1,), (3,), (4,), (11,), (13,)],
     2: [(3, 4), (7, 1), (2, 5), (9, 12)],
     3: [(2, 3, 4), (1, 1, 1)],
@@ -37,7 +38,7 @@ CASES = [(mode, n, out) for (mode, n) in FUNCTIONS for out in OUTPUTS[n]]
 
 
 @pytest.fixture(autouse=True)
-def _restore_mode() -> Any:
+def _restore_mode() -> Iterator[None]:
     yield
     tp.use_deterministic(None)
 
@@ -77,7 +78,12 @@ def test_decomposed_route_is_taken_in_deterministic_mode(monkeypatch: pytest.Mon
     """Guards the routing itself: the comparison above would pass if both ran PyTorch's kernel."""
     calls: list[str] = []
     original = adaptive._decomposed
-    monkeypatch.setattr(adaptive, "_decomposed", lambda *a: calls.append("d") or original(*a))
+
+    def counted(*args: Any) -> torch.Tensor:
+        calls.append("d")
+        return original(*args)
+
+    monkeypatch.setattr(adaptive, "_decomposed", counted)
     x = torch.rand(1, 2, 7, 7, requires_grad=True)
     tp.adaptive_max_pool2d(x, 3)
     assert calls == []
@@ -149,7 +155,7 @@ def test_bad_input() -> None:
     with pytest.raises(ValueError, match="dimensions"):
         tp.adaptive_max_pool2d(torch.zeros(4, 4), 2)
     with pytest.raises(TypeError, match="return_indices must be a bool"):
-        tp.adaptive_max_pool2d(torch.zeros(1, 1, 4, 4), 2, return_indices=1)  # type: ignore[arg-type]
+        tp.adaptive_max_pool2d(torch.zeros(1, 1, 4, 4), 2, return_indices=1)  # type: ignore[call-overload]
 
 
 # ------------------------------------------------------------------ the deterministic mode

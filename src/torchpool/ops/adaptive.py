@@ -24,6 +24,7 @@ uses PyTorch's kernel.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 
 from .._checks import check_bool, check_input, is_exporting, restore_batch
 from .._deterministic import avg_pool3d, max_pool3d, needs_deterministic_backward
+from ._doc import rank_doc
 
 __all__ = [
     "AdaptiveAvgPool1d",
@@ -63,15 +65,15 @@ _NATIVE_MAX: dict[int, Callable[..., Tensor]] = {
 
 def check_output_size(output_size: object, spatial: Sequence[int]) -> tuple[int, ...]:
     """Normalises ``output_size`` (an int, or one int or ``None`` per spatial dim) to ints."""
-    n = len(spatial)
+    ndim = len(spatial)
     if isinstance(output_size, bool) or not isinstance(output_size, (int, tuple, list, torch.Size)):
         raise TypeError(
-            f"output_size must be an int or a sequence of {n} ints (or None), "
+            f"output_size must be an int or a sequence of {ndim} ints (or None), "
             f"got {type(output_size).__name__}"
         )
-    sizes = (output_size,) * n if isinstance(output_size, int) else tuple(output_size)
-    if len(sizes) != n:
-        raise ValueError(f"output_size must have {n} entries for {n}d pooling, got {output_size!r}")
+    sizes = (output_size,) * ndim if isinstance(output_size, int) else tuple(output_size)
+    if len(sizes) != ndim:
+        raise ValueError(f"output_size must have {ndim} entries for {ndim}d pooling, got {output_size!r}")
     out = []
     for size, size_in in zip(sizes, spatial):
         if size is None:
@@ -113,49 +115,58 @@ def _max_axis(x: Tensor, axis: int, size_out: int) -> Tensor:
 
 def _decomposed(x: Tensor, sizes: tuple[int, ...], mode: str) -> Tensor:
     """Adaptive pooling of the trailing ``len(sizes)`` dims without PyTorch's adaptive kernels."""
-    n = len(sizes)
-    spatial = tuple(x.shape[-n:])
+    ndim = len(sizes)
+    spatial = tuple(x.shape[-ndim:])
     if all(i % o == 0 for i, o in zip(spatial, sizes)):
         kernel = tuple(i // o for i, o in zip(spatial, sizes))
         if mode == "max":
-            if n == 3:  # separable in deterministic mode (PyTorch's CUDA max_pool3d backward raises)
+            if ndim == 3:  # separable in deterministic mode (PyTorch's CUDA max_pool3d backward raises)
                 return max_pool3d(x, kernel, kernel, (0, 0, 0))
-            return (F.max_pool1d, F.max_pool2d)[n - 1](x, kernel, kernel)
-        if n == 3:
+            return (F.max_pool1d, F.max_pool2d)[ndim - 1](x, kernel, kernel)
+        if ndim == 3:
             batched = x if x.dim() == 5 else x.unsqueeze(0)
             y = avg_pool3d(batched, kernel, kernel, (0, 0, 0))
             return y if x.dim() == 5 else y.squeeze(0)
-        return (F.avg_pool1d, F.avg_pool2d)[n - 1](x, kernel, kernel)
+        return (F.avg_pool1d, F.avg_pool2d)[ndim - 1](x, kernel, kernel)
     reduce_axis = _max_axis if mode == "max" else _avg_axis
-    for axis, (size_in, size_out) in enumerate(zip(spatial, sizes), start=x.dim() - n):
+    for axis, (size_in, size_out) in enumerate(zip(spatial, sizes), start=x.dim() - ndim):
         if size_in != size_out:
             x = reduce_axis(x, axis, size_out)
     return x
 
 
-def adaptive_pool(x: Tensor, n: int, output_size: OutputSize, mode: str) -> Tensor:
-    """Adaptive ``mode`` (``"avg"`` or ``"max"``) pooling of the ``n`` trailing dims, validated."""
-    xb, _ = check_input(x, n)
+def adaptive_pool(x: Tensor, ndim: int, output_size: OutputSize, mode: str) -> Tensor:
+    """Adaptive ``mode`` (``"avg"`` or ``"max"``) pooling of the ``ndim`` trailing dims, validated."""
+    xb, _ = check_input(x, ndim)
     if any(size == 0 for size in xb.shape[2:]):
         raise ValueError(f"input must have non-zero spatial sizes, got shape {tuple(x.shape)}")
     sizes = check_output_size(output_size, xb.shape[2:])
     if xb.shape[1] == 0:  # no channels: the empty result (PyTorch's adaptive max pools refuse C = 0)
-        return x.reshape(*x.shape[:-n], *sizes)
+        return x.reshape(*x.shape[:-ndim], *sizes)
     if mode == "avg" and x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
         # PyTorch's CPU adaptive_avg_pool3d sums in the input dtype (float16 overflows)
-        return adaptive_pool(x.float(), n, sizes, mode).to(x.dtype)
+        return adaptive_pool(x.float(), ndim, sizes, mode).to(x.dtype)
     if is_exporting() or needs_deterministic_backward(x):
         return _decomposed(x, sizes, mode)
-    return (_NATIVE_MAX if mode == "max" else _NATIVE_AVG)[n](x, sizes)
+    return (_NATIVE_MAX if mode == "max" else _NATIVE_AVG)[ndim](x, sizes)
 
 
-def _avg_function(n: int) -> Callable[..., Tensor]:
-    def adaptive_avg_pool(x: Tensor, output_size: OutputSize) -> Tensor:
-        return adaptive_pool(x, n, output_size, "avg")
+def _adaptive_max(
+    x: Tensor, ndim: int, output_size: OutputSize, return_indices: bool
+) -> Tensor | tuple[Tensor, Tensor]:
+    if check_bool(return_indices, "return_indices"):
+        xb, unbatched = check_input(x, ndim)
+        sizes = check_output_size(output_size, xb.shape[2:])
+        if xb.shape[1] == 0:  # no channels: the empty result (PyTorch's kernel refuses C = 0)
+            y = xb.reshape(*xb.shape[:2], *sizes)
+            idx = torch.zeros(y.shape, dtype=torch.int64, device=y.device)
+        else:
+            y, idx = _NATIVE_MAX[ndim](xb, sizes, True)
+        return restore_batch(y, unbatched), restore_batch(idx, unbatched)
+    return adaptive_pool(x, ndim, output_size, "max")
 
-    shape = ", ".join(["5"] * n)
-    adaptive_avg_pool.__name__ = adaptive_avg_pool.__qualname__ = f"adaptive_avg_pool{n}d"
-    adaptive_avg_pool.__doc__ = f"""Mean over adaptive bins, as ``F.adaptive_avg_pool{n}d``.
+
+_AVG_DOC = """Mean over adaptive bins, as ``F.adaptive_avg_pool{n}d``.
 
     Exports to ONNX for any output size and avoids PyTorch's non-deterministic backward in
     deterministic mode (module docstring).
@@ -172,31 +183,12 @@ def _avg_function(n: int) -> Callable[..., Tensor]:
         - Output: ``(N, C, *output_size)`` or ``(C, *output_size)``.
 
     Example:
-        >>> x = torch.randn(1, 2, {shape})
+        >>> x = torch.randn(1, 2, {sizes})
         >>> torch.allclose(adaptive_avg_pool{n}d(x, 3), F.adaptive_avg_pool{n}d(x, 3))
         True
     """
-    return adaptive_avg_pool
 
-
-def _max_function(n: int) -> Callable[..., Tensor | tuple[Tensor, Tensor]]:
-    def adaptive_max_pool(
-        x: Tensor, output_size: OutputSize, return_indices: bool = False
-    ) -> Tensor | tuple[Tensor, Tensor]:
-        if check_bool(return_indices, "return_indices"):
-            xb, unbatched = check_input(x, n)
-            sizes = check_output_size(output_size, xb.shape[2:])
-            if xb.shape[1] == 0:  # no channels: the empty result (PyTorch's kernel refuses C = 0)
-                y = xb.reshape(*xb.shape[:2], *sizes)
-                idx = torch.zeros(y.shape, dtype=torch.int64, device=y.device)
-            else:
-                y, idx = _NATIVE_MAX[n](xb, sizes, True)
-            return restore_batch(y, unbatched), restore_batch(idx, unbatched)
-        return adaptive_pool(x, n, output_size, "max")
-
-    shape = ", ".join(["5"] * n)
-    adaptive_max_pool.__name__ = adaptive_max_pool.__qualname__ = f"adaptive_max_pool{n}d"
-    adaptive_max_pool.__doc__ = f"""Maximum over adaptive bins, as ``F.adaptive_max_pool{n}d``.
+_MAX_DOC = """Maximum over adaptive bins, as ``F.adaptive_max_pool{n}d``.
 
     Exports to ONNX for any output size and avoids PyTorch's non-deterministic backward in
     deterministic mode (module docstring); ``return_indices=True`` runs PyTorch's kernel.
@@ -214,15 +206,82 @@ def _max_function(n: int) -> Callable[..., Tensor | tuple[Tensor, Tensor]]:
         - Output: ``(N, C, *output_size)`` or ``(C, *output_size)``.
 
     Example:
-        >>> x = torch.randn(1, 2, {shape})
+        >>> x = torch.randn(1, 2, {sizes})
         >>> torch.equal(adaptive_max_pool{n}d(x, 3), F.adaptive_max_pool{n}d(x, 3))
         True
     """
-    return adaptive_max_pool
 
 
-adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d = (_avg_function(n) for n in (1, 2, 3))
-adaptive_max_pool1d, adaptive_max_pool2d, adaptive_max_pool3d = (_max_function(n) for n in (1, 2, 3))
+@rank_doc(_AVG_DOC, 1, sizes="5")
+def adaptive_avg_pool1d(x: Tensor, output_size: OutputSize) -> Tensor:
+    return adaptive_pool(x, 1, output_size, "avg")
+
+
+@rank_doc(_AVG_DOC, 2, sizes="5, 5")
+def adaptive_avg_pool2d(x: Tensor, output_size: OutputSize) -> Tensor:
+    return adaptive_pool(x, 2, output_size, "avg")
+
+
+@rank_doc(_AVG_DOC, 3, sizes="5, 5, 5")
+def adaptive_avg_pool3d(x: Tensor, output_size: OutputSize) -> Tensor:
+    return adaptive_pool(x, 3, output_size, "avg")
+
+
+@overload
+def adaptive_max_pool1d(
+    x: Tensor, output_size: OutputSize, return_indices: Literal[False] = ...
+) -> Tensor: ...
+@overload
+def adaptive_max_pool1d(
+    x: Tensor, output_size: OutputSize, return_indices: Literal[True]
+) -> tuple[Tensor, Tensor]: ...
+@overload
+def adaptive_max_pool1d(
+    x: Tensor, output_size: OutputSize, return_indices: bool = ...
+) -> Tensor | tuple[Tensor, Tensor]: ...
+@rank_doc(_MAX_DOC, 1, sizes="5")
+def adaptive_max_pool1d(
+    x: Tensor, output_size: OutputSize, return_indices: bool = False
+) -> Tensor | tuple[Tensor, Tensor]:
+    return _adaptive_max(x, 1, output_size, return_indices)
+
+
+@overload
+def adaptive_max_pool2d(
+    x: Tensor, output_size: OutputSize, return_indices: Literal[False] = ...
+) -> Tensor: ...
+@overload
+def adaptive_max_pool2d(
+    x: Tensor, output_size: OutputSize, return_indices: Literal[True]
+) -> tuple[Tensor, Tensor]: ...
+@overload
+def adaptive_max_pool2d(
+    x: Tensor, output_size: OutputSize, return_indices: bool = ...
+) -> Tensor | tuple[Tensor, Tensor]: ...
+@rank_doc(_MAX_DOC, 2, sizes="5, 5")
+def adaptive_max_pool2d(
+    x: Tensor, output_size: OutputSize, return_indices: bool = False
+) -> Tensor | tuple[Tensor, Tensor]:
+    return _adaptive_max(x, 2, output_size, return_indices)
+
+
+@overload
+def adaptive_max_pool3d(
+    x: Tensor, output_size: OutputSize, return_indices: Literal[False] = ...
+) -> Tensor: ...
+@overload
+def adaptive_max_pool3d(
+    x: Tensor, output_size: OutputSize, return_indices: Literal[True]
+) -> tuple[Tensor, Tensor]: ...
+@overload
+def adaptive_max_pool3d(
+    x: Tensor, output_size: OutputSize, return_indices: bool = ...
+) -> Tensor | tuple[Tensor, Tensor]: ...
+@rank_doc(_MAX_DOC, 3, sizes="5, 5, 5")
+def adaptive_max_pool3d(
+    x: Tensor, output_size: OutputSize, return_indices: bool = False
+) -> Tensor | tuple[Tensor, Tensor]:
+    return _adaptive_max(x, 3, output_size, return_indices)
 
 
 class AdaptiveAvgPool1d(nn.AdaptiveAvgPool1d):

@@ -24,7 +24,7 @@ def test_output_size_chooses_between_sizes_that_pool_alike() -> None:
     y, idx = F.max_pool2d(x, 2, return_indices=True)
     out = tp.max_unpool2d(y, idx, 2, output_size=(7, 7))
     assert out.shape == (1, 2, 7, 7)
-    torch.testing.assert_close(out, F.max_unpool2d(y, idx, 2, output_size=(7, 7)))
+    torch.testing.assert_close(out, F.max_unpool2d(y, idx, (2, 2), output_size=(7, 7)))
     assert tp.max_unpool2d(y, idx, 2, output_size=x.shape).shape == x.shape
 
 
@@ -51,7 +51,9 @@ def test_pytorch_forward_and_backward_disagree_on_duplicates() -> None:
     x = torch.randn(1, 1, 6, 6, dtype=torch.float64)
     y, idx = F.max_pool2d(x, 3, 1, 1, return_indices=True)
     values = torch.randn_like(y).requires_grad_(True)
-    ok = torch.autograd.gradcheck(lambda v: F.max_unpool2d(v, idx, 3, 1, 1), (values,), raise_exception=False)
+    ok = torch.autograd.gradcheck(
+        lambda v: F.max_unpool2d(v, idx, (3, 3), (1, 1), (1, 1)), (values,), raise_exception=False
+    )
     assert not ok
 
 

@@ -32,15 +32,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch._subclasses.fake_tensor import FakeTensor
 
 from .._checks import Window, check_choice, check_input, check_window, is_exporting, is_traced, restore_batch
 from .._shape import IntOrTuple, _is_int
 from ._base import WindowPool
+from ._doc import rank_doc
 
 __all__ = ["MaxUnpool1d", "MaxUnpool2d", "MaxUnpool3d", "max_unpool1d", "max_unpool2d", "max_unpool3d"]
 
@@ -51,7 +52,7 @@ def _unpool_size(
     spatial_in: Sequence[int],
     window_args: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]],
     output_size: Sequence[int] | None,
-    n: int,
+    ndim: int,
     leading: Sequence[int] = (),
 ) -> tuple[int, ...]:
     """The output's spatial size; ``leading`` is the input's ``(N, C)`` or ``(C,)``, which sizes
@@ -65,21 +66,22 @@ def _unpool_size(
     if isinstance(output_size, (str, bytes)) or not isinstance(output_size, Sequence):
         raise TypeError(f"output_size must be a sequence of ints or None, got {type(output_size).__name__}")
     sizes = tuple(output_size)
-    if len(sizes) not in (n, n + 1, n + 2):
+    if len(sizes) not in (ndim, ndim + 1, ndim + 2):
         raise ValueError(
-            f"output_size must give the {n} spatial sizes (optionally preceded by N, C), got {sizes}"
+            f"output_size must give the {ndim} spatial sizes (optionally preceded by N, C), got {sizes}"
         )
     if not all(_is_int(size) for size in sizes):
         raise TypeError(f"output_size must contain ints, got {output_size!r}")
-    given = tuple(int(size) for size in sizes[:-n])
+    given = tuple(int(size) for size in sizes[:-ndim])
     expected = tuple(leading)[len(leading) - len(given) :] if len(given) <= len(leading) else None
     if given and given != expected:
         names = ("N", "C")[2 - len(given) :] if len(given) <= 2 else ()
         raise ValueError(
             f"output_size {tuple(sizes)} gives {', '.join(names)} = {given}, but the input has shape "
-            f"{tuple(leading)} before its spatial dims: give only the {n} spatial sizes, or the input's own"
+            f"{tuple(leading)} before its spatial dims: give only the {ndim} spatial sizes, "
+            "or the input's own"
         )
-    sizes = tuple(int(size) for size in sizes[-n:])
+    sizes = tuple(int(size) for size in sizes[-ndim:])
     for axis, (size, low, s) in enumerate(zip(sizes, default, stride)):
         if not low - s < size < low + s:
             raise ValueError(
@@ -91,8 +93,8 @@ def _unpool_size(
 
 
 def _max_unpool(
-    n: int,
     x: Tensor,
+    ndim: int,
     indices: Tensor,
     kernel_size: IntOrTuple,
     stride: IntOrTuple | None,
@@ -100,9 +102,9 @@ def _max_unpool(
     output_size: Sequence[int] | None,
     reduce: str,
 ) -> Tensor:
-    window = check_window(kernel_size, stride, padding, n)
+    window = check_window(kernel_size, stride, padding, ndim)
     check_choice(reduce, "reduce", _REDUCTIONS)
-    xb, unbatched = check_input(x, n)
+    xb, unbatched = check_input(x, ndim)
     if any(size == 0 for size in xb.shape[2:]):  # as F.max_unpool: no pooled cells, no output size
         raise ValueError(f"input must have non-zero spatial sizes, got shape {tuple(x.shape)}")
     if not isinstance(indices, Tensor):
@@ -114,7 +116,7 @@ def _max_unpool(
     if indices.device != x.device:
         raise ValueError(f"indices must be on the input's device {x.device}, got {indices.device}")
     out_spatial = _unpool_size(
-        xb.shape[2:], (window.kernel_size, window.stride, window.padding), output_size, n, x.shape[:-n]
+        xb.shape[2:], (window.kernel_size, window.stride, window.padding), output_size, ndim, x.shape[:-ndim]
     )
     plane = math.prod(out_spatial)
     batch, channels = xb.shape[0], xb.shape[1]
@@ -153,11 +155,22 @@ def _scatter(values: Tensor, flat_indices: Tensor, plane: int, window: Window, r
         return values.new_zeros(*values.shape[:2], plane).scatter_(2, flat_indices, values)
     if reduce == "sum":
         return values.new_zeros(*values.shape[:2], plane).scatter_add_(2, flat_indices, values)
-    if is_exporting() or torch.jit.is_tracing():  # plain ops (the TorchScript exporter has no Functions)
+    if is_exporting() or _jit_is_tracing():  # plain ops (the TorchScript exporter has no Functions)
         out, _ = _UnpoolMean.forward(values, flat_indices, plane)
     else:
-        out, _ = _UnpoolMean.apply(values, flat_indices, plane)
+        out, _ = _unpool_mean(values, flat_indices, plane)
     return out
+
+
+def _jit_is_tracing() -> bool:
+    """``torch.jit.is_tracing()``, typed (torch does not annotate it)."""
+    return cast(bool, torch.jit.is_tracing())  # type: ignore[attr-defined, no-untyped-call]
+
+
+def _unpool_mean(values: Tensor, flat_indices: Tensor, plane: int) -> tuple[Tensor, Tensor]:
+    """``_UnpoolMean.apply``, typed (``Function.apply`` is not annotated)."""
+    apply = cast(Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]], _UnpoolMean.apply)
+    return apply(values, flat_indices, plane)
 
 
 class _UnpoolMean(torch.autograd.Function):
@@ -198,22 +211,7 @@ def _no_values(*tensors: Tensor) -> bool:
     return is_traced() or any(t.device.type == "meta" or isinstance(t, FakeTensor) for t in tensors)
 
 
-def _function(n: int) -> Callable[..., Tensor]:
-    def max_unpool(
-        x: Tensor,
-        indices: Tensor,
-        kernel_size: IntOrTuple,
-        stride: IntOrTuple | None = None,
-        padding: IntOrTuple = 0,
-        output_size: Sequence[int] | None = None,
-        *,
-        reduce: str = "mean",
-    ) -> Tensor:
-        return _max_unpool(n, x, indices, kernel_size, stride, padding, output_size, reduce)
-
-    sizes = ", ".join(["4"] * n)
-    max_unpool.__name__ = max_unpool.__qualname__ = f"max_unpool{n}d"
-    max_unpool.__doc__ = f"""Scatters pooled values back to the positions in ``indices``; zeros elsewhere.
+_UNPOOL_DOC = """Scatters pooled values back to the positions in ``indices``; zeros elsewhere.
 
     Duplicate indices (overlapping windows) are combined by ``reduce`` in the forward and
     the backward alike (see the module docstring); PyTorch's ``max_unpool{n}d`` keeps one
@@ -239,19 +237,59 @@ def _function(n: int) -> Callable[..., Tensor]:
         - Output: ``(N, C, *S_out)`` or ``(C, *S_out)``.
 
     Example:
-        >>> x = torch.arange({4**n}.0).reshape(1, 1, {sizes})
+        >>> x = torch.arange({numel}.0).reshape(1, 1, {sizes})
         >>> y, idx = torch.nn.functional.max_pool{n}d(x, 2, return_indices=True)
         >>> torch.equal(max_unpool{n}d(y, idx, 2).flatten(2).gather(2, idx.flatten(2)), y.flatten(2))
         True
     """
-    return max_unpool
 
 
-max_unpool1d, max_unpool2d, max_unpool3d = (_function(n) for n in (1, 2, 3))
+@rank_doc(_UNPOOL_DOC, 1, numel=4, sizes="4")
+def max_unpool1d(
+    x: Tensor,
+    indices: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    output_size: Sequence[int] | None = None,
+    *,
+    reduce: str = "mean",
+) -> Tensor:
+    return _max_unpool(x, 1, indices, kernel_size, stride, padding, output_size, reduce)
 
 
-class _MaxUnpoolBase(WindowPool):
-    _function: Callable[..., Tensor]
+@rank_doc(_UNPOOL_DOC, 2, numel=16, sizes="4, 4")
+def max_unpool2d(
+    x: Tensor,
+    indices: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    output_size: Sequence[int] | None = None,
+    *,
+    reduce: str = "mean",
+) -> Tensor:
+    return _max_unpool(x, 2, indices, kernel_size, stride, padding, output_size, reduce)
+
+
+@rank_doc(_UNPOOL_DOC, 3, numel=64, sizes="4, 4, 4")
+def max_unpool3d(
+    x: Tensor,
+    indices: Tensor,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    output_size: Sequence[int] | None = None,
+    *,
+    reduce: str = "mean",
+) -> Tensor:
+    return _max_unpool(x, 3, indices, kernel_size, stride, padding, output_size, reduce)
+
+
+class _MaxUnpoolNd(WindowPool):
+    """Stores the arguments of :func:`max_unpool2d`; ``forward`` runs it for rank ``_ndim``."""
+
+    _ndim: int
     _repr_options = ("reduce",)
 
     def __init__(
@@ -266,13 +304,12 @@ class _MaxUnpoolBase(WindowPool):
         self.reduce = check_choice(reduce, "reduce", _REDUCTIONS)
 
     def forward(self, x: Tensor, indices: Tensor, output_size: Sequence[int] | None = None) -> Tensor:
-        return type(self)._function(
-            x, indices, self.kernel_size, self.stride, self.padding, output_size, reduce=self.reduce
+        return _max_unpool(
+            x, self._ndim, indices, self.kernel_size, self.stride, self.padding, output_size, self.reduce
         )
 
 
-def _module(n: int, function: Callable[..., Tensor]) -> type[nn.Module]:
-    doc = f"""Module form of :func:`max_unpool{n}d`; ``forward(x, indices, output_size=None)``.
+_MODULE_DOC = """Module form of :func:`max_unpool{n}d`; ``forward(x, indices, output_size=None)``.
 
     Shape:
         - Input: ``(N, C, *S_in)`` or ``(C, *S_in)``; ``indices`` the same.
@@ -280,14 +317,22 @@ def _module(n: int, function: Callable[..., Tensor]) -> type[nn.Module]:
 
     Example:
         >>> pool = torch.nn.MaxPool{n}d(2, return_indices=True)
-        >>> y, idx = pool(torch.randn(1, 3, {", ".join(["4"] * n)}))
+        >>> y, idx = pool(torch.randn(1, 3, {sizes}))
         >>> MaxUnpool{n}d(2)(y, idx).shape
-        torch.Size([1, 3, {", ".join(["4"] * n)}])
+        torch.Size([1, 3, {sizes}])
     """
-    attrs = {"_function": staticmethod(function), "__doc__": doc, "__module__": __name__}
-    return type(f"MaxUnpool{n}d", (_MaxUnpoolBase,), attrs)
 
 
-MaxUnpool1d, MaxUnpool2d, MaxUnpool3d = (
-    _module(n, fn) for n, fn in ((1, max_unpool1d), (2, max_unpool2d), (3, max_unpool3d))
-)
+@rank_doc(_MODULE_DOC, 1, sizes="4")
+class MaxUnpool1d(_MaxUnpoolNd):
+    _ndim = 1
+
+
+@rank_doc(_MODULE_DOC, 2, sizes="4, 4")
+class MaxUnpool2d(_MaxUnpoolNd):
+    _ndim = 2
+
+
+@rank_doc(_MODULE_DOC, 3, sizes="4, 4, 4")
+class MaxUnpool3d(_MaxUnpoolNd):
+    _ndim = 3

@@ -75,12 +75,13 @@ class _AvgPool3d(nn.AvgPool3d):
 class _MaxPool3d(nn.MaxPool3d):
     """``nn.MaxPool3d``, separable in deterministic mode (PyTorch's CUDA backward raises there)."""
 
-    def forward(self, input: Tensor) -> Tensor:
+    def forward(self, input: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         _check_3d_input(input, "max3d", integers=True)
         if input.shape[-4] == 0 and not self.return_indices:
             return _empty_channels(input, self)
-        if self.return_indices:
-            return super().forward(input)
+        if self.return_indices:  # PyTorch's kernel: (values, indices)
+            with_indices: tuple[Tensor, Tensor] = super().forward(input)
+            return with_indices
         k = ntuple(self.kernel_size, 3, "kernel_size")
         s = ntuple(self.stride if self.stride is not None else k, 3, "stride")
         p = ntuple(self.padding, 3, "padding")

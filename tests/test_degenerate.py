@@ -47,7 +47,7 @@ from typing import Any
 import pytest
 import torch
 from op_record import Out, Semantics
-from records import POOLS
+from records import POOLS, get_record
 from torch import nn
 
 import torchpool as tp
@@ -146,12 +146,12 @@ TRAIN_POLICY: dict[str, Mapping[str, Out]] = {
 
 def policy(name: str, mode: str) -> Mapping[str, Out]:
     """The outcome table of one pool in one mode."""
-    return POOLS[name].policy_in(mode)
+    return get_record(name).policy_in(mode)
 
 
 def semantics(name: str, mode: str) -> Semantics:
     """What one pool computes in one mode."""
-    return POOLS[name].semantics_in(mode)
+    return get_record(name).semantics_in(mode)
 
 
 # ------------------------------------------------------------------ helpers

@@ -38,7 +38,7 @@ from typing import Any, cast
 import pytest
 import torch
 from op_record import CHECKS
-from records import POOLS
+from records import POOLS, get_record
 from torch import nn
 
 import torchpool as tp
@@ -126,7 +126,7 @@ def _check_compile(info: tp.PoolInfo, dims: int, mode: str, backend: str, fullgr
 
     torch._dynamo.reset()
     module = _build(info).train(mode == "train")
-    random = info.name in RANDOM_IN_TRAIN and (mode == "train" or POOLS[info.name].random_in_eval)
+    random = info.name in RANDOM_IN_TRAIN and (mode == "train" or get_record(info.name).random_in_eval)
     gen_kw = _accepts_generator(module) and not fullgraph
     x = torch.rand(2, 4, *[8] * dims, generator=torch.Generator().manual_seed(0))
     counter = CompileCounterWithBackend(backend)

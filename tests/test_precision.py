@@ -48,7 +48,7 @@ from typing import Any
 import pytest
 import torch
 from op_record import Known
-from records import POOLS
+from records import POOLS, get_record
 from torch import Tensor, nn
 
 import torchpool as tp
@@ -135,7 +135,7 @@ def _kwargs(info: tp.PoolInfo, dims: int) -> dict[str, Any]:
     windowed = info.name not in KEEP_WINDOW
     if "kernel_size" in kwargs and windowed:
         kwargs["kernel_size"] = WINDOW[dims]
-    kwargs.update(POOLS[info.name].precision_kwargs)
+    kwargs.update(get_record(info.name).precision_kwargs)
     for key in ("dim", "dim_a"):
         if key in kwargs:
             kwargs[key] = CHANNELS
@@ -254,8 +254,8 @@ def _params(cases: list[tuple[str, Any, str]]) -> list[Any]:
 
 def _takes_signed(name: str) -> bool:
     """Signed inputs for pools that do arithmetic (sums cancel); a selection is exact whatever the sign."""
-    record = POOLS[name]
-    return not record.nonnegative_only and not record.computed_in.startswith("exact (selection)")
+    pool = get_record(name)
+    return not pool.nonnegative_only and not pool.computed_in.startswith("exact (selection)")
 
 
 WALK = _params(
@@ -302,7 +302,9 @@ def test_tables_name_registered_pools() -> None:
     missing = sorted({_stem(name) for name in names} - set(COMPUTED_IN))
     assert not missing, f"classify how these pools compute in COMPUTED_IN: {missing}"
     for name in names:  # one precision-table row per stem: its pools compute alike
-        assert POOLS[name].computed_in == COMPUTED_IN[_stem(name)], f"{name}: computed_in differs in its stem"
+        assert get_record(name).computed_in == COMPUTED_IN[_stem(name)], (
+            f"{name}: computed_in differs in its stem"
+        )
 
 
 # ------------------------------------------------------------------ targeted cases
@@ -501,7 +503,7 @@ _CELL = {"overflow": "no (overflow)", "regions": "regions differ", "bug": "no (b
 
 def _status(name: str, dtype: str) -> tuple[str, str]:
     """(cell, note) of one registered pool and dtype in the registry walk (either input range)."""
-    if dtype not in {_dtype_name(d) for d in POOLS[name].dtypes}:
+    if dtype not in {_dtype_name(d) for d in get_record(name).dtypes}:
         return "no (unsupported)", ""
     known = (
         PYTORCH_EXCEPTIONS.get((name, dtype))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from op_record import PoolRecord
 
+import torchpool as tp
+
 from . import bilinear, combined, global_, median, netvlad, pyramid, standard, stochastic
 
 #: family (``PoolInfo.family``) -> the module holding its records.
@@ -36,6 +38,18 @@ def _collect() -> tuple[dict[str, PoolRecord], list[str]]:
 
 #: registry name -> record.
 POOLS, DUPLICATES = _collect()
+
+
+class MissingRecordError(LookupError):
+    """A registered pool has no record."""
+
+
+def get_record(name: str) -> PoolRecord:
+    """The record of the registered pool ``name``; a clear error naming the file to add it to."""
+    if name not in POOLS:
+        family = {info.name: info.family for info in tp.list_pools()}.get(name, "")
+        raise MissingRecordError(f"no PoolRecord for the pool {name!r}: add one to {record_file(family)}")
+    return POOLS[name]
 
 
 def record_file(family: str) -> str:

@@ -1,7 +1,24 @@
 """One :class:`~op_record.PoolRecord` per registered pool, one file per family.
 
 A new pool adds its record to its family's file here (or a new family file, listed in
-:data:`FAMILIES`); ``tests/test_ops.py`` fails while a registered pool has no record.
+:data:`FAMILIES`); ``tests/test_ops.py`` fails while a registered pool has no record, and the
+walks fail on it naming the file (:func:`get_record`). A record names the pool, its docs page,
+its degenerate-input policy and semantics and how it computes in half precision; everything
+else has a default (no known exception, deterministic, not random)::
+
+    PoolRecord(
+        "soft2d",
+        "soft",  # docs/soft.md
+        {**AVG, "1x1": WINDOW_TOO_BIG},  # what test_degenerate.py asserts, case by case
+        Semantics("soft", 1, True, kernel),
+        "float32 (torchpool)",
+    )
+
+Every generic test and doc renderer reads these records: ``test_degenerate.py``
+(``docs/degenerate.md``), ``test_precision.py`` and ``test_export_compile.py``
+(``docs/support.md``, the README feature table), ``test_cuda.py`` and ``test_docs.py``. The
+float64 reference and sample cases of an op are its ``OpRecord`` (``op_table.py`` /
+``records_<family>.py``), named after the pool (``op_table.OPS_BY_POOL``).
 """
 
 from __future__ import annotations

@@ -78,7 +78,14 @@ SHAPES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "8x64x224": ((8, 64, 224, 224), (8, 64, 224, 224)),  # fewer, larger planes; a smaller input
     "2x16x512": ((2, 16, 512, 512), (2, 16, 512, 512)),  # 32 large planes: a chunk is one plane
     "8x64x56": ((8, 64, 56, 56), (8, 64, 56, 56)),  # a mid-size input (6 MB): median chunks of 1/8 gave 2.15x
+    # median only (the stochastic shapes of this kind are tested in their own file): small inputs,
+    # where the chunk floor mattered, and few large planes, where a chunk is a band of one plane
+    "4x16x32": ((4, 16, 32, 32), (4, 16, 32, 32)),  # 256 KB: the former 2^16-element floor gave 9.2x
+    "1x3x224": ((1, 3, 224, 224), (1, 3, 224, 224)),  # an RGB image: bands of rows
+    "1x1x512": ((1, 1, 512, 512), (1, 1, 512, 512)),  # one plane: bands of rows
+    "2x3x64": ((2, 3, 64, 64), (2, 3, 64, 64)),  # a small image batch: bands of rows
 }
+MEDIAN_ONLY_SHAPES = ("4x16x32", "1x3x224", "1x1x512", "2x3x64")
 BOUND = 2.0
 SEED = 7
 
@@ -96,8 +103,12 @@ MAIN_CASES = ("median-k3s1", "train-k3s2", "eval-k3s2")
 BOUND_PARAMS = [
     pytest.param(shape, name, id=f"{shape}-{name}")
     for shape in SHAPES
-    for name in (CASES if shape == "64x256x112" else MAIN_CASES)
+    for name in (
+        CASES if shape == "64x256x112" else ("median-k3s1",) if shape in MEDIAN_ONLY_SHAPES else MAIN_CASES
+    )
 ]
+# median with indices: at the forward + backward shapes
+INDEX_PARAMS = [pytest.param(shape, id=shape) for shape in SHAPES]
 
 
 # ------------------------------------------------------------------ measuring
@@ -143,7 +154,9 @@ def _check_planes(name: str, shape: Sequence[int]) -> list[int]:
     n, c, h, w = shape
     padded = (h + 2 * p) * (w + 2 * p)
     if kind == "median":
-        boundary = max(1, median_module._plane_chunk_elements(n * c * padded) // padded)
+        boundary = median_module._plane_chunk_elements(n * c * padded) // padded
+        if boundary == 0:  # a plane is larger than a chunk: bands of rows, every plane checked whole
+            return sorted({0, n * c - 1})
     else:
         planes = max(1, stochastic_module._chunk_elements(n * c * padded) // padded)
         boundary = (planes // c) * c if planes >= c else planes
@@ -256,16 +269,50 @@ def test_forward_backward_extra_memory_under_2x_input(shape: str, name: str, one
     _assert_planes(name, x, y, g, x.grad)
 
 
+@pytest.mark.parametrize("shape", INDEX_PARAMS)
+def test_with_indices_extra_memory_under_2x_input(shape: str, one_thread: None) -> None:
+    """``median_pool2d_with_indices``: the extra memory beyond the returned indices is under 2x.
+
+    The int64 indices are twice the size of a float32 input at stride 1 by themselves (as those of
+    ``F.max_pool2d``); what the bound limits is everything else: the values and the working set.
+    """
+    x = _input(SHAPES[shape][1])
+    result: list[tuple[Tensor, Tensor]] = []
+
+    def run() -> None:
+        with torch.no_grad():
+            result.append(tp.median_pool2d_with_indices(x, 3, 1, 1))
+
+    extra = allocation_peak(run)
+    y, indices = result[0]
+    assert extra >= y.nbytes + indices.nbytes, "the profiler recorded no allocations"
+    ratio = (extra - indices.nbytes) / x.nbytes
+    assert ratio < BOUND, f"with_indices at {tuple(x.shape)}: extra memory beyond the indices {ratio:.2f}x"
+    _assert_planes("median-k3s1", x, y)
+    planes = _check_planes("median-k3s1", x.shape)
+    xs = F.pad(x.flatten(0, 1)[planes].unsqueeze(0), (1,) * 4, mode="reflect")[0]
+    cells = _windows(xs, 3, 1)
+    first = (cells == y.flatten(0, 1)[planes].unsqueeze(-1)).int().argmax(-1)  # offset in the window
+    rows = torch.arange(x.shape[2]).view(-1, 1) - 1 + first // 3
+    cols = torch.arange(x.shape[3]) - 1 + first % 3
+    rows, cols = rows.abs(), cols.abs()  # reflect
+    rows = torch.where(rows >= x.shape[2], 2 * (x.shape[2] - 1) - rows, rows)
+    cols = torch.where(cols >= x.shape[3], 2 * (x.shape[3] - 1) - cols, cols)
+    torch.testing.assert_close(indices.flatten(0, 1)[planes], rows * x.shape[3] + cols, rtol=0, atol=0)
+
+
 # ------------------------------------------------------------------ chunking keeps the bits
 
 
-def _median_case(nd: int, k: int, s: int, p: int, mode: str) -> Callable[[Tensor], tuple[Tensor, ...]]:
+def _median_case(
+    nd: int, k: int, s: int, p: int, mode: str, ceil_mode: bool = False, dilation: int = 1
+) -> Callable[[Tensor], tuple[Tensor, ...]]:
     fn = {
         1: tp.median_pool1d_with_indices,
         2: tp.median_pool2d_with_indices,
         3: tp.median_pool3d_with_indices,
     }[nd]
-    return lambda t: fn(t, k, s, p, padding_mode=mode)
+    return lambda t: fn(t, k, s, p, dilation, ceil_mode=ceil_mode, padding_mode=mode)
 
 
 def _stochastic_case(
@@ -289,6 +336,20 @@ SMALL_CASES = [
     ("median2d-valid", "median", _median_case(2, 3, 2, 1, "valid"), 2),
     ("median1d", "median", _median_case(1, 5, 2, 2, "reflect"), 1),
     ("median3d", "median", _median_case(3, 3, 1, 1, "replicate"), 3),
+    ("median2d-circular", "median", _median_case(2, 3, 1, 1, "circular"), 2),
+    ("median2d-k5-replicate", "median", _median_case(2, 5, 1, 2, "replicate"), 2),
+    ("median2d-k7-reflect", "median", _median_case(2, 7, 2, 3, "reflect"), 2),
+    ("median2d-ceil", "median", _median_case(2, 3, 2, 1, "reflect", ceil_mode=True), 2),
+    ("median2d-ceil-valid", "median", _median_case(2, 2, 3, 1, "valid", ceil_mode=True), 2),
+    ("median2d-dilation-zeros", "median", _median_case(2, 3, 1, 1, "zeros", dilation=2), 2),
+    (
+        "median2d-dilation-circular",
+        "median",
+        _median_case(2, 3, 2, 1, "circular", ceil_mode=True, dilation=2),
+        2,
+    ),
+    ("median1d-ceil-circular", "median", _median_case(1, 4, 3, 2, "circular", ceil_mode=True), 1),
+    ("median3d-ceil-reflect", "median", _median_case(3, 2, 2, 1, "reflect", ceil_mode=True), 3),
     ("train2d-k3s2p1", "stochastic", _stochastic_case(2, 3, 2, 1, True), 2),
     ("train2d-k2s2", "stochastic", _stochastic_case(2, 2, 2, 0, True), 2),
     ("train1d", "stochastic", _stochastic_case(1, 3, 1, 1, True), 1),
@@ -325,6 +386,7 @@ def test_chunked_equals_unchunked(
     channels_last: bool,
     dtype: torch.dtype,
     monkeypatch: pytest.MonkeyPatch,
+    one_thread: None,
 ) -> None:
     x = torch.rand(3, 5, *[9, 8, 7][:nd], generator=torch.Generator().manual_seed(1), dtype=dtype)
     x[0, 1] = 0.0  # zero windows (stochastic) and ties (median)
@@ -337,7 +399,9 @@ def test_chunked_equals_unchunked(
         if family == "median"
         else ("_CHUNK_ELEMENTS", stochastic_module)
     )
-    for chunk in (1, 40, 200):  # one plane (or less) per chunk, several planes, several batch items
+    # median: bands of one output row, bands of a few rows, one plane, several planes; stochastic: one
+    # plane (or less), several planes, several batch items
+    for chunk in (1, 40, 200, 400) if family == "median" else (1, 40, 200):
         monkeypatch.setattr(constant[1], constant[0], chunk)
         got = _run_small(fn, x)
         assert len(got) == len(expected)

@@ -11,6 +11,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -21,36 +22,47 @@ from ._network import _Plan
 
 # Elements per chunk of the eager network: small enough for the intermediates to stay in cache.
 _CHUNK_ELEMENTS = 1 << 19
-# Padded elements per chunk of planes that is padded at a time (forward, backward and indices), so
-# that no padded copy of the whole input is made: the extra memory is the output and a few chunks.
-# This is the largest chunk; :func:`_plane_chunk_elements` sizes the chunks of one input.
+# Padded elements per chunk that is padded at a time (forward, backward and indices), so that no
+# padded copy of the whole input is made: the extra memory is the output and a few chunks. This is
+# the largest chunk; :func:`_plane_chunk_elements` sizes the chunks of one input. A chunk is a group
+# of whole ``(n, c)`` planes, or, when one plane is larger than the chunk, a band of rows (first
+# spatial axis) of one plane with the halo its windows need.
 _PLANE_CHUNK_ELEMENTS = 1 << 23
-# A chunk of planes holds at most 1 / _PLANE_CHUNK_FRACTION of the (padded) input, so that the working
-# set of one chunk (the padded chunk, the backward's gradient and masks, the network's intermediates:
-# several chunk-sized tensors) is a small fraction of the input at every shape, not only at large ones.
+# A chunk holds at most 1 / _PLANE_CHUNK_FRACTION of the (padded) input, so that the working set of
+# one chunk (the padded chunk, the backward's gradient and masks, the network's intermediates:
+# several chunk-sized tensors, about 9) is a small fraction of the input at every shape.
 _PLANE_CHUNK_FRACTION = 32
-# ... but never fewer elements than this (smaller chunks would show the per-chunk overhead). The
-# working set is about 9 chunks, so inputs under about 2^20 elements (4 MB in float32) can exceed 2x
-# their size in extra memory, by at most a few MB.
+# ... and, when that fraction is tiny, at least this many elements (smaller chunks show the per-chunk
+# overhead), but never more than 1 / _PLANE_CHUNK_MAX_SHARE of the input: with a working set of
+# about 9 chunks and an output of at most the input's size, the extra memory stays under 2x.
 _PLANE_CHUNK_MIN_ELEMENTS = 1 << 16
+_PLANE_CHUNK_MAX_SHARE = 16
 # Extra elements the unfold fallback may allocate per chunk (at least; else the input's size).
 _FALLBACK_MIN_ELEMENTS = 1 << 22
 
 
 def _plane_chunk_elements(padded_elements: int) -> int:
-    """Padded elements per chunk of planes for an input of ``padded_elements`` padded elements.
+    """Padded elements per chunk for an input of ``padded_elements`` padded elements.
 
-    A fraction of the input (:data:`_PLANE_CHUNK_FRACTION`), at least :data:`_PLANE_CHUNK_MIN_ELEMENTS`
-    and at most :data:`_PLANE_CHUNK_ELEMENTS`. A chunk is still at least one plane.
+    A fraction of the input (:data:`_PLANE_CHUNK_FRACTION`), raised towards
+    :data:`_PLANE_CHUNK_MIN_ELEMENTS` but never above 1 / :data:`_PLANE_CHUNK_MAX_SHARE` of the
+    input, and at most :data:`_PLANE_CHUNK_ELEMENTS`.
     """
-    share = max(_PLANE_CHUNK_MIN_ELEMENTS, padded_elements // _PLANE_CHUNK_FRACTION)
+    floor = min(_PLANE_CHUNK_MIN_ELEMENTS, padded_elements // _PLANE_CHUNK_MAX_SHARE)
+    share = max(floor, padded_elements // _PLANE_CHUNK_FRACTION)
     return max(1, min(_PLANE_CHUNK_ELEMENTS, share))
 
 
 @dataclass(frozen=True)
 class _Config:
     """The window of one call. The kernels see the input padded by ``padding`` on both sides and, in
-    ceil mode, by ``overhang`` more cells on the far side (never part of a window)."""
+    ceil mode, by ``overhang`` more cells on the far side (never part of a window).
+
+    ``rows`` makes it the config of a *band*: the output rows ``[first, last)`` of the first spatial
+    axis, computed from the padded rows ``[first * stride, first * stride + used)`` (see
+    :func:`_pad_band`); ``out_sizes``, ``used`` and the masks are then the band's, everything else is
+    the whole input's.
+    """
 
     kernel: tuple[int, ...]
     stride: tuple[int, ...]
@@ -60,14 +72,15 @@ class _Config:
     compiled: bool
     dilation: tuple[int, ...]
     ceil_mode: bool
+    rows: tuple[int, int] | None = None
 
-    @property
+    @cached_property
     def spans(self) -> tuple[int, ...]:
         """Cells from the first to the last cell of a window, per axis."""
         return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))
 
-    @property
-    def out_sizes(self) -> tuple[int, ...]:
+    @cached_property
+    def full_out_sizes(self) -> tuple[int, ...]:
         """PyTorch's pooling output size (``pooling_output_shape``), with dilation and ceil mode."""
         sizes = []
         for i, e, s, p in zip(self.sizes, self.spans, self.stride, self.padding):
@@ -77,25 +90,45 @@ class _Config:
             sizes.append(o)
         return tuple(sizes)
 
-    @property
+    @cached_property
+    def out_sizes(self) -> tuple[int, ...]:
+        """The output size, of the band's rows for a band."""
+        sizes = self.full_out_sizes
+        if self.rows is None:
+            return sizes
+        return (self.rows[1] - self.rows[0], *sizes[1:])
+
+    @cached_property
+    def row_offset(self) -> int:
+        """The padded row where a band starts (0 without a band)."""
+        return 0 if self.rows is None else self.rows[0] * self.stride[0]
+
+    @cached_property
     def used(self) -> tuple[int, ...]:
         """Cells of the padded (and overhung) input that the windows cover, per axis."""
         return tuple(s * (o - 1) + e for s, o, e in zip(self.stride, self.out_sizes, self.spans))
 
-    @property
+    @cached_property
+    def full_used(self) -> tuple[int, ...]:
+        """:attr:`used` of the whole input."""
+        return tuple(s * (o - 1) + e for s, o, e in zip(self.stride, self.full_out_sizes, self.spans))
+
+    @cached_property
     def overhang(self) -> tuple[int, ...]:
         """Ceil-mode cells past the padded input that the last window reaches, per axis."""
-        return tuple(max(0, u - i - 2 * p) for u, i, p in zip(self.used, self.sizes, self.padding))
+        return tuple(max(0, u - i - 2 * p) for u, i, p in zip(self.full_used, self.sizes, self.padding))
 
-    @property
+    @cached_property
     def restricted(self) -> bool:
         """Whether some window holds cells that do not count (``"valid"`` padding, ceil overhang)."""
         return (self.mode == "valid" and any(self.padding)) or any(self.overhang)
 
     def counted_range(self, axis: int) -> tuple[int, int]:
-        """``[first, last)`` cells of the padded axis that count: in bounds for ``"valid"``."""
+        """``[first, last)`` cells of the padded axis (of the band) that count: in bounds for ``"valid"``."""
         p, size = self.padding[axis], self.sizes[axis]
-        return (p, p + size) if self.mode == "valid" else (0, size + 2 * p)
+        first, last = (p, p + size) if self.mode == "valid" else (0, size + 2 * p)
+        shift = self.row_offset if axis == 0 else 0
+        return first - shift, last - shift
 
     def _masks(self, device: torch.device, ranges: Sequence[tuple[int, int]]) -> list[Tensor]:
         masks = []
@@ -103,35 +136,94 @@ class _Config:
             mask = torch.zeros(size + 2 * p + extra, dtype=torch.bool, device=device)
             mask[first:last] = True
             masks.append(mask)
+        if self.rows is not None:
+            masks[0] = masks[0][self.row_offset : self.row_offset + self.used[0]]
         return masks
 
     def inbounds(self, device: torch.device) -> list[Tensor]:
-        """Per axis, which cells of the padded axis are input cells."""
+        """Per axis, which cells of the padded axis (of the band) are input cells."""
         return self._masks(device, [(p, p + size) for p, size in zip(self.padding, self.sizes)])
 
     def counted(self, device: torch.device) -> list[Tensor]:
-        """Per axis, which cells of the padded axis can be part of a window."""
-        return self._masks(device, [self.counted_range(axis) for axis in range(len(self.sizes))])
+        """Per axis, which cells of the padded axis (of the band) can be part of a window."""
+        shift = [self.row_offset] + [0] * (len(self.sizes) - 1)
+        ranges = [(a + q, b + q) for (a, b), q in zip(map(self.counted_range, range(len(self.sizes))), shift)]
+        return self._masks(device, ranges)
 
 
-def _pad(x: Tensor, cfg: _Config) -> Tensor:
-    """Pads ``(B, *sizes)`` by ``padding`` in the padding mode, then by the ceil-mode overhang (zeros)."""
-    if any(cfg.padding):
-        pads = [p for p in reversed(cfg.padding) for _ in range(2)]
+def _jit_is_tracing() -> bool:
+    """``torch.jit.is_tracing()``, typed (torch does not annotate it)."""
+    return bool(torch.jit.is_tracing())  # type: ignore[attr-defined, no-untyped-call]
+
+
+def _pad(x: Tensor, cfg: _Config, first_axis: int = 0) -> Tensor:
+    """Pads ``(B, *sizes)`` by ``padding`` in the padding mode, then by the ceil-mode overhang (zeros).
+
+    Axes before ``first_axis`` are left alone (:func:`_pad_band` pads the first one itself).
+    """
+    padding = [0] * first_axis + list(cfg.padding[first_axis:])
+    overhang = [0] * first_axis + list(cfg.overhang[first_axis:])
+    if any(padding):
+        pads = [p for p in reversed(padding) for _ in range(2)]
         if cfg.mode in ("zeros", "valid"):
             x = F.pad(x, pads, mode="constant", value=0)
-        elif cfg.mode == "circular" and torch.jit.is_tracing():
+        elif cfg.mode == "circular" and _jit_is_tracing():
             # the TorchScript ONNX exporter aborts the process on a circular F.pad (torch 2.13): wrap
             # with slices and a concatenation instead
-            for axis, (p, size) in enumerate(zip(cfg.padding, cfg.sizes)):
+            for axis, (p, size) in enumerate(zip(padding, cfg.sizes)):
                 if p:
                     dim = axis + 1
                     x = torch.cat([x.narrow(dim, size - p, p), x, x.narrow(dim, 0, p)], dim)
         else:  # padded without autograd; the padding backward is _unpad_grad (deterministic)
             x = F.pad(x, pads, mode=cfg.mode)
-    if any(cfg.overhang):
-        x = F.pad(x, [q for e in reversed(cfg.overhang) for q in (0, e)], mode="constant", value=0)
+    if any(overhang):
+        x = F.pad(x, [q for e in reversed(overhang) for q in (0, e)], mode="constant", value=0)
     return x
+
+
+def _source_rows(cfg: _Config, first: int, count: int) -> list[int | None]:
+    """The input row that each padded row ``first .. first + count - 1`` of the first axis copies
+    (``None`` for a zero row: zero padding, ceil-mode overhang)."""
+    p, size = cfg.padding[0], cfg.sizes[0]
+    rows: list[int | None] = []
+    for r in range(first, first + count):
+        q = r - p
+        if 0 <= q < size:
+            rows.append(q)
+        elif r >= size + 2 * p or cfg.mode in ("zeros", "valid"):
+            rows.append(None)
+        elif cfg.mode == "reflect":
+            rows.append(-q if q < 0 else 2 * (size - 1) - q)
+        elif cfg.mode == "circular":
+            rows.append(q % size)
+        else:  # replicate
+            rows.append(min(max(q, 0), size - 1))
+    return rows
+
+
+def _pad_band(x: Tensor, cfg: _Config) -> Tensor:
+    """The padded rows of the band ``cfg.rows`` of ``(B, *sizes)``: exactly those rows of :func:`_pad`."""
+    first, count = cfg.row_offset, cfg.used[0]
+    pieces: list[Tensor] = []
+    run: list[int] = []  # consecutive source rows, taken as one narrow view
+
+    def flush() -> None:
+        if run:
+            pieces.append(x.narrow(1, run[0], len(run)))
+            run.clear()
+
+    for source in _source_rows(cfg, first, count):
+        if source is not None and run and source == run[-1] + 1:
+            run.append(source)
+            continue
+        flush()
+        if source is None:
+            pieces.append(x.new_zeros((x.shape[0], 1, *x.shape[2:])))
+        else:
+            run.append(source)
+    flush()
+    band = pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
+    return _pad(band, cfg, first_axis=1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -371,7 +463,7 @@ def _call_compiled(
 def _windows(xs: Tensor, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]) -> Tensor:
     """``(b, *out, prod(kernel))`` copy of the windows of ``xs`` (``(b, *spatial)``)."""
     spans = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
-    if torch.jit.is_tracing():  # the TorchScript ONNX exporter cannot export unfold: stack the views
+    if _jit_is_tracing():  # the TorchScript ONNX exporter cannot export unfold: stack the views
         out_sizes = [(u - e) // s + 1 for u, e, s in zip(xs.shape[1:], spans, stride)]
         views = [
             xs[

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -28,6 +28,7 @@ from ._kernels import (
     _network_source,
     _outer,
     _pad,
+    _pad_band,
     _phases,
     _uses_phases,
     _windows,
@@ -42,7 +43,7 @@ def _forward(xp: Tensor, cfg: _Config, out: Tensor | None = None, functional: bo
     """
     out_sizes = cfg.out_sizes
     xu = xp[_leading(slice(0, u) for u in cfg.used)]
-    plan = _choose_plan(cfg.kernel, cfg.stride, out_sizes, cfg.used)
+    plan = _choose_plan(cfg.kernel, cfg.stride, cfg.full_out_sizes, cfg.full_used)  # one plan for all bands
     y: Tensor | None = None
     if cfg.mode == "valid" and all(p == 0 for p in cfg.padding):
         cfg = replace(cfg, mode="zeros")
@@ -167,7 +168,8 @@ def _indices(xp: Tensor, y: Tensor, cfg: _Config) -> Tensor:
         plane //= size
         shape = [1] * (nd + 1)
         shape[axis + 1] = o
-        starts = (torch.arange(o, device=y.device) * s).reshape(shape)
+        first = cfg.rows[0] if axis == 0 and cfg.rows is not None else 0  # a band's first output row
+        starts = ((torch.arange(o, device=y.device) + first) * s).reshape(shape)
         offset = (sel // after) % k
         real = offset * d + starts - p
         if cfg.mode == "reflect":
@@ -184,12 +186,15 @@ def _indices(xp: Tensor, y: Tensor, cfg: _Config) -> Tensor:
     return index
 
 
-def _unpad_grad(gp: Tensor, cfg: _Config) -> Tensor:
+def _unpad_grad(gp: Tensor, cfg: _Config, first_axis: int = 0) -> Tensor:
     """The backward of :func:`_pad`: folds the gradient of padded cells onto the cells they copy.
 
-    Only strided slice additions (no atomics), so it is deterministic on every device.
+    Only strided slice additions (no atomics), so it is deterministic on every device. Axes before
+    ``first_axis`` are left alone (:func:`_grad_bands` folds the first one itself).
     """
     for axis, (p, size, extra) in enumerate(zip(cfg.padding, cfg.sizes, cfg.overhang)):
+        if axis < first_axis:
+            continue
         if extra:  # ceil-mode overhang: never selected
             gp = gp.narrow(axis + 1, 0, size + 2 * p)
         if not p:
@@ -216,49 +221,149 @@ def _unpad_grad(gp: Tensor, cfg: _Config) -> Tensor:
     return gp.contiguous()
 
 
-def _plane_chunks(cfg: _Config, planes: int) -> list[slice]:
-    """Chunks of the ``planes`` (flattened ``N * C``) padded one chunk at a time.
+def _chunking(cfg: _Config, planes: int) -> tuple[int, int]:
+    """How the ``planes`` (flattened ``N * C``) are padded a chunk at a time: ``(planes per chunk,
+    padded rows per band)``, with 0 rows when a chunk holds whole planes.
 
-    The compiled path takes one chunk: its graphs are specialised to the input shape.
+    When one padded plane is larger than the chunk budget, a chunk is one plane and it is cut into
+    bands along the first spatial axis. The compiled path takes one chunk: its graphs are
+    specialised to the input shape.
     """
-    padded = math.prod(s + 2 * p + e for s, p, e in zip(cfg.sizes, cfg.padding, cfg.overhang))
-    budget = _kernels._plane_chunk_elements(planes * padded)
-    chunk = max(1, planes if cfg.compiled else budget // max(1, padded))
+    padded = [s + 2 * p + e for s, p, e in zip(cfg.sizes, cfg.padding, cfg.overhang)]
+    plane = max(1, math.prod(padded))
+    if cfg.compiled:
+        return max(1, planes), 0
+    budget = _kernels._plane_chunk_elements(planes * plane)
+    if plane <= budget:
+        return budget // plane, 0
+    return 1, max(1, budget // max(1, plane // max(1, padded[0])))
+
+
+def _plane_chunks(cfg: _Config, planes: int) -> list[slice]:
+    """Chunks of whole planes (see :func:`_chunking`)."""
+    chunk = _chunking(cfg, planes)[0]
     return [slice(start, start + chunk) for start in range(0, planes, chunk)]
+
+
+def _bands(cfg: _Config, rows: int) -> list[_Config]:
+    """Band configs covering the output rows, each reading about ``rows`` padded rows."""
+    stride, span, total = cfg.stride[0], cfg.spans[0], cfg.full_out_sizes[0]
+    step = max(1, (rows - span) // stride + 1)
+    return [replace(cfg, rows=(j, min(total, j + step))) for j in range(0, total, step)]
 
 
 def _padded_chunk(x: Tensor, part: slice, cfg: _Config) -> Tensor:
     with torch.no_grad():
-        return _pad(x[part], cfg).contiguous()
+        return (_pad(x[part], cfg) if cfg.rows is None else _pad_band(x[part], cfg)).contiguous()
+
+
+def _chunks(x: Tensor, cfg: _Config) -> Iterator[tuple[tuple[slice, ...], Tensor, _Config]]:
+    """``(output index, padded chunk, config)`` of every chunk: whole planes or bands of one plane.
+
+    The results of the kernels on each chunk are the same bits as on the whole input (a band's
+    windows are whole windows, and it uses the network of the whole input).
+    """
+    chunk, rows = _chunking(cfg, x.shape[0])
+    if not rows:
+        for start in range(0, x.shape[0], chunk):
+            part = slice(start, start + chunk)
+            yield (part,), _padded_chunk(x, part, cfg), cfg
+        return
+    bands = _bands(cfg, rows)
+    for plane in range(x.shape[0]):
+        part = slice(plane, plane + 1)
+        for band in bands:
+            assert band.rows is not None
+            yield (part, slice(*band.rows)), _padded_chunk(x, part, band), band
 
 
 def _forward_chunked(x: Tensor, cfg: _Config) -> Tensor:
     """Median of every window of the unpadded ``(B, *sizes)`` tensor ``x``, padding a chunk at a time."""
-    chunks = _plane_chunks(cfg, x.shape[0])
-    if len(chunks) == 1:
-        return _forward(_padded_chunk(x, chunks[0], cfg), cfg)
+    chunk, rows = _chunking(cfg, x.shape[0])
+    if not rows and chunk >= x.shape[0]:
+        return _forward(_padded_chunk(x, slice(None), cfg), cfg)
     y = torch.empty((x.shape[0], *cfg.out_sizes), dtype=x.dtype, device=x.device)
-    for part in chunks:
-        _forward(_padded_chunk(x, part, cfg), cfg, out=y[part])
+    for index, xp, part_cfg in _chunks(x, cfg):
+        _forward(xp, part_cfg, out=y[index])
     return y
 
 
+def _padded_grad_rows(x: Tensor, y: Tensor, g: Tensor, cfg: _Config, first: int, last: int) -> Tensor:
+    """Rows ``[first, last)`` of the gradient with respect to the padded ``x`` (first axis).
+
+    Computed on the band of every window that reaches those rows, so each cell receives the same
+    additions, in the same order, as on the whole input.
+    """
+    stride, span = cfg.stride[0], cfg.spans[0]
+    j0, j1 = max(0, (first - span) // stride + 1), min(cfg.full_out_sizes[0], -(-last // stride))
+    rest = [s + 2 * p + e for s, p, e in zip(cfg.sizes[1:], cfg.padding[1:], cfg.overhang[1:])]
+    if j0 >= j1:
+        return x.new_zeros((x.shape[0], last - first, *rest))
+    band = replace(cfg, rows=(j0, j1))
+    gp = _grad(_padded_chunk(x, slice(None), band), y[:, j0:j1], g[:, j0:j1], band)
+    start, count = band.row_offset, gp.shape[1]
+    if start <= first and last <= start + count:
+        return gp.narrow(1, first - start, last - first)
+    rows = x.new_zeros((x.shape[0], last - first, *rest))
+    lo, hi = max(first, start), min(last, start + count)
+    if lo < hi:
+        rows[:, lo - first : hi - first] = gp[:, lo - start : hi - start]
+    return rows
+
+
+def _edge_folds(x: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> list[tuple[int, Tensor]]:
+    """What :func:`_unpad_grad` adds to the input rows from the padding rows of the first axis:
+    ``(first input row, rows to add)``, in its order."""
+    p, size = cfg.padding[0], cfg.sizes[0]
+    if not p or cfg.mode in ("zeros", "valid"):
+        return []
+    lo = _padded_grad_rows(x, y, g, cfg, 0, p)
+    hi = _padded_grad_rows(x, y, g, cfg, p + size, 2 * p + size)
+    if cfg.mode == "reflect":
+        return [(1, lo.flip(1)), (size - 1 - p, hi.flip(1))]
+    if cfg.mode == "circular":
+        return [(size - p, lo), (0, hi)]
+    return [(0, lo.sum(1, keepdim=True)), (size - 1, hi.sum(1, keepdim=True))]  # replicate
+
+
+def _grad_bands(x: Tensor, y: Tensor, g: Tensor, cfg: _Config, rows: int, grad: Tensor) -> None:
+    """:func:`_grad_chunked` one plane at a time, in bands of input rows (first axis), into ``grad``."""
+    p, size = cfg.padding[0], cfg.sizes[0]
+    owned = max(1, rows - 2 * (cfg.spans[0] - 1))
+    for plane in range(x.shape[0]):
+        part = slice(plane, plane + 1)
+        xs, ys, gs = x[part], y[part], g[part]
+        folds = _edge_folds(xs, ys, gs, cfg)
+        for i0 in range(0, size, owned):
+            i1 = min(size, i0 + owned)
+            inner = _padded_grad_rows(xs, ys, gs, cfg, p + i0, p + i1)
+            for dest, src in folds:
+                lo, hi = max(dest, i0), min(dest + src.shape[1], i1)
+                if lo < hi:
+                    inner[:, lo - i0 : hi - i0].add_(src[:, lo - dest : hi - dest])
+            grad[part, i0:i1] = _unpad_grad(inner, cfg, first_axis=1)
+
+
 def _grad_chunked(x: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> Tensor:
-    """Gradient with respect to the unpadded ``x``, computed a chunk of planes at a time."""
-    chunks = _plane_chunks(cfg, x.shape[0])
-    if len(chunks) == 1:
-        return _unpad_grad(_grad(_padded_chunk(x, chunks[0], cfg), y, g, cfg), cfg)
+    """Gradient with respect to the unpadded ``x``, computed a chunk of planes (or a band) at a time."""
+    chunk, rows = _chunking(cfg, x.shape[0])
+    if not rows and chunk >= x.shape[0]:
+        return _unpad_grad(_grad(_padded_chunk(x, slice(None), cfg), y, g, cfg), cfg)
     grad = torch.empty_like(x, memory_format=torch.contiguous_format)
-    for part in chunks:
+    if rows:
+        _grad_bands(x, y, g, cfg, rows, grad)
+        return grad
+    for start in range(0, x.shape[0], chunk):
+        part = slice(start, start + chunk)
         grad[part] = _unpad_grad(_grad(_padded_chunk(x, part, cfg), y[part], g[part], cfg), cfg)
     return grad
 
 
 def _indices_chunked(x: Tensor, y: Tensor, cfg: _Config) -> Tensor:
-    """:func:`_indices` for the unpadded ``x``, a chunk of planes at a time."""
+    """:func:`_indices` for the unpadded ``x``, a chunk of planes (or a band) at a time."""
     index = torch.empty(y.shape, dtype=torch.long, device=y.device)
-    for part in _plane_chunks(cfg, x.shape[0]):
-        index[part] = _indices(_padded_chunk(x, part, cfg), y[part], cfg)
+    for part, xp, part_cfg in _chunks(x, cfg):
+        index[part] = _indices(xp, y[part], part_cfg)
     return index
 
 
@@ -286,13 +391,12 @@ def _grad_grad_chunked(x: Tensor, y: Tensor, gg: Tensor, cfg: _Config) -> Tensor
     ``"zeros"``) at the window's selected cell.
     """
     out = torch.empty_like(y)
-    views = _offset_views(cfg, y.shape[1:])
-    for part in _plane_chunks(cfg, x.shape[0]):
-        masks = cfg.counted(x.device) if cfg.restricted else None
-        sel = _selection(_padded_chunk(x, part, cfg), y[part], cfg, masks)
-        ggp = _padded_chunk(gg, part, cfg)
+    for part, xp, part_cfg in _chunks(x, cfg):
+        masks = part_cfg.counted(x.device) if part_cfg.restricted else None
+        sel = _selection(xp, y[part], part_cfg, masks)
+        ggp = _padded_chunk(gg, part[0], part_cfg)
         acc = torch.zeros_like(y[part])
-        for o, (_, index) in enumerate(views):
+        for o, (_, index) in enumerate(_offset_views(part_cfg, sel.shape[1:])):
             acc = torch.where(sel == o, ggp[index], acc)
         out[part] = acc
     return out

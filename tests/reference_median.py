@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+
+def _at(*index: int) -> tuple[int, ...]:
+    """A tensor index from ints (``x[_at(n, c, *o)]``; ``x[n, c, *o]`` needs Python 3.11)."""
+    return index
 
 
 def _tuple(value: int | tuple[int, ...], n: int) -> tuple[int, ...]:
@@ -22,7 +28,9 @@ def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int
     return out
 
 
-def _window_cells(o: tuple[int, ...], s: tuple[int, ...], k: tuple[int, ...], d: tuple[int, ...]):
+def _window_cells(
+    o: tuple[int, ...], s: tuple[int, ...], k: tuple[int, ...], d: tuple[int, ...]
+) -> Iterator[tuple[int, ...]]:
     """Padded coordinates of the cells of window ``o``, in row-major order of the window offsets."""
     for offset in itertools.product(*(range(kk) for kk in k)):
         yield tuple(oo * ss + ii * dd for oo, ss, ii, dd in zip(o, s, offset, d))
@@ -76,12 +84,12 @@ def median_pool_reference(
                     if all(ci < size for ci, size in zip(cell, xp.shape[2:]))  # ceil-mode overhang
                     and (padding_mode != "valid" or inside[cell])
                 ]
-                values = torch.stack([xp[(n, c, *cell)] for cell in cells])
+                values = torch.stack([xp[_at(n, c, *cell)] for cell in cells])
                 if torch.isnan(values).any():
-                    out[(n, c, *o)] = float("nan")
+                    out[_at(n, c, *o)] = float("nan")
                     continue
                 ordered = torch.sort(values).values
-                out[(n, c, *o)] = ordered[(values.numel() - 1) // 2]
+                out[_at(n, c, *o)] = ordered[(values.numel() - 1) // 2]
     return out
 
 
@@ -125,17 +133,17 @@ def median_pool_reference_grad(
     for n in range(x.shape[0]):
         for c in range(x.shape[1]):
             for o in itertools.product(*(range(size) for size in y.shape[2:])):
-                value = y[(n, c, *o)]
+                value = y[_at(n, c, *o)]
                 for cell in _window_cells(o, s, k, d):
                     if any(ci >= size for ci, size in zip(cell, xp.shape[2:])):
                         continue  # ceil-mode overhang
                     src = int(source[cell])
                     if padding_mode == "valid" and src < 0:
                         continue
-                    v = xp[(n, c, *cell)]
+                    v = xp[_at(n, c, *cell)]
                     if v == value or (torch.isnan(v) and torch.isnan(value)):
                         if src >= 0:
-                            grad[n, c, src] += grad_output[(n, c, *o)].double()
+                            grad[n, c, src] += grad_output[_at(n, c, *o)].double()
                         break
     return grad.reshape(x.shape)
 

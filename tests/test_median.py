@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import doctest
 import itertools
+from collections.abc import Callable
 
 import pytest
 import torch
 import torch.nn.functional as F
 from reference_median import median_pool_reference, median_pool_reference_grad
+from torch import Tensor
 
 import torchpool.ops.median as median_module
 from torchpool.ops.median import (
@@ -19,6 +21,7 @@ from torchpool.ops.median import (
     _kernels,
     _network,
     _ops,
+    _pool,
     median_pool1d,
     median_pool1d_with_indices,
     median_pool2d,
@@ -27,15 +30,28 @@ from torchpool.ops.median import (
     median_pool3d_with_indices,
 )
 
-FUNCTIONS = {1: median_pool1d, 2: median_pool2d, 3: median_pool3d}
-WITH_INDICES = {1: median_pool1d_with_indices, 2: median_pool2d_with_indices, 3: median_pool3d_with_indices}
-MODULES = {1: MedianPool1d, 2: MedianPool2d, 3: MedianPool3d}
+Size = int | tuple[int, ...]
+FUNCTIONS: dict[int, Callable[..., Tensor]] = {1: median_pool1d, 2: median_pool2d, 3: median_pool3d}
+WITH_INDICES: dict[int, Callable[..., tuple[Tensor, Tensor]]] = {
+    1: median_pool1d_with_indices,
+    2: median_pool2d_with_indices,
+    3: median_pool3d_with_indices,
+}
+MODULES: dict[int, Callable[..., torch.nn.Module]] = {1: MedianPool1d, 2: MedianPool2d, 3: MedianPool3d}
+
+
+def _grad(x: Tensor) -> Tensor:
+    """``x.grad``, which the test has just computed."""
+    assert x.grad is not None
+    return x.grad
+
+
 MODES = ("zeros", "reflect", "replicate", "valid")
 
 
-def _configs() -> list[tuple[int, object, object, object, str]]:
+def _configs() -> list[tuple[int, Size, Size, Size, str]]:
     """(nd, kernel, stride, padding, mode): every kernel 1..5 (even, odd, non-square), strides 1..3."""
-    cases: list[tuple[int, object, object, object, str]] = []
+    cases: list[tuple[int, Size, Size, Size, str]] = []
     for k, s in itertools.product((1, 2, 3, 4, 5), (1, 2, 3)):
         for p in sorted({0, k // 2}):
             for mode in MODES:
@@ -44,23 +60,25 @@ def _configs() -> list[tuple[int, object, object, object, str]]:
         for mode in MODES:
             cases.append((2, k, s, k // 2, mode))
         cases.append((2, k, s, 0, "reflect"))
-    for k, s, p in [
+    shapes: list[tuple[Size, Size, Size]] = [
         ((2, 3), 1, (1, 1)),
         ((3, 5), (1, 2), (1, 2)),
         ((1, 4), (2, 1), (0, 2)),
         ((5, 2), 3, (2, 1)),
-    ]:
+    ]
+    for kk, ss, pp in shapes:
         for mode in MODES:
-            cases.append((2, k, s, p, mode))
-    for k, s, p in [
+            cases.append((2, kk, ss, pp, mode))
+    shapes3: list[tuple[Size, Size, Size]] = [
         (3, 1, 1),
         (2, 1, 1),
         ((2, 3, 1), (1, 2, 1), (1, 1, 0)),
         (3, 2, 0),
         ((1, 2, 3), 1, (0, 1, 1)),
-    ]:
+    ]
+    for kk, ss, pp in shapes3:
         for mode in MODES:
-            cases.append((3, k, s, p, mode))
+            cases.append((3, kk, ss, pp, mode))
     return cases
 
 
@@ -83,45 +101,47 @@ def _distinct(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("nd, kernel, stride, padding, mode", CONFIGS)
-def test_matches_reference(nd: int, kernel: object, stride: object, padding: object, mode: str) -> None:
+def test_matches_reference(nd: int, kernel: Size, stride: Size, padding: Size, mode: str) -> None:
     x = _input(nd)
-    expected = median_pool_reference(x, kernel, stride, padding, mode)  # type: ignore[arg-type]
-    y = FUNCTIONS[nd](x, kernel, stride, padding, padding_mode=mode)  # type: ignore[arg-type]
+    expected = median_pool_reference(x, kernel, stride, padding, mode)
+    y = FUNCTIONS[nd](x, kernel, stride, padding, padding_mode=mode)
     assert y.dtype == torch.float64
     assert torch.equal(y, expected)
-    y32 = FUNCTIONS[nd](x.float(), kernel, stride, padding, padding_mode=mode)  # type: ignore[arg-type]
+    y32 = FUNCTIONS[nd](x.float(), kernel, stride, padding, padding_mode=mode)
     assert y32.dtype == torch.float32
-    assert torch.equal(y32.double(), median_pool_reference(x.float(), kernel, stride, padding, mode))  # type: ignore[arg-type]
+    assert torch.equal(y32.double(), median_pool_reference(x.float(), kernel, stride, padding, mode))
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_large_window_fallback(mode: str) -> None:
     # 9x9 = 81 cells exceeds the network limit: unfold + median path (and the sort path for "valid")
     x = _input(2, seed=3)[:, :, :, :7].repeat(1, 1, 2, 2)
-    for kernel, stride, padding in [(9, 1, 4), ((9, 8), (2, 3), (3, 4))]:
+    windows: list[tuple[Size, Size, Size]] = [(9, 1, 4), ((9, 8), (2, 3), (3, 4))]
+    for kernel, stride, padding in windows:
         expected = median_pool_reference(x, kernel, stride, padding, mode)
         assert torch.equal(median_pool2d(x, kernel, stride, padding, padding_mode=mode), expected)
     xr = _distinct((1, 2, 12, 11)).requires_grad_()
     y = median_pool2d(xr, 9, 2, 4, padding_mode=mode)
     g = torch.randn_like(y)
-    y.backward(g)
-    assert torch.allclose(xr.grad, median_pool_reference_grad(xr, 9, 2, 4, mode, g))
+    torch.autograd.backward(y, g)
+    assert torch.allclose(_grad(xr), median_pool_reference_grad(xr, 9, 2, 4, mode, g))
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_gradient_matches_reference(mode: str) -> None:
-    for nd, kernel, stride, padding in [
+    cases: list[tuple[int, Size, Size, Size]] = [
         (2, 3, 1, 1),
         (2, (2, 3), (2, 1), (1, 1)),
         (1, 4, 1, 2),
         (3, 3, 2, 1),
-    ]:
+    ]
+    for nd, kernel, stride, padding in cases:
         x = _input(nd, seed=1).requires_grad_()
         y = FUNCTIONS[nd](x, kernel, stride, padding, padding_mode=mode)
         g = torch.randn_like(y)
-        y.backward(g)
+        torch.autograd.backward(y, g)
         expected = median_pool_reference_grad(x, kernel, stride, padding, mode, g)
-        assert torch.allclose(x.grad, expected, atol=1e-12)
+        assert torch.allclose(_grad(x), expected, atol=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -135,12 +155,12 @@ def test_gradient_matches_reference(mode: str) -> None:
         (3, 3, 1, 1, "reflect"),
     ],
 )
-def test_gradcheck(nd: int, kernel: object, stride: object, padding: object, mode: str) -> None:
+def test_gradcheck(nd: int, kernel: Size, stride: Size, padding: Size, mode: str) -> None:
     shape = {1: (2, 2, 9), 2: (1, 2, 6, 5), 3: (1, 1, 4, 4, 3)}[nd]
     x = _distinct(shape).requires_grad_()
 
     def fn(t: torch.Tensor) -> torch.Tensor:
-        return FUNCTIONS[nd](t, kernel, stride, padding, padding_mode=mode)  # type: ignore[arg-type]
+        return FUNCTIONS[nd](t, kernel, stride, padding, padding_mode=mode)
 
     assert torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-6)
 
@@ -152,19 +172,19 @@ def test_gradgradcheck() -> None:
 
 def test_ties_send_gradient_to_first_cell() -> None:
     x = torch.ones(1, 1, 5, 6, requires_grad=True)
-    median_pool2d(x, 3, 1).sum().backward()
+    torch.autograd.backward(median_pool2d(x, 3, 1).sum())
     expected = torch.zeros(1, 1, 5, 6)
     expected[..., :3, :4] = 1.0  # the top-left cell of each of the 3x4 windows
-    assert torch.equal(x.grad, expected)
+    assert torch.equal(_grad(x), expected)
     # overlapping windows with reflect padding: one unit of gradient per window, in total
     x.grad = None
     y = median_pool2d(x, (3, 2), 1, (1, 1))
-    y.sum().backward()
-    assert x.grad.sum().item() == y.numel()
+    torch.autograd.backward(y.sum())
+    assert _grad(x).sum().item() == y.numel()
     # zeros padding: the selected cell of a corner window is a padded zero, the gradient is dropped
     z = torch.zeros(1, 1, 3, 3, requires_grad=True)
-    median_pool2d(z, 3, 1, 1, padding_mode="zeros").sum().backward()
-    assert z.grad.sum().item() == 4.0  # only windows whose first cell is in bounds
+    torch.autograd.backward(median_pool2d(z, 3, 1, 1, padding_mode="zeros").sum())
+    assert _grad(z).sum().item() == 4.0  # only windows whose first cell is in bounds
 
 
 def test_even_window_is_lower_median() -> None:
@@ -188,8 +208,8 @@ def test_nan_propagates() -> None:
     _, indices = median_pool2d_with_indices(x, 3, 1, 1)
     assert (indices[0, 0, 2:5, 2:5] == 3 * 8 + 3).all()
     xr = x.clone().requires_grad_()
-    median_pool2d(xr, 3, 1, 1).sum().backward()
-    assert xr.grad[0, 0, 3, 3].item() == 9.0  # selected by the nine windows that contain it
+    torch.autograd.backward(median_pool2d(xr, 3, 1, 1).sum())
+    assert _grad(xr)[0, 0, 3, 3].item() == 9.0  # selected by the nine windows that contain it
 
 
 def test_batchless() -> None:
@@ -220,8 +240,8 @@ def test_channels_last_and_noncontiguous() -> None:
     sliced = base[:, :, ::2, 1:]
     assert torch.equal(median_pool2d(sliced, 2, 1), median_pool2d(sliced.contiguous(), 2, 1))
     xr = transposed.clone().requires_grad_()
-    median_pool2d(xr.transpose(2, 3).transpose(2, 3), 3).sum().backward()
-    assert xr.grad.sum().item() == median_pool2d(transposed, 3).numel()
+    torch.autograd.backward(median_pool2d(xr.transpose(2, 3).transpose(2, 3), 3).sum())
+    assert _grad(xr).sum().item() == median_pool2d(transposed, 3).numel()
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -236,8 +256,8 @@ def test_half_precision(dtype: torch.dtype) -> None:
         assert y.dtype == dtype
         assert torch.equal(y.double(), median_pool_reference(x, kernel, stride, padding, mode))
     xr = _input(2, dtype).requires_grad_()
-    median_pool2d(xr, 3, 1, 1).sum().backward()
-    assert xr.grad.dtype == dtype
+    torch.autograd.backward(median_pool2d(xr, 3, 1, 1).sum())
+    assert _grad(xr).dtype == dtype
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -261,14 +281,14 @@ def test_indices(mode: str) -> None:
             assert (values[differ] == 0).all()
         # gradient of the output sum = how often each cell was picked (tie-free: same as indices)
         xr = x.clone().requires_grad_()
-        FUNCTIONS[nd](xr, kernel, stride, padding, padding_mode=mode).sum().backward()
+        torch.autograd.backward(FUNCTIONS[nd](xr, kernel, stride, padding, padding_mode=mode).sum())
         counts = (
             torch.zeros_like(x)
             .flatten(2)
             .scatter_add_(2, indices.flatten(2), torch.ones_like(values).flatten(2))
         )
         if mode != "zeros":
-            assert torch.equal(xr.grad.flatten(2), counts)
+            assert torch.equal(_grad(xr).flatten(2), counts)
 
 
 def test_indices_zeros_rule() -> None:
@@ -287,7 +307,7 @@ def test_indices_zeros_rule() -> None:
 def test_max_unpool_roundtrip() -> None:
     x = _distinct((2, 3, 8, 6))
     values, indices = median_pool2d_with_indices(x, 2, 2)
-    unpooled = F.max_unpool2d(values, indices, 2, 2, output_size=x.shape[2:])
+    unpooled = F.max_unpool2d(values, indices, (2, 2), (2, 2), output_size=x.shape[2:])
     assert torch.equal(unpooled.flatten(2).gather(2, indices.flatten(2)).reshape(values.shape), values)
     assert (unpooled != 0).sum().item() == values.numel()
     kept = unpooled != 0
@@ -314,14 +334,14 @@ def test_module_equals_function() -> None:
     "call, error, match",
     [
         (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 3, padding_mode="wrap"), ValueError, "padding_mode"),
-        (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 3, padding_mode=1), TypeError, "padding_mode"),
-        (lambda: median_pool2d([[1.0]], 3), TypeError, "input"),
+        (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 3, padding_mode=1), TypeError, "padding_mode"),  # type: ignore[call-overload]
+        (lambda: median_pool2d([[1.0]], 3), TypeError, "input"),  # type: ignore[call-overload]
         (lambda: median_pool2d(torch.zeros(1, 1, 4, 4, dtype=torch.complex64), 3), TypeError, "input"),
         (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 3, 1, 1, 0), ValueError, "dilation"),
-        (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 3, 1, 1, 1.5), TypeError, "dilation"),
+        (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 3, 1, 1, 1.5), TypeError, "dilation"),  # type: ignore[call-overload]
         (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 3, 1, 1, 3), ValueError, "input"),
-        (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 3, ceil_mode=1), TypeError, "ceil_mode"),
-        (lambda: MedianPool2d(3, ceil_mode="yes"), TypeError, "ceil_mode"),
+        (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 3, ceil_mode=1), TypeError, "ceil_mode"),  # type: ignore[call-overload]
+        (lambda: MedianPool2d(3, ceil_mode="yes"), TypeError, "ceil_mode"),  # type: ignore[arg-type]
         (lambda: median_pool1d(torch.zeros(1, 1, 2), 2, 1, 1, 3, padding_mode="valid"), ValueError, "valid"),
         (
             lambda: median_pool1d(torch.zeros(1, 1, 1), 4, 1, 2, padding_mode="circular"),
@@ -331,13 +351,13 @@ def test_module_equals_function() -> None:
         (lambda: median_pool2d(torch.zeros(4, 4), 3), ValueError, "input"),
         (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 0), ValueError, "kernel_size"),
         (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), -2), ValueError, "kernel_size"),
-        (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 2.0), TypeError, "kernel_size"),
+        (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 2.0), TypeError, "kernel_size"),  # type: ignore[call-overload]
         (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), (2, 2, 2)), ValueError, "kernel_size"),
         (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 3, 0), ValueError, "stride"),
         (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 3, 1, 2), ValueError, "padding"),
         (lambda: median_pool2d(torch.zeros(1, 1, 1, 4), 3, 1, 1), ValueError, "padding"),
         (lambda: median_pool2d(torch.zeros(1, 1, 2, 2), 3), ValueError, "input"),
-        (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 3, compiled="yes"), TypeError, "compiled"),
+        (lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 3, compiled="yes"), TypeError, "compiled"),  # type: ignore[call-overload]
         (lambda: MedianPool1d(3, padding_mode="mirror"), ValueError, "padding_mode"),
         (lambda: median_pool3d(torch.zeros(1, 1, 4, 4), 3), ValueError, "input"),
     ],
@@ -375,7 +395,7 @@ def test_peer_kornia() -> None:
 
 def test_doctests() -> None:
     attempted = 0
-    for module in (median_module, _network, _kernels, _ops, _api):
+    for module in (median_module, _network, _kernels, _ops, _pool, _api):
         result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert result.failed == 0, module.__name__
         attempted += result.attempted
@@ -402,20 +422,20 @@ def test_public_api() -> None:
     "nd, kernel, stride, padding, mode",
     [(2, (3, 2), 2, (1, 1), "reflect"), (2, 3, 1, 1, "zeros"), (1, 5, 1, 2, "valid")],
 )
-def test_compiled_matches_eager(nd: int, kernel: object, stride: object, padding: object, mode: str) -> None:
+def test_compiled_matches_eager(nd: int, kernel: Size, stride: Size, padding: Size, mode: str) -> None:
     x = _input(nd, torch.float32, seed=4)
     x.view(-1)[::7] = x.view(-1)[1::7][: x.view(-1)[::7].numel()]  # some ties
     x.view(-1)[5] = float("nan")
     xa = x.clone().requires_grad_()
     xb = x.clone().requires_grad_()
-    ya = FUNCTIONS[nd](xa, kernel, stride, padding, padding_mode=mode, compiled=True)  # type: ignore[arg-type]
-    yb = FUNCTIONS[nd](xb, kernel, stride, padding, padding_mode=mode)  # type: ignore[arg-type]
+    ya = FUNCTIONS[nd](xa, kernel, stride, padding, padding_mode=mode, compiled=True)
+    yb = FUNCTIONS[nd](xb, kernel, stride, padding, padding_mode=mode)
     assert torch.equal(ya.isnan(), yb.isnan())
     assert torch.equal(ya.nan_to_num(7.0), yb.nan_to_num(7.0))
     g = torch.randn_like(ya)
-    ya.backward(g)
-    yb.backward(g)
-    assert torch.allclose(xa.grad, xb.grad, atol=1e-6)
+    torch.autograd.backward(ya, g)
+    torch.autograd.backward(yb, g)
+    assert torch.allclose(_grad(xa), _grad(xb), atol=1e-6)
 
 
 # ------------------------------------------------------------------ torch.compile / export / ONNX
@@ -452,10 +472,10 @@ def test_fullgraph_compile_matches_eager(nd: int) -> None:
             xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
             ya, yb = compiled(xa), module(xb)
             g = torch.randn_like(ya)
-            ya.backward(g)
-            yb.backward(g)
+            torch.autograd.backward(ya, g)
+            torch.autograd.backward(yb, g)
         assert torch.equal(ya, yb)
-        assert torch.equal(xa.grad, xb.grad)
+        assert torch.equal(_grad(xa), _grad(xb))
     torch._dynamo.reset()
 
 
@@ -470,9 +490,9 @@ def test_fullgraph_functional_and_compiled_option() -> None:
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     ya = torch.compile(fn, fullgraph=True, backend="aot_eager")(xa)
     yb = fn(xb)
-    ya.backward()
-    yb.backward()
-    assert torch.equal(ya, yb) and torch.equal(xa.grad, xb.grad)
+    torch.autograd.backward(ya)
+    torch.autograd.backward(yb)
+    assert torch.equal(ya, yb) and torch.equal(_grad(xa), _grad(xb))
     torch._dynamo.reset()
 
 
@@ -527,7 +547,7 @@ def test_onnx_torchscript_exporter(mode: str) -> None:
         buffer = io.BytesIO()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, (x,), buffer, dynamo=False, opset_version=17)
+            torch.onnx.export(module, (x,), buffer, dynamo=False, opset_version=17)  # type: ignore[arg-type]
         session = ort.InferenceSession(buffer.getvalue())
         (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
         assert torch.equal(torch.from_numpy(out), module(x))
@@ -560,32 +580,32 @@ def _option_input(nd: int, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("mode", OPTION_MODES)
 @pytest.mark.parametrize("nd, kernel, stride, padding, dilation, ceil_mode", OPTION_CASES)
 def test_options_match_reference(
-    nd: int, kernel: object, stride: object, padding: object, dilation: object, ceil_mode: bool, mode: str
+    nd: int, kernel: Size, stride: Size, padding: Size, dilation: Size, ceil_mode: bool, mode: str
 ) -> None:
     x = _option_input(nd, seed=9)
     if mode == "reflect" and kernel == 9:
         x = x.repeat(1, 1, 2, 2)  # reflect needs padding < size
     x.view(-1)[::6] = x.view(-1)[3]  # ties
     kwargs = {"ceil_mode": ceil_mode, "padding_mode": mode}
-    expected = median_pool_reference(x, kernel, stride, padding, mode, dilation, ceil_mode)  # type: ignore[arg-type]
-    y = FUNCTIONS[nd](x, kernel, stride, padding, dilation, **kwargs)  # type: ignore[arg-type]
+    expected = median_pool_reference(x, kernel, stride, padding, mode, dilation, ceil_mode)
+    y = FUNCTIONS[nd](x, kernel, stride, padding, dilation, **kwargs)
     assert torch.equal(y, expected)
-    module = MODULES[nd](kernel, stride, padding, dilation, **kwargs)  # type: ignore[arg-type]
+    module = MODULES[nd](kernel, stride, padding, dilation, **kwargs)
     assert torch.equal(
         module(x.float()).double(),
         median_pool_reference(x.float(), kernel, stride, padding, mode, dilation, ceil_mode),
-    )  # type: ignore[arg-type]
+    )
     # the output size is max pooling's
     max_pool = getattr(F, f"max_pool{nd}d")
     assert y.shape == max_pool(x, kernel, stride, padding, dilation, ceil_mode=ceil_mode).shape
     # gradient to the selected cell, and indices that point at it
     xr = x.clone().requires_grad_()
-    yr = FUNCTIONS[nd](xr, kernel, stride, padding, dilation, **kwargs)  # type: ignore[arg-type]
+    yr = FUNCTIONS[nd](xr, kernel, stride, padding, dilation, **kwargs)
     g = torch.randn_like(yr)
-    yr.backward(g)
-    grad = median_pool_reference_grad(x, kernel, stride, padding, mode, g, dilation, ceil_mode)  # type: ignore[arg-type]
-    assert torch.allclose(xr.grad, grad, atol=1e-12)
-    values, indices = WITH_INDICES[nd](x, kernel, stride, padding, dilation, **kwargs)  # type: ignore[arg-type]
+    torch.autograd.backward(yr, g)
+    grad = median_pool_reference_grad(x, kernel, stride, padding, mode, g, dilation, ceil_mode)
+    assert torch.allclose(_grad(xr), grad, atol=1e-12)
+    values, indices = WITH_INDICES[nd](x, kernel, stride, padding, dilation, **kwargs)
     assert torch.equal(values, y)
     gathered = x.flatten(2).gather(2, indices.flatten(2)).reshape(values.shape)
     if mode == "zeros":
@@ -604,12 +624,12 @@ def test_options_match_reference(
     ],
 )
 def test_options_gradcheck(
-    nd: int, kernel: object, stride: object, padding: object, dilation: object, ceil_mode: bool, mode: str
+    nd: int, kernel: Size, stride: Size, padding: Size, dilation: Size, ceil_mode: bool, mode: str
 ) -> None:
     x = _option_input(nd, seed=10).requires_grad_()
 
     def fn(t: torch.Tensor) -> torch.Tensor:
-        return FUNCTIONS[nd](t, kernel, stride, padding, dilation, ceil_mode=ceil_mode, padding_mode=mode)  # type: ignore[arg-type]
+        return FUNCTIONS[nd](t, kernel, stride, padding, dilation, ceil_mode=ceil_mode, padding_mode=mode)
 
     assert torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-6)
     assert torch.autograd.gradgradcheck(fn, (x,), eps=1e-6, atol=1e-6)
@@ -645,27 +665,27 @@ def test_integer_input_is_exact(dtype: torch.dtype) -> None:
     ]:
         shape = {1: (2, 3, 12), 2: (1, 2, 10, 9), 3: (1, 1, 5, 6, 5)}[nd]
         x = torch.randint(info.min, info.max, shape, generator=generator, dtype=torch.int64).to(dtype)
-        y = FUNCTIONS[nd](x, kernel, stride, padding, dilation, ceil_mode=ceil_mode, padding_mode=mode)  # type: ignore[arg-type]
+        y = FUNCTIONS[nd](x, kernel, stride, padding, dilation, ceil_mode=ceil_mode, padding_mode=mode)
         assert y.dtype == dtype
         if dtype == torch.int64:  # beyond float64's 2^53: compare with torch.median of the windows
-            reference = median_pool_reference(x.double(), kernel, stride, padding, mode, dilation, ceil_mode)  # type: ignore[arg-type]
+            reference = median_pool_reference(x.double(), kernel, stride, padding, mode, dilation, ceil_mode)
             assert torch.allclose(y.double(), reference, rtol=1e-15, atol=0)
             small = x // 2**12  # exact in float64
             y_small = FUNCTIONS[nd](
                 small, kernel, stride, padding, dilation, ceil_mode=ceil_mode, padding_mode=mode
-            )  # type: ignore[arg-type]
+            )
             assert torch.equal(
                 y_small.double(),
                 median_pool_reference(small, kernel, stride, padding, mode, dilation, ceil_mode),
-            )  # type: ignore[arg-type]
+            )
             # every output is one of its window's values, bit for bit
             values, indices = WITH_INDICES[nd](
                 x, kernel, stride, padding, dilation, ceil_mode=ceil_mode, padding_mode=mode
-            )  # type: ignore[arg-type]
+            )
             gathered = x.flatten(2).gather(2, indices.flatten(2)).reshape(values.shape)
             assert torch.equal(gathered[values != 0], values[values != 0])
         else:
-            expected = median_pool_reference(x, kernel, stride, padding, mode, dilation, ceil_mode)  # type: ignore[arg-type]
+            expected = median_pool_reference(x, kernel, stride, padding, mode, dilation, ceil_mode)
             assert torch.equal(y.double(), expected)
     x = torch.randint(0, 255, (1, 3, 8, 8), dtype=torch.uint8)
     assert torch.equal(
@@ -690,9 +710,9 @@ def test_fullgraph_compile_options() -> None:
     ya = torch.compile(module, fullgraph=True, backend="aot_eager")(xa)
     yb = module(xb)
     g = torch.randn_like(ya)
-    ya.backward(g)
-    yb.backward(g)
-    assert torch.equal(ya, yb) and torch.equal(xa.grad, xb.grad)
+    torch.autograd.backward(ya, g)
+    torch.autograd.backward(yb, g)
+    assert torch.equal(ya, yb) and torch.equal(_grad(xa), _grad(xb))
     xi = (x * 100).to(torch.int16)
     assert torch.equal(torch.compile(module, fullgraph=True, backend="aot_eager")(xi), module(xi))
     torch._dynamo.reset()
@@ -706,9 +726,9 @@ def test_compiled_option_with_dilation_and_ceil(dilation: int, ceil_mode: bool) 
     yb = median_pool2d(xb, 3, 2, 1, dilation, ceil_mode=ceil_mode)
     assert torch.equal(ya, yb)
     g = torch.randn_like(ya)
-    ya.backward(g)
-    yb.backward(g)
-    assert torch.equal(xa.grad, xb.grad)
+    torch.autograd.backward(ya, g)
+    torch.autograd.backward(yb, g)
+    assert torch.equal(_grad(xa), _grad(xb))
 
 
 @pytest.mark.parametrize("dynamo", [False, True])
@@ -729,7 +749,73 @@ def test_onnx_options(dynamo: bool) -> None:
         buffer = io.BytesIO()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, (inp,), buffer, dynamo=dynamo, opset_version=18 if dynamo else 17)
+            torch.onnx.export(
+                module,
+                (inp,),
+                buffer,  # type: ignore[arg-type]
+                dynamo=dynamo,
+                opset_version=18 if dynamo else 17,
+            )
         session = ort.InferenceSession(buffer.getvalue())
         (out,) = session.run(None, {session.get_inputs()[0].name: inp.numpy()})
         assert torch.equal(torch.from_numpy(out), module(inp))
+
+
+# ------------------------------------------------------------------ return_indices, positional ceil_mode
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_return_indices_equals_with_indices(nd: int) -> None:
+    x = _distinct(_input(nd).shape, seed=16)
+    for mode in OPTION_MODES:
+        expected = WITH_INDICES[nd](x, 3, 2, 1, 1, True, padding_mode=mode)
+        got = FUNCTIONS[nd](x, 3, 2, 1, 1, True, padding_mode=mode, return_indices=True)
+        assert isinstance(got, tuple) and len(got) == 2
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+        module_out = MODULES[nd](3, 2, 1, 1, True, padding_mode=mode, return_indices=True)(x)
+        assert torch.equal(module_out[0], expected[0]) and torch.equal(module_out[1], expected[1])
+        plain = FUNCTIONS[nd](x, 3, 2, 1, 1, True, padding_mode=mode, return_indices=False)
+        assert isinstance(plain, Tensor) and torch.equal(plain, expected[0])
+    # the values keep their gradient; the indices have none
+    xr = x.clone().requires_grad_()
+    values, indices = FUNCTIONS[nd](xr, 3, 1, 1, return_indices=True)
+    assert values.requires_grad and not indices.requires_grad and indices.dtype == torch.int64
+    torch.autograd.backward(values.sum())
+    reference = x.clone().requires_grad_()
+    torch.autograd.backward(FUNCTIONS[nd](reference, 3, 1, 1).sum())
+    assert torch.equal(_grad(xr), _grad(reference))
+
+
+def test_return_indices_typed_and_max_unpool() -> None:
+    x = _distinct((2, 3, 8, 6))
+    values, indices = median_pool2d(x, 2, return_indices=True)  # the Literal[True] overload: a tuple
+    assert torch.equal(
+        F.max_unpool2d(values, indices, (2, 2)), F.max_unpool2d(*median_pool2d_with_indices(x, 2), (2, 2))
+    )
+    y: Tensor = median_pool2d(x, 2)  # the default overload: a tensor
+    assert torch.equal(y, values)
+    assert "return_indices=True" in repr(MedianPool2d(2, return_indices=True))
+
+
+def test_ceil_mode_is_positional_after_dilation() -> None:
+    x = _input(2, seed=17)
+    expected = median_pool2d(x, 3, 2, 1, 2, ceil_mode=True)
+    assert torch.equal(median_pool2d(x, 3, 2, 1, 2, True), expected)
+    assert torch.equal(MedianPool2d(3, 2, 1, 2, True)(x), expected)
+    assert MedianPool2d(3, 2, 1, 2, True).ceil_mode is True
+    values, _ = median_pool2d_with_indices(x, 3, 2, 1, 2, True)
+    assert torch.equal(values, expected)
+    assert median_pool2d(x, 3, 2, 0, 1, True).shape == F.max_pool2d(x, 3, 2, 0, 1, True).shape
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: median_pool2d(torch.zeros(1, 1, 4, 4), 3, return_indices=1),  # type: ignore[call-overload]
+        lambda: median_pool1d(torch.zeros(1, 1, 4), 3, return_indices="yes"),  # type: ignore[call-overload]
+        lambda: MedianPool3d(3, return_indices=None),  # type: ignore[arg-type]
+    ],
+)
+def test_bad_return_indices(call: Callable[[], object]) -> None:
+    with pytest.raises(TypeError, match="return_indices"):
+        call()

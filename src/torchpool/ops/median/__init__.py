@@ -17,13 +17,18 @@ of the padded input:
 
 For 3x3 windows this is the classic median-of-9 from sorted columns (max of the column minima, median
 of the medians, min of the maxima, then the median of those three): 18 min/max per output. The input
-is padded a chunk of ``(n, c)`` planes at a time, in the forward and in the backward, so that the extra
-memory is about the output's size (no padded copy of the whole input). The eager path runs the network
-over chunks of the batch so that intermediates stay in cache and reuses buffers; ``compiled=True`` runs
-the same network under :func:`torch.compile` (padding is done eagerly outside the compiled function,
-which keeps every load unmasked; the compiled path pads the whole input at once). Windows with too many
-cells for a network (see :data:`NETWORK_MAX_OPS`) use a memory-bounded fallback: ``unfold`` +
-:func:`torch.median` over chunks of the batch. Dilation only changes where the views start (window
+is padded a chunk at a time, in the forward, the backward and for the indices, so that no padded copy
+of the whole input is made: a chunk is a group of ``(n, c)`` planes, or, when one plane is larger than
+a chunk, a band of rows (first spatial axis) of one plane with the halo its windows need. Chunks are
+1/32 of the input (at least 2^16 elements, but never more than 1/16 of the input; at most 2^23), so
+that the extra memory stays under 2x the input's size at any shape (``tests/test_memory.py``); every
+chunk gives the same bits as the whole input. The eager path runs the network over chunks of the
+batch so that intermediates stay in cache and reuses buffers; ``compiled=True`` runs the same network
+under :func:`torch.compile` (padding is done eagerly outside the compiled function, which keeps every
+load unmasked; the compiled path pads the whole input at once, in one chunk: the memory bound holds
+for the eager path, not for ``compiled=True``). Windows with too many cells for a network (see
+:data:`NETWORK_MAX_OPS`) use a memory-bounded fallback: ``unfold`` + :func:`torch.median` over
+chunks of the batch. Dilation only changes where the views start (window
 cell ``c`` of an axis sits ``c * dilation`` cells after the window's first cell).
 
 The kernel, its backward, the backward's backward and the indices are ``torch.library`` custom ops
@@ -58,8 +63,10 @@ Conventions:
 The package reads in order: ``_network`` builds the selection network in pure Python (sorting
 networks, pruning, the cheapest plan); ``_kernels`` runs it on padded tensors (eager, compiled, the
 unfold fallback and the border fix-up for ``"valid"`` and ceil mode); ``_ops`` computes forward,
-backward and indices a chunk of planes at a time and defines the custom ops; ``_api`` holds the
-public functions and Modules.
+backward and indices a chunk (of planes, or a band of rows) at a time and defines the custom ops;
+``_pool`` is the rank-generic pooling function (validation, layout, the op call); ``_api`` holds the
+public functions and Modules (``return_indices=True`` returns ``(values, indices)``, as the
+``*_with_indices`` functions do).
 """
 
 from __future__ import annotations

@@ -35,6 +35,15 @@ Special values:
 
 Dilation and ceil mode follow max pooling (same output size as ``F.max_pool{n}d``).
 
+Memory. The eager paths work a chunk at a time, so that the extra memory stays under 2x the
+input's size (stride 2; measured in ``tests/test_stochastic_memory.py`` and
+``tests/test_memory.py``): chunks of whole ``(n, c)`` planes, a share of the input (1/2 in
+training, 1/8 in evaluation, at least 2^18 elements but never more than 1/2, 1/3 or, with a
+backward, 1/6 of the input), and where one plane is more than a chunk, bands of output rows of
+one plane along the first spatial dimension, each with the input rows its windows read and its
+padding made explicit. Chunks and bands give the same bits as one chunk: the uniforms are drawn
+for the whole output at once, and the gradients add up in the unchunked order.
+
 Traceable path. Under ``torch.compile``, ``torch.export``, ONNX export and tracing, and for
 ``meta``/fake tensors, the pool runs in plain differentiable ops with the same arithmetic
 (no chunks, no custom autograd Function, no data-dependent branch), so
@@ -46,7 +55,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Literal, overload
+from typing import Literal, NamedTuple, overload
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +76,16 @@ from .._deterministic import is_deterministic
 from .._shape import IntOrTuple, pool_output_size
 from ..registry import register_pool
 from ._base import WindowPool
+from ._windows import (
+    MAX_CHUNK_ELEMENTS,
+    band_rows,
+    band_span,
+    channels_last_format,
+    chunk_elements,
+    offset_views,
+    plane_chunks,
+    row_bands,
+)
 
 __all__ = [
     "StochasticPool1d",
@@ -122,15 +141,27 @@ def _flat_strides(spatial: tuple[int, ...]) -> list[int]:
 
 
 def _window_tables(
-    spatial: tuple[int, ...], out: tuple[int, ...], win: Window, device: torch.device
+    spatial: tuple[int, ...],
+    out: tuple[int, ...],
+    win: Window,
+    device: torch.device,
+    rows: slice | None = None,
+    compact: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Flat-index tables in the unpadded plane.
+    """Flat-index tables in the unpadded plane, for the windows in the output rows ``rows`` along
+    the first spatial dimension (``None``: all).
+
+    ``compact``: ``base`` and ``first`` in int32 where the plane allows it (half the memory: with
+    few planes the tables are a good part of the working set); they only ever add to or replace
+    int64 indices, so the indices are the same.
 
     Returns ``offsets`` (``prod(k)``,): the flat offset of each window cell from the window's
-    first cell, row-major; ``base`` (``*out``): the flat index of each window's first cell
-    (negative or wrapped where that cell is padding, never used there); ``first`` (``*out``):
-    the flat index of each window's first in-bounds cell.
+    first cell, row-major; ``base`` (``*out``, or the band's rows): the flat index of each window's
+    first cell (negative or wrapped where that cell is padding, never used there); ``first``
+    (same shape): the flat index of each window's first in-bounds cell.
     """
+    if rows is not None:
+        out = (rows.stop - rows.start, *out[1:])
     strides = _flat_strides(spatial)
     k, s, p, dil = win.kernel_size, win.stride, win.padding, win.dilation
     offsets = torch.tensor(
@@ -141,18 +172,20 @@ def _window_tables(
         dtype=torch.int64,
         device=device,
     )
-    base = torch.zeros(out, dtype=torch.int64, device=device)
-    first = torch.zeros(out, dtype=torch.int64, device=device)
+    dtype = torch.int32 if compact and math.prod(spatial) < 2**31 else torch.int64
+    base = torch.zeros(out, dtype=dtype, device=device)
+    first = torch.zeros(out, dtype=dtype, device=device)
     n = len(spatial)
     for d in range(n):
-        start = torch.arange(out[d], device=device, dtype=torch.int64) * s[d] - p[d]
+        skip = rows.start if rows is not None and d == 0 else 0
+        start = torch.arange(skip, skip + out[d], device=device, dtype=torch.int64) * s[d] - p[d]
         shape = [1] * n
         shape[d] = out[d]
-        base = base + (start * strides[d]).view(shape)
+        base = base + (start * strides[d]).to(dtype).view(shape)
         # the first cell start + j * dilation >= 0 (clamped into the plane: with a large dilation a
         # window can hold padding only, and then any in-bounds index will do, its value is unused)
         inside = start + (-start).clamp(min=0).add(dil[d] - 1).div(dil[d], rounding_mode="floor") * dil[d]
-        first = first + (inside.clamp(0, spatial[d] - 1) * strides[d]).view(shape)
+        first = first + (inside.clamp(0, spatial[d] - 1) * strides[d]).to(dtype).view(shape)
     return offsets, base, first
 
 
@@ -177,74 +210,168 @@ def _padded(x: Tensor, win: Window, out: tuple[int, ...], dtype: torch.dtype) ->
 
 def _offset_views(a: Tensor, win: Window, out: tuple[int, ...]) -> list[Tensor]:
     """One strided view (N, C, *out) of ``a`` per window offset, in row-major offset order."""
-    views = []
-    for off in itertools.product(*(range(kk) for kk in win.kernel_size)):
-        index = tuple(
-            slice(o * d, o * d + st * (n - 1) + 1, st)
-            for o, d, st, n in zip(off, win.dilation, win.stride, out, strict=True)
-        )
-        key: tuple[object, ...] = (Ellipsis, *index)
-        views.append(a[key])  # type: ignore[index]
-    return views
+    return offset_views(a, win.kernel_size, win.stride, win.dilation, out)
 
 
-# --------------------------------------------------------------------------- chunks of planes
+# --------------------------------------------------------------------------- chunks
 
-_CHUNK_ELEMENTS = 1 << 23
-"""The most (padded) input elements per chunk of ``(n, c)`` planes. Every full-size temporary
-(padded or converted copies, window sums, running sums, int64 indices, ``a * a``) exists for one
-chunk at a time; the full-size tensors are the output, and for the backward what it needs (the
-training draws as a byte per window, the eval denominators). :func:`_chunk_elements` sizes the
-chunks of one input."""
+_CHUNK_ELEMENTS = MAX_CHUNK_ELEMENTS
+"""The most (padded) input elements per chunk. Every full-size temporary (padded or converted copies,
+window sums, running sums, int64 indices, ``a * a``) exists for one chunk at a time; the full-size
+tensors are the output, and for the backward what it needs (the training draws as a byte per
+window, the eval denominators). :func:`_chunk_elements` sizes the chunks of one input. Read at
+call time, so tests lower it with ``monkeypatch`` to force many chunks and bands."""
 
 _CHUNK_FRACTION = 8
-"""A chunk holds at most ``1 / _CHUNK_FRACTION`` of the padded input, so that the working set of one
+"""An eval chunk holds ``1 / _CHUNK_FRACTION`` of the padded input, so that the working set of one
 chunk (several chunk-sized temporaries) is a small fraction of the input at every shape."""
 
 _CHUNK_MIN_ELEMENTS = 1 << 18
-"""... but never fewer elements than this: with smaller chunks the per-chunk overhead shows (2^16 made
-a (8, 64, 56, 56) training call ~1.4x slower). So inputs under ``_CHUNK_FRACTION`` times this (8M
-elements) take chunks that are a larger fraction of them; the extra memory stays under 2x the input
-down to about 2^20 elements (4 MB in float32), and below that exceeds it by at most a few MB."""
+"""... and at least this many elements (with smaller chunks the per-chunk overhead shows: 2^16 made
+a (8, 64, 56, 56) training call ~1.4x slower), but never more than ``1 / _CHUNK_LIMIT`` of the
+input (``1 / _TRAIN_CHUNK_LIMIT`` in training), so the floor cannot break the 2x bound."""
 
+_CHUNK_LIMIT = 6
+"""The largest share of the input an eval chunk may take: the eval forward + backward holds about
+5 chunks and two output-sized tensors (0.5x the input at stride 2), so a sixth stays near 1.4x
+(a quarter gave 1.84x at (1, 1, 512, 512))."""
+
+_EVAL_FORWARD_CHUNK_LIMIT = 3
+"""... and without a backward (inference), a third of the input: the forward alone holds about 3
+chunks and the output (at (4, 16, 32, 32): 2.44x with one chunk, 1.66x with a half, 0.64x with a
+sixth)."""
 
 _TRAIN_CHUNK_FRACTION = 2
 """Training keeps less per chunk (a byte per window, the draws) than evaluation, so half the input
-stays well under the 2x bound (about 1.2x) and saves the per-chunk overhead on small inputs."""
+stays under the 2x bound (about 1.4x) and saves the per-chunk overhead on small inputs."""
+
+_TRAIN_CHUNK_LIMIT = 2
+"""The largest share of the input a training chunk may take (its working set is about 2.4 chunks
+and the output)."""
+
+_TRAIN_BAND_SHARE = 2
+"""A training band takes ``1 / _TRAIN_BAND_SHARE`` of the chunk budget: it also builds the index
+tables of its windows (16 bytes per window) and shifted indices, about 3.5 chunks in all (a whole
+budget gave 1.82x at (1, 1, 512, 512))."""
 
 
-def _chunk_elements(padded_elements: int, fraction: int = _CHUNK_FRACTION) -> int:
-    """Padded elements per chunk of planes for an input of ``padded_elements`` padded elements:
-    ``1 / fraction`` of it, at least ``_CHUNK_MIN_ELEMENTS``, at most ``_CHUNK_ELEMENTS``."""
-    share = max(_CHUNK_MIN_ELEMENTS, padded_elements // fraction)
-    return max(1, min(_CHUNK_ELEMENTS, share))
+def _chunk_elements(padded_elements: int, fraction: int = _CHUNK_FRACTION, limit: int = _CHUNK_LIMIT) -> int:
+    """Padded elements per chunk for an input of ``padded_elements`` padded elements: ``1 /
+    fraction`` of it, at least ``_CHUNK_MIN_ELEMENTS`` but at most ``1 / limit`` of it, at most
+    ``_CHUNK_ELEMENTS`` (:func:`chunk_elements`)."""
+    return chunk_elements(
+        padded_elements,
+        fraction=fraction,
+        minimum=_CHUNK_MIN_ELEMENTS,
+        limit=limit,
+        maximum=_CHUNK_ELEMENTS,
+    )
 
 
-_Part = tuple[slice, slice]
+class _Part(NamedTuple):
+    """One chunk: ``(batch, channel)`` slices of planes and, for a band of one plane, a slice of
+    rows along the first spatial dimension (output rows in the forward and the training backward,
+    input rows in the eval backward); ``rows is None`` for whole planes."""
+
+    planes: tuple[slice, slice]
+    rows: slice | None
 
 
-def _plane_chunks(x: Tensor, padding: tuple[int, ...], fraction: int = _CHUNK_FRACTION) -> list[_Part]:
-    """``(batch, channel)`` slices covering ``x``'s planes, each at most :func:`_chunk_elements` padded
-    elements (or one plane): whole batch items where one fits, else channel ranges of one item."""
-    n, c = x.shape[:2]
-    plane = math.prod([size + 2 * p for size, p in zip(x.shape[2:], padding, strict=True)])
-    planes = max(1, _chunk_elements(n * c * plane, fraction) // max(1, plane))
-    if n * c == 0 or planes >= n * c:
-        return [(slice(None), slice(None))]
-    if planes >= c:
-        step = planes // c
-        return [(slice(i, i + step), slice(None)) for i in range(0, n, step)]
-    return [(slice(i, i + 1), slice(j, j + planes)) for i in range(n) for j in range(0, c, planes)]
+_Mode = Literal["train", "eval", "eval_grad"]
+"""What a chunk is sized for: training; evaluation without backward; evaluation with backward."""
+
+
+def _shares(mode: _Mode) -> tuple[int, int]:
+    """``(fraction, limit)`` of :func:`_chunk_elements` for ``mode``."""
+    if mode == "train":
+        return _TRAIN_CHUNK_FRACTION, _TRAIN_CHUNK_LIMIT
+    return _CHUNK_FRACTION, _CHUNK_LIMIT if mode == "eval_grad" else _EVAL_FORWARD_CHUNK_LIMIT
+
+
+def _parts(
+    shape: tuple[int, ...],
+    win: Window,
+    rows: int,
+    mode: _Mode,
+    band_reach: int | None = None,
+) -> list[_Part]:
+    """The chunks of an input of ``shape`` (N, C, *spatial) for ``mode``: whole planes while one
+    plane fits the budget (:func:`_chunk_elements`), else bands of one plane along the first
+    spatial dimension.
+
+    ``rows`` is the number of rows that bands split: the output's first size (forward, training
+    backward) or the input's (eval backward). ``band_reach`` is the number of input rows one such
+    row reads (``None``: the window's, for output rows; 1 for input rows).
+    """
+    training = mode == "train"
+    n, c = shape[:2]
+    padded = [size + 2 * p for size, p in zip(shape[2:], win.padding, strict=True)]
+    plane = math.prod(padded)
+    budget = _chunk_elements(n * c * plane, *_shares(mode))
+    if n * c == 0 or plane <= budget or rows <= 1:
+        return [_Part(planes, None) for planes in plane_chunks(n, c, budget // max(1, plane))]
+    row = plane // max(1, padded[0])
+    if training:
+        budget //= _TRAIN_BAND_SHARE
+    if band_reach is None:
+        per_band = band_rows(budget, row, win.kernel_size[0], win.stride[0], win.dilation[0])
+    else:
+        per_band = max(1, budget // max(1, row * band_reach))
+    bands = row_bands(rows, per_band)
+    if not training and band_reach is None:
+        # the average pools need a band at least one window long (a ceil-mode window past the
+        # padding can make the last one shorter): merge it into the previous one
+        k, s, d = win.kernel_size[0], win.stride[0], win.dilation[0]
+        while len(bands) > 1:
+            start, stop = band_span(bands[-1], k, s, d, padded[0])
+            if stop - start >= (k - 1) * d + 1:
+                break
+            bands[-2:] = [slice(bands[-2].start, bands[-1].stop)]
+    if len(bands) == 1:
+        return [_Part(planes, None) for planes in plane_chunks(n, c, 1)]
+    planes = [(slice(i, i + 1), slice(j, j + 1)) for i in range(n) for j in range(c)]
+    return [_Part(p, band) for p in planes for band in bands]
+
+
+def _band(x: Tensor, rows: slice, win: Window, clip: bool) -> tuple[Tensor, Window]:
+    """The input rows that the output rows ``rows`` read, with their padding along the first spatial
+    dimension made explicit (zero rows), and the window for them (no padding on that dimension).
+
+    ``clip``: stop at the padded input's end even where a ceil-mode window overhangs it (for the
+    average pools, whose divisor counts the cells up to there); otherwise the band reaches as far
+    as the window does and :func:`_padded` adds the zero rows beyond.
+    """
+    k, s, p, d = win.kernel_size[0], win.stride[0], win.padding[0], win.dilation[0]
+    size = x.shape[2]
+    start, stop = band_span(rows, k, s, d, size + 2 * p if clip else None)
+    lo, hi = max(start - p, 0), min(stop - p, size)
+    band = x.narrow(2, lo, max(0, hi - lo))
+    top, bottom = lo - (start - p), (stop - p) - hi
+    if top or bottom:
+        band = F.pad(band, [0, 0] * (x.dim() - 3) + [top, bottom])
+    return band, Window(win.kernel_size, win.stride, (0, *win.padding[1:]), win.dilation)
+
+
+def _rows(t: Tensor, rows: slice | None, dim: int = 2) -> Tensor:
+    """``t`` restricted to ``rows`` along ``dim`` (all of it for ``None``)."""
+    return t if rows is None else t.narrow(dim, rows.start, rows.stop - rows.start)
 
 
 # --------------------------------------------------------------------------- training
 
 
 def _draw_chunk(
-    x: Tensor, u: Tensor, win: Window, out: tuple[int, ...], tables: tuple[Tensor, Tensor, Tensor]
+    x: Tensor,
+    u: Tensor,
+    win: Window,
+    out: tuple[int, ...],
+    tables: tuple[Tensor, Tensor, Tensor],
+    leading: tuple[int, ...],
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Draws one cell per window of a chunk ``x`` (n, c, *spatial), given its uniforms ``u`` (n, c, *out).
 
+    ``x`` is a chunk of planes, or a band of one (:func:`_band`, with ``win`` the band's window);
+    ``tables`` (:func:`_window_tables`) and ``leading`` (:func:`_leading`) are those of its windows.
     ``u`` is overwritten. Returns the drawn cells' row-major positions in their windows, their flat
     indices into the unpadded plane, and a mask of the windows with a positive sum (``None`` when
     all are positive).
@@ -280,8 +407,7 @@ def _draw_chunk(
     # a zero window drew its first cell, which is padding in windows starting before the input:
     # give those windows (the first ceil(p / s) along each padded dimension) their first
     # in-bounds cell instead
-    for d, (p_d, s_d) in enumerate(zip(win.padding, win.stride, strict=True)):
-        m = -(-p_d // s_d)
+    for d, m in enumerate(leading):
         if m:
             part = [slice(None)] * index.dim()
             part[2 + d] = slice(0, m)
@@ -289,6 +415,31 @@ def _draw_chunk(
             index[tuple(part)] = fix
     positive = total > 0
     return position, index, None if bool(positive.all()) else positive
+
+
+def _leading(win: Window, rows: slice | None) -> tuple[int, ...]:
+    """How many windows at the start of each dimension start in the padding (``ceil(p / s)``), within
+    the output rows ``rows`` of a band (``None``: whole planes)."""
+    leading = [-(-p // s) for p, s in zip(win.padding, win.stride, strict=True)]
+    if rows is not None:
+        leading[0] = min(max(0, leading[0] - rows.start), rows.stop - rows.start)
+    return tuple(leading)
+
+
+def _chunk_tables(
+    tables: tuple[Tensor, Tensor, Tensor],
+    rows: slice | None,
+    shape: tuple[int, ...],
+    out: tuple[int, ...],
+    win: Window,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``tables`` (those of all windows) for whole planes, else those of the band's windows, made
+    for it (the tables of one plane are as large as its output, four times over)."""
+    return (
+        tables
+        if rows is None
+        else _window_tables(tuple(shape[2:]), out, win, tables[0].device, rows, compact=True)
+    )
 
 
 def _position_dtype(cells: int) -> torch.dtype:
@@ -321,9 +472,11 @@ def _draw(
     dtype = _compute_dtype(x.dtype)
     shape = (*x.shape[:2], *out)
     device = x.device
-    tables = _window_tables(tuple(x.shape[2:]), out, win, device)
-    chunks = _plane_chunks(x, win.padding, _TRAIN_CHUNK_FRACTION)
+    chunks = _parts(tuple(x.shape), win, out[0], "train")
     one = len(chunks) == 1
+    # the tables of all windows, for whole planes (bands make their own: a plane's are 4x its output)
+    whole = None if chunks[0].rows is None else slice(0, 0)
+    tables = _window_tables(tuple(x.shape[2:]), out, win, device, whole, compact=True)
     with torch.no_grad():
         x = x.detach()
         # one uniform per window, drawn at once so that the stream does not depend on the chunks;
@@ -334,25 +487,40 @@ def _draw(
         positions = torch.empty(shape, dtype=_position_dtype(kk), device=device) if keep and not one else None
         index = torch.empty(shape, dtype=torch.int64, device=device) if return_indices and not one else None
         positive: Tensor | None = None
-        for part in chunks:
-            xc, yc = x[part], y[part]
-            position, idx, pos = _draw_chunk(xc, u[part], win, out, tables)
-            values = yc.view(*yc.shape[:2], math.prod(out))  # a view of y: chunks are whole planes
-            torch.gather(xc.flatten(2), 2, idx.flatten(2), out=values)
+        for planes, rows in chunks:
+            xc, yc = x[planes], _rows(y[planes], rows)
+            uc = _rows(u[planes], rows)
+            if rows is None:
+                position, idx, pos = _draw_chunk(xc, uc, win, out, tables, _leading(win, None))
+                source, shift = xc, 0
+            else:
+                band, band_win = _band(xc, rows, win, clip=False)
+                band_out = (rows.stop - rows.start, *out[1:])
+                band_tables = _chunk_tables(tables, rows, tuple(x.shape), out, win)
+                position, idx, pos = _draw_chunk(
+                    band, uc, band_win, band_out, band_tables, _leading(win, rows)
+                )
+                # gather from the input rows of the band only (no copy of a channels-last plane)
+                lo, hi = band_span(rows, win.kernel_size[0], win.stride[0], win.dilation[0])
+                lo, hi = max(lo - win.padding[0], 0), min(hi - win.padding[0], x.shape[2])
+                source, shift = xc.narrow(2, lo, hi - lo), lo * math.prod(x.shape[3:])
+            values = yc.view(*yc.shape[:2], -1)  # a view of y: chunks are whole planes or rows of one
+            local = idx if shift == 0 else idx - shift
+            torch.gather(source.flatten(2), 2, local.flatten(2), out=values)
             if pos is not None:
                 # zero windows: the value is 0 already (+0.0 for a -0.0 cell); their gradient stops too
                 yc.masked_fill_(pos.logical_not(), 0)
                 if positive is None:
                     positive = pos if one else torch.ones(shape, dtype=torch.bool, device=device)
                 if not one:
-                    positive[part] = pos
+                    _rows(positive[planes], rows).copy_(pos)
             if one:
                 index = idx if (return_indices or keep) else None
             else:
                 if positions is not None:
-                    positions[part] = position
+                    _rows(positions[planes], rows).copy_(position)
                 if index is not None:
-                    index[part] = idx
+                    _rows(index[planes], rows).copy_(idx)
     saved = (index if one else positions) if keep else None
     return y, saved, positive, index if return_indices else None
 
@@ -389,15 +557,28 @@ class _StochasticDraw(torch.autograd.Function):
     ) -> tuple[Tensor, None, None, None, None]:
         saved, positive = ctx.saved_tensors  # type: ignore[attr-defined]
         shape, dtype, device, win, out = ctx.meta  # type: ignore[attr-defined]
-        tables = _window_tables(tuple(shape[2:]), out, win, device) if saved.dtype != torch.int64 else None
         grad_x = torch.zeros(shape, dtype=grad.dtype, device=device)
         zero = torch.zeros((), dtype=grad.dtype, device=device)
-        for part in _plane_chunks(grad_x, win.padding, _TRAIN_CHUNK_FRACTION):
-            mask = None if positive is None else positive[part]
+        # saved int64 indices: one chunk; else the chunks of the forward (and their tables)
+        chunks = [_Part((slice(None), slice(None)), None)]
+        tables = None
+        if saved.dtype != torch.int64:
+            chunks = _parts(shape, win, out[0], "train")
+            whole = None if chunks[0].rows is None else slice(0, 0)
+            tables = _window_tables(tuple(shape[2:]), out, win, device, whole, compact=True)
+        for planes, rows in chunks:
+            mask = None if positive is None else _rows(positive[planes], rows)
             # saved int64 indices are valid everywhere (zero windows: their first in-bounds cell)
-            index = saved[part] if tables is None else _index_of(saved[part], mask, tables)
-            g = grad[part] if mask is None else torch.where(mask, grad[part], zero)
-            target = grad_x[part]
+            drawn = _rows(saved[planes], rows)
+            index = (
+                drawn
+                if tables is None
+                else _index_of(drawn, mask, _chunk_tables(tables, rows, shape, out, win))
+            )
+            g = _rows(grad[planes], rows)
+            g = g if mask is None else torch.where(mask, g, zero)
+            # the whole plane: a band's windows scatter into it in the order of the unchunked pass
+            target = grad_x[planes]
             target.view(*target.shape[:2], math.prod(shape[2:])).scatter_add_(
                 2, index.flatten(2), g.flatten(2)
             )
@@ -473,7 +654,7 @@ def _weighting_grad(grad: Tensor, a: Tensor, out: Tensor, safe: Tensor, window: 
     ratio = grad.contiguous(memory_format=_layout_of(a)) / safe
     weight = _avg_pool_backward(ratio, a, *window)
     shift = _avg_pool_backward(ratio.mul_(out), a, *window)
-    return torch.addcmul(shift.neg_(), a, weight, value=2)
+    return shift.neg_().addcmul_(a, weight, value=2)  # in place: one region-sized tensor less
 
 
 class _ProbabilisticWeighting(torch.autograd.Function):
@@ -499,13 +680,14 @@ class _ProbabilisticWeighting(torch.autograd.Function):
         win: Window,
         n: int,
         ceil_mode: bool,
+        out_size: tuple[int, ...],
         fmt: torch.memory_format,
         save: bool,
     ) -> Tensor:
         dtype = _compute_dtype(x.dtype)
         window = _pool_window(win, n, ceil_mode)
-        chunks = _plane_chunks(x, win.padding)
-        ctx.meta = (window, n, win.padding, len(chunks), x.dtype)  # type: ignore[attr-defined]
+        chunks = _parts(tuple(x.shape), win, out_size[0], "eval_grad" if save else "eval")
+        ctx.meta = (win, n, ceil_mode, out_size, len(chunks), x.dtype)  # type: ignore[attr-defined]
         if len(chunks) == 1:
             a = _pool_layout(x, n, dtype)
             pooled, safe = _weighting(a, window)
@@ -513,19 +695,27 @@ class _ProbabilisticWeighting(torch.autograd.Function):
             if save:
                 ctx.save_for_backward(a, pooled, safe)
             return out
-        out = torch.empty(0)
-        safe = torch.empty(0)
-        for i, part in enumerate(chunks):
-            pooled, safe_c = _weighting(_pool_layout(x[part], n, dtype), window)
+        shape = (*x.shape[:2], *out_size)
+        pooled_shape = (*x.shape[:2], 1, *out_size) if n == 1 else shape
+        band = 3 if n == 1 else 2  # the dimension of the bands' rows in the pooling layout
+        out = safe = torch.empty(0)
+        for i, (planes, rows) in enumerate(chunks):
+            if rows is None:
+                pooled, safe_c = _weighting(_pool_layout(x[planes], n, dtype), window)
+            else:
+                part, part_win = _band(x[planes], rows, win, clip=True)
+                pooled, safe_c = _weighting(
+                    _pool_layout(part, n, dtype), _pool_window(part_win, n, ceil_mode)
+                )
             if i == 0:
-                shape = (*x.shape[:2], *pooled.shape[2:])
-                out_shape = (*x.shape[:2], *pooled.shape[3:]) if n == 1 else shape
-                out = torch.empty(out_shape, dtype=dtype, device=x.device, memory_format=fmt)
+                # allocated after the first chunk's temporaries, as the allocator reuses them best
+                out = torch.empty(shape, dtype=dtype, device=x.device, memory_format=fmt)
                 if save:
-                    safe = torch.empty(shape, dtype=dtype, device=x.device, memory_format=_layout_of(safe_c))
-            out[part] = pooled.squeeze(2) if n == 1 else pooled
+                    layout = _layout_of(safe_c)
+                    safe = torch.empty(pooled_shape, dtype=dtype, device=x.device, memory_format=layout)
+            _rows(out[planes], rows).copy_(pooled.squeeze(2) if n == 1 else pooled)
             if save:
-                safe[part] = safe_c
+                _rows(safe[planes], rows, band).copy_(safe_c)
         if save:
             ctx.save_for_backward(x, out, safe)
         return out
@@ -534,22 +724,66 @@ class _ProbabilisticWeighting(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(
         ctx: torch.autograd.function.FunctionCtx, grad: Tensor
-    ) -> tuple[Tensor, None, None, None, None, None]:
+    ) -> tuple[Tensor, None, None, None, None, None, None]:
         saved, out, safe = ctx.saved_tensors  # type: ignore[attr-defined]
-        window, n, padding, chunks, x_dtype = ctx.meta  # type: ignore[attr-defined]
+        win, n, ceil_mode, out_size, chunks, x_dtype = ctx.meta  # type: ignore[attr-defined]
+        window = _pool_window(win, n, ceil_mode)
         if n == 1:
             grad = grad.unsqueeze(2)
         if chunks == 1:
             result = _weighting_grad(grad, saved, out, safe, window).to(x_dtype)
-            return result.squeeze(2) if n == 1 else result, None, None, None, None, None
+            return result.squeeze(2) if n == 1 else result, None, None, None, None, None, None
         x = saved
         dtype = _compute_dtype(x.dtype)
-        grad_x = torch.empty_like(x)
+        # bands of input rows; their windows (:func:`_windows_reading`) are recomputed where bands
+        # share windows, so that every cell adds its windows' terms in the unchunked order
+        parts = _parts(tuple(x.shape), win, x.shape[2], "eval_grad", band_reach=1)
+        grad_x = torch.empty_like(x) if parts[0].rows is None else torch.zeros_like(x)
         o = out.unsqueeze(2) if n == 1 else out
-        for part in _plane_chunks(x, padding):
-            grad_c = _weighting_grad(grad[part], _pool_layout(x[part], n, dtype), o[part], safe[part], window)
-            grad_x[part] = grad_c.squeeze(2) if n == 1 else grad_c
-        return grad_x, None, None, None, None, None
+        band = 3 if n == 1 else 2
+        for planes, rows in parts:
+            if rows is None:
+                grad_c = _weighting_grad(
+                    grad[planes], _pool_layout(x[planes], n, dtype), o[planes], safe[planes], window
+                )
+                grad_x[planes] = grad_c.squeeze(2) if n == 1 else grad_c
+                continue
+            windows = _windows_reading(rows, win, out_size[0], x.shape[2])
+            if windows is None:
+                continue  # rows no window reads: zero gradient
+            part, part_win = _band(x[planes], windows, win, clip=True)
+            grad_c = _weighting_grad(
+                _rows(grad[planes], windows, band),
+                _pool_layout(part, n, dtype),
+                _rows(o[planes], windows, band),
+                _rows(safe[planes], windows, band),
+                _pool_window(part_win, n, ceil_mode),
+            )
+            grad_c = grad_c.squeeze(2) if n == 1 else grad_c
+            first = windows.start * win.stride[0] - win.padding[0]  # the input row of grad_c's first row
+            lo, hi = max(rows.start, first), min(rows.stop, first + grad_c.shape[2])
+            if hi > lo:
+                grad_x[planes].narrow(2, lo, hi - lo).copy_(grad_c.narrow(2, lo - first, hi - lo))
+        return grad_x, None, None, None, None, None, None
+
+
+def _windows_reading(rows: slice, win: Window, count: int, size: int) -> slice | None:
+    """The windows (output rows, of ``count``) that read the input rows ``rows`` (of ``size``), or
+    ``None`` when none does; extended to earlier windows where the band they read would be
+    shorter than one window (a ceil-mode window past the padding), so that its average pools
+    take the same path as the unchunked ones."""
+    k, s, p, d = win.kernel_size[0], win.stride[0], win.padding[0], win.dilation[0]
+    reach = (k - 1) * d + 1
+    lo = max(0, (rows.start + p - reach) // s + 1)
+    hi = min(count, -(-(rows.stop + p) // s))
+    if lo >= hi:
+        return None
+    while lo > 0:
+        start, stop = band_span(slice(lo, hi), k, s, d, size + 2 * p)
+        if stop - start >= reach:
+            break
+        lo -= 1
+    return slice(lo, hi)
 
 
 def _layout_of(a: Tensor) -> torch.memory_format:
@@ -559,10 +793,12 @@ def _layout_of(a: Tensor) -> torch.memory_format:
     return torch.channels_last if a.dim() == 4 and a.device.type == "cpu" else torch.contiguous_format
 
 
-def _eval(x: Tensor, win: Window, n: int, ceil_mode: bool, fmt: torch.memory_format) -> Tensor:
+def _eval(
+    x: Tensor, win: Window, n: int, ceil_mode: bool, out: tuple[int, ...], fmt: torch.memory_format
+) -> Tensor:
     """Probabilistic weighting in float32 (float64 for float64 input), returned in ``x.dtype``."""
     save = torch.is_grad_enabled() and x.requires_grad
-    return _ProbabilisticWeighting.apply(x, win, n, ceil_mode, fmt, save).to(x.dtype)
+    return _ProbabilisticWeighting.apply(x, win, n, ceil_mode, out, fmt, save).to(x.dtype)
 
 
 # --------------------------------------------------------------------------- traceable path
@@ -637,14 +873,6 @@ def _draw_traceable(
 # --------------------------------------------------------------------------- entry point
 
 
-def _memory_format(x: Tensor) -> torch.memory_format:
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return torch.channels_last
-    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous():
-        return torch.channels_last_3d
-    return torch.contiguous_format
-
-
 def _stochastic_pool(
     x: Tensor,
     kernel_size: IntOrTuple,
@@ -670,7 +898,7 @@ def _stochastic_pool(
         )
     _check_values(x4)
     out = tuple(pool_output_size(tuple(x4.shape[2:]), *win, ceil_mode))
-    fmt = _memory_format(x4)
+    fmt = channels_last_format(x4)
     index: Tensor | None
     if x4.numel() == 0:
         # N = 0 or C = 0: the empty result, as PyTorch's pools give (connected to x for autograd)
@@ -680,7 +908,7 @@ def _stochastic_pool(
         if _symbolic(x4) or any(d > 1 for d in win.dilation):
             y = _eval_traceable(x4, win, n, ceil_mode, out)
         else:
-            y = _eval(x4, win, n, ceil_mode, fmt)
+            y = _eval(x4, win, n, ceil_mode, out, fmt)
         index = None
     elif _symbolic(x4):
         y, index = _draw_traceable(x4, win, out, gen)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_bool, check_input, is_exporting, restore_batch
+from .._compat import cpu_kernel_missing
 from .._deterministic import avg_pool3d, max_pool3d, needs_deterministic_backward
 from ._doc import rank_doc
 
@@ -146,6 +147,8 @@ def adaptive_pool(x: Tensor, ndim: int, output_size: OutputSize, mode: str) -> T
     if mode == "avg" and x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
         # PyTorch's CPU adaptive_avg_pool3d sums in the input dtype (float16 overflows)
         return adaptive_pool(x.float(), ndim, sizes, mode).to(x.dtype)
+    if mode == "max" and ndim == 3 and cpu_kernel_missing("adaptive_max_pool3d", x):
+        return adaptive_pool(x.float(), ndim, sizes, mode).to(x.dtype)  # exact: a selection
     if is_exporting() or needs_deterministic_backward(x):
         return _decomposed(x, sizes, mode)
     return (_NATIVE_MAX if mode == "max" else _NATIVE_AVG)[ndim](x, sizes)
@@ -160,6 +163,9 @@ def _adaptive_max(
         if xb.shape[1] == 0:  # no channels: the empty result (PyTorch's kernel refuses C = 0)
             y = xb.reshape(*xb.shape[:2], *sizes)
             idx = torch.zeros(y.shape, dtype=torch.int64, device=y.device)
+        elif ndim == 3 and cpu_kernel_missing("adaptive_max_pool3d", xb):
+            y, idx = _NATIVE_MAX[ndim](xb.float(), sizes, True)  # exact: a selection
+            y = y.to(xb.dtype)
         else:
             y, idx = _NATIVE_MAX[ndim](xb, sizes, True)
         return restore_batch(y, unbatched), restore_batch(idx, unbatched)

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
+from reference_stochastic import (
+    naive_stochastic_eval2d,
+    naive_stochastic_pool2d,
+    stochastic_eval_reference,
+    stochastic_probabilities_reference,
+    window_cells_reference,
+)
 
 from torchpool.ops.stochastic import (
     StochasticPool1d,
@@ -21,30 +30,13 @@ from torchpool.ops.stochastic import (
     stochastic_pool3d_with_indices,
 )
 
-try:  # tests/ as a package or as a plain directory on sys.path
-    from .reference_stochastic import (
-        naive_stochastic_eval2d,
-        naive_stochastic_pool2d,
-        stochastic_eval_reference,
-        stochastic_probabilities_reference,
-        window_cells_reference,
-    )
-except ImportError:
-    from reference_stochastic import (  # type: ignore[no-redef]
-        naive_stochastic_eval2d,
-        naive_stochastic_pool2d,
-        stochastic_eval_reference,
-        stochastic_probabilities_reference,
-        window_cells_reference,
-    )
-
-FUNCS = {1: stochastic_pool1d, 2: stochastic_pool2d, 3: stochastic_pool3d}
-WITH_INDICES = {
+FUNCS: dict[int, Callable[..., Any]] = {1: stochastic_pool1d, 2: stochastic_pool2d, 3: stochastic_pool3d}
+WITH_INDICES: dict[int, Callable[..., Any]] = {
     1: stochastic_pool1d_with_indices,
     2: stochastic_pool2d_with_indices,
     3: stochastic_pool3d_with_indices,
 }
-MODULES = {1: StochasticPool1d, 2: StochasticPool2d, 3: StochasticPool3d}
+MODULES: dict[int, Callable[..., Any]] = {1: StochasticPool1d, 2: StochasticPool2d, 3: StochasticPool3d}
 
 # (ndim, spatial, kernel_size, stride, padding)
 CASES = [
@@ -60,12 +52,12 @@ CASES = [
 CASE_IDS = [f"{c[0]}d-{c[1]}-k{c[2]}-s{c[3]}-p{c[4]}" for c in CASES]
 
 
-def relu_input(shape, seed=0, dtype=torch.float64):
+def relu_input(shape: tuple[int, ...], seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(shape, generator=g, dtype=torch.float64).relu().to(dtype)
 
 
-def gen(seed=0):
+def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
@@ -87,7 +79,7 @@ def chi_square_pvalue(counts: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize(("n", "spatial", "k", "s", "p"), CASES, ids=CASE_IDS)
-def test_eval_matches_reference(n, spatial, k, s, p):
+def test_eval_matches_reference(n: int, spatial: tuple[int, ...], k: Any, s: Any, p: Any) -> None:
     x = relu_input((2, 3, *spatial), seed=1)
     y = FUNCS[n](x, k, s, p, training=False)
     torch.testing.assert_close(y, stochastic_eval_reference(x, k, s, p), rtol=1e-12, atol=1e-12)
@@ -95,7 +87,9 @@ def test_eval_matches_reference(n, spatial, k, s, p):
 
 
 @pytest.mark.parametrize(("n", "spatial", "k", "s", "p"), CASES, ids=CASE_IDS)
-def test_training_draws_positive_cells_of_the_window(n, spatial, k, s, p):
+def test_training_draws_positive_cells_of_the_window(
+    n: int, spatial: tuple[int, ...], k: Any, s: Any, p: Any
+) -> None:
     x = relu_input((2, 3, *spatial), seed=2)
     x[0, 0] = 0.0  # a whole plane of zero windows
     y, idx = FUNCS[n](x, k, s, p, generator=gen(1), return_indices=True)
@@ -116,29 +110,31 @@ def test_training_draws_positive_cells_of_the_window(n, spatial, k, s, p):
     assert bool((y[zero_windows] == flat.gather(2, idx.flatten(2)).view_as(y)[zero_windows]).all())
 
 
-def test_zero_windows_give_zero_output_and_zero_gradient():
+def test_zero_windows_give_zero_output_and_zero_gradient() -> None:
     x = relu_input((2, 3, 8, 8), seed=3)
     x[:, :, :4, :4] = 0.0
     for training in (True, False):
         leaf = x.clone().requires_grad_(True)
         y = stochastic_pool2d(leaf, 2, training=training, generator=gen())
         assert bool((y[:, :, :2, :2] == 0).all())
-        y.backward(torch.randn(y.shape, dtype=y.dtype))
+        torch.autograd.backward(y, torch.randn(y.shape, dtype=y.dtype))
         assert leaf.grad is not None and bool(torch.isfinite(leaf.grad).all())
         assert bool((leaf.grad[:, :, :4, :4] == 0).all())
     # all-zero input, eval with padding and overlap: no NaN anywhere
     z = torch.zeros(1, 2, 5, 5, requires_grad=True)
     y = stochastic_pool2d(z, 3, 1, 1, training=False)
-    y.sum().backward()
+    torch.autograd.backward(y.sum())
     assert bool((y == 0).all()) and z.grad is not None and bool((z.grad == 0).all())
 
 
 @pytest.mark.parametrize(("n", "spatial", "k", "s", "p"), CASES, ids=CASE_IDS)
-def test_training_gradient_is_one_hot_per_window(n, spatial, k, s, p):
+def test_training_gradient_is_one_hot_per_window(
+    n: int, spatial: tuple[int, ...], k: Any, s: Any, p: Any
+) -> None:
     x = relu_input((2, 3, *spatial), seed=4).requires_grad_(True)
     y, idx = FUNCS[n](x, k, s, p, generator=gen(2), return_indices=True)
     upstream = torch.randn(y.shape, dtype=y.dtype, generator=gen(3))
-    y.backward(upstream)
+    torch.autograd.backward(y, upstream)
     # overlapping windows accumulate; zero windows (all cells 0) pass no gradient
     positive = stochastic_eval_reference(x, k, s, p) > 0
     masked = upstream * positive
@@ -146,7 +142,7 @@ def test_training_gradient_is_one_hot_per_window(n, spatial, k, s, p):
     torch.testing.assert_close(x.grad, expected.view_as(x), rtol=0, atol=1e-12)
 
 
-def test_gradcheck_eval():
+def test_gradcheck_eval() -> None:
     for n, spatial, k, s, p in [(1, (7,), 3, 2, 1), (2, (5, 6), 3, 1, 1), (3, (4, 4, 3), 2, 1, 1)]:
         x = (torch.rand(1, 2, *spatial, dtype=torch.float64, generator=gen(n)) + 0.1).requires_grad_(True)
         assert torch.autograd.gradcheck(
@@ -158,13 +154,14 @@ def test_gradcheck_eval():
     assert torch.autograd.gradcheck(lambda t: stochastic_pool2d(t, 2, 1, 1, training=False), (x,))
 
 
-def test_gradcheck_training_with_reseeded_generator():
+def test_gradcheck_training_with_reseeded_generator() -> None:
     # given fixed noise the op is piecewise linear; eps = 1e-6 does not move the draws here
     for n, spatial, k, s, p in [(1, (9,), 3, 2, 1), (2, (6, 5), 3, 1, 1), (3, (4, 3, 4), 2, 1, 0)]:
         x = (torch.rand(2, 2, *spatial, dtype=torch.float64, generator=gen(n)) + 0.5).requires_grad_(True)
 
-        def fn(t, n=n, k=k, s=s, p=p):
-            return FUNCS[n](t, k, s, p, generator=gen(11))
+        def fn(t: torch.Tensor, n: int = n, k: int = k, s: int = s, p: int = p) -> torch.Tensor:
+            y: torch.Tensor = FUNCS[n](t, k, s, p, generator=gen(11))
+            return y
 
         assert torch.autograd.gradcheck(fn, (x,))
 
@@ -176,7 +173,7 @@ def _window_counts(idx: torch.Tensor, cells: list[int]) -> torch.Tensor:
     return torch.stack([(idx == c).sum() for c in cells])
 
 
-def test_chi_square_disjoint_windows_and_power():
+def test_chi_square_disjoint_windows_and_power() -> None:
     draws = 20000
     plane = torch.tensor([[0.0, 1.0, 2.0], [3.0, 4.0, 5.0], [6.0, 7.0, 8.0]], dtype=torch.float32)
     x = plane.expand(draws, 1, 3, 3).contiguous()
@@ -192,7 +189,7 @@ def test_chi_square_disjoint_windows_and_power():
     assert chi_square_pvalue(_window_counts(wrong, cells), expected) < 1e-6
 
 
-def test_chi_square_overlapping_padded_windows():
+def test_chi_square_overlapping_padded_windows() -> None:
     draws = 20000
     plane = 1.0 + (torch.arange(16, dtype=torch.float32) % 5).view(4, 4)
     plane[1, 2] = 0.0
@@ -211,7 +208,7 @@ def test_chi_square_overlapping_padded_windows():
         assert chi_square_pvalue(_window_counts(wrong, cells), expected) < 1e-6
 
 
-def test_overlapping_windows_draw_independently():
+def test_overlapping_windows_draw_independently() -> None:
     draws = 40000
     plane = 1.0 + (torch.arange(20, dtype=torch.float32) % 3).view(4, 5)
     x = plane.expand(draws, 1, 4, 5).contiguous()
@@ -222,7 +219,7 @@ def test_overlapping_windows_draw_independently():
     cells1, cells2 = table[0, 0], table[0, 1]
     joint_expected = (probs[0, 0][:, None] * probs[0, 1][None, :]).flatten() * draws
 
-    def joint_counts(a, b):
+    def joint_counts(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         ia = (a[:, None] == cells1).double().argmax(1)
         ib = (b[:, None] == cells2).double().argmax(1)
         return torch.bincount(ia * 9 + ib, minlength=81)
@@ -235,7 +232,7 @@ def test_overlapping_windows_draw_independently():
     assert chi_square_pvalue(joint_counts(shared1, shared2), joint_expected) < 1e-6
 
 
-def test_generator_reproducibility():
+def test_generator_reproducibility() -> None:
     x = relu_input((2, 4, 9, 9), dtype=torch.float32)
     a = stochastic_pool2d(x, 3, 2, 1, generator=gen(1), return_indices=True)[1]
     b = stochastic_pool2d(x, 3, 2, 1, generator=gen(1), return_indices=True)[1]
@@ -252,7 +249,7 @@ def test_generator_reproducibility():
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
-def test_low_precision(dtype):
+def test_low_precision(dtype: torch.dtype) -> None:
     x = relu_input((2, 3, 9, 9), seed=5, dtype=dtype)
     tol = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2, torch.float32: 1e-5}[dtype]
     y = stochastic_pool2d(x, 3, 2, 1, training=False)
@@ -272,7 +269,7 @@ def test_low_precision(dtype):
 
 @pytest.mark.parametrize(("n", "spatial", "k", "s", "p"), CASES[::2], ids=CASE_IDS[::2])
 @pytest.mark.parametrize("training", [True, False])
-def test_batchless(n, spatial, k, s, p, training):
+def test_batchless(n: int, spatial: tuple[int, ...], k: Any, s: Any, p: Any, training: bool) -> None:
     x = relu_input((3, *spatial), seed=6)
     y = FUNCS[n](x, k, s, p, training=training, generator=gen())
     y_batched = FUNCS[n](x.unsqueeze(0), k, s, p, training=training, generator=gen())
@@ -284,7 +281,7 @@ def test_batchless(n, spatial, k, s, p, training):
 
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("layout", ["channels_last", "transposed", "sliced", "expanded"])
-def test_layouts_give_the_same_values(layout, training):
+def test_layouts_give_the_same_values(layout: str, training: bool) -> None:
     base = relu_input((2, 4, 10, 10), seed=7, dtype=torch.float32)
     if layout == "channels_last":
         x = base.contiguous(memory_format=torch.channels_last)
@@ -306,13 +303,13 @@ def test_layouts_give_the_same_values(layout, training):
     leaf = (
         x.detach().clone().requires_grad_(True) if layout != "expanded" else base.clone().requires_grad_(True)
     )
-    stochastic_pool2d(leaf, 3, 2, 1, training=training, generator=gen(3)).sum().backward()
+    torch.autograd.backward(stochastic_pool2d(leaf, 3, 2, 1, training=training, generator=gen(3)).sum())
     ref_leaf = base.clone().requires_grad_(True)
-    stochastic_pool2d(ref_leaf, 3, 2, 1, training=training, generator=gen(3)).sum().backward()
+    torch.autograd.backward(stochastic_pool2d(ref_leaf, 3, 2, 1, training=training, generator=gen(3)).sum())
     torch.testing.assert_close(leaf.grad, ref_leaf.grad, rtol=1e-6, atol=1e-6)
 
 
-def test_empty_batch():
+def test_empty_batch() -> None:
     x = torch.zeros(0, 3, 6, 6)
     assert stochastic_pool2d(x, 2).shape == (0, 3, 3, 3)
     assert stochastic_pool2d(x, 2, training=False).shape == (0, 3, 3, 3)
@@ -322,7 +319,7 @@ def test_empty_batch():
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
-def test_module_equals_function(n):
+def test_module_equals_function(n: int) -> None:
     spatial = {1: (9,), 2: (7, 8), 3: (5, 4, 6)}[n]
     x = relu_input((2, 3, *spatial), seed=8)
     module = MODULES[n](3, stride=2, padding=1)
@@ -347,7 +344,7 @@ def test_module_equals_function(n):
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
-def test_with_indices_functions(n):
+def test_with_indices_functions(n: int) -> None:
     spatial = {1: (8,), 2: (6, 6), 3: (4, 4, 4)}[n]
     x = relu_input((2, 3, *spatial), seed=9)
     a = WITH_INDICES[n](x, 2, generator=gen(5))
@@ -355,10 +352,10 @@ def test_with_indices_functions(n):
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
-def test_indices_work_with_max_unpool():
+def test_indices_work_with_max_unpool() -> None:
     x = relu_input((2, 3, 8, 6), seed=10, dtype=torch.float32)
     y, idx = stochastic_pool2d_with_indices(x, 2, generator=gen())
-    restored = F.max_unpool2d(y, idx, 2, output_size=x.shape[-2:])
+    restored = F.max_unpool2d(y, idx, (2, 2), output_size=x.shape[-2:])
     # every drawn cell is put back in place, everything else is 0
     mask = torch.zeros_like(x).flatten(2).scatter_(2, idx.flatten(2), 1.0).view_as(x).bool()
     assert torch.equal(restored[mask], x[mask]) and bool((restored[~mask] == 0).all())
@@ -369,56 +366,63 @@ def test_indices_work_with_max_unpool():
         stochastic_pool2d_with_indices(one_hot, 2)[1], F.max_pool2d(one_hot, 2, return_indices=True)[1]
     )
     y1, idx1 = stochastic_pool1d_with_indices(x[:, :, 0], 2, generator=gen())
-    assert F.max_unpool1d(y1, idx1, 2).shape == x[:, :, 0].shape
+    assert F.max_unpool1d(y1, idx1, (2,)).shape == x[:, :, 0].shape
 
 
 # --------------------------------------------------------------------------- errors
 
 
 GOOD = torch.rand(1, 2, 6, 6)
+# the bad calls below break the signatures on purpose: call through untyped aliases
+untyped_pool1d: Callable[..., Any] = stochastic_pool1d
+untyped_pool2d: Callable[..., Any] = stochastic_pool2d
+untyped_pool3d: Callable[..., Any] = stochastic_pool3d
+UntypedPool2d: Callable[..., Any] = StochasticPool2d
 
 
 @pytest.mark.parametrize(
     ("call", "error", "match"),
     [
-        (lambda: stochastic_pool2d(GOOD - 0.5, 2), ValueError, "input must be non-negative"),
-        (lambda: stochastic_pool2d(GOOD - 0.5, 2, training=False), ValueError, "input"),
-        (lambda: stochastic_pool2d(GOOD, 2, generator=0), TypeError, "generator"),
-        (lambda: stochastic_pool2d(GOOD.to(torch.int64), 2), TypeError, "input"),
-        (lambda: stochastic_pool2d([[1.0]], 2), TypeError, "input"),
-        (lambda: stochastic_pool2d(GOOD[0, 0], 2), ValueError, "input"),
-        (lambda: stochastic_pool2d(GOOD, 0), ValueError, "kernel_size"),
-        (lambda: stochastic_pool2d(GOOD, 2, 0), ValueError, "stride"),
-        (lambda: stochastic_pool2d(GOOD, 2, 2, 2), ValueError, "padding"),
-        (lambda: stochastic_pool2d(GOOD, 2.0), TypeError, "kernel_size"),
-        (lambda: stochastic_pool2d(GOOD, (2, 2, 2)), ValueError, "kernel_size"),
-        (lambda: stochastic_pool2d(GOOD, 7), ValueError, "input"),
+        (lambda: untyped_pool2d(GOOD - 0.5, 2), ValueError, "input must be non-negative"),
+        (lambda: untyped_pool2d(GOOD - 0.5, 2, training=False), ValueError, "input"),
+        (lambda: untyped_pool2d(GOOD, 2, generator=0), TypeError, "generator"),
+        (lambda: untyped_pool2d(GOOD.to(torch.int64), 2), TypeError, "input"),
+        (lambda: untyped_pool2d([[1.0]], 2), TypeError, "input"),
+        (lambda: untyped_pool2d(GOOD[0, 0], 2), ValueError, "input"),
+        (lambda: untyped_pool2d(GOOD, 0), ValueError, "kernel_size"),
+        (lambda: untyped_pool2d(GOOD, 2, 0), ValueError, "stride"),
+        (lambda: untyped_pool2d(GOOD, 2, 2, 2), ValueError, "padding"),
+        (lambda: untyped_pool2d(GOOD, 2.0), TypeError, "kernel_size"),
+        (lambda: untyped_pool2d(GOOD, (2, 2, 2)), ValueError, "kernel_size"),
+        (lambda: untyped_pool2d(GOOD, 7), ValueError, "input"),
         (
-            lambda: stochastic_pool2d(GOOD, 2, training=False, return_indices=True),
+            lambda: untyped_pool2d(GOOD, 2, training=False, return_indices=True),
             ValueError,
             "return_indices",
         ),
-        (lambda: stochastic_pool2d(GOOD, 2, training=1), TypeError, "training"),
-        (lambda: stochastic_pool2d(GOOD, 2, return_indices="yes"), TypeError, "return_indices"),
-        (lambda: stochastic_pool1d(GOOD, 2), ValueError, "input"),
-        (lambda: stochastic_pool3d(GOOD[0], 2), ValueError, "input"),
-        (lambda: StochasticPool2d(0), ValueError, "kernel_size"),
-        (lambda: StochasticPool2d(2, return_indices=1), TypeError, "return_indices"),
-        (lambda: stochastic_pool2d(GOOD, 2, dilation=0), ValueError, "dilation"),
-        (lambda: stochastic_pool2d(GOOD, 2, dilation=1.5), TypeError, "dilation"),
-        (lambda: stochastic_pool2d(GOOD, 2, ceil_mode=1), TypeError, "ceil_mode"),
-        (lambda: stochastic_pool2d(GOOD, 3, dilation=3), ValueError, "input"),
-        (lambda: StochasticPool2d(2, dilation=(1, 2, 3)), ValueError, "dilation"),
-        (lambda: StochasticPool2d(2, ceil_mode="yes"), TypeError, "ceil_mode"),
+        (lambda: untyped_pool2d(GOOD, 2, training=1), TypeError, "training"),
+        (lambda: untyped_pool2d(GOOD, 2, return_indices="yes"), TypeError, "return_indices"),
+        (lambda: untyped_pool1d(GOOD, 2), ValueError, "input"),
+        (lambda: untyped_pool3d(GOOD[0], 2), ValueError, "input"),
+        (lambda: UntypedPool2d(0), ValueError, "kernel_size"),
+        (lambda: UntypedPool2d(2, return_indices=1), TypeError, "return_indices"),
+        (lambda: untyped_pool2d(GOOD, 2, dilation=0), ValueError, "dilation"),
+        (lambda: untyped_pool2d(GOOD, 2, dilation=1.5), TypeError, "dilation"),
+        (lambda: untyped_pool2d(GOOD, 2, ceil_mode=1), TypeError, "ceil_mode"),
+        (lambda: untyped_pool2d(GOOD, 3, dilation=3), ValueError, "input"),
+        (lambda: UntypedPool2d(2, dilation=(1, 2, 3)), ValueError, "dilation"),
+        (lambda: UntypedPool2d(2, ceil_mode="yes"), TypeError, "ceil_mode"),
     ],
 )
-def test_bad_calls_raise_naming_the_parameter(call, error, match):
+def test_bad_calls_raise_naming_the_parameter(
+    call: Callable[[], object], error: type[Exception], match: str
+) -> None:
     with pytest.raises(error, match=match):
         call()
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_nan_and_inf_raise(training):
+def test_nan_and_inf_raise(training: bool) -> None:
     # documented: non-finite input raises ValueError rather than propagating or being drawn
     x = GOOD.clone()
     x[0, 0, 1, 1] = math.nan
@@ -432,7 +436,7 @@ def test_nan_and_inf_raise(training):
 # --------------------------------------------------------------------------- the benchmark's baselines
 
 
-def test_naive_baselines_agree():
+def test_naive_baselines_agree() -> None:
     x = relu_input((2, 3, 9, 9), seed=11)
     torch.testing.assert_close(
         naive_stochastic_eval2d(x, 3, 2, 1), stochastic_pool2d(x, 3, 2, 1, training=False)
@@ -463,7 +467,9 @@ MAX_POOLS = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 
 
 @pytest.mark.parametrize(("n", "spatial", "k", "s", "p", "d", "ceil"), DC_CASES, ids=DC_IDS)
-def test_dilation_ceil_output_size_is_max_pooling_s(n, spatial, k, s, p, d, ceil):
+def test_dilation_ceil_output_size_is_max_pooling_s(
+    n: int, spatial: tuple[int, ...], k: Any, s: Any, p: Any, d: int, ceil: bool
+) -> None:
     x = relu_input((2, 3, *spatial), seed=20, dtype=torch.float32)
     expected = MAX_POOLS[n](x, k, s, p, d, ceil).shape
     for training in (True, False):
@@ -475,14 +481,18 @@ def test_dilation_ceil_output_size_is_max_pooling_s(n, spatial, k, s, p, d, ceil
 
 
 @pytest.mark.parametrize(("n", "spatial", "k", "s", "p", "d", "ceil"), DC_CASES, ids=DC_IDS)
-def test_dilation_ceil_eval_matches_reference(n, spatial, k, s, p, d, ceil):
+def test_dilation_ceil_eval_matches_reference(
+    n: int, spatial: tuple[int, ...], k: Any, s: Any, p: Any, d: int, ceil: bool
+) -> None:
     x = relu_input((2, 3, *spatial), seed=21)
     y = FUNCS[n](x, k, s, p, d, ceil, training=False)
     torch.testing.assert_close(y, stochastic_eval_reference(x, k, s, p, d, ceil), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize(("n", "spatial", "k", "s", "p", "d", "ceil"), DC_CASES, ids=DC_IDS)
-def test_dilation_ceil_training_draws_and_gradient(n, spatial, k, s, p, d, ceil):
+def test_dilation_ceil_training_draws_and_gradient(
+    n: int, spatial: tuple[int, ...], k: Any, s: Any, p: Any, d: int, ceil: bool
+) -> None:
     x = relu_input((2, 3, *spatial), seed=22)
     x[0, 0] = 0.0  # a plane of zero windows
     leaf = x.clone().requires_grad_(True)
@@ -498,13 +508,13 @@ def test_dilation_ceil_training_draws_and_gradient(n, spatial, k, s, p, d, ceil)
     torch.testing.assert_close(idx[0, 0], first)
     # one-hot gradient; zero windows pass none
     upstream = torch.randn(y.shape, dtype=y.dtype, generator=gen(3))
-    y.backward(upstream)
+    torch.autograd.backward(y, upstream)
     masked = upstream * (stochastic_eval_reference(x, k, s, p, d, ceil) > 0)
     expected = torch.zeros_like(x).flatten(2).scatter_add_(2, idx.flatten(2), masked.flatten(2))
     torch.testing.assert_close(leaf.grad, expected.view_as(x), rtol=0, atol=1e-12)
 
 
-def test_dilation_ceil_gradcheck_eval():
+def test_dilation_ceil_gradcheck_eval() -> None:
     for n, spatial, k, s, p, d, ceil in [DC_CASES[0], DC_CASES[2], DC_CASES[4], DC_CASES[7]]:
         x = (torch.rand(1, 2, *spatial, dtype=torch.float64, generator=gen(n)) + 0.1).requires_grad_(True)
         assert torch.autograd.gradcheck(
@@ -512,25 +522,25 @@ def test_dilation_ceil_gradcheck_eval():
         )
 
 
-def test_dilation_ceil_chunked_path_equals_one_chunk(monkeypatch):
+def test_dilation_ceil_chunked_path_equals_one_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
     from torchpool.ops import stochastic
 
     x = relu_input((3, 4, 11, 10), seed=23, dtype=torch.float32)
     x[1, 2, :4] = 0.0
-    results = {}
-    for chunk in (stochastic._CHUNK_ELEMENTS, 150):  # 150: a few planes per chunk, then one
+    results: dict[tuple[bool, int, bool], list[tuple[torch.Tensor, torch.Tensor | None]]] = {}
+    for chunk in (stochastic._CHUNK_ELEMENTS, 150):  # 150: bands of rows (a padded plane is 156)
         monkeypatch.setattr(stochastic, "_CHUNK_ELEMENTS", chunk)
         for training, (d, ceil) in itertools.product((True, False), ((1, True), (2, True), (2, False))):
             leaf = x.clone().requires_grad_(True)
             y = stochastic_pool2d(leaf, 3, 2, 1, d, ceil, training=training, generator=gen(4))
-            y.backward(torch.linspace(0.5, 1.5, y.numel()).view_as(y))
+            torch.autograd.backward(y, torch.linspace(0.5, 1.5, y.numel()).view_as(y))
             results.setdefault((training, d, ceil), []).append((y.detach(), leaf.grad))
     for (y1, g1), (y2, g2) in results.values():
         torch.testing.assert_close(y1, y2, rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(g1, g2, rtol=1e-6, atol=1e-6)
 
 
-def test_chi_square_dilated_ceil_window():
+def test_chi_square_dilated_ceil_window() -> None:
     """A dilated window that overhangs the right padding in ceil mode draws with p = a / sum a over
     its in-bounds cells only."""
     draws = 20000
@@ -551,7 +561,7 @@ def test_chi_square_dilated_ceil_window():
         assert chi_square_pvalue(_window_counts(wrong, cells), expected) < 1e-6
 
 
-def test_squeezenet_max_pool_is_replaceable():
+def test_squeezenet_max_pool_is_replaceable() -> None:
     """squeezenet1_0's ``MaxPool2d(3, 2, ceil_mode=True)`` at its three feature-map sizes."""
     for size in (109, 54, 27):
         x = torch.rand(1, 2, size, size)
@@ -563,7 +573,7 @@ def test_squeezenet_max_pool_is_replaceable():
 # --------------------------------------------------------------------------- zero windows (documented rule)
 
 
-def test_zero_window_rule_as_documented():
+def test_zero_window_rule_as_documented() -> None:
     """docs/stochastic.md: a zero window outputs 0 and passes NO gradient (Caffe would pass it to the
     window's first cell); in training its index is the first in-bounds cell, padding skipped."""
     # 2x2 windows, stride 2, padding 1: rows [-1, 0], [1, 2], [3, 4]; only row 3 is positive
@@ -571,10 +581,13 @@ def test_zero_window_rule_as_documented():
     x[0, 0, 3, 3:] = torch.tensor([1.0, 2.0, 3.0])
     for training in (True, False):
         leaf = x.clone().requires_grad_(True)
-        out = stochastic_pool2d(leaf, 2, 2, 1, training=training, generator=gen(2), return_indices=training)
-        y, idx = out if training else (out, None)
+        idx: torch.Tensor | None = None
+        if training:
+            y, idx = stochastic_pool2d(leaf, 2, 2, 1, generator=gen(2), return_indices=True)
+        else:
+            y = stochastic_pool2d(leaf, 2, 2, 1, training=False, generator=gen(2))
         assert bool((y[0, 0, :2] == 0).all()) and bool((y[0, 0, 2, 2:] > 0).all())
-        y.backward(torch.ones_like(y))
+        torch.autograd.backward(y, torch.ones_like(y))
         assert leaf.grad is not None and bool(leaf.grad[0, 0, 3, 3:].abs().sum() > 0)
         assert leaf.grad[0, 0, :3].abs().sum() == 0, "a zero window passed gradient (Caffe's rule)"
         if idx is not None:
@@ -588,14 +601,14 @@ def test_zero_window_rule_as_documented():
 
 @pytest.mark.parametrize("n", [1, 2, 3])
 @pytest.mark.parametrize("shape", [(0, 3), (2, 0)], ids=["N0", "C0"])
-def test_empty_batch_or_channels_give_the_empty_result(n, shape):
+def test_empty_batch_or_channels_give_the_empty_result(n: int, shape: tuple[int, ...]) -> None:
     spatial = {1: (9,), 2: (7, 8), 3: (5, 4, 6)}[n]
     x = torch.rand(*shape, *spatial, requires_grad=True)
     expected = (*shape, *MAX_POOLS[n](torch.rand(1, 1, *spatial), 3, 2, 1).shape[2:])
     for training in (True, False):
         y = FUNCS[n](x, 3, 2, 1, training=training)
         assert y.shape == expected and y.numel() == 0
-        y.sum().backward()
+        torch.autograd.backward(y.sum())
         assert x.grad is not None and x.grad.shape == x.shape
     y, idx = FUNCS[n](x, 3, 2, 1, return_indices=True)
     assert idx.shape == expected and idx.dtype == torch.int64
@@ -603,7 +616,7 @@ def test_empty_batch_or_channels_give_the_empty_result(n, shape):
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
-def test_meta_tensors_infer_the_shape(n):
+def test_meta_tensors_infer_the_shape(n: int) -> None:
     spatial = {1: (9,), 2: (7, 8), 3: (5, 4, 6)}[n]
     x = torch.empty(2, 3, *spatial, device="meta")
     expected = MAX_POOLS[n](torch.empty(2, 3, *spatial), 3, 2, 1, 1, True).shape
@@ -613,11 +626,11 @@ def test_meta_tensors_infer_the_shape(n):
     y, idx = FUNCS[n](x, 3, 2, 1, return_indices=True)
     assert idx.device.type == "meta" and idx.dtype == torch.int64
     leaf = torch.empty(2, 3, *spatial, device="meta", requires_grad=True)
-    FUNCS[n](leaf, 2, training=True).sum().backward()
+    torch.autograd.backward(FUNCS[n](leaf, 2, training=True).sum())
     assert leaf.grad is not None and leaf.grad.shape == leaf.shape
 
 
-def test_fake_tensors_infer_the_shape():
+def test_fake_tensors_infer_the_shape() -> None:
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     with FakeTensorMode():
@@ -627,18 +640,18 @@ def test_fake_tensors_infer_the_shape():
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_fullgraph_compile_matches_eager_with_dilation_and_ceil(training):
+def test_fullgraph_compile_matches_eager_with_dilation_and_ceil(training: bool) -> None:
     """fullgraph=True (no graph break), forward and backward, same seed -> same draws."""
     torch._dynamo.reset()
     pool = StochasticPool2d(3, 2, 1, dilation=2, ceil_mode=True).train(training)
     x = relu_input((2, 3, 9, 10), seed=24, dtype=torch.float32)
     x[0, 0, :5] = 0.0
 
-    def run(module):
+    def run(module: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         leaf = x.clone().requires_grad_(True)
         torch.manual_seed(3)
         y = module(leaf)
-        y.backward(torch.linspace(0.5, 1.5, y.numel()).view_as(y))
+        torch.autograd.backward(y, torch.linspace(0.5, 1.5, y.numel()).view_as(y))
         return y.detach(), leaf.grad
 
     y_c, g_c = run(torch.compile(pool, fullgraph=True, backend="aot_eager"))
@@ -652,7 +665,7 @@ def test_fullgraph_compile_matches_eager_with_dilation_and_ceil(training):
 @pytest.mark.parametrize(
     "make", [lambda: StochasticPool3d(2, ceil_mode=True), lambda: StochasticPool2d(3, 2, 1, ceil_mode=True)]
 )
-def test_inductor_ceil_mode_eval_matches_eager(make):
+def test_inductor_ceil_mode_eval_matches_eager(make: Callable[[], torch.nn.Module]) -> None:
     """Inductor's own avg_pool3d(ceil_mode=True) gradient is wrong (O(1) off on the CPU): the
     traceable path sums views in ceil mode instead, and matches eager."""
     torch._dynamo.reset()
@@ -660,10 +673,10 @@ def test_inductor_ceil_mode_eval_matches_eager(make):
     dims = 3 if isinstance(pool, StochasticPool3d) else 2
     x = torch.rand(2, 3, *[7] * dims, generator=gen(5))
 
-    def run(module):
+    def run(module: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         leaf = x.clone().requires_grad_(True)
         y = module(leaf)
-        y.backward(torch.linspace(0.5, 1.5, y.numel()).view_as(y))
+        torch.autograd.backward(y, torch.linspace(0.5, 1.5, y.numel()).view_as(y))
         return y.detach(), leaf.grad
 
     y_c, g_c = run(torch.compile(pool, fullgraph=True))
@@ -675,7 +688,7 @@ def test_inductor_ceil_mode_eval_matches_eager(make):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("training", [False, True])
-def test_cuda_gradient_matches_float64_cpu(training):
+def test_cuda_gradient_matches_float64_cpu(training: bool) -> None:
     """With torch 2.11 on an H200, PyTorch's CUDA avg_pool2d backward on a channels_last input was
     off by up to 0.5 (k3 s2 p1 on 4x8x13x13, a non-uniform upstream gradient); the eval path pools
     in the contiguous layout on CUDA. Same uniforms on both devices are not available, so training
@@ -685,20 +698,21 @@ def test_cuda_gradient_matches_float64_cpu(training):
     leaf = x.cuda().detach().requires_grad_(True)
     out = stochastic_pool2d(leaf, 3, 2, 1, training=training, return_indices=training)
     y, idx = out if training else (out, None)
-    y.backward(upstream.cuda())
+    torch.autograd.backward(y, upstream.cuda())
     if idx is None:
         ref_leaf = x.detach().double().requires_grad_(True)
-        stochastic_pool2d(ref_leaf, 3, 2, 1, training=False).backward(upstream.double())
+        torch.autograd.backward(stochastic_pool2d(ref_leaf, 3, 2, 1, training=False), upstream.double())
         expected = ref_leaf.grad
     else:
         masked = upstream.double() * (stochastic_eval_reference(x, 3, 2, 1) > 0)
         expected = torch.zeros(4, 8, 169, dtype=torch.float64).scatter_add_(
             2, idx.cpu().flatten(2), masked.flatten(2)
         )
+    assert leaf.grad is not None and expected is not None
     torch.testing.assert_close(leaf.grad.cpu().double(), expected.view(x.shape), rtol=1e-5, atol=1e-5)
 
 
-def test_eager_check_still_refuses_bad_input_and_traced_path_skips_it():
+def test_eager_check_still_refuses_bad_input_and_traced_path_skips_it() -> None:
     bad = GOOD.clone()
     bad[0, 0, 0, 0] = -1.0
     with pytest.raises(ValueError, match="non-negative"):

@@ -1,17 +1,22 @@
 """Peak extra memory of median and stochastic pooling: under 2x the input's size.
 
-The issue: ``median_pool2d`` (the Module defaults k=3, s=1, p=1, reflect, and s=2) and
-``stochastic_pool2d`` (training and eval, 3x3 and 2x2 windows, stride 2) must stay under 2x the
-input's size in extra memory, at any input shape. Both chunk their work over the ``(n, c)`` planes
-for that, with chunks sized from the input: 1/32 of the padded input for the median (its
-working set is about 9 chunks), 1/8 for stochastic evaluation and 1/2 for training, at most 2^23
-elements, at least 2^16 (median) or 2^18 (stochastic) elements so that the per-chunk overhead
-does not show, and at least one plane (``median._kernels._plane_chunk_elements``,
-``stochastic._chunk_elements``). The
-floors let inputs under about 2^20 elements (4 MB) exceed 2x, by a few MB at most. Three shapes
-stress the chunking differently (:data:`SHAPES`):
+The issue: ``median_pool2d`` (the Module defaults k=3, s=1, p=1, reflect, and s=2; also with
+indices) and ``stochastic_pool2d`` (training and eval, 3x3 and 2x2 windows, stride 2) must stay
+under 2x the input's size in extra memory, at any input shape. Both chunk their work for that,
+with chunks sized from the input. The median's chunks are 1/32 of the padded input (its working set
+is about 9 chunks), at most 2^23 elements, at least 2^16 elements so that the per-chunk overhead
+does not show on small inputs, but that floor never makes a chunk more than 1/16 of the input
+(``median._kernels._plane_chunk_elements``), so no input is too small for the bound. A chunk is a
+group of ``(n, c)`` planes or, when one plane is larger than a chunk, a band of output rows of one
+plane with the halo of input rows its windows need (padding, ceil mode and dilation included), in
+the forward, the gradient and the indices alike; ``compiled=True`` takes one chunk and is not
+covered by the bound. Stochastic pooling: 1/8 of the input for evaluation and 1/2 for training, at
+least 2^18 elements (``stochastic._chunk_elements``); its shapes beyond :data:`SHAPES` are tested
+in ``test_stochastic_memory.py``. The shapes (:data:`SHAPES`) stress the chunking differently:
 many small planes (64, 256, 112, 112), fewer larger planes in a smaller input (8, 64, 224, 224),
-and 32 large planes (2, 16, 512, 512), where a chunk is one plane.
+32 large planes (2, 16, 512, 512), a mid-size input (8, 64, 56, 56), and, for the median only,
+small inputs (4, 16, 32, 32) and (2, 3, 64, 64) and few large planes (1, 3, 224, 224) and
+(1, 1, 512, 512), where a chunk is a band of rows.
 
 Definition of "extra memory" asserted here (``allocation_peak``): the peak, over the call, of the
 bytes held by PyTorch's CPU allocator that were allocated during the call.
@@ -21,6 +26,9 @@ bytes held by PyTorch's CPU allocator that were allocated during the call.
   except the input's gradient (the allocation that becomes ``x.grad``, recognised by its address,
   from the moment it is allocated) and the output's gradient ``g`` (allocated before the call).
   The output and everything autograd saves for the backward count.
+* ``*_with_indices``, under ``torch.no_grad()``: every allocation of the call counts except the
+  returned int64 indices, which alone are twice a float32 input's size at stride 1 (as those of
+  ``F.max_pool2d``): the bound limits the values and the working set.
 
 How: ``torch.profiler`` with ``profile_memory=True`` records every allocation and free of the CPU
 allocator with its address and size (the chrome trace's ``[memory]`` events), so the timeline of
@@ -35,22 +43,32 @@ Sizes and time: forward + backward of the median at (64, 256, 112, 112) takes ~2
 too slow for this file, so the backward tests run there on the first 16 of the 64 batch items: the
 chunks are a fraction of the input (the 2^23 cap is not reached at either size), so they are the
 same fraction and the ratio about the same. The other shapes run at their full size, forward and
-backward. Measured (``python -m benchmarks.run_all --quick --only bench_memory``, AMD EPYC, forward /
-forward + backward, median s=1, training and eval 3x3 s=2): (16, 256, 112, 112) median 1.11x /
-1.11x, training 0.51x / 0.57x, eval 0.61x / 1.14x; (8, 64, 224, 224) median 1.24x / 1.24x,
-training 0.78x / 0.85x, eval 0.62x / 1.15x; (2, 16, 512, 512) median 1.28x / 1.28x, training
-1.36x / 1.43x, eval 0.62x / 1.15x. Median chunks of 1/8 gave 2.15x at (8, 64, 56, 56), hence
-that fourth shape. With the former fixed chunks of 2^23 elements the last two
-shapes took 1.51x / 1.70x and 2.23x / 3.02x for the median, 0.99x / 1.80x and 2.50x / 4.99x in
-eval mode (before any chunking, at (64, 256, 112, 112): median 2.06x / 3.08x, training
-1.81-1.88x, eval 2.5x / 5.0x). All of it runs on one thread (memory does not depend on the thread
-count, and one thread is not slowed down by other processes on a shared machine). A single plane
-is not split: an input of one huge plane (N = C = 1) takes the working set of that plane.
+backward. Measured for the median (the test's own ``allocation_peak`` on one thread, AMD EPYC;
+forward / forward + backward / with indices beyond the indices, k=3 s=1 p=1 reflect):
+(64, 256, 112, 112) 1.06x / 1.11x (at 16 items) / 1.42x (at 16 items), s=2 0.31x / 0.32x;
+(8, 64, 224, 224) 1.24x / 1.24x / 1.42x; (2, 16, 512, 512) 1.28x / 1.28x / 1.42x; (8, 64, 56, 56)
+1.34x / 1.34x / 1.50x; (4, 16, 32, 32) 1.59x / 1.59x / 1.85x; (2, 3, 64, 64) 1.53x / 1.53x /
+1.79x; (1, 3, 224, 224) 1.54x / 1.54x / 1.81x; (1, 1, 512, 512) 1.53x / 1.53x / 1.80x. Before
+the floor was held to 1/16 and planes were cut into bands (a chunk was at least 2^16 elements and
+at least one plane): (4, 16, 32, 32) 9.21x / 9.21x / 12.9x, (2, 3, 64, 64) 10.2x, (1, 3, 224, 224)
+4.02x, (1, 1, 512, 512) 10.0x, (2, 64, 64, 64) 2.08x (forward), the larger shapes as now.
+Measured for stochastic pooling earlier (``python -m benchmarks.run_all --quick --only
+bench_memory``, forward / forward + backward, training and eval 3x3 s=2): (16, 256, 112, 112)
+training 0.51x / 0.57x, eval 0.61x / 1.14x; (8, 64, 224, 224) training 0.78x / 0.85x, eval 0.62x /
+1.15x; (2, 16, 512, 512) training 1.36x / 1.43x, eval 0.62x / 1.15x. Median chunks of 1/8 gave
+2.15x at (8, 64, 56, 56), hence that shape. With the former fixed chunks of 2^23 elements the
+(8, 64, 224, 224) and (2, 16, 512, 512) shapes took 1.51x / 1.70x and 2.23x / 3.02x for the median,
+0.99x / 1.80x and 2.50x / 4.99x in eval mode (before any chunking, at (64, 256, 112, 112): median
+2.06x / 3.08x, training 1.81-1.88x, eval 2.5x / 5.0x). All of it runs on one thread (memory does
+not depend on the thread count, and one thread is not slowed down by other processes on a shared
+machine).
 
-Each test also checks its output, and gradient, on planes around the first chunk boundary and the
-last plane against a direct computation (``unfold``), so chunking cannot silently break results;
-``test_chunked_equals_unchunked`` checks on small shapes that a tiny chunk size gives the same
-bits as one chunk.
+Each test also checks its output, and gradient (and indices), on planes around the first chunk
+boundary and the last plane (every plane, whole, where chunks are bands) against a direct
+computation (``unfold``), so chunking cannot silently break results; ``test_chunked_equals_unchunked``
+checks on small shapes that tiny chunk sizes (bands of one output row, bands of a few rows, one
+plane, several planes) give the same bits as one chunk, for every padding mode, ceil mode,
+dilation, indices and gradients.
 """
 
 from __future__ import annotations

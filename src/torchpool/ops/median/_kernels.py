@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._windows import MAX_CHUNK_ELEMENTS, chunk_elements
 from ._network import _Plan
 
 # Elements per chunk of the eager network: small enough for the intermediates to stay in cache.
@@ -27,7 +28,7 @@ _CHUNK_ELEMENTS = 1 << 19
 # the largest chunk; :func:`_plane_chunk_elements` sizes the chunks of one input. A chunk is a group
 # of whole ``(n, c)`` planes, or, when one plane is larger than the chunk, a band of rows (first
 # spatial axis) of one plane with the halo its windows need.
-_PLANE_CHUNK_ELEMENTS = 1 << 23
+_PLANE_CHUNK_ELEMENTS = MAX_CHUNK_ELEMENTS
 # A chunk holds at most 1 / _PLANE_CHUNK_FRACTION of the (padded) input, so that the working set of
 # one chunk (the padded chunk, the backward's gradient and masks, the network's intermediates:
 # several chunk-sized tensors, about 9) is a small fraction of the input at every shape.
@@ -48,9 +49,13 @@ def _plane_chunk_elements(padded_elements: int) -> int:
     :data:`_PLANE_CHUNK_MIN_ELEMENTS` but never above 1 / :data:`_PLANE_CHUNK_MAX_SHARE` of the
     input, and at most :data:`_PLANE_CHUNK_ELEMENTS`.
     """
-    floor = min(_PLANE_CHUNK_MIN_ELEMENTS, padded_elements // _PLANE_CHUNK_MAX_SHARE)
-    share = max(floor, padded_elements // _PLANE_CHUNK_FRACTION)
-    return max(1, min(_PLANE_CHUNK_ELEMENTS, share))
+    return chunk_elements(
+        padded_elements,
+        fraction=_PLANE_CHUNK_FRACTION,
+        minimum=_PLANE_CHUNK_MIN_ELEMENTS,
+        limit=_PLANE_CHUNK_MAX_SHARE,
+        maximum=_PLANE_CHUNK_ELEMENTS,
+    )
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ mode, ``torch.compile`` and ``torch.export`` call; :class:`_MedianFunction` repl
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -15,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._windows import band_rows, offset_slices, plane_ranges, row_bands
 from . import _kernels
 from ._kernels import (
     _axis_slice,
@@ -69,19 +69,9 @@ def _forward(xp: Tensor, cfg: _Config, out: Tensor | None = None, functional: bo
     return y
 
 
-def _offset_views(cfg: _Config, out_sizes: Sequence[int]) -> list[tuple[tuple[int, ...], tuple[slice, ...]]]:
-    """Each window offset in row-major order, with the index of its strided view."""
-    views = []
-    for offset in itertools.product(*(range(k) for k in cfg.kernel)):
-        index = (
-            slice(None),
-            *(
-                slice(i * d, i * d + s * (o - 1) + 1, s)
-                for i, s, d, o in zip(offset, cfg.stride, cfg.dilation, out_sizes)
-            ),
-        )
-        views.append((offset, index))
-    return views
+def _offset_views(cfg: _Config, out_sizes: Sequence[int]) -> list[tuple[slice, ...]]:
+    """The index of each window offset's strided view of a ``(B, *padded)`` tensor, row-major."""
+    return [(slice(None), *index) for index in offset_slices(cfg.kernel, cfg.stride, cfg.dilation, out_sizes)]
 
 
 def _offset_mask(inbounds: Sequence[Tensor], index: tuple[slice, ...]) -> Tensor:
@@ -94,7 +84,7 @@ def _grad_eager(xp: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> Tensor:
     views = _offset_views(cfg, out_sizes)
     restrict = cfg.restricted
     counted = cfg.counted(xp.device) if restrict else []
-    masks = [_offset_mask(counted, index) for _, index in views] if restrict else []
+    masks = [_offset_mask(counted, index) for index in views] if restrict else []
     has_nan = bool(torch.isnan(y).any())
     grad = torch.zeros_like(xp)
     per_item = max(1, math.prod(xp.shape[1:]))
@@ -104,7 +94,7 @@ def _grad_eager(xp: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> Tensor:
         xs, ys, gr = xp[part], y[part], grad[part]
         remaining = g[part].clone()
         ynan = torch.isnan(ys) if has_nan else None
-        for o, (_, index) in enumerate(views):
+        for o, index in enumerate(views):
             v = xs[index]
             match = v == ys
             if ynan is not None:
@@ -140,10 +130,10 @@ def _selection(xp: Tensor, y: Tensor, cfg: _Config, masks: Sequence[Tensor] | No
     ynan = torch.isnan(y)
     sel = torch.full(y.shape, len(views), dtype=torch.long, device=y.device)
     for o in range(len(views) - 1, -1, -1):
-        v = xp[views[o][1]]
+        v = xp[views[o]]
         match = (v == y) | (torch.isnan(v) & ynan)
         if masks is not None:
-            match &= _offset_mask(masks, views[o][1])
+            match &= _offset_mask(masks, views[o])
         sel.masked_fill_(match, o)
     return sel
 
@@ -223,7 +213,7 @@ def _unpad_grad(gp: Tensor, cfg: _Config, first_axis: int = 0) -> Tensor:
 
 def _chunking(cfg: _Config, planes: int) -> tuple[int, int]:
     """How the ``planes`` (flattened ``N * C``) are padded a chunk at a time: ``(planes per chunk,
-    padded rows per band)``, with 0 rows when a chunk holds whole planes.
+    output rows per band)``, with 0 rows when a chunk holds whole planes.
 
     When one padded plane is larger than the chunk budget, a chunk is one plane and it is cut into
     bands along the first spatial axis. The compiled path takes one chunk: its graphs are
@@ -236,20 +226,13 @@ def _chunking(cfg: _Config, planes: int) -> tuple[int, int]:
     budget = _kernels._plane_chunk_elements(planes * plane)
     if plane <= budget:
         return budget // plane, 0
-    return 1, max(1, budget // max(1, plane // max(1, padded[0])))
+    row = plane // max(1, padded[0])
+    return 1, band_rows(budget, row, cfg.kernel[0], cfg.stride[0], cfg.dilation[0])
 
 
-def _plane_chunks(cfg: _Config, planes: int) -> list[slice]:
-    """Chunks of whole planes (see :func:`_chunking`)."""
-    chunk = _chunking(cfg, planes)[0]
-    return [slice(start, start + chunk) for start in range(0, planes, chunk)]
-
-
-def _bands(cfg: _Config, rows: int) -> list[_Config]:
-    """Band configs covering the output rows, each reading about ``rows`` padded rows."""
-    stride, span, total = cfg.stride[0], cfg.spans[0], cfg.full_out_sizes[0]
-    step = max(1, (rows - span) // stride + 1)
-    return [replace(cfg, rows=(j, min(total, j + step))) for j in range(0, total, step)]
+def _bands(cfg: _Config, per_band: int) -> list[_Config]:
+    """Band configs of ``per_band`` output rows covering the output."""
+    return [replace(cfg, rows=(rows.start, rows.stop)) for rows in row_bands(cfg.full_out_sizes[0], per_band)]
 
 
 def _padded_chunk(x: Tensor, part: slice, cfg: _Config) -> Tensor:
@@ -265,8 +248,7 @@ def _chunks(x: Tensor, cfg: _Config) -> Iterator[tuple[tuple[slice, ...], Tensor
     """
     chunk, rows = _chunking(cfg, x.shape[0])
     if not rows:
-        for start in range(0, x.shape[0], chunk):
-            part = slice(start, start + chunk)
+        for part in plane_ranges(x.shape[0], chunk):
             yield (part,), _padded_chunk(x, part, cfg), cfg
         return
     bands = _bands(cfg, rows)
@@ -326,10 +308,13 @@ def _edge_folds(x: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> list[tuple[int
     return [(0, lo.sum(1, keepdim=True)), (size - 1, hi.sum(1, keepdim=True))]  # replicate
 
 
-def _grad_bands(x: Tensor, y: Tensor, g: Tensor, cfg: _Config, rows: int, grad: Tensor) -> None:
-    """:func:`_grad_chunked` one plane at a time, in bands of input rows (first axis), into ``grad``."""
-    p, size = cfg.padding[0], cfg.sizes[0]
-    owned = max(1, rows - 2 * (cfg.spans[0] - 1))
+def _grad_bands(x: Tensor, y: Tensor, g: Tensor, cfg: _Config, per_band: int, grad: Tensor) -> None:
+    """:func:`_grad_chunked` one plane at a time, in bands of input rows (first axis), into ``grad``.
+
+    A band owns about as many rows as ``per_band`` output rows read, less the halo on both sides.
+    """
+    p, size, span = cfg.padding[0], cfg.sizes[0], cfg.spans[0]
+    owned = max(1, (per_band - 1) * cfg.stride[0] + span - 2 * (span - 1))
     for plane in range(x.shape[0]):
         part = slice(plane, plane + 1)
         xs, ys, gs = x[part], y[part], g[part]
@@ -353,8 +338,7 @@ def _grad_chunked(x: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> Tensor:
     if rows:
         _grad_bands(x, y, g, cfg, rows, grad)
         return grad
-    for start in range(0, x.shape[0], chunk):
-        part = slice(start, start + chunk)
+    for part in plane_ranges(x.shape[0], chunk):
         grad[part] = _unpad_grad(_grad(_padded_chunk(x, part, cfg), y[part], g[part], cfg), cfg)
     return grad
 
@@ -396,7 +380,7 @@ def _grad_grad_chunked(x: Tensor, y: Tensor, gg: Tensor, cfg: _Config) -> Tensor
         sel = _selection(xp, y[part], part_cfg, masks)
         ggp = _padded_chunk(gg, part[0], part_cfg)
         acc = torch.zeros_like(y[part])
-        for o, (_, index) in enumerate(_offset_views(part_cfg, sel.shape[1:])):
+        for o, index in enumerate(_offset_views(part_cfg, sel.shape[1:])):
             acc = torch.where(sel == o, ggp[index], acc)
         out[part] = acc
     return out

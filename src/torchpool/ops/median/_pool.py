@@ -9,6 +9,7 @@ from torch import Tensor
 
 from ..._checks import Window, check_bool, check_choice, check_input, check_window, restore_batch
 from ..._shape import IntOrTuple
+from .._windows import channels_last_format
 from ._kernels import _Config, _pad
 from ._ops import _OPS, _forward, _indices, _MedianFunction, _op_args
 
@@ -102,11 +103,7 @@ def _median_pool(
     if boolean:  # the min/max network runs on uint8; the median of bools is a bool
         xb = xb.to(torch.uint8)
     n, c = xb.shape[:2]
-    channels_last = (
-        ndim in (2, 3)
-        and not xb.is_contiguous()
-        and xb.is_contiguous(memory_format=torch.channels_last if ndim == 2 else torch.channels_last_3d)
-    )
+    layout = channels_last_format(xb)
     # padding happens inside the op, a chunk of planes at a time
     flat = xb.contiguous().reshape(n * c, *xb.shape[2:])
     y = _apply(flat, cfg)
@@ -121,8 +118,8 @@ def _median_pool(
     y = y.reshape(n, c, *y.shape[1:])
     if boolean:
         y = y.bool()
-    if channels_last:
-        y = y.contiguous(memory_format=torch.channels_last if ndim == 2 else torch.channels_last_3d)
+    if layout != torch.contiguous_format:
+        y = y.contiguous(memory_format=layout)
     return restore_batch(y, unbatched), indices
 
 

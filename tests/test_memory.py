@@ -442,3 +442,43 @@ def test_window_positions_do_not_wrap_above_256_cells(requires_grad: bool) -> No
         torch.autograd.backward(y.sum())
         assert x.grad is not None
         assert x.grad.sum().item() == 500 and x.grad[..., 16, 15:].sum().item() == 500
+
+
+def _median_grad_grad(nd: int, k: int, s: int, p: int, mode: str, ceil_mode: bool, dilation: int) -> Tensor:
+    """The backward's gradient with respect to its ``grad_output`` (``torchpool::median_pool_grad_grad``)."""
+    x = torch.rand(3, 5, *[9, 8, 7][:nd], generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x.requires_grad_(True)
+    fn: Callable[..., Tensor] = {1: tp.median_pool1d, 2: tp.median_pool2d, 3: tp.median_pool3d}[nd]
+    y = fn(x, k, s, p, dilation, ceil_mode, padding_mode=mode)
+    g = torch.rand(y.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
+    (gx,) = torch.autograd.grad(y, x, g, create_graph=True)
+    v = torch.rand(gx.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(3))
+    (gg,) = torch.autograd.grad(gx, g, v)
+    return gg
+
+
+@pytest.mark.parametrize(
+    ("nd", "k", "s", "p", "mode", "ceil_mode", "dilation"),
+    [
+        (2, 3, 1, 1, "reflect", False, 1),
+        (2, 3, 2, 1, "valid", True, 1),
+        (2, 3, 1, 1, "circular", False, 2),
+        (1, 4, 3, 2, "replicate", True, 1),
+        (3, 2, 2, 1, "zeros", True, 1),
+    ],
+)
+def test_chunked_grad_grad_equals_unchunked(
+    nd: int,
+    k: int,
+    s: int,
+    p: int,
+    mode: str,
+    ceil_mode: bool,
+    dilation: int,
+    monkeypatch: pytest.MonkeyPatch,
+    one_thread: None,
+) -> None:
+    expected = _median_grad_grad(nd, k, s, p, mode, ceil_mode, dilation)
+    for chunk in (1, 40, 400):  # bands of one row, bands of a few rows, whole planes
+        monkeypatch.setattr(median_module, "_PLANE_CHUNK_ELEMENTS", chunk)
+        assert torch.equal(_median_grad_grad(nd, k, s, p, mode, ceil_mode, dilation), expected)

@@ -31,15 +31,16 @@ __all__ = [
 # Docstring templates (filled per rank by rank_doc)
 # ----------------------------------------------------------------------------------------------
 
-_ARGS_DOC = """kernel_size: window size, an int or {n} ints; even and non-square windows are allowed.
+_ARGS_DOC = """kernel_size: window size, {kernel}; even and non-square windows are allowed.
         stride: step between windows; ``None`` means ``kernel_size``.
         padding: padding on both sides of each axis, at most half the window.
         dilation: spacing between window cells, as in max pooling.
         ceil_mode: PyTorch's ceil-mode output size; cells past the padded input are not part of a window.
         padding_mode: ``"reflect"``, ``"replicate"``, ``"circular"``, ``"zeros"`` or ``"valid"``
             (median of the in-bounds cells only).
-        compiled: run the min/max network under :func:`torch.compile` (padding stays eager; one
-            chunk: the memory bound of the module docstring is the eager path's)."""
+        compiled: run the min/max network under :func:`torch.compile` (padding stays eager). It works
+            on the whole input at once: the bound on extra memory (under 2x the input) is the
+            eager path's."""
 
 _FUNCTION_DOC = """{n}-d median pooling: the lower median of each window.
 
@@ -99,6 +100,7 @@ _MODULE_DOC = """Module form of :func:`median_pool{n}d`.
 {example}
     """
 
+_KERNEL = {1: "an int or a 1-tuple", 2: "an int or ``(kH, kW)``", 3: "an int or ``(kD, kH, kW)``"}
 _LAYOUT = {1: "", 2: ", any memory format", 3: ", any memory format"}
 _FLAT = {1: "``l``", 2: "``h * W + w``", 3: "``(d * H + h) * W + w``"}
 
@@ -149,7 +151,7 @@ def median_pool1d(
 @rank_doc(
     _FUNCTION_DOC,
     1,
-    args=_ARGS_DOC.format(n=1),
+    args=_ARGS_DOC.format(kernel=_KERNEL[1]),
     layout=_LAYOUT[1],
     example="""        >>> x = torch.tensor([[[1.0, 5.0, 2.0, 8.0, 3.0]]])
         >>> median_pool1d(x, 3, stride=1, padding=1)
@@ -218,7 +220,7 @@ def median_pool2d(
 @rank_doc(
     _FUNCTION_DOC,
     2,
-    args=_ARGS_DOC.format(n=2),
+    args=_ARGS_DOC.format(kernel=_KERNEL[2]),
     layout=_LAYOUT[2],
     example="""        >>> x = torch.tensor([[[[1.0, 9.0, 2.0], [8.0, 3.0, 7.0], [4.0, 6.0, 5.0]]]])
         >>> median_pool2d(x, 3)
@@ -293,7 +295,7 @@ def median_pool3d(
 @rank_doc(
     _FUNCTION_DOC,
     3,
-    args=_ARGS_DOC.format(n=3),
+    args=_ARGS_DOC.format(kernel=_KERNEL[3]),
     layout=_LAYOUT[3],
     example="""        >>> x = torch.arange(8.0).reshape(1, 1, 2, 2, 2)
         >>> median_pool3d(x, 2)
@@ -319,7 +321,7 @@ def median_pool3d(
 @rank_doc(
     _INDICES_DOC,
     1,
-    args=_ARGS_DOC.format(n=1),
+    args=_ARGS_DOC.format(kernel=_KERNEL[1]),
     flat=_FLAT[1],
     example="""        >>> x = torch.tensor([[[1.0, 5.0, 2.0, 8.0, 3.0, 0.0]]])
         >>> median_pool1d_with_indices(x, 3)
@@ -344,7 +346,7 @@ def median_pool1d_with_indices(
 @rank_doc(
     _INDICES_DOC,
     2,
-    args=_ARGS_DOC.format(n=2),
+    args=_ARGS_DOC.format(kernel=_KERNEL[2]),
     flat=_FLAT[2],
     example="""        >>> x = torch.tensor([[[[1.0, 9.0, 2.0], [8.0, 3.0, 7.0], [4.0, 6.0, 5.0]]]])
         >>> median_pool2d_with_indices(x, 3)
@@ -369,7 +371,7 @@ def median_pool2d_with_indices(
 @rank_doc(
     _INDICES_DOC,
     3,
-    args=_ARGS_DOC.format(n=3),
+    args=_ARGS_DOC.format(kernel=_KERNEL[3]),
     flat=_FLAT[3],
     example="""        >>> x = torch.arange(8.0).reshape(1, 1, 2, 2, 2)
         >>> median_pool3d_with_indices(x, 2)
@@ -440,7 +442,7 @@ class _MedianPoolNd(WindowPool):
 @rank_doc(
     _MODULE_DOC,
     1,
-    args=_ARGS_DOC.format(n=1),
+    args=_ARGS_DOC.format(kernel=_KERNEL[1]),
     example="""        >>> pool = MedianPool1d(3, stride=1, padding=1, dilation=2)
         >>> pool(torch.arange(6.0).reshape(1, 1, 6))  # reflect padding: 1 0 1 2 3 4 5 4
         tensor([[[1., 2., 3., 4.]]])""",
@@ -452,7 +454,7 @@ class MedianPool1d(_MedianPoolNd):
 @rank_doc(
     _MODULE_DOC,
     2,
-    args=_ARGS_DOC.format(n=2),
+    args=_ARGS_DOC.format(kernel=_KERNEL[2]),
     example="""        >>> pool = MedianPool2d(3, stride=1, padding=1)
         >>> pool(torch.zeros(2, 3, 8, 8)).shape
         torch.Size([2, 3, 8, 8])
@@ -467,7 +469,7 @@ class MedianPool2d(_MedianPoolNd):
 @rank_doc(
     _MODULE_DOC,
     3,
-    args=_ARGS_DOC.format(n=3),
+    args=_ARGS_DOC.format(kernel=_KERNEL[3]),
     example="""        >>> MedianPool3d(3, padding=1, padding_mode="zeros")(torch.ones(1, 2, 3, 3, 3)).shape
         torch.Size([1, 2, 1, 1, 1])""",
 )

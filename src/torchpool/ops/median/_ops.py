@@ -158,8 +158,8 @@ def _indices(xp: Tensor, y: Tensor, cfg: _Config) -> Tensor:
         plane //= size
         shape = [1] * (nd + 1)
         shape[axis + 1] = o
-        first = cfg.rows[0] if axis == 0 and cfg.rows is not None else 0  # a band's first output row
-        starts = ((torch.arange(o, device=y.device) + first) * s).reshape(shape)
+        row0 = cfg.rows[0] if axis == 0 and cfg.rows is not None else 0  # a band's first output row
+        starts = ((torch.arange(o, device=y.device) + row0) * s).reshape(shape)
         offset = (sel // after) % k
         real = offset * d + starts - p
         if cfg.mode == "reflect":

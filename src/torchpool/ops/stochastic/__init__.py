@@ -38,11 +38,13 @@ Dilation and ceil mode follow max pooling (same output size as ``F.max_pool{n}d`
 Memory. The eager paths work a chunk at a time, so that the extra memory stays under 2x the
 input's size (stride 2; measured in ``tests/test_stochastic_memory.py`` and
 ``tests/test_memory.py``): chunks of whole ``(n, c)`` planes, a share of the input (1/2 in
-training, 1/8 in evaluation, at least 2^18 elements but never more than 1/2, 1/3 or, with a
-backward, 1/6 of the input), and where one plane is more than a chunk, bands of output rows of
-one plane along the first spatial dimension, each with the input rows its windows read and its
-padding made explicit. Chunks and bands give the same bits as one chunk: the uniforms are drawn
-for the whole output at once, and the gradients add up in the unchunked order.
+training, 1/8 in evaluation, at least 2^18 elements but never more than 1/2 in training, 1/3 in the
+eval forward and 1/6 in the eval backward), and where one plane is more than a chunk, bands of
+output rows of one plane along the first spatial dimension, each with the input rows its windows
+read and its padding made explicit. Chunks and bands give the same bits as one chunk: the
+uniforms are drawn for the whole output at once, and the gradients add up in the unchunked order.
+A band holds at least one window's rows, so a single plane of very few rows can still exceed the
+bound (e.g. (1, 1, 8, 4096), 3x3 window, eval forward + backward).
 
 Traceable path. Under ``torch.compile``, ``torch.export``, ONNX export and tracing, and for
 ``meta``/fake tensors, the pool runs in plain differentiable ops with the same arithmetic

@@ -163,14 +163,14 @@ a (8, 64, 56, 56) training call ~1.4x slower), but never more than ``1 / _CHUNK_
 input (``1 / _TRAIN_CHUNK_LIMIT`` in training), so the floor cannot break the 2x bound."""
 
 _CHUNK_LIMIT = 6
-"""The largest share of the input an eval chunk may take: the eval forward + backward holds about
-5 chunks and two output-sized tensors (0.5x the input at stride 2), so a sixth stays near 1.4x
-(a quarter gave 1.84x at (1, 1, 512, 512))."""
+"""The largest share of the input a chunk of the eval backward may take: it holds about 4.5 chunks
+besides the saved output and denominators (0.5x the input at stride 2), so a sixth stays under
+1.6x (a quarter gave 1.84x at (1, 1, 512, 512))."""
 
 _EVAL_FORWARD_CHUNK_LIMIT = 3
-"""... and without a backward (inference), a third of the input: the forward alone holds about 3
-chunks and the output (at (4, 16, 32, 32): 2.44x with one chunk, 1.66x with a half, 0.64x with a
-sixth)."""
+"""... and of the eval forward, a third of the input: it holds about 3 chunks and the output (and
+the denominators for a backward): at (4, 16, 32, 32), 2.44x with one chunk, 1.66x with a half,
+0.94x with a third (1.16x forward + backward)."""
 
 _TRAIN_CHUNK_FRACTION = 2
 """Training keeps less per chunk (a byte per window, the draws) than evaluation, so half the input
@@ -210,15 +210,15 @@ class _Part(NamedTuple):
     rows: slice | None
 
 
-_Mode = Literal["train", "eval", "eval_grad"]
-"""What a chunk is sized for: training; evaluation without backward; evaluation with backward."""
+_Mode = Literal["train", "eval", "eval_backward"]
+"""What a chunk is sized for: training (forward and backward); the eval forward; the eval backward."""
 
 
 def _shares(mode: _Mode) -> tuple[int, int]:
     """``(fraction, limit)`` of :func:`_chunk_elements` for ``mode``."""
     if mode == "train":
         return _TRAIN_CHUNK_FRACTION, _TRAIN_CHUNK_LIMIT
-    return _CHUNK_FRACTION, _CHUNK_LIMIT if mode == "eval_grad" else _EVAL_FORWARD_CHUNK_LIMIT
+    return _CHUNK_FRACTION, _CHUNK_LIMIT if mode == "eval_backward" else _EVAL_FORWARD_CHUNK_LIMIT
 
 
 def _parts(

@@ -120,7 +120,7 @@ class _ProbabilisticWeighting(torch.autograd.Function):
     ) -> Tensor:
         dtype = _compute_dtype(x.dtype)
         window = _pool_window(win, ndim, ceil_mode)
-        chunks = _parts(tuple(x.shape), win, out_size[0], "eval_grad" if save else "eval")
+        chunks = _parts(tuple(x.shape), win, out_size[0], "eval")
         ctx.meta = (win, ndim, ceil_mode, out_size, len(chunks), x.dtype)  # type: ignore[attr-defined]
         if len(chunks) == 1:
             a = _pool_layout(x, ndim, dtype)
@@ -171,7 +171,7 @@ class _ProbabilisticWeighting(torch.autograd.Function):
         dtype = _compute_dtype(x.dtype)
         # bands of input rows; their windows (:func:`_windows_reading`) are recomputed where bands
         # share windows, so that every cell adds its windows' terms in the unchunked order
-        parts = _parts(tuple(x.shape), win, x.shape[2], "eval_grad", band_reach=1)
+        parts = _parts(tuple(x.shape), win, x.shape[2], "eval_backward", band_reach=1)
         grad_x = torch.empty_like(x) if parts[0].rows is None else torch.zeros_like(x)
         o = out.unsqueeze(2) if ndim == 1 else out
         band = 3 if ndim == 1 else 2

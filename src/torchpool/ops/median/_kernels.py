@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..._compat import cpu_kernel_missing
 from .._windows import MAX_CHUNK_ELEMENTS, chunk_elements
 from ._network import _Plan
 
@@ -179,6 +180,8 @@ def _pad(x: Tensor, cfg: _Config, first_axis: int = 0) -> Tensor:
                 if p:
                     dim = axis + 1
                     x = torch.cat([x.narrow(dim, size - p, p), x, x.narrow(dim, 0, p)], dim)
+        elif cpu_kernel_missing(f"pad_{cfg.mode}{len(padding)}d", x):  # old torch, half precision
+            x = F.pad(x.float(), pads, mode=cfg.mode).to(x.dtype)  # exact: padding copies values
         else:  # padded without autograd; the padding backward is _unpad_grad (deterministic)
             x = F.pad(x, pads, mode=cfg.mode)
     if any(overhang):

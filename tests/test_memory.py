@@ -10,9 +10,9 @@ does not show on small inputs, but that floor never makes a chunk more than 1/16
 group of ``(n, c)`` planes or, when one plane is larger than a chunk, a band of output rows of one
 plane with the halo of input rows its windows need (padding, ceil mode and dilation included), in
 the forward, the gradient and the indices alike; ``compiled=True`` takes one chunk and is not
-covered by the bound. Stochastic pooling: 1/8 of the input for evaluation and 1/2 for training, at
-least 2^18 elements (``stochastic._chunk_elements``); its shapes beyond :data:`SHAPES` are tested
-in ``test_stochastic_memory.py``. The shapes (:data:`SHAPES`) stress the chunking differently:
+covered by the bound. Stochastic pooling sizes its own chunks (``stochastic._chunk_elements``, see
+its docstring); its shapes beyond :data:`SHAPES` are tested in ``test_stochastic_memory.py``.
+The shapes (:data:`SHAPES`) stress the chunking differently:
 many small planes (64, 256, 112, 112), fewer larger planes in a smaller input (8, 64, 224, 224),
 32 large planes (2, 16, 512, 512), a mid-size input (8, 64, 56, 56), and, for the median only,
 small inputs (4, 16, 32, 32) and (2, 3, 64, 64) and few large planes (1, 3, 224, 224) and
@@ -52,16 +52,16 @@ forward / forward + backward / with indices beyond the indices, k=3 s=1 p=1 refl
 the floor was held to 1/16 and planes were cut into bands (a chunk was at least 2^16 elements and
 at least one plane): (4, 16, 32, 32) 9.21x / 9.21x / 12.9x, (2, 3, 64, 64) 10.2x, (1, 3, 224, 224)
 4.02x, (1, 1, 512, 512) 10.0x, (2, 64, 64, 64) 2.08x (forward), the larger shapes as now.
-Measured for stochastic pooling earlier (``python -m benchmarks.run_all --quick --only
-bench_memory``, forward / forward + backward, training and eval 3x3 s=2): (16, 256, 112, 112)
+Measured for stochastic pooling before its chunks were resized for issue 10 (commit 7cd4b61,
+``python -m benchmarks.run_all --quick --only bench_memory``, forward / forward + backward, training
+and eval 3x3 s=2; its current figures are in ``torchpool.ops.stochastic``): (16, 256, 112, 112)
 training 0.51x / 0.57x, eval 0.61x / 1.14x; (8, 64, 224, 224) training 0.78x / 0.85x, eval 0.62x /
-1.15x; (2, 16, 512, 512) training 1.36x / 1.43x, eval 0.62x / 1.15x. Median chunks of 1/8 gave
-2.15x at (8, 64, 56, 56), hence that shape. With the former fixed chunks of 2^23 elements the
-(8, 64, 224, 224) and (2, 16, 512, 512) shapes took 1.51x / 1.70x and 2.23x / 3.02x for the median,
-0.99x / 1.80x and 2.50x / 4.99x in eval mode (before any chunking, at (64, 256, 112, 112): median
-2.06x / 3.08x, training 1.81-1.88x, eval 2.5x / 5.0x). All of it runs on one thread (memory does
-not depend on the thread count, and one thread is not slowed down by other processes on a shared
-machine).
+1.15x; (2, 16, 512, 512) training 1.36x / 1.43x, eval 0.62x / 1.15x. Median chunks of 1/8 gave 2.15x
+at (8, 64, 56, 56), hence that shape. With the former fixed chunks of 2^23 elements the (8, 64, 224,
+224) and (2, 16, 512, 512) shapes took 1.51x / 1.70x and 2.23x / 3.02x for the median, 0.99x / 1.80x
+and 2.50x / 4.99x in eval mode (before any chunking, at (64, 256, 112, 112): median 2.06x / 3.08x,
+training 1.81-1.88x, eval 2.5x / 5.0x). All of it runs on one thread (memory does not depend on the
+thread count, and one thread is not slowed down by other processes on a shared machine).
 
 Each test also checks its output, and gradient (and indices), on planes around the first chunk
 boundary and the last plane (every plane, whole, where chunks are bands) against a direct

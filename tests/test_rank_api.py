@@ -25,11 +25,7 @@ import torchpool.nn as tpnn
 # helpers in ``torchpool.functional`` that are not pools (their first argument is not a tensor)
 NOT_POOLS = {"pool_output_size"}
 # names other helpers are converting to the explicit pattern right now; remove each once it passes
-BEING_CONVERTED = {
-    "stochastic_pool1d_with_indices",
-    "stochastic_pool2d_with_indices",
-    "stochastic_pool3d_with_indices",
-}
+BEING_CONVERTED: set[str] = set()
 TENSOR_ANNOTATIONS = (Tensor, "Tensor", "torch.Tensor")
 
 FUNCTIONS = [name for name in tpf.__all__ if name not in NOT_POOLS]

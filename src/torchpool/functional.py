@@ -12,6 +12,14 @@ from .ops.adaptive import (
     adaptive_max_pool3d,
 )
 from .ops.bilinear import bilinear_pool, compact_bilinear_pool, low_rank_bilinear_pool, matrix_sqrt_pool
+from .ops.blur import (
+    blur_pool1d,
+    blur_pool2d,
+    blur_pool3d,
+    max_blur_pool1d,
+    max_blur_pool2d,
+    max_blur_pool3d,
+)
 from .ops.combined import (
     adaptive_avgmax_pool1d,
     adaptive_avgmax_pool2d,
@@ -72,6 +80,9 @@ __all__ = [
     "avgmax_pool2d",
     "avgmax_pool3d",
     "bilinear_pool",
+    "blur_pool1d",
+    "blur_pool2d",
+    "blur_pool3d",
     "catavgmax_pool1d",
     "catavgmax_pool2d",
     "catavgmax_pool3d",
@@ -82,6 +93,9 @@ __all__ = [
     "global_max_pool",
     "low_rank_bilinear_pool",
     "matrix_sqrt_pool",
+    "max_blur_pool1d",
+    "max_blur_pool2d",
+    "max_blur_pool3d",
     "max_unpool1d",
     "max_unpool2d",
     "max_unpool3d",

@@ -11,6 +11,7 @@ from .ops.adaptive import (
     AdaptiveMaxPool3d,
 )
 from .ops.bilinear import BilinearPool, CompactBilinearPool, LowRankBilinearPool, MatrixSqrtPool
+from .ops.blur import BlurPool1d, BlurPool2d, BlurPool3d, MaxBlurPool1d, MaxBlurPool2d, MaxBlurPool3d
 from .ops.combined import (
     AdaptiveAvgMaxPool1d,
     AdaptiveAvgMaxPool2d,
@@ -57,6 +58,9 @@ __all__ = [
     "AvgMaxPool2d",
     "AvgMaxPool3d",
     "BilinearPool",
+    "BlurPool1d",
+    "BlurPool2d",
+    "BlurPool3d",
     "CatAvgMaxPool1d",
     "CatAvgMaxPool2d",
     "CatAvgMaxPool3d",
@@ -69,6 +73,9 @@ __all__ = [
     "LearnedMixedPool2d",
     "LowRankBilinearPool",
     "MatrixSqrtPool",
+    "MaxBlurPool1d",
+    "MaxBlurPool2d",
+    "MaxBlurPool3d",
     "MaxUnpool1d",
     "MaxUnpool2d",
     "MaxUnpool3d",

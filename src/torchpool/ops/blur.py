@@ -1,0 +1,437 @@
+"""Anti-aliased (blur) pooling: BlurPool and MaxBlurPool (Zhang 2019, "Making Convolutional Networks
+Shift-Invariant Again", ICML, arXiv 1904.11486).
+
+* ``blur_pool``: blur every channel with the normalised binomial filter of ``kernel_size`` taps per
+  axis (``[1, 2, 1] / 4`` for 3), then keep every ``stride``-th sample; the input is padded
+  ``(k - 1) // 2`` before and ``k // 2`` after each axis, as in the paper's ``antialiased-cnns``
+  (``Downsample``), so the output has ``ceil(L / stride)`` samples per axis.
+* ``max_blur_pool``: dense max pooling (``max_pool_size`` window, stride 1, no padding), then
+  ``blur_pool``: the paper's ``MaxBlurPool``.
+
+The filter is the outer product of the 1-d binomial filters, applied as one depthwise convolution
+(measured faster on CPU than two 1-d depthwise passes: see ``benchmarks/bench_blur.py``). Its taps
+are dyadic rationals, exact in every floating dtype. It is built for the input's channel count and
+cached by kernel, channels, dtype and device: the Modules hold no parameter and no buffer, so their
+``state_dict`` is empty.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._checks import check_bool, check_choice, check_input, is_traced, restore_batch
+from .._deterministic import max_pool3d as _max_pool3d
+from .._shape import IntOrTuple, ntuple
+from ..registry import register_pool
+from ._doc import rank_doc
+
+__all__ = [
+    "BlurPool1d",
+    "BlurPool2d",
+    "BlurPool3d",
+    "MaxBlurPool1d",
+    "MaxBlurPool2d",
+    "MaxBlurPool3d",
+    "binomial_filter",
+    "blur_pool1d",
+    "blur_pool2d",
+    "blur_pool3d",
+    "max_blur_pool1d",
+    "max_blur_pool2d",
+    "max_blur_pool3d",
+]
+
+#: the padding modes of the blur (``F.pad``'s names, ``"zeros"`` for its ``"constant"``).
+PADDING_MODES = ("reflect", "replicate", "zeros", "circular")
+#: the largest binomial filter (the paper's sizes 1 to 7).
+MAX_KERNEL = 7
+
+_CONV: dict[int, Callable[..., Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_MAX: dict[int, Callable[..., Tensor]] = {1: F.max_pool1d, 2: F.max_pool2d, 3: _max_pool3d}
+
+
+def binomial_filter(kernel_size: int) -> list[float]:
+    """The normalised 1-d binomial filter ``C(k - 1, i) / 2**(k - 1)``.
+
+    Args:
+        kernel_size: the number of taps, 1 to 7.
+
+    Returns:
+        The taps (they sum to 1 exactly).
+
+    Example:
+        >>> binomial_filter(3)
+        [0.25, 0.5, 0.25]
+    """
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int):
+        raise TypeError(f"kernel_size must be an int, got {type(kernel_size).__name__}")
+    if not 1 <= kernel_size <= MAX_KERNEL:
+        raise ValueError(f"kernel_size must be in [1, {MAX_KERNEL}], got {kernel_size}")
+    return [math.comb(kernel_size - 1, i) / 2 ** (kernel_size - 1) for i in range(kernel_size)]
+
+
+def _build_weight(k: tuple[int, ...], channels: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    taps = [torch.tensor(binomial_filter(size), dtype=torch.float64) for size in k]
+    weight = taps[0]
+    for axis_taps in taps[1:]:
+        weight = weight[..., None] * axis_taps  # outer product: exact (dyadic taps)
+    return weight.to(dtype=dtype, device=device).expand(channels, 1, *k).contiguous()
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_weight(k: tuple[int, ...], channels: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    with torch.inference_mode(False):  # a normal tensor even if first built under inference_mode
+        return _build_weight(k, channels, dtype, device)
+
+
+def _weight(k: tuple[int, ...], channels: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The depthwise blur weight ``(C, 1, *k)``: cached in eager mode, built in traced graphs."""
+    if is_traced():
+        return _build_weight(k, channels, dtype, device)
+    return _cached_weight(k, channels, dtype, device)
+
+
+def _check_blur_args(
+    ndim: int, kernel_size: IntOrTuple, stride: IntOrTuple, padding_mode: str
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    k = ntuple(kernel_size, ndim, "kernel_size")
+    s = ntuple(stride, ndim, "stride")
+    if any(not 1 <= v <= MAX_KERNEL for v in k):
+        raise ValueError(f"kernel_size must be in [1, {MAX_KERNEL}] (the binomial filters), got {k}")
+    if any(v < 1 for v in s):
+        raise ValueError(f"stride must be positive, got {s}")
+    check_choice(padding_mode, "padding_mode", PADDING_MODES)
+    return k, s
+
+
+def _blur(x: Tensor, ndim: int, k: tuple[int, ...], s: tuple[int, ...], padding_mode: str) -> Tensor:
+    """Blur and subsample a batched input whose arguments are checked."""
+    spatial = x.shape[-ndim:]
+    if padding_mode == "reflect" and any(kk // 2 >= size for kk, size in zip(k, spatial)):
+        raise ValueError(
+            f"input of spatial size {tuple(spatial)} is too small for padding_mode='reflect' with "
+            f"kernel_size={k}: every size must exceed kernel_size // 2 (use 'replicate' or 'zeros')"
+        )
+    if padding_mode == "circular" and any(kk // 2 > size for kk, size in zip(k, spatial)):
+        raise ValueError(
+            f"input of spatial size {tuple(spatial)} is too small for padding_mode='circular' with "
+            f"kernel_size={k}: every size must be at least kernel_size // 2"
+        )
+    channels = x.shape[1]
+    out = tuple(-(-size // ss) for size, ss in zip(spatial, s))
+    if channels == 0 or x.shape[0] == 0:
+        return x.new_zeros(*x.shape[:2], *out)
+    weight = _weight(k, channels, x.dtype, x.device)
+    if padding_mode == "zeros" and all(kk % 2 == 1 for kk in k):  # the convolution pads itself
+        return _CONV[ndim](x, weight, stride=s, padding=tuple(kk // 2 for kk in k), groups=channels)
+    pads: list[int] = []
+    for kk in reversed(k):
+        pads += [(kk - 1) // 2, kk // 2]
+    mode = "constant" if padding_mode == "zeros" else padding_mode
+    return _CONV[ndim](F.pad(x, pads, mode=mode), weight, stride=s, groups=channels)
+
+
+def _blur_pool(
+    x: Tensor, ndim: int, kernel_size: IntOrTuple, stride: IntOrTuple, padding_mode: str
+) -> Tensor:
+    k, s = _check_blur_args(ndim, kernel_size, stride, padding_mode)
+    x, unbatched = check_input(x, ndim)
+    if any(size == 0 for size in x.shape[2:]):
+        raise ValueError(f"input must have non-zero spatial sizes, got shape {tuple(x.shape)}")
+    return restore_batch(_blur(x, ndim, k, s, padding_mode), unbatched)
+
+
+def _max_blur_pool(
+    x: Tensor,
+    ndim: int,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple,
+    max_pool_size: IntOrTuple,
+    ceil_mode: bool,
+    padding_mode: str,
+) -> Tensor:
+    k, s = _check_blur_args(ndim, kernel_size, stride, padding_mode)
+    m = ntuple(max_pool_size, ndim, "max_pool_size")
+    if any(v < 1 for v in m):
+        raise ValueError(f"max_pool_size must be positive, got {m}")
+    check_bool(ceil_mode, "ceil_mode")
+    x, unbatched = check_input(x, ndim)
+    spatial = tuple(x.shape[2:])
+    if any(size < mm for size, mm in zip(spatial, m)):
+        raise ValueError(
+            f"input of shape {tuple(x.shape)} is smaller than max_pool_size={m} (the dense max pool "
+            "has no padding)"
+        )
+    if x.shape[1] == 0 or x.shape[0] == 0:
+        dense = x.new_zeros(*x.shape[:2], *(size - mm + 1 for size, mm in zip(spatial, m)))
+    else:
+        dense = _MAX[ndim](x, m, 1, 0, 1, ceil_mode=ceil_mode)
+    return restore_batch(_blur(dense, ndim, k, s, padding_mode), unbatched)
+
+
+_BLUR_DOC = """Anti-aliased downsampling (Zhang 2019): binomial blur per channel, then stride.
+
+    Every channel is correlated with the normalised binomial filter (``kernel_size`` taps per
+    axis, the outer product over the {n} axes: ``[1, 2, 1] / 4`` per axis for 3) and sampled
+    every ``stride`` positions from the first. The input is padded ``(k - 1) // 2`` before and
+    ``k // 2`` after each axis, as the paper's ``antialiased-cnns`` does, with ``padding_mode``.
+
+    Args:
+        x: input, batched or batch-less.
+        kernel_size: taps of the binomial filter per axis, 1 to 7 (1: plain subsampling).
+        stride: the subsampling step.
+        padding_mode: ``"reflect"`` (the paper's and timm's default), ``"replicate"``,
+            ``"zeros"`` (kornia's ``blur_pool2d``) or ``"circular"``.
+
+    Returns:
+        The blurred, subsampled tensor.
+
+    Raises:
+        ValueError: for a kernel size outside 1 to 7, or an input too small for reflection
+            (every size must exceed ``kernel_size // 2``).
+
+    Shape:
+        - Input: ``{shape}`` or ``(C, {dims})``.
+        - Output: ``{out_shape}`` or ``(C, {out_dims})``, each ``ceil(size / stride)``.
+
+    Example:
+        >>> x = torch.ones(1, 2, {sizes})
+        >>> blur_pool{n}d(x).shape
+        torch.Size([1, 2, {out}])
+    """
+
+_MAX_BLUR_DOC = """The paper's MaxBlurPool: dense max pooling (stride 1), then :func:`blur_pool{n}d`.
+
+    ``max_pool_size`` is the max pool's window (no padding), so each axis first shrinks to
+    ``size - max_pool_size + 1``; the blur then subsamples it by ``stride``.
+
+    Args:
+        x: input, batched or batch-less.
+        kernel_size: taps of the binomial filter per axis, 1 to 7.
+        stride: the subsampling step of the blur.
+        max_pool_size: window of the dense (stride 1) max pooling.
+        ceil_mode: accepted for compatibility with kornia's signature; it changes nothing, since
+            a stride-1 max pool has the same size in floor and ceil mode.
+        padding_mode: padding of the blur, as in :func:`blur_pool{n}d` (``"zeros"`` is kornia's).
+
+    Returns:
+        The pooled tensor.
+
+    Shape:
+        - Input: ``{shape}`` or ``(C, {dims})``.
+        - Output: ``{out_shape}`` or ``(C, {out_dims})``, each
+          ``ceil((size - max_pool_size + 1) / stride)``.
+
+    Example:
+        >>> x = torch.ones(1, 2, {sizes})
+        >>> max_blur_pool{n}d(x).shape
+        torch.Size([1, 2, {max_out}])
+    """
+
+
+@rank_doc(_BLUR_DOC, 1, sizes="8", out="4")
+def blur_pool1d(
+    x: Tensor, kernel_size: IntOrTuple = 3, stride: IntOrTuple = 2, *, padding_mode: str = "reflect"
+) -> Tensor:
+    return _blur_pool(x, 1, kernel_size, stride, padding_mode)
+
+
+@rank_doc(_BLUR_DOC, 2, sizes="8, 5", out="4, 3")
+def blur_pool2d(
+    x: Tensor, kernel_size: IntOrTuple = 3, stride: IntOrTuple = 2, *, padding_mode: str = "reflect"
+) -> Tensor:
+    return _blur_pool(x, 2, kernel_size, stride, padding_mode)
+
+
+@rank_doc(_BLUR_DOC, 3, sizes="4, 4, 5", out="2, 2, 3")
+def blur_pool3d(
+    x: Tensor, kernel_size: IntOrTuple = 3, stride: IntOrTuple = 2, *, padding_mode: str = "reflect"
+) -> Tensor:
+    return _blur_pool(x, 3, kernel_size, stride, padding_mode)
+
+
+@rank_doc(_MAX_BLUR_DOC, 1, sizes="8", max_out="4")
+def max_blur_pool1d(
+    x: Tensor,
+    kernel_size: IntOrTuple = 3,
+    stride: IntOrTuple = 2,
+    max_pool_size: IntOrTuple = 2,
+    ceil_mode: bool = False,
+    *,
+    padding_mode: str = "reflect",
+) -> Tensor:
+    return _max_blur_pool(x, 1, kernel_size, stride, max_pool_size, ceil_mode, padding_mode)
+
+
+@rank_doc(_MAX_BLUR_DOC, 2, sizes="8, 5", max_out="4, 2")
+def max_blur_pool2d(
+    x: Tensor,
+    kernel_size: IntOrTuple = 3,
+    stride: IntOrTuple = 2,
+    max_pool_size: IntOrTuple = 2,
+    ceil_mode: bool = False,
+    *,
+    padding_mode: str = "reflect",
+) -> Tensor:
+    return _max_blur_pool(x, 2, kernel_size, stride, max_pool_size, ceil_mode, padding_mode)
+
+
+@rank_doc(_MAX_BLUR_DOC, 3, sizes="4, 4, 5", max_out="2, 2, 2")
+def max_blur_pool3d(
+    x: Tensor,
+    kernel_size: IntOrTuple = 3,
+    stride: IntOrTuple = 2,
+    max_pool_size: IntOrTuple = 2,
+    ceil_mode: bool = False,
+    *,
+    padding_mode: str = "reflect",
+) -> Tensor:
+    return _max_blur_pool(x, 3, kernel_size, stride, max_pool_size, ceil_mode, padding_mode)
+
+
+class _BlurPoolNd(nn.Module):
+    """Stores the arguments of :func:`blur_pool2d`; ``forward`` runs it for rank ``_ndim``.
+
+    No ``channels`` argument and no buffer: the filter is built for the input (and cached).
+    """
+
+    _ndim: int
+
+    def __init__(
+        self, kernel_size: IntOrTuple = 3, stride: IntOrTuple = 2, *, padding_mode: str = "reflect"
+    ) -> None:
+        super().__init__()
+        _check_blur_args(self._ndim, kernel_size, stride, padding_mode)
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding_mode = padding_mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _blur_pool(x, self._ndim, self.kernel_size, self.stride, self.padding_mode)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding_mode={self.padding_mode!r}"
+
+
+class _MaxBlurPoolNd(nn.Module):
+    """Stores the arguments of :func:`max_blur_pool2d`; ``forward`` runs it for rank ``_ndim``."""
+
+    _ndim: int
+
+    def __init__(
+        self,
+        kernel_size: IntOrTuple = 3,
+        stride: IntOrTuple = 2,
+        max_pool_size: IntOrTuple = 2,
+        ceil_mode: bool = False,
+        *,
+        padding_mode: str = "reflect",
+    ) -> None:
+        super().__init__()
+        _check_blur_args(self._ndim, kernel_size, stride, padding_mode)
+        m = ntuple(max_pool_size, self._ndim, "max_pool_size")
+        if any(v < 1 for v in m):
+            raise ValueError(f"max_pool_size must be positive, got {m}")
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.max_pool_size = max_pool_size
+        self.ceil_mode = check_bool(ceil_mode, "ceil_mode")
+        self.padding_mode = padding_mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _max_blur_pool(
+            x,
+            self._ndim,
+            self.kernel_size,
+            self.stride,
+            self.max_pool_size,
+            self.ceil_mode,
+            self.padding_mode,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"kernel_size={self.kernel_size}, stride={self.stride}, max_pool_size={self.max_pool_size}, "
+            f"ceil_mode={self.ceil_mode}, padding_mode={self.padding_mode!r}"
+        )
+
+
+_MODULE_DOC = """{what}
+
+    See :func:`{fn}{n}d` for the arguments. There is no ``channels`` argument: the binomial filter
+    is built for the input's channel count at ``forward`` (cached by dtype and device) and is no
+    part of the ``state_dict``.
+
+    Shape:
+        - Input: ``{shape}`` or ``(C, {dims})``.
+        - Output: ``{out_shape}`` or ``(C, {out_dims})``.
+
+    Example:
+        >>> pool = {cls}{n}d()
+        >>> pool(torch.ones(1, 2, {sizes})).shape
+        torch.Size([1, 2, {out}])
+    """
+
+_BLUR = {"what": "Anti-aliased downsampling: binomial blur, then stride (Zhang 2019).", "fn": "blur_pool"}
+_BLUR = {**_BLUR, "cls": "BlurPool"}
+_MAX_BLUR = {"what": "MaxBlurPool: dense max pooling, then blur pooling (Zhang 2019).", "fn": "max_blur_pool"}
+_MAX_BLUR = {**_MAX_BLUR, "cls": "MaxBlurPool"}
+
+
+@rank_doc(_MODULE_DOC, 1, sizes="8", out="4", **_BLUR)
+class BlurPool1d(_BlurPoolNd):
+    _ndim = 1
+
+
+@rank_doc(_MODULE_DOC, 2, sizes="8, 5", out="4, 3", **_BLUR)
+class BlurPool2d(_BlurPoolNd):
+    _ndim = 2
+
+
+@rank_doc(_MODULE_DOC, 3, sizes="4, 4, 5", out="2, 2, 3", **_BLUR)
+class BlurPool3d(_BlurPoolNd):
+    _ndim = 3
+
+
+@rank_doc(_MODULE_DOC, 1, sizes="8", out="4", **_MAX_BLUR)
+class MaxBlurPool1d(_MaxBlurPoolNd):
+    _ndim = 1
+
+
+@rank_doc(_MODULE_DOC, 2, sizes="8, 5", out="4, 2", **_MAX_BLUR)
+class MaxBlurPool2d(_MaxBlurPoolNd):
+    _ndim = 2
+
+
+@rank_doc(_MODULE_DOC, 3, sizes="4, 4, 5", out="2, 2, 2", **_MAX_BLUR)
+class MaxBlurPool3d(_MaxBlurPoolNd):
+    _ndim = 3
+
+
+for _ndim, _blur_cls, _max_blur_cls in (
+    (1, BlurPool1d, MaxBlurPool1d),
+    (2, BlurPool2d, MaxBlurPool2d),
+    (3, BlurPool3d, MaxBlurPool3d),
+):
+    register_pool(
+        f"blur{_ndim}d",
+        _blur_cls,
+        family="blur",
+        dims=(_ndim,),
+        description="anti-aliased: binomial blur, then stride (BlurPool)",
+        example_kwargs={},
+    )
+    register_pool(
+        f"maxblur{_ndim}d",
+        _max_blur_cls,
+        family="blur",
+        dims=(_ndim,),
+        description="dense max (stride 1), then blur pool (MaxBlurPool)",
+        example_kwargs={},
+    )

@@ -27,11 +27,12 @@ from op_record import PoolRecord
 
 import torchpool as tp
 
-from . import bilinear, combined, global_, median, netvlad, pyramid, standard, stochastic
+from . import bilinear, blur, combined, global_, median, netvlad, pyramid, standard, stochastic
 
 #: family (``PoolInfo.family``) -> the module holding its records.
 FAMILIES = {
     "bilinear": bilinear,
+    "blur": blur,
     "combined": combined,
     "global": global_,
     "max/avg": standard,

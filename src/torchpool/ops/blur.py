@@ -125,8 +125,8 @@ def _blur(x: Tensor, ndim: int, k: tuple[int, ...], s: tuple[int, ...], padding_
         )
     channels = x.shape[1]
     out = tuple(-(-size // ss) for size, ss in zip(spatial, s))
-    if channels == 0 or x.shape[0] == 0:
-        return x.new_zeros(*x.shape[:2], *out)
+    if x.numel() == 0:  # no samples or no channels: the empty result, still on the autograd graph
+        return x.reshape(*x.shape[:2], *out)
     weight = _weight(k, channels, x.dtype, x.device)
     if padding_mode == "zeros" and all(kk % 2 == 1 for kk in k):  # the convolution pads itself
         return _CONV[ndim](x, weight, stride=s, padding=tuple(kk // 2 for kk in k), groups=channels)
@@ -168,10 +168,10 @@ def _max_blur_pool(
             f"input of shape {tuple(x.shape)} is smaller than max_pool_size={m} (the dense max pool "
             "has no padding)"
         )
-    if x.shape[1] == 0 or x.shape[0] == 0:
-        dense = x.new_zeros(*x.shape[:2], *(size - mm + 1 for size, mm in zip(spatial, m)))
+    if x.numel() == 0:  # the empty result, still on the autograd graph
+        dense = x.reshape(*x.shape[:2], *(size - mm + 1 for size, mm in zip(spatial, m)))
     else:
-        dense = _MAX[ndim](x, m, 1, 0, 1, ceil_mode=ceil_mode)
+        dense = _MAX[ndim](x, m, (1,) * ndim, (0,) * ndim, (1,) * ndim, ceil_mode=ceil_mode)
     return restore_batch(_blur(dense, ndim, k, s, padding_mode), unbatched)
 
 

@@ -46,10 +46,13 @@ from torch.profiler import ProfilerActivity, profile
 from benchmarks.common import Row, row
 
 # Three shapes that stress the chunking differently: many small planes, fewer larger planes (a
-# smaller input), few large planes (a chunk is one plane). The chunks are a fixed fraction of the
-# input, so the quick shapes (N or C smaller, the same planes) give about the same ratios.
-SHAPES = ((64, 256, 112, 112), (8, 64, 224, 224), (2, 16, 512, 512))
-QUICK_SHAPES = ((16, 256, 112, 112), (8, 64, 224, 224), (2, 16, 512, 512))
+# smaller input), few large planes (a chunk is one plane or a band of one). The chunks are a
+# fixed fraction of the input, so the quick shapes (N or C smaller, the same planes) give about
+# the same ratios. Then the small inputs, where the chunk floors and single planes used to break
+# the 2x bound: a mid-size input, a tiny one, an RGB image and one large plane.
+SMALL_SHAPES = ((8, 64, 56, 56), (4, 16, 32, 32), (1, 3, 224, 224), (1, 1, 512, 512))
+SHAPES = ((64, 256, 112, 112), (8, 64, 224, 224), (2, 16, 512, 512), *SMALL_SHAPES)
+QUICK_SHAPES = ((16, 256, 112, 112), (8, 64, 224, 224), (2, 16, 512, 512), *SMALL_SHAPES)
 MODES = ("fwd", "fwd+bwd")
 # name -> (op, params, function, (kernel_size, stride, padding), keyword arguments)
 CASES: dict[str, tuple[str, str, str, tuple[int, int, int], dict[str, object]]] = {

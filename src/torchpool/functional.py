@@ -35,6 +35,7 @@ from .ops.combined import (
     catavgmax_pool3d,
 )
 from .ops.global_ import gem, global_avg_pool, global_max_pool
+from .ops.lip import lip_pool2d
 from .ops.median import (
     median_pool1d,
     median_pool1d_with_indices,
@@ -53,6 +54,7 @@ from .ops.pyramid import (
     sppf,
     yolo_spp,
 )
+from .ops.soft import soft_pool1d, soft_pool2d, soft_pool3d
 from .ops.stochastic import (
     stochastic_pool1d,
     stochastic_pool1d_with_indices,
@@ -91,6 +93,7 @@ __all__ = [
     "ghostvlad",
     "global_avg_pool",
     "global_max_pool",
+    "lip_pool2d",
     "low_rank_bilinear_pool",
     "matrix_sqrt_pool",
     "max_blur_pool1d",
@@ -110,6 +113,9 @@ __all__ = [
     "mixed_pool3d",
     "netvlad",
     "pool_output_size",
+    "soft_pool1d",
+    "soft_pool2d",
+    "soft_pool3d",
     "spatial_pyramid_pool",
     "spatial_pyramid_pool1d",
     "spatial_pyramid_pool2d",

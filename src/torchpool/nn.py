@@ -27,6 +27,7 @@ from .ops.combined import (
     CatAvgMaxPool3d,
 )
 from .ops.global_ import GeM, GlobalAvgPool, GlobalMaxPool
+from .ops.lip import LIPPool2d
 from .ops.median import MedianPool1d, MedianPool2d, MedianPool3d
 from .ops.mixed import GatedPool2d, LearnedMixedPool2d, MixedPool1d, MixedPool2d, MixedPool3d
 from .ops.netvlad import GhostVLAD, NetVLAD
@@ -38,6 +39,7 @@ from .ops.pyramid import (
     SpatialPyramidPool3d,
     YoloSPP,
 )
+from .ops.soft import SoftPool1d, SoftPool2d, SoftPool3d
 from .ops.stochastic import StochasticPool1d, StochasticPool2d, StochasticPool3d
 from .ops.unpool import MaxUnpool1d, MaxUnpool2d, MaxUnpool3d
 
@@ -70,6 +72,7 @@ __all__ = [
     "GhostVLAD",
     "GlobalAvgPool",
     "GlobalMaxPool",
+    "LIPPool2d",
     "LearnedMixedPool2d",
     "LowRankBilinearPool",
     "MatrixSqrtPool",
@@ -87,6 +90,9 @@ __all__ = [
     "MixedPool3d",
     "NetVLAD",
     "SPPF",
+    "SoftPool1d",
+    "SoftPool2d",
+    "SoftPool3d",
     "SpatialPyramidPool",
     "SpatialPyramidPool1d",
     "SpatialPyramidPool2d",

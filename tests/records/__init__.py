@@ -27,7 +27,7 @@ from op_record import PoolRecord
 
 import torchpool as tp
 
-from . import bilinear, blur, combined, global_, median, netvlad, pyramid, standard, stochastic
+from . import bilinear, blur, combined, global_, lip, median, netvlad, pyramid, soft, standard, stochastic
 
 #: family (``PoolInfo.family``) -> the module holding its records.
 FAMILIES = {
@@ -35,10 +35,12 @@ FAMILIES = {
     "blur": blur,
     "combined": combined,
     "global": global_,
+    "lip": lip,
     "max/avg": standard,
     "median": median,
     "netvlad": netvlad,
     "pyramid": pyramid,
+    "soft": soft,
     "stochastic": stochastic,
 }
 

@@ -113,6 +113,7 @@ EXTRA: dict[str, Callable[[Tensor, int], tuple[Tensor | None, ...]]] = {
         _rand(x, CLASSES, CHANNELS, RANK),
         _rand(x, CLASSES),
     ),
+    "lip_pool2d": lambda x, n: (_rand(x, *x.shape).expand_as(x),),  # the logit: the input's shape
     **{f"max_unpool{d}d": (lambda x, n: (_topleft_switches(x, n),)) for d in (1, 2, 3)},
     **{f"MaxUnpool{d}d": (lambda x, n: (_topleft_switches(x, n),)) for d in (1, 2, 3)},
 }

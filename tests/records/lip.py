@@ -32,6 +32,7 @@ RECORDS: list[PoolRecord] = [
         PAGE,
         LIP,
         Semantics("mean", 1, True, kernel_nopad),
-        "float32 (torchpool); the logit module in the input dtype",
+        "float32 (torchpool); the logit module in float32",
+        precision_kwargs={"channels": 8},  # the half-precision walk's input has 8 channels
     ),
 ]

@@ -30,10 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_input, check_window, is_traced, restore_batch
-from .._shape import IntOrTuple
+from .._checks import check_input, check_window, restore_batch
+from .._shape import IntOrTuple, pool_output_size
 from ..registry import register_pool
 from ._base import WindowPool
+from .soft import _no_values
 
 __all__ = ["LIPPool2d", "lip_pool2d"]
 
@@ -96,6 +97,9 @@ def lip_pool2d(
             f"got shape {tuple(logit.shape)}"
         )
     k, s, p = window.kernel_size, window.stride, window.padding
+    if x.shape[-3] == 0:  # no channels: the empty result (PyTorch's average pooling refuses C = 0)
+        out = pool_output_size(tuple(x.shape[-2:]), k, s, p)
+        return x.new_empty(*x.shape[:-2], *out) + logit.sum() * 0  # keeps the graph to logit
     dtype = torch.promote_types(torch.promote_types(x.dtype, logit.dtype), torch.float32)
     xc, lc = x.to(dtype), logit.to(dtype)
     with torch.no_grad():
@@ -105,7 +109,7 @@ def lip_pool2d(
     num = F.avg_pool2d(xc * w, k, s, p)
     den = F.avg_pool2d(w, k, s, p)
     y = num / den
-    if not is_traced() and xc.numel() > 0:
+    if not _no_values(xc) and xc.numel() > 0:
         limit = 87.0 if xc.dtype == torch.float32 else 708.0
         with torch.no_grad():
             low = den < math.exp(-limit)  # a window whose weights all underflow (NaN compares False)
@@ -130,7 +134,7 @@ def _lip_windows(
     return (e * xp).sum(dim=(-2, -1)) / e.sum(dim=(-2, -1))
 
 
-class SoftGate(nn.Module):
+class _SoftGate(nn.Module):
     """The paper code's soft gate: ``GATE_SCALE * sigmoid(z)``, logits in ``(0, 12)``."""
 
     def forward(self, z: Tensor) -> Tensor:
@@ -180,11 +184,12 @@ class LIPPool2d(WindowPool):
         conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
         nn.init.zeros_(conv.weight)
         norm = nn.InstanceNorm2d(channels, affine=True)
-        self.logit = nn.Sequential(OrderedDict([("conv", conv), ("norm", norm), ("gate", SoftGate())]))
+        self.logit = nn.Sequential(OrderedDict([("conv", conv), ("norm", norm), ("gate", _SoftGate())]))
         self._parts = (conv, norm)  # typed handles on the logit module's layers (a tuple: not registered)
 
     def forward(self, x: Tensor) -> Tensor:
-        batched, unbatched = check_input(x, 2)
+        window = check_window(self.kernel_size, self.stride, self.padding, 2)
+        batched, unbatched = check_input(x, 2, window=window)
         c = batched.shape[1]
         if c != self.channels:
             raise ValueError(f"input has {c} channels, but the pool was built with channels={self.channels}")
@@ -194,13 +199,20 @@ class LIPPool2d(WindowPool):
     def importance(self, x: Tensor) -> Tensor:
         """The logit ``12 * sigmoid(InstanceNorm2d(conv3x3(x)))`` of an ``(N, C, H, W)`` input.
 
-        Half-precision input is evaluated in float32 (the parameters' dtype). The instance norm
-        is evaluated as ``group_norm`` with one group per channel, the same statistics (biased
-        variance, ``eps``), because ``InstanceNorm2d`` refuses a 1x1 input and an empty batch.
+        Half-precision input (and half-precision parameters) are evaluated in float32: the
+        norm's ``1 / sqrt(var + eps)`` reaches 316 and its backward the cube of that, past
+        float16's range. The instance norm is evaluated as ``group_norm`` with one group per
+        channel, the same statistics (biased variance, ``eps``), because ``InstanceNorm2d``
+        refuses a 1x1 input and an empty batch.
         """
         conv, norm = self._parts
-        z = conv(x.to(conv.weight.dtype) if x.dtype in (torch.float16, torch.bfloat16) else x)
-        z = F.group_norm(z, self.channels, norm.weight, norm.bias, norm.eps)
+        params = (conv.weight, norm.weight, norm.bias)
+        if x.dtype in (torch.float16, torch.bfloat16) or any(
+            p.dtype in (torch.float16, torch.bfloat16) for p in params
+        ):
+            x, params = x.float(), tuple(p.float() for p in params)
+        z = F.conv2d(x, params[0], None, 1, 1)
+        z = F.group_norm(z, self.channels, params[1], params[2], norm.eps)
         return GATE_SCALE * torch.sigmoid(z)
 
 

@@ -29,6 +29,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch._subclasses.fake_tensor import FakeTensor
 
 from .._checks import check_bool, check_input, check_window, is_traced
 from .._deterministic import avg_pool3d
@@ -65,9 +66,14 @@ def _soft(
     check_input(x, ndim, window=window, ceil_mode=ceil_mode)
     k, s, p = window.kernel_size, window.stride, window.padding
     compute = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    if is_traced() or compute.numel() == 0:
+    if _no_values(compute) or compute.numel() == 0:
         return _soft_windows(compute, ndim, k, s, p, ceil_mode).to(x.dtype)
     return _soft_plane(compute, ndim, k, s, p, ceil_mode).to(x.dtype)
+
+
+def _no_values(t: Tensor) -> bool:
+    """Whether ``t``'s values cannot be read (``meta``, fake) or a trace is running."""
+    return is_traced() or t.device.type == "meta" or isinstance(t, FakeTensor)
 
 
 def _soft_plane(

@@ -206,7 +206,7 @@ class LIPPool2d(WindowPool):
         refuses a 1x1 input and an empty batch.
         """
         conv, norm = self._parts
-        params = (conv.weight, norm.weight, norm.bias)
+        params: tuple[Tensor, ...] = (conv.weight, norm.weight, norm.bias)
         if x.dtype in (torch.float16, torch.bfloat16) or any(
             p.dtype in (torch.float16, torch.bfloat16) for p in params
         ):

@@ -213,3 +213,38 @@ def test_reflect_needs_room() -> None:
 def test_ceil_mode_changes_nothing() -> None:
     x = torch.randn(1, 2, 7, 8)
     assert torch.equal(tp.max_blur_pool2d(x, 3, 2, 2, True), tp.max_blur_pool2d(x, 3, 2, 2, False))
+
+
+# ------------------------------------------------------------------ the fast paths
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate"])
+@pytest.mark.parametrize(("k", "stride"), [(3, 1), (3, 2), (5, 2), (5, 3), (7, 2), (7, 4)])
+def test_border_fix_equals_padding_everything(k: int, stride: int, mode: str) -> None:
+    """Odd kernels in eager mode recompute only the border outputs: the same values and gradients as
+    ``conv(F.pad(x, mode), stride)`` (the traced path), for sizes down to the smallest allowed."""
+    weight = torch.tensor(binomial_filter(k), dtype=torch.float64)
+    weight = (weight[:, None] * weight[None, :]).expand(2, 1, k, k)
+    for h, w in [(1, 1), (2, 5), (4, 4), (5, 8), (8, 7), (9, 3)]:
+        if mode == "reflect" and min(h, w) <= k // 2:
+            continue
+        x = torch.randn(1, 2, h, w, dtype=torch.float64, requires_grad=True)
+        ours = tp.blur_pool2d(x, k, stride, padding_mode=mode)
+        padded = F.conv2d(F.pad(x, [k // 2] * 4, mode=mode), weight, stride=stride, groups=2)
+        torch.testing.assert_close(ours, padded, rtol=0, atol=1e-13)
+        upstream = torch.randn_like(ours)
+        (g_ours,) = torch.autograd.grad(ours, x, upstream)
+        (g_padded,) = torch.autograd.grad(padded, x, upstream)
+        torch.testing.assert_close(g_ours, g_padded, rtol=0, atol=1e-13)
+
+
+def test_max_blur_keeps_the_layout() -> None:
+    """The dense max runs channels-last on CPU; the result comes back in the input's layout."""
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64)
+    y = tp.max_blur_pool2d(x)
+    assert y.is_contiguous()
+    y_last = tp.max_blur_pool2d(x.contiguous(memory_format=torch.channels_last))
+    assert y_last.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y, y_last, rtol=0, atol=1e-14)
+    dense = F.max_pool2d(x, 2, 1)
+    torch.testing.assert_close(y, tp.blur_pool2d(dense), rtol=0, atol=1e-14)

@@ -128,13 +128,52 @@ def _blur(x: Tensor, ndim: int, k: tuple[int, ...], s: tuple[int, ...], padding_
     if x.numel() == 0:  # no samples or no channels: the empty result, still on the autograd graph
         return x.reshape(*x.shape[:2], *out)
     weight = _weight(k, channels, x.dtype, x.device)
-    if padding_mode == "zeros" and all(kk % 2 == 1 for kk in k):  # the convolution pads itself
+    odd = all(kk % 2 == 1 for kk in k)
+    if padding_mode == "zeros" and odd:  # the convolution pads itself
         return _CONV[ndim](x, weight, stride=s, padding=tuple(kk // 2 for kk in k), groups=channels)
+    if padding_mode in ("reflect", "replicate") and odd and not is_traced():
+        return _blur_fixing_borders(x, ndim, k, s, padding_mode, weight, out)
     pads: list[int] = []
     for kk in reversed(k):
         pads += [(kk - 1) // 2, kk // 2]
     mode = "constant" if padding_mode == "zeros" else padding_mode
     return _CONV[ndim](F.pad(x, pads, mode=mode), weight, stride=s, groups=channels)
+
+
+def _blur_fixing_borders(
+    x: Tensor,
+    ndim: int,
+    k: tuple[int, ...],
+    s: tuple[int, ...],
+    padding_mode: str,
+    weight: Tensor,
+    out: tuple[int, ...],
+) -> Tensor:
+    """Reflect / replicate padding without padding the whole input (odd ``k``, eager mode).
+
+    The zero-padded convolution is right wherever the window stays inside the input; the outputs
+    whose window reaches past a border are recomputed from a thin padded slab of the input and
+    written over (corners twice, both times right). A reflected or replicated position's value
+    depends only on the position, so a slab padded by fewer cells reads the same values.
+    """
+    conv, channels = _CONV[ndim], x.shape[1]
+    half = tuple(kk // 2 for kk in k)
+    y = conv(x, weight, stride=s, padding=half, groups=channels)
+    for axis in range(ndim):
+        size, kk, ss, lo = x.shape[2 + axis], k[axis], s[axis], half[axis]
+        n_top = min(out[axis], -(-lo // ss))  # outputs with o * s - lo < 0
+        first_bottom = max(n_top, (size - kk + lo) // ss + 1)  # outputs with o * s - lo + k > size
+        for o0, o1 in ((0, n_top), (first_bottom, out[axis])):
+            if o1 <= o0:
+                continue
+            start, end = o0 * ss - lo, (o1 - 1) * ss - lo + kk
+            a0, a1 = max(start, 0), min(end, size)
+            pads: list[int] = []
+            for other in reversed(range(ndim)):
+                pads += [a0 - start, end - a1] if other == axis else [half[other], half[other]]
+            slab = F.pad(x.narrow(2 + axis, a0, a1 - a0), pads, mode=padding_mode)
+            y.narrow(2 + axis, o0, o1 - o0).copy_(conv(slab, weight, stride=s, groups=channels))
+    return y
 
 
 def _blur_pool(
@@ -170,9 +209,19 @@ def _max_blur_pool(
         )
     if x.numel() == 0:  # the empty result, still on the autograd graph
         dense = x.reshape(*x.shape[:2], *(size - mm + 1 for size, mm in zip(spatial, m)))
+    elif _channels_last_is_faster(x, ndim):
+        # PyTorch's CPU max_pool2d at stride 1 is several times faster on channels-last input
+        # (measured: benchmarks/bench_blur.py); the result comes back in the input's layout
+        dense = F.max_pool2d(x.contiguous(memory_format=torch.channels_last), m, 1, 0, 1, ceil_mode)
+        return restore_batch(_blur(dense, ndim, k, s, padding_mode).contiguous(), unbatched)
     else:
         dense = _MAX[ndim](x, m, (1,) * ndim, (0,) * ndim, (1,) * ndim, ceil_mode=ceil_mode)
     return restore_batch(_blur(dense, ndim, k, s, padding_mode), unbatched)
+
+
+def _channels_last_is_faster(x: Tensor, ndim: int) -> bool:
+    """A contiguous NCHW CPU input in eager mode (channels-last input is fast as it is)."""
+    return ndim == 2 and x.device.type == "cpu" and x.is_contiguous() and x.shape[1] > 1 and not is_traced()
 
 
 _BLUR_DOC = """Anti-aliased downsampling (Zhang 2019): binomial blur per channel, then stride.

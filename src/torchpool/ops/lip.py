@@ -8,7 +8,7 @@ exponential of an importance logit (a map of the input's shape). SoftPool is the
 (detached: it cancels between numerator and denominator, so value and gradients are exact), so
 ``exp`` never overflows however large the logits (the paper's ``logit.exp()`` overflows float32
 above 88.7 and float16 above 11.1, which its soft gate, ``12 * sigmoid``, reaches). A window
-whose logits all lie more than ~87 (float32; ~708 float64) below its plane's max underflows to
+whose logits all lie more than ~80 (float32; ~700 float64) below its plane's max underflows to
 ``0 / 0``: such windows are computed again with their own max (exact for any logits); traced code
 (``torch.compile``, ``torch.export``, ONNX) uses the per-plane stabiliser only.
 
@@ -108,15 +108,15 @@ def lip_pool2d(
     w = torch.exp(lc - c)
     num = F.avg_pool2d(xc * w, k, s, p)
     den = F.avg_pool2d(w, k, s, p)
-    y = num / den
     if not _no_values(xc) and xc.numel() > 0:
-        limit = 87.0 if xc.dtype == torch.float32 else 708.0
+        limit = 80.0 if xc.dtype == torch.float32 else 700.0
         with torch.no_grad():
-            low = den < math.exp(-limit)  # a window whose weights all underflow (NaN compares False)
+            low = den < math.exp(-limit)  # a window whose weights (nearly) underflow (NaN compares False)
             any_low = bool(low.any())
-        if any_low:
-            y = torch.where(low, _lip_windows(xc, lc.expand_as(xc), k, s, p), y)
-    return y.to(x.dtype)
+        if any_low:  # den = 1 there: no 0 / 0, not even in the (unused) gradient
+            fallback = _lip_windows(xc, lc.expand_as(xc), k, s, p)
+            return torch.where(low, fallback, num / den.masked_fill(low, 1.0)).to(x.dtype)
+    return (num / den).to(x.dtype)
 
 
 def _lip_windows(

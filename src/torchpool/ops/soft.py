@@ -84,7 +84,7 @@ def _soft_plane(
     dims = tuple(range(-ndim, 0))
     with torch.no_grad():
         c = a.amax(dim=dims, keepdim=True)
-    e = torch.exp(a - c)
+    e = (a - c).exp_()  # in place on the fresh difference: one buffer less
     pool = _AVG[ndim]
     num = pool(e * a, k, s, p, ceil_mode=ceil_mode, count_include_pad=True)
     den = pool(e, k, s, p, ceil_mode=ceil_mode, count_include_pad=True)

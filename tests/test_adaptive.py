@@ -204,7 +204,7 @@ def test_separable_avg_pool3d_matches_pytorch(ceil_mode: bool, count_include_pad
         ("avgmax3d", {"kernel_size": 3, "stride": 2, "padding": 1}, 3),
         ("mixed3d", {"kernel_size": 2}, 3),
         ("adaptive_catavgmax2d", {"output_size": 3}, 2),
-        ("spp", {"levels": (1, 2, 3)}, 2),
+        ("spp2d", {"levels": (1, 2, 3)}, 2),
         ("median2d", {"kernel_size": 3, "stride": 1, "padding": 1}, 2),
     ],
 )

@@ -300,7 +300,7 @@ def _trains(model: nn.Module, x: torch.Tensor, classes: int = 10) -> None:
     [
         ("gem", {}, C),
         ("global_max", {}, C),
-        ("spp", {}, C * 21),
+        ("spp2d", {}, C * 21),
         ("netvlad", {"num_clusters": 4}, 4 * C),
         ("bilinear", {}, C * C),
         ("catavgmax2d", {}, 2 * C * 9),  # a windowed name on an adaptive grid: the adaptive form
@@ -336,7 +336,7 @@ def test_netvlad_and_bilinear_take_the_channels_from_example_input() -> None:
     [
         ("gem", {}, C),
         ("adaptive_catavgmax2d", {}, 2 * C),
-        ("spp", {}, 21 * C),
+        ("spp2d", {}, 21 * C),
         ("netvlad", {"num_clusters": 2}, 2 * C),
     ],
 )

@@ -141,7 +141,7 @@ def test_public_api_surface() -> None:
         ("avg", "avg2d"),
         ("lp", "lp2d"),
         ("adaptive_avg", "adaptive_avg2d"),
-        ("spp", "spp"),
+        ("spp", "spp2d"),
     ],
 )
 def test_name_without_suffix_is_the_2d_pool(short: str, full: str) -> None:

@@ -10,7 +10,7 @@ Scope (chosen to keep this file under about 6 minutes on 2 CPU cores):
   ``mobilenet_v3_small``, ``efficientnet_b0``, ``convnext_tiny``, ``regnet_y_400mf``; timm
   ``resnet18``, ``convnext_atto``, ``efficientnet_b0``. Every window pool swapped to
   ``median2d``, ``stochastic2d``, ``avgmax2d``, ``mixed2d`` (models that have window pools); the
-  global head swapped to ``gem``, ``global_max``, ``adaptive_catavgmax2d``, ``spp``, ``netvlad``,
+  global head swapped to ``gem``, ``global_max``, ``adaptive_catavgmax2d``, ``spp2d``, ``netvlad``,
   ``bilinear`` (models whose head pool is a module; densenet121 pools with
   ``F.adaptive_avg_pool2d`` in its forward, so it has no head to swap). Each: swap with
   ``example_input`` (batch 2, the smallest input size the model takes), then a training-mode
@@ -88,11 +88,11 @@ HEAD: dict[str, dict[str, Any]] = {
     "gem": {},
     "global_max": {},
     "adaptive_catavgmax2d": {},
-    "spp": {},
+    "spp2d": {},
     "netvlad": {"num_clusters": 4},
     "bilinear": {},
 }
-WIDTH_CHANGING = ("adaptive_catavgmax2d", "spp", "netvlad", "bilinear")
+WIDTH_CHANGING = ("adaptive_catavgmax2d", "spp2d", "netvlad", "bilinear")
 
 
 def _takes(name: str, argument: str) -> bool:

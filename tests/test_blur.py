@@ -221,21 +221,19 @@ def test_ceil_mode_changes_nothing() -> None:
 @pytest.mark.parametrize("mode", ["reflect", "replicate"])
 @pytest.mark.parametrize(("k", "stride"), [(3, 1), (3, 2), (5, 2), (5, 3), (7, 2), (7, 4)])
 def test_border_fix_equals_padding_everything(k: int, stride: int, mode: str) -> None:
-    """Odd kernels in eager mode recompute only the border outputs: the same values and gradients as
-    ``conv(F.pad(x, mode), stride)`` (the traced path), for sizes down to the smallest allowed."""
+    """Odd kernels in eager mode without autograd recompute only the border outputs: the values of
+    ``conv(F.pad(x, mode), stride)`` (the autograd and traced path), sizes down to the smallest allowed."""
     weight = torch.tensor(binomial_filter(k), dtype=torch.float64)
     weight = (weight[:, None] * weight[None, :]).expand(2, 1, k, k)
     for h, w in [(1, 1), (2, 5), (4, 4), (5, 8), (8, 7), (9, 3)]:
         if mode == "reflect" and min(h, w) <= k // 2:
             continue
-        x = torch.randn(1, 2, h, w, dtype=torch.float64, requires_grad=True)
-        ours = tp.blur_pool2d(x, k, stride, padding_mode=mode)
+        x = torch.randn(1, 2, h, w, dtype=torch.float64)
+        ours = tp.blur_pool2d(x, k, stride, padding_mode=mode)  # no autograd: the border path
         padded = F.conv2d(F.pad(x, [k // 2] * 4, mode=mode), weight, stride=stride, groups=2)
         torch.testing.assert_close(ours, padded, rtol=0, atol=1e-13)
-        upstream = torch.randn_like(ours)
-        (g_ours,) = torch.autograd.grad(ours, x, upstream)
-        (g_padded,) = torch.autograd.grad(padded, x, upstream)
-        torch.testing.assert_close(g_ours, g_padded, rtol=0, atol=1e-13)
+        with_grad = tp.blur_pool2d(x.clone().requires_grad_(True), k, stride, padding_mode=mode)
+        torch.testing.assert_close(with_grad.detach(), padded, rtol=0, atol=1e-13)
 
 
 def test_max_blur_keeps_the_layout() -> None:

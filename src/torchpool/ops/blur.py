@@ -131,13 +131,17 @@ def _blur(x: Tensor, ndim: int, k: tuple[int, ...], s: tuple[int, ...], padding_
     odd = all(kk % 2 == 1 for kk in k)
     if padding_mode == "zeros" and odd:  # the convolution pads itself
         return _CONV[ndim](x, weight, stride=s, padding=tuple(kk // 2 for kk in k), groups=channels)
-    if padding_mode in ("reflect", "replicate") and odd and not is_traced():
+    if padding_mode in ("reflect", "replicate") and odd and not _needs_grad(x) and not is_traced():
         return _blur_fixing_borders(x, ndim, k, s, padding_mode, weight, out)
     pads: list[int] = []
     for kk in reversed(k):
         pads += [(kk - 1) // 2, kk // 2]
     mode = "constant" if padding_mode == "zeros" else padding_mode
     return _CONV[ndim](F.pad(x, pads, mode=mode), weight, stride=s, groups=channels)
+
+
+def _needs_grad(x: Tensor) -> bool:
+    return torch.is_grad_enabled() and x.requires_grad
 
 
 def _blur_fixing_borders(
@@ -149,12 +153,14 @@ def _blur_fixing_borders(
     weight: Tensor,
     out: tuple[int, ...],
 ) -> Tensor:
-    """Reflect / replicate padding without padding the whole input (odd ``k``, eager mode).
+    """Reflect / replicate padding without padding the whole input (odd ``k``, eager, no autograd).
 
     The zero-padded convolution is right wherever the window stays inside the input; the outputs
     whose window reaches past a border are recomputed from a thin padded slab of the input and
     written over (corners twice, both times right). A reflected or replicated position's value
-    depends only on the position, so a slab padded by fewer cells reads the same values.
+    depends only on the position, so a slab padded by fewer cells reads the same values. Not
+    under autograd: each slice's backward fills a zero gradient of the whole input, which costs
+    more than the padded copy saves (measured: ``benchmarks/bench_blur.py``).
     """
     conv, channels = _CONV[ndim], x.shape[1]
     half = tuple(kk // 2 for kk in k)

@@ -246,3 +246,23 @@ def test_max_blur_keeps_the_layout() -> None:
     torch.testing.assert_close(y, y_last, rtol=0, atol=1e-14)
     dense = F.max_pool2d(x, 2, 1)
     torch.testing.assert_close(y, tp.blur_pool2d(dense), rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+def test_deterministic_padding_equals_f_pad(ndim: int, mode: str) -> None:
+    """Deterministic mode pads by slices and ``cat`` (PyTorch's CUDA pad backwards are not
+    deterministic): the same values and gradients as ``F.pad``."""
+    from torchpool._deterministic import deterministic
+
+    fn = {1: tp.blur_pool1d, 2: tp.blur_pool2d, 3: tp.blur_pool3d}[ndim]
+    x = torch.randn(2, 3, *[7, 6, 5][:ndim], dtype=torch.float64)
+    for k in (2, 3, 4, 5):
+        outputs = []
+        for on in (False, True):
+            leaf = x.clone().requires_grad_(True)
+            with deterministic(on):
+                y = fn(leaf, k, 2, padding_mode=mode)
+            (grad,) = torch.autograd.grad(y, leaf, torch.ones_like(y))
+            outputs.append((y.detach(), grad))
+        torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=1e-13)

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from .._checks import check_bool, check_choice, check_input, is_traced, restore_batch
 from .._deterministic import max_pool3d as _max_pool3d
+from .._deterministic import needs_deterministic_backward
 from .._shape import IntOrTuple, ntuple
 from ..registry import register_pool
 from ._doc import rank_doc
@@ -136,8 +137,29 @@ def _blur(x: Tensor, ndim: int, k: tuple[int, ...], s: tuple[int, ...], padding_
     pads: list[int] = []
     for kk in reversed(k):
         pads += [(kk - 1) // 2, kk // 2]
-    mode = "constant" if padding_mode == "zeros" else padding_mode
-    return _CONV[ndim](F.pad(x, pads, mode=mode), weight, stride=s, groups=channels)
+    if padding_mode != "zeros" and needs_deterministic_backward(x):
+        padded = _pad_by_slices(x, ndim, k, padding_mode)
+    else:
+        padded = F.pad(x, pads, mode="constant" if padding_mode == "zeros" else padding_mode)
+    return _CONV[ndim](padded, weight, stride=s, groups=channels)
+
+
+def _pad_by_slices(x: Tensor, ndim: int, k: tuple[int, ...], padding_mode: str) -> Tensor:
+    """``F.pad`` (reflect / replicate / circular) from slices, flips and ``cat``: its backward is
+    deterministic, where PyTorch's CUDA reflection / replication pad backward is not."""
+    for axis in range(ndim):
+        dim, size = 2 + axis, x.shape[2 + axis]
+        lo, hi = (k[axis] - 1) // 2, k[axis] // 2
+        if padding_mode == "reflect":
+            before, after = x.narrow(dim, 1, lo).flip(dim), x.narrow(dim, size - 1 - hi, hi).flip(dim)
+        elif padding_mode == "replicate":
+            shape = list(x.shape)
+            before = x.narrow(dim, 0, 1).expand(*shape[:dim], lo, *shape[dim + 1 :])
+            after = x.narrow(dim, size - 1, 1).expand(*shape[:dim], hi, *shape[dim + 1 :])
+        else:  # circular
+            before, after = x.narrow(dim, size - lo, lo), x.narrow(dim, 0, hi)
+        x = torch.cat([before, x, after], dim)
+    return x
 
 
 def _needs_grad(x: Tensor) -> bool:

@@ -271,7 +271,7 @@ def _records() -> list[OpRecord]:
     rm = {"method": "random_maclaurin"}
     return [
         OpRecord(
-            "bilinear2d",
+            "bilinear-2d",
             _bilinear_fn,
             _bilinear_module,
             _bilinear_ref,
@@ -283,7 +283,7 @@ def _records() -> list[OpRecord]:
             batchless=False,
         ),
         OpRecord(
-            "bilinear1d_nol2",
+            "bilinear-1d-nol2",
             _bilinear_fn,
             _bilinear_module,
             _bilinear_ref,
@@ -292,7 +292,7 @@ def _records() -> list[OpRecord]:
             batchless=False,
         ),
         OpRecord(
-            "bilinear3d_plain",
+            "bilinear-3d-plain",
             _bilinear_fn,
             _bilinear_module,
             _bilinear_ref,
@@ -301,7 +301,7 @@ def _records() -> list[OpRecord]:
             batchless=False,
         ),
         OpRecord(
-            "bilinear2d_multimodal",
+            "bilinear-2d-multimodal",
             _split_bilinear_fn,
             _split_bilinear_module,
             _split_bilinear_ref,
@@ -310,7 +310,7 @@ def _records() -> list[OpRecord]:
             batchless=False,
         ),
         OpRecord(
-            "compact_bilinear2d_tensor_sketch",
+            "compact_bilinear-2d-tensor_sketch",
             _compact_fn,
             lambda dim_a, **kw: CompactBilinearPool(dim_a, **kw),
             _compact_ref,
@@ -324,7 +324,7 @@ def _records() -> list[OpRecord]:
             batchless=False,
         ),
         OpRecord(
-            "compact_bilinear1d_random_maclaurin",
+            "compact_bilinear-1d-random_maclaurin",
             _compact_fn,
             lambda dim_a, **kw: CompactBilinearPool(dim_a, **kw),
             _compact_ref,
@@ -337,7 +337,7 @@ def _records() -> list[OpRecord]:
             batchless=False,
         ),
         OpRecord(
-            "compact_bilinear2d_multimodal",
+            "compact_bilinear-2d-multimodal",
             _split_compact_fn,
             _split_compact_module,
             _split_compact_ref,
@@ -349,7 +349,7 @@ def _records() -> list[OpRecord]:
             batchless=False,
         ),
         OpRecord(
-            "low_rank_bilinear2d",
+            "low_rank_bilinear-2d",
             _low_rank_fn,
             _low_rank_module,
             _low_rank_ref,
@@ -361,7 +361,7 @@ def _records() -> list[OpRecord]:
             batchless=False,
         ),
         OpRecord(
-            "matrix_sqrt2d",
+            "matrix_sqrt-2d",
             matrix_sqrt_pool,
             MatrixSqrtPool,
             newton_schulz_reference,
@@ -370,7 +370,7 @@ def _records() -> list[OpRecord]:
             batchless=False,
         ),
         OpRecord(
-            "matrix_sqrt1d_3d",
+            "matrix_sqrt-1d-3d",
             matrix_sqrt_pool,
             MatrixSqrtPool,
             newton_schulz_reference,

@@ -105,7 +105,7 @@ def vlad_reference(x: Tensor, **kwargs: Any) -> Tensor:
 
 RECORDS: list[OpRecord] = [
     OpRecord(
-        "netvlad2d",
+        "netvlad-2d",
         vlad_function,
         vlad_module,
         vlad_reference,
@@ -119,7 +119,7 @@ RECORDS: list[OpRecord] = [
         batchless=False,
     ),
     OpRecord(
-        "netvlad1d_sequence",
+        "netvlad-1d-sequence",
         vlad_function,
         vlad_module,
         vlad_reference,
@@ -132,7 +132,7 @@ RECORDS: list[OpRecord] = [
         batchless=False,
     ),
     OpRecord(
-        "netvlad3d",
+        "netvlad-3d",
         vlad_function,
         vlad_module,
         vlad_reference,
@@ -142,7 +142,7 @@ RECORDS: list[OpRecord] = [
         batchless=False,
     ),
     OpRecord(
-        "ghostvlad2d",
+        "ghostvlad-2d",
         vlad_function,
         vlad_module,
         vlad_reference,
@@ -155,7 +155,7 @@ RECORDS: list[OpRecord] = [
         batchless=False,
     ),
     OpRecord(
-        "ghostvlad1d_sequence",
+        "ghostvlad-1d-sequence",
         vlad_function,
         vlad_module,
         vlad_reference,

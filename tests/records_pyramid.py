@@ -77,7 +77,7 @@ def sppf_reference(x: Tensor, kernel_size: int = 5, repeats: int = 3, order: str
 
 RECORDS: list[OpRecord] = [
     OpRecord(
-        "spp_max2d",
+        "spp2d-max",
         P.spatial_pyramid_pool2d,
         P.SpatialPyramidPool2d,
         spp_reference,
@@ -90,7 +90,7 @@ RECORDS: list[OpRecord] = [
         2,
     ),
     OpRecord(
-        "spp_avg2d",
+        "spp2d-avg",
         lambda x, **kw: P.spatial_pyramid_pool2d(x, mode="avg", **kw),
         lambda **kw: P.SpatialPyramidPool2d(mode="avg", **kw),
         lambda x, **kw: spp_reference(x, mode="avg", **kw),
@@ -98,7 +98,7 @@ RECORDS: list[OpRecord] = [
         2,
     ),
     OpRecord(
-        "spp_max1d",
+        "spp1d-max",
         P.spatial_pyramid_pool1d,
         P.SpatialPyramidPool1d,
         spp_reference,
@@ -106,7 +106,7 @@ RECORDS: list[OpRecord] = [
         1,
     ),
     OpRecord(
-        "spp_max3d",
+        "spp3d-max",
         P.spatial_pyramid_pool3d,
         P.SpatialPyramidPool3d,
         spp_reference,
@@ -114,7 +114,7 @@ RECORDS: list[OpRecord] = [
         3,
     ),
     OpRecord(
-        "spp_avg3d",
+        "spp3d-avg",
         lambda x, **kw: P.spatial_pyramid_pool3d(x, mode="avg", **kw),
         lambda **kw: P.SpatialPyramidPool3d(mode="avg", **kw),
         lambda x, **kw: spp_reference(x, mode="avg", **kw),

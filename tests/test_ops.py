@@ -10,7 +10,7 @@ import pytest
 import torch
 from exactness import assert_same_computation
 from op_record import Case, OpRecord, make_input
-from op_table import OPS, TOLERANCES
+from op_table import OPS, OPS_BY_POOL, TOLERANCES, UNREGISTERED_OPS
 from records import DUPLICATES, POOLS, record_file
 
 import torchpool as tp
@@ -100,3 +100,11 @@ def test_every_registered_pool_has_exactly_one_record() -> None:
     assert not missing, "registered pools without a PoolRecord: " + ", ".join(missing)
     stale = sorted(set(POOLS) - {info.name for info in infos})
     assert not stale, f"PoolRecords of names the registry does not list (tp.list_pools()): {stale}"
+
+
+def test_every_op_record_names_a_registered_pool() -> None:
+    """OpRecord names are registry names, with a suffix after a hyphen (``gem-1d``, ``stochastic1d-eval``)."""
+    names = [op.name for op in OPS]
+    assert len(set(names)) == len(names), sorted({n for n in names if names.count(n) > 1})
+    strays = sorted(set(OPS_BY_POOL) - set(POOLS) - set(UNREGISTERED_OPS))
+    assert not strays, f"OpRecords named after no registered pool: {strays}"

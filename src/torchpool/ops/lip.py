@@ -34,7 +34,7 @@ from .._checks import check_input, check_window, restore_batch
 from .._shape import IntOrTuple, pool_output_size
 from ..registry import register_pool
 from ._base import WindowPool
-from .soft import _no_values
+from .soft import _no_values, window_sums
 
 __all__ = ["LIPPool2d", "lip_pool2d"]
 
@@ -105,10 +105,13 @@ def lip_pool2d(
     with torch.no_grad():
         c = lc.amax(dim=(-2, -1), keepdim=True)
         c = torch.where(c.isfinite(), c, torch.zeros_like(c))  # inf / NaN logits propagate as in the formula
-    w = torch.exp(lc - c)
-    num = F.avg_pool2d(xc * w, k, s, p)
-    den = F.avg_pool2d(w, k, s, p)
-    if not _no_values(xc) and xc.numel() > 0:
+    w = (lc - c).exp_()  # in place on the fresh difference: one buffer less
+    if _no_values(xc):  # traced: PyTorch's average pooling (its divisor cancels)
+        return (F.avg_pool2d(xc * w, k, s, p) / F.avg_pool2d(w, k, s, p)).to(x.dtype)
+    out = pool_output_size(tuple(x.shape[-2:]), k, s, p)
+    num = window_sums(xc * w, k, s, p, out)
+    den = window_sums(w, k, s, p, out)
+    if xc.numel() > 0:
         limit = 80.0 if xc.dtype == torch.float32 else 700.0
         with torch.no_grad():
             low = den < math.exp(-limit)  # a window whose weights (nearly) underflow (NaN compares False)

@@ -7,11 +7,12 @@ How it is computed (both exact in real arithmetic, since any constant subtracted
 exponent of a window cancels between numerator and denominator):
 
 * **fast path** (eager mode): one stabiliser per plane, ``c = max`` over the plane (detached: its
-  gradient cancels), then ``avg_pool(e * a) / avg_pool(e)`` with ``e = exp(a - c)``: native
-  kernels only, no overflow (every exponent is ``<= 0``). Its only failure is underflow, when a
-  whole window lies far below its plane's max; the path checks its own result (every window's
-  ``avg_pool(e)`` must exceed ``exp(-limit) / cells``: then the window's largest weight is a normal
-  number and the result is exact to rounding) and otherwise falls back to
+  gradient cancels), then ``sum(e * a) / sum(e)`` over each window with ``e = exp(a - c)`` (the
+  window sums by :func:`window_sums`), no overflow (every exponent is ``<= 0``). Its only failure
+  is underflow, when a whole window lies far below its plane's max; the path checks its own
+  result (every window's ``sum(e)`` must reach ``exp(-limit)``: then the window's largest weight
+  is a normal number and the result is exact to rounding) and recomputes the planes where it
+  does not (or that hold a NaN or an infinity) by
 * **the window path**: each window's own max ``m`` (over strided views of the padded input, one
   per window cell), then ``sum e_i a_i / sum e_i`` with ``e_i = exp(a_i - m)``: safe for any
   magnitude and sign. Traced code (``torch.compile``, ``torch.export``, ONNX) always takes it,

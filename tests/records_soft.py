@@ -65,8 +65,10 @@ def soft_reference(
                 range(max(o[d] * s[d] - p[d], 0), min(o[d] * s[d] - p[d] + k[d], spatial[d]))
                 for d in range(n)
             ]
-            cells = [float(planes[(plane,) + idx]) for idx in itertools.product(*ranges)]
-            flat[(plane,) + o] = soft_value(cells)
+            keys = [(plane, *idx) for idx in itertools.product(*ranges)]  # tuples first (3.10 syntax)
+            cells = [float(planes[key]) for key in keys]
+            place = (plane, *o)
+            flat[place] = soft_value(cells)
     return y
 
 

@@ -102,8 +102,15 @@ SHAPES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "1x3x224": ((1, 3, 224, 224), (1, 3, 224, 224)),  # an RGB image: bands of rows
     "1x1x512": ((1, 1, 512, 512), (1, 1, 512, 512)),  # one plane: bands of rows
     "2x3x64": ((2, 3, 64, 64), (2, 3, 64, 64)),  # a small image batch: bands of rows
+    # one plane of few, long rows: a band of one window's rows is more than a chunk (3 of 8 rows,
+    # 3 of 4), so the bands run along the last dimension (3.75x / 6.94x forward / + backward at
+    # 4x65536 with bands of rows)
+    "1x1x8x4096": ((1, 1, 8, 4096), (1, 1, 8, 4096)),
+    "1x1x4x65536": ((1, 1, 4, 65536), (1, 1, 4, 65536)),
 }
 MEDIAN_ONLY_SHAPES = ("4x16x32", "1x3x224", "1x1x512", "2x3x64")
+# median only, stride 1 and 2 (the stochastic cases at these shapes are in test_stochastic_memory.py)
+WIDE_SHAPES = ("1x1x8x4096", "1x1x4x65536")
 BOUND = 2.0
 SEED = 7
 
@@ -122,7 +129,13 @@ BOUND_PARAMS = [
     pytest.param(shape, name, id=f"{shape}-{name}")
     for shape in SHAPES
     for name in (
-        CASES if shape == "64x256x112" else ("median-k3s1",) if shape in MEDIAN_ONLY_SHAPES else MAIN_CASES
+        CASES
+        if shape == "64x256x112"
+        else ("median-k3s1",)
+        if shape in MEDIAN_ONLY_SHAPES
+        else ("median-k3s1", "median-k3s2")
+        if shape in WIDE_SHAPES
+        else MAIN_CASES
     )
 ]
 # median with indices: at the forward + backward shapes
@@ -444,9 +457,12 @@ def test_window_positions_do_not_wrap_above_256_cells(requires_grad: bool) -> No
         assert x.grad.sum().item() == 500 and x.grad[..., 16, 15:].sum().item() == 500
 
 
-def _median_grad_grad(nd: int, k: int, s: int, p: int, mode: str, ceil_mode: bool, dilation: int) -> Tensor:
+def _median_grad_grad(
+    nd: int, k: int, s: int, p: int, mode: str, ceil_mode: bool, dilation: int, wide: bool = False
+) -> Tensor:
     """The backward's gradient with respect to its ``grad_output`` (``torchpool::median_pool_grad_grad``)."""
-    x = torch.rand(3, 5, *[9, 8, 7][:nd], generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    spatial = WIDE_SPATIAL[nd] if wide else (9, 8, 7)[:nd]
+    x = torch.rand(3, 5, *spatial, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     x.requires_grad_(True)
     fn: Callable[..., Tensor] = {1: tp.median_pool1d, 2: tp.median_pool2d, 3: tp.median_pool3d}[nd]
     y = fn(x, k, s, p, dilation, ceil_mode, padding_mode=mode)
@@ -478,7 +494,58 @@ def test_chunked_grad_grad_equals_unchunked(
     monkeypatch: pytest.MonkeyPatch,
     one_thread: None,
 ) -> None:
-    expected = _median_grad_grad(nd, k, s, p, mode, ceil_mode, dilation)
-    for chunk in (1, 40, 400):  # bands of one row, bands of a few rows, whole planes
+    for wide in (False, True):
+        expected = _median_grad_grad(nd, k, s, p, mode, ceil_mode, dilation, wide)
+        # bands of one row, bands of a few rows (the wide planes: along the last dimension), planes
+        for chunk in (1, 40, 400):
+            monkeypatch.setattr(median_module, "_PLANE_CHUNK_ELEMENTS", chunk)
+            assert torch.equal(_median_grad_grad(nd, k, s, p, mode, ceil_mode, dilation, wide), expected)
+        monkeypatch.undo()
+
+
+# ------------------------------------------------------------------ bands along the last dimension
+
+# planes of few, long rows: with a tiny chunk a band of one window's rows (first dimension) is more
+# than a chunk while one of the last dimension fits (or is the smallest), so the bands run along it
+WIDE_SPATIAL = {1: (40,), 2: (5, 40), 3: (4, 5, 30)}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    ("family", "fn", "nd", "channels_last"), [param for param in SMALL_PARAMS if param.values[0] == "median"]
+)
+def test_bands_along_the_last_dimension_keep_the_bits(
+    family: str,
+    fn: Callable[[Tensor], tuple[Tensor, ...]],
+    nd: int,
+    channels_last: bool,
+    dtype: torch.dtype,
+    monkeypatch: pytest.MonkeyPatch,
+    one_thread: None,
+) -> None:
+    """Output, indices, gradient and the no-grad output with bands along the last dimension."""
+    from torchpool.ops.median import _ops
+
+    x = torch.rand(2, 3, *WIDE_SPATIAL[nd], generator=torch.Generator().manual_seed(1), dtype=dtype)
+    x[0, 1] = 0.0  # ties
+    x[..., :2] = 0.0
+    x[..., 7:10] = 0.5
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected = _run_small(fn, x)
+    axes: list[int] = []
+    chunking = _ops._chunking
+
+    def spy(cfg: object, planes: int) -> tuple[int, int, int]:
+        result = chunking(cfg, planes)  # type: ignore[arg-type]
+        axes.append(result[2] if result[1] else -1)
+        return result
+
+    monkeypatch.setattr(_ops, "_chunking", spy)
+    for chunk in (1, 12, 30, 60):  # bands of one output row and of a few rows
         monkeypatch.setattr(median_module, "_PLANE_CHUNK_ELEMENTS", chunk)
-        assert torch.equal(_median_grad_grad(nd, k, s, p, mode, ceil_mode, dilation), expected)
+        got = _run_small(fn, x)
+        for a, b in zip(got, expected, strict=True):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            assert torch.equal(a, b), f"chunk size {chunk} changed the result"
+    assert max(axes) == nd - 1, "the bands must run along the last dimension"

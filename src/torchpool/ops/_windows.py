@@ -7,8 +7,8 @@ memory by working on one chunk of the input at a time. This module holds what th
 * the window offsets and their strided views (:func:`offset_slices`, :func:`offset_views`);
 * chunk sizing (:data:`MAX_CHUNK_ELEMENTS`, :func:`chunk_elements`) and chunking: chunks of whole
   ``(n, c)`` planes (:func:`plane_chunks`, :func:`plane_ranges`) and, when one plane is more than a
-  chunk, bands of output rows along the first spatial dimension (:func:`row_bands`,
-  :func:`band_rows`, :func:`band_span`);
+  chunk, bands of output rows along one spatial dimension, the first one unless its bands cannot
+  be small enough (:func:`band_axis`, :func:`row_bands`, :func:`band_rows`, :func:`band_span`);
 * the input's memory format (:func:`channels_last_format`).
 
 Everything here is plain arithmetic on shapes or views: no copies, no data-dependent branches,
@@ -18,6 +18,7 @@ so it is safe under tracing as well.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Final
 
@@ -26,6 +27,7 @@ from torch import Tensor
 
 __all__ = [
     "MAX_CHUNK_ELEMENTS",
+    "band_axis",
     "band_rows",
     "band_span",
     "channels_last_format",
@@ -168,6 +170,33 @@ def row_bands(rows: int, per_band: int) -> list[slice]:
     """
     step = max(1, per_band)
     return [slice(start, min(rows, start + step)) for start in range(0, rows, step)]
+
+
+def band_axis(budget: int, padded: Sequence[int], out: Sequence[int], reach: Sequence[int]) -> int:
+    """The spatial dimension to cut a plane into bands along: the first one whose band of one
+    output row fits ``budget``, else the one whose band of one output row is smallest.
+
+    A band of one output row along dimension ``d`` reads ``reach[d]`` (the window's span) of the
+    ``padded[d]`` rows, each of ``prod(padded) / padded[d]`` elements. Dimensions with a single
+    output row cannot be cut. The first dimension wins ties, so planes whose rows are enough keep
+    the bands they always had.
+
+    Example:
+        >>> band_axis(1000, (10, 50), (8, 48), (3, 3))  # 3 rows of 50 fit
+        0
+        >>> band_axis(100, (6, 4096), (4, 4094), (3, 3))  # 3 rows of 4096 do not; 3 columns of 6 do
+        1
+    """
+    plane = math.prod(padded)
+    sizes = [
+        (plane // max(1, p) * r, d)
+        for d, (p, o, r) in enumerate(zip(padded, out, reach, strict=True))
+        if o > 1
+    ]
+    if not sizes:
+        return 0
+    fitting = [d for size, d in sizes if size <= budget]
+    return fitting[0] if fitting else min(sizes)[1]
 
 
 def band_rows(budget: int, row_elements: int, kernel_size: int, stride: int, dilation: int) -> int:

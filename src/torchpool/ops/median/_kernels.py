@@ -64,10 +64,10 @@ class _Config:
     """The window of one call. The kernels see the input padded by ``padding`` on both sides and, in
     ceil mode, by ``overhang`` more cells on the far side (never part of a window).
 
-    ``rows`` makes it the config of a *band*: the output rows ``[first, last)`` of the first spatial
-    axis, computed from the padded rows ``[first * stride, first * stride + used)`` (see
-    :func:`_pad_band`); ``out_sizes``, ``used`` and the masks are then the band's, everything else is
-    the whole input's.
+    ``rows`` makes it the config of a *band*: the output rows ``[first, last)`` of the spatial axis
+    ``axis`` (the first one unless that one is too short to cut), computed from the padded rows
+    ``[first * stride, first * stride + used)`` of that axis (see :func:`_pad_band`); ``out_sizes``,
+    ``used`` and the masks are then the band's, everything else is the whole input's.
     """
 
     kernel: tuple[int, ...]
@@ -79,6 +79,7 @@ class _Config:
     dilation: tuple[int, ...]
     ceil_mode: bool
     rows: tuple[int, int] | None = None
+    axis: int = 0
 
     @cached_property
     def spans(self) -> tuple[int, ...]:
@@ -102,12 +103,13 @@ class _Config:
         sizes = self.full_out_sizes
         if self.rows is None:
             return sizes
-        return (self.rows[1] - self.rows[0], *sizes[1:])
+        a = self.axis
+        return (*sizes[:a], self.rows[1] - self.rows[0], *sizes[a + 1 :])
 
     @cached_property
     def row_offset(self) -> int:
         """The padded row where a band starts (0 without a band)."""
-        return 0 if self.rows is None else self.rows[0] * self.stride[0]
+        return 0 if self.rows is None else self.rows[0] * self.stride[self.axis]
 
     @cached_property
     def used(self) -> tuple[int, ...]:
@@ -133,7 +135,7 @@ class _Config:
         """``[first, last)`` cells of the padded axis (of the band) that count: in bounds for ``"valid"``."""
         p, size = self.padding[axis], self.sizes[axis]
         first, last = (p, p + size) if self.mode == "valid" else (0, size + 2 * p)
-        shift = self.row_offset if axis == 0 else 0
+        shift = self.row_offset if axis == self.axis else 0
         return first - shift, last - shift
 
     def _masks(self, device: torch.device, ranges: Sequence[tuple[int, int]]) -> list[Tensor]:
@@ -143,7 +145,8 @@ class _Config:
             mask[first:last] = True
             masks.append(mask)
         if self.rows is not None:
-            masks[0] = masks[0][self.row_offset : self.row_offset + self.used[0]]
+            a = self.axis
+            masks[a] = masks[a][self.row_offset : self.row_offset + self.used[a]]
         return masks
 
     def inbounds(self, device: torch.device) -> list[Tensor]:
@@ -152,7 +155,7 @@ class _Config:
 
     def counted(self, device: torch.device) -> list[Tensor]:
         """Per axis, which cells of the padded axis (of the band) can be part of a window."""
-        shift = [self.row_offset] + [0] * (len(self.sizes) - 1)
+        shift = [self.row_offset if axis == self.axis else 0 for axis in range(len(self.sizes))]
         ranges = [(a + q, b + q) for (a, b), q in zip(map(self.counted_range, range(len(self.sizes))), shift)]
         return self._masks(device, ranges)
 
@@ -162,13 +165,13 @@ def _jit_is_tracing() -> bool:
     return bool(torch.jit.is_tracing())  # type: ignore[attr-defined, no-untyped-call]
 
 
-def _pad(x: Tensor, cfg: _Config, first_axis: int = 0) -> Tensor:
+def _pad(x: Tensor, cfg: _Config, skip: int | None = None) -> Tensor:
     """Pads ``(B, *sizes)`` by ``padding`` in the padding mode, then by the ceil-mode overhang (zeros).
 
-    Axes before ``first_axis`` are left alone (:func:`_pad_band` pads the first one itself).
+    The axis ``skip`` is left alone (:func:`_pad_band` pads a band's axis itself).
     """
-    padding = [0] * first_axis + list(cfg.padding[first_axis:])
-    overhang = [0] * first_axis + list(cfg.overhang[first_axis:])
+    padding = [0 if axis == skip else p for axis, p in enumerate(cfg.padding)]
+    overhang = [0 if axis == skip else e for axis, e in enumerate(cfg.overhang)]
     if any(padding):
         pads = [p for p in reversed(padding) for _ in range(2)]
         if cfg.mode in ("zeros", "valid"):
@@ -190,9 +193,9 @@ def _pad(x: Tensor, cfg: _Config, first_axis: int = 0) -> Tensor:
 
 
 def _source_rows(cfg: _Config, first: int, count: int) -> list[int | None]:
-    """The input row that each padded row ``first .. first + count - 1`` of the first axis copies
+    """The input row that each padded row ``first .. first + count - 1`` of the band's axis copies
     (``None`` for a zero row: zero padding, ceil-mode overhang)."""
-    p, size = cfg.padding[0], cfg.sizes[0]
+    p, size = cfg.padding[cfg.axis], cfg.sizes[cfg.axis]
     rows: list[int | None] = []
     for r in range(first, first + count):
         q = r - p
@@ -211,13 +214,13 @@ def _source_rows(cfg: _Config, first: int, count: int) -> list[int | None]:
 
 def _pad_band(x: Tensor, cfg: _Config) -> Tensor:
     """The padded rows of the band ``cfg.rows`` of ``(B, *sizes)``: exactly those rows of :func:`_pad`."""
-    first, count = cfg.row_offset, cfg.used[0]
+    first, count, dim = cfg.row_offset, cfg.used[cfg.axis], cfg.axis + 1
     pieces: list[Tensor] = []
     run: list[int] = []  # consecutive source rows, taken as one narrow view
 
     def flush() -> None:
         if run:
-            pieces.append(x.narrow(1, run[0], len(run)))
+            pieces.append(x.narrow(dim, run[0], len(run)))
             run.clear()
 
     for source in _source_rows(cfg, first, count):
@@ -226,12 +229,12 @@ def _pad_band(x: Tensor, cfg: _Config) -> Tensor:
             continue
         flush()
         if source is None:
-            pieces.append(x.new_zeros((x.shape[0], 1, *x.shape[2:])))
+            pieces.append(x.new_zeros((*x.shape[:dim], 1, *x.shape[dim + 1 :])))
         else:
             run.append(source)
     flush()
-    band = pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
-    return _pad(band, cfg, first_axis=1)
+    band = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim)
+    return _pad(band, cfg, skip=cfg.axis)
 
 
 # ----------------------------------------------------------------------------------------------

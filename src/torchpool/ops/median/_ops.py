@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._windows import band_rows, offset_slices, plane_ranges, row_bands
+from .._windows import band_axis, band_rows, offset_slices, plane_ranges, row_bands
 from . import _kernels
 from ._kernels import (
     _axis_slice,
@@ -158,7 +158,7 @@ def _indices(xp: Tensor, y: Tensor, cfg: _Config) -> Tensor:
         plane //= size
         shape = [1] * (nd + 1)
         shape[axis + 1] = o
-        row0 = cfg.rows[0] if axis == 0 and cfg.rows is not None else 0  # a band's first output row
+        row0 = cfg.rows[0] if axis == cfg.axis and cfg.rows is not None else 0  # a band's first output row
         starts = ((torch.arange(o, device=y.device) + row0) * s).reshape(shape)
         offset = (sel // after) % k
         real = offset * d + starts - p
@@ -176,14 +176,15 @@ def _indices(xp: Tensor, y: Tensor, cfg: _Config) -> Tensor:
     return index
 
 
-def _unpad_grad(gp: Tensor, cfg: _Config, first_axis: int = 0) -> Tensor:
+def _unpad_grad(gp: Tensor, cfg: _Config, axes: range | None = None) -> Tensor:
     """The backward of :func:`_pad`: folds the gradient of padded cells onto the cells they copy.
 
-    Only strided slice additions (no atomics), so it is deterministic on every device. Axes before
-    ``first_axis`` are left alone (:func:`_grad_bands` folds the first one itself).
+    Only strided slice additions (no atomics), so it is deterministic on every device. Only the
+    ``axes`` are folded (all by default), in order: :func:`_grad_bands` folds a band's axis itself,
+    after the axes before it and before the axes after it, as here.
     """
     for axis, (p, size, extra) in enumerate(zip(cfg.padding, cfg.sizes, cfg.overhang)):
-        if axis < first_axis:
+        if axes is not None and axis not in axes:
             continue
         if extra:  # ceil-mode overhang: never selected
             gp = gp.narrow(axis + 1, 0, size + 2 * p)
@@ -208,31 +209,42 @@ def _unpad_grad(gp: Tensor, cfg: _Config, first_axis: int = 0) -> Tensor:
             inner.narrow(dim, 0, 1).add_(lo.sum(dim, keepdim=True))
             inner.narrow(dim, size - 1, 1).add_(hi.sum(dim, keepdim=True))
         gp = inner
-    return gp.contiguous()
+    return gp if axes is not None and len(axes) == 0 else gp.contiguous()
 
 
-def _chunking(cfg: _Config, planes: int) -> tuple[int, int]:
+def _chunking(cfg: _Config, planes: int) -> tuple[int, int, int]:
     """How the ``planes`` (flattened ``N * C``) are padded a chunk at a time: ``(planes per chunk,
-    output rows per band)``, with 0 rows when a chunk holds whole planes.
+    output rows per band, band axis)``, with 0 rows when a chunk holds whole planes.
 
     When one padded plane is larger than the chunk budget, a chunk is one plane and it is cut into
-    bands along the first spatial axis. The compiled path takes one chunk: its graphs are
-    specialised to the input shape.
+    bands along the first spatial axis whose bands of one output row fit the budget
+    (:func:`band_axis`). The compiled path takes one chunk: its graphs are specialised to the
+    input shape.
     """
     padded = [s + 2 * p + e for s, p, e in zip(cfg.sizes, cfg.padding, cfg.overhang)]
     plane = max(1, math.prod(padded))
     if cfg.compiled:
-        return max(1, planes), 0
+        return max(1, planes), 0, 0
     budget = _kernels._plane_chunk_elements(planes * plane)
     if plane <= budget:
-        return budget // plane, 0
-    row = plane // max(1, padded[0])
-    return 1, band_rows(budget, row, cfg.kernel[0], cfg.stride[0], cfg.dilation[0])
+        return budget // plane, 0, 0
+    axis = band_axis(budget, padded, cfg.full_out_sizes, cfg.spans)
+    row = plane // max(1, padded[axis])
+    return 1, band_rows(budget, row, cfg.kernel[axis], cfg.stride[axis], cfg.dilation[axis]), axis
 
 
-def _bands(cfg: _Config, per_band: int) -> list[_Config]:
-    """Band configs of ``per_band`` output rows covering the output."""
-    return [replace(cfg, rows=(rows.start, rows.stop)) for rows in row_bands(cfg.full_out_sizes[0], per_band)]
+def _bands(cfg: _Config, per_band: int, axis: int) -> list[_Config]:
+    """Band configs of ``per_band`` output rows of ``axis`` covering the output."""
+    return [
+        replace(cfg, rows=(rows.start, rows.stop), axis=axis)
+        for rows in row_bands(cfg.full_out_sizes[axis], per_band)
+    ]
+
+
+def _band_index(part: slice, cfg: _Config) -> tuple[slice, ...]:
+    """The output index of the band ``cfg`` of the planes ``part``."""
+    assert cfg.rows is not None
+    return (part, *[slice(None)] * cfg.axis, slice(*cfg.rows))
 
 
 def _padded_chunk(x: Tensor, part: slice, cfg: _Config) -> Tensor:
@@ -246,22 +258,21 @@ def _chunks(x: Tensor, cfg: _Config) -> Iterator[tuple[tuple[slice, ...], Tensor
     The results of the kernels on each chunk are the same bits as on the whole input (a band's
     windows are whole windows, and it uses the network of the whole input).
     """
-    chunk, rows = _chunking(cfg, x.shape[0])
+    chunk, rows, axis = _chunking(cfg, x.shape[0])
     if not rows:
         for part in plane_ranges(x.shape[0], chunk):
             yield (part,), _padded_chunk(x, part, cfg), cfg
         return
-    bands = _bands(cfg, rows)
+    bands = _bands(cfg, rows, axis)
     for plane in range(x.shape[0]):
         part = slice(plane, plane + 1)
         for band in bands:
-            assert band.rows is not None
-            yield (part, slice(*band.rows)), _padded_chunk(x, part, band), band
+            yield _band_index(part, band), _padded_chunk(x, part, band), band
 
 
 def _forward_chunked(x: Tensor, cfg: _Config) -> Tensor:
     """Median of every window of the unpadded ``(B, *sizes)`` tensor ``x``, padding a chunk at a time."""
-    chunk, rows = _chunking(cfg, x.shape[0])
+    chunk, rows, _ = _chunking(cfg, x.shape[0])
     if not rows and chunk >= x.shape[0]:
         return _forward(_padded_chunk(x, slice(None), cfg), cfg)
     y = torch.empty((x.shape[0], *cfg.out_sizes), dtype=x.dtype, device=x.device)
@@ -270,73 +281,86 @@ def _forward_chunked(x: Tensor, cfg: _Config) -> Tensor:
     return y
 
 
-def _padded_grad_rows(x: Tensor, y: Tensor, g: Tensor, cfg: _Config, first: int, last: int) -> Tensor:
-    """Rows ``[first, last)`` of the gradient with respect to the padded ``x`` (first axis).
+def _padded_grad_rows(
+    x: Tensor, y: Tensor, g: Tensor, cfg: _Config, axis: int, first: int, last: int
+) -> Tensor:
+    """Rows ``[first, last)`` of ``axis`` of the gradient with respect to the padded ``x``.
 
     Computed on the band of every window that reaches those rows, so each cell receives the same
-    additions, in the same order, as on the whole input.
+    additions, in the same order, as on the whole input (a band's windows are in the row-major
+    order of all windows). The axes before ``axis`` come folded (:func:`_unpad_grad`).
     """
-    stride, span = cfg.stride[0], cfg.spans[0]
-    j0, j1 = max(0, (first - span) // stride + 1), min(cfg.full_out_sizes[0], -(-last // stride))
-    rest = [s + 2 * p + e for s, p, e in zip(cfg.sizes[1:], cfg.padding[1:], cfg.overhang[1:])]
+    stride, span, dim = cfg.stride[axis], cfg.spans[axis], axis + 1
+    j0, j1 = max(0, (first - span) // stride + 1), min(cfg.full_out_sizes[axis], -(-last // stride))
+    shape = [x.shape[0]] + [s + 2 * p + e for s, p, e in zip(cfg.sizes, cfg.padding, cfg.overhang)]
+    shape[1:dim] = cfg.sizes[:axis]
+    shape[dim] = last - first
     if j0 >= j1:
-        return x.new_zeros((x.shape[0], last - first, *rest))
-    band = replace(cfg, rows=(j0, j1))
-    gp = _grad(_padded_chunk(x, slice(None), band), y[:, j0:j1], g[:, j0:j1], band)
-    start, count = band.row_offset, gp.shape[1]
+        return x.new_zeros(shape)
+    band = replace(cfg, rows=(j0, j1), axis=axis)
+    gp = _grad(
+        _padded_chunk(x, slice(None), band), y.narrow(dim, j0, j1 - j0), g.narrow(dim, j0, j1 - j0), band
+    )
+    gp = _unpad_grad(gp, cfg, range(axis))
+    start, count = band.row_offset, gp.shape[dim]
     if start <= first and last <= start + count:
-        return gp.narrow(1, first - start, last - first)
-    rows = x.new_zeros((x.shape[0], last - first, *rest))
+        return gp.narrow(dim, first - start, last - first)
+    rows = x.new_zeros(shape)
     lo, hi = max(first, start), min(last, start + count)
     if lo < hi:
-        rows[:, lo - first : hi - first] = gp[:, lo - start : hi - start]
+        rows.narrow(dim, lo - first, hi - lo).copy_(gp.narrow(dim, lo - start, hi - lo))
     return rows
 
 
-def _edge_folds(x: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> list[tuple[int, Tensor]]:
-    """What :func:`_unpad_grad` adds to the input rows from the padding rows of the first axis:
+def _edge_folds(x: Tensor, y: Tensor, g: Tensor, cfg: _Config, axis: int) -> list[tuple[int, Tensor]]:
+    """What :func:`_unpad_grad` adds to the input rows from the padding rows of ``axis``:
     ``(first input row, rows to add)``, in its order."""
-    p, size = cfg.padding[0], cfg.sizes[0]
+    p, size, dim = cfg.padding[axis], cfg.sizes[axis], axis + 1
     if not p or cfg.mode in ("zeros", "valid"):
         return []
-    lo = _padded_grad_rows(x, y, g, cfg, 0, p)
-    hi = _padded_grad_rows(x, y, g, cfg, p + size, 2 * p + size)
+    lo = _padded_grad_rows(x, y, g, cfg, axis, 0, p)
+    hi = _padded_grad_rows(x, y, g, cfg, axis, p + size, 2 * p + size)
     if cfg.mode == "reflect":
-        return [(1, lo.flip(1)), (size - 1 - p, hi.flip(1))]
+        return [(1, lo.flip(dim)), (size - 1 - p, hi.flip(dim))]
     if cfg.mode == "circular":
         return [(size - p, lo), (0, hi)]
-    return [(0, lo.sum(1, keepdim=True)), (size - 1, hi.sum(1, keepdim=True))]  # replicate
+    return [(0, lo.sum(dim, keepdim=True)), (size - 1, hi.sum(dim, keepdim=True))]  # replicate
 
 
-def _grad_bands(x: Tensor, y: Tensor, g: Tensor, cfg: _Config, per_band: int, grad: Tensor) -> None:
-    """:func:`_grad_chunked` one plane at a time, in bands of input rows (first axis), into ``grad``.
+def _grad_bands(
+    x: Tensor, y: Tensor, g: Tensor, cfg: _Config, per_band: int, axis: int, grad: Tensor
+) -> None:
+    """:func:`_grad_chunked` one plane at a time, in bands of input rows of ``axis``, into ``grad``.
 
     A band owns about as many rows as ``per_band`` output rows read, less the halo on both sides.
+    The padding is folded in :func:`_unpad_grad`'s order: the axes before ``axis``, ``axis``, the
+    axes after it.
     """
-    p, size, span = cfg.padding[0], cfg.sizes[0], cfg.spans[0]
-    owned = max(1, (per_band - 1) * cfg.stride[0] + span - 2 * (span - 1))
+    p, size, span, dim = cfg.padding[axis], cfg.sizes[axis], cfg.spans[axis], axis + 1
+    owned = max(1, (per_band - 1) * cfg.stride[axis] + span - 2 * (span - 1))
+    after = range(axis + 1, len(cfg.sizes))
     for plane in range(x.shape[0]):
         part = slice(plane, plane + 1)
         xs, ys, gs = x[part], y[part], g[part]
-        folds = _edge_folds(xs, ys, gs, cfg)
+        folds = _edge_folds(xs, ys, gs, cfg, axis)
         for i0 in range(0, size, owned):
             i1 = min(size, i0 + owned)
-            inner = _padded_grad_rows(xs, ys, gs, cfg, p + i0, p + i1)
+            inner = _padded_grad_rows(xs, ys, gs, cfg, axis, p + i0, p + i1)
             for dest, src in folds:
-                lo, hi = max(dest, i0), min(dest + src.shape[1], i1)
+                lo, hi = max(dest, i0), min(dest + src.shape[dim], i1)
                 if lo < hi:
-                    inner[:, lo - i0 : hi - i0].add_(src[:, lo - dest : hi - dest])
-            grad[part, i0:i1] = _unpad_grad(inner, cfg, first_axis=1)
+                    inner.narrow(dim, lo - i0, hi - lo).add_(src.narrow(dim, lo - dest, hi - lo))
+            grad[part].narrow(dim, i0, i1 - i0).copy_(_unpad_grad(inner, cfg, after))
 
 
 def _grad_chunked(x: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> Tensor:
     """Gradient with respect to the unpadded ``x``, computed a chunk of planes (or a band) at a time."""
-    chunk, rows = _chunking(cfg, x.shape[0])
+    chunk, rows, axis = _chunking(cfg, x.shape[0])
     if not rows and chunk >= x.shape[0]:
         return _unpad_grad(_grad(_padded_chunk(x, slice(None), cfg), y, g, cfg), cfg)
     grad = torch.empty_like(x, memory_format=torch.contiguous_format)
     if rows:
-        _grad_bands(x, y, g, cfg, rows, grad)
+        _grad_bands(x, y, g, cfg, rows, axis, grad)
         return grad
     for part in plane_ranges(x.shape[0], chunk):
         grad[part] = _unpad_grad(_grad(_padded_chunk(x, part, cfg), y[part], g[part], cfg), cfg)

@@ -34,7 +34,7 @@ from .._checks import check_input, check_window, restore_batch
 from .._shape import IntOrTuple, pool_output_size
 from ..registry import register_pool
 from ._base import WindowPool
-from .soft import _no_values, window_sums
+from .soft import _no_values, _window_sums
 
 __all__ = ["LIPPool2d", "lip_pool2d"]
 
@@ -109,8 +109,8 @@ def lip_pool2d(
     if _no_values(xc):  # traced: PyTorch's average pooling (its divisor cancels)
         return (F.avg_pool2d(xc * w, k, s, p) / F.avg_pool2d(w, k, s, p)).to(x.dtype)
     out = pool_output_size(tuple(x.shape[-2:]), k, s, p)
-    num = window_sums(xc * w, k, s, p, out)
-    den = window_sums(w, k, s, p, out)
+    num = _window_sums(xc * w, k, s, p, out)
+    den = _window_sums(w, k, s, p, out)
     if xc.numel() > 0:
         limit = 80.0 if xc.dtype == torch.float32 else 700.0
         with torch.no_grad():

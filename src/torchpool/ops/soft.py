@@ -6,13 +6,13 @@ part of any window (they carry no weight); the output lies between the window's 
 How it is computed (both exact in real arithmetic, since any constant subtracted from every
 exponent of a window cancels between numerator and denominator):
 
-* **fast path** (eager mode): one stabiliser per plane, ``c = max`` over the plane (detached: its
-  gradient cancels), then ``sum(e * a) / sum(e)`` over each window with ``e = exp(a - c)`` (the
-  window sums by :func:`window_sums`), no overflow (every exponent is ``<= 0``). Its only failure
-  is underflow, when a whole window lies far below its plane's max; the path checks its own
-  result (every window's ``sum(e)`` must reach ``exp(-limit)``: then the window's largest weight
-  is a normal number and the result is exact to rounding) and recomputes the planes where it
-  does not (or that hold a NaN or an infinity) by
+* **fast path** (eager mode): one stabiliser per plane, ``c = max`` over the plane (detached:
+  its gradient cancels), then ``sum(e * a) / sum(e)`` over each window with ``e = exp(a - c)``
+  (the window sums: separable in-place sums of strided slices); no overflow (every exponent is
+  ``<= 0``). Its only failure is underflow, when a whole window lies far below its plane's max.
+  The path checks its own result (every window's ``sum(e)`` must reach ``exp(-limit)``: then
+  the window's largest weight is a normal number and the result is exact to rounding) and
+  recomputes the planes where it does not (or that hold a NaN or an infinity) by
 * **the window path**: each window's own max ``m`` (over strided views of the padded input, one
   per window cell), then ``sum e_i a_i / sum e_i`` with ``e_i = exp(a_i - m)``: safe for any
   magnitude and sign. Traced code (``torch.compile``, ``torch.export``, ONNX) always takes it,
@@ -84,8 +84,8 @@ def _soft_plane(
         c = a.amax(dim=dims, keepdim=True)
     e = (a - c).exp_()  # in place on the fresh difference: one buffer less
     out = pool_output_size(tuple(a.shape[-ndim:]), k, s, p, 1, ceil_mode)
-    num = window_sums(e * a, k, s, p, out)
-    den = window_sums(e, k, s, p, out)
+    num = _window_sums(e * a, k, s, p, out)
+    den = _window_sums(e, k, s, p, out)
     tiny = math.exp(-_LIMIT[a.dtype])  # the window max's weight is at least this
     with torch.no_grad():
         redo = ~(den >= tiny).all(dim=dims[-1])  # also catches NaN (a NaN or +inf in the plane)
@@ -99,7 +99,7 @@ def _soft_plane(
     return torch.where(redo, _soft_windows(a, ndim, k, s, p, ceil_mode), num / den.masked_fill(redo, 1.0))
 
 
-def window_sums(
+def _window_sums(
     t: Tensor, k: tuple[int, ...], s: tuple[int, ...], p: tuple[int, ...], out: tuple[int, ...]
 ) -> Tensor:
     """The sum over each (zero-padded) window of ``t``'s last ``len(k)`` dims; ``out``: the output size.

@@ -3,7 +3,8 @@
 Everything the training sampler (:mod:`._sampling`) and the evaluation path (:mod:`._eval`) share:
 the value check, the compute dtype, the flat-index tables of the windows, the zero padding, and
 the chunks they work on (:func:`_parts`): groups of whole ``(n, c)`` planes, or bands of output
-rows of one plane (:func:`_band`) when one plane is more than a chunk.
+rows of one plane (:func:`_band`) when one plane is more than a chunk, along the first spatial
+dimension unless a plane has too few rows for that (then along another, :func:`band_axis`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch._subclasses.fake_tensor import FakeTensor
 from ..._checks import Window, is_traced
 from .._windows import (
     MAX_CHUNK_ELEMENTS,
+    band_axis,
     band_rows,
     band_span,
     chunk_elements,
@@ -75,9 +77,10 @@ def _window_tables(
     device: torch.device,
     rows: slice | None = None,
     compact: bool = False,
+    axis: int = 0,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Flat-index tables in the unpadded plane, for the windows in the output rows ``rows`` along
-    the first spatial dimension (``None``: all).
+    the spatial dimension ``axis`` (``None``: all).
 
     ``compact``: ``base`` and ``first`` in int32 where the plane allows it (half the memory: with
     few planes the tables are a good part of the working set); they only ever add to or replace
@@ -89,7 +92,7 @@ def _window_tables(
     (same shape): the flat index of each window's first in-bounds cell.
     """
     if rows is not None:
-        out = (rows.stop - rows.start, *out[1:])
+        out = (*out[:axis], rows.stop - rows.start, *out[axis + 1 :])
     strides = _flat_strides(spatial)
     k, s, p, dil = win.kernel_size, win.stride, win.padding, win.dilation
     offsets = torch.tensor(
@@ -105,7 +108,7 @@ def _window_tables(
     first = torch.zeros(out, dtype=dtype, device=device)
     ndim = len(spatial)
     for d in range(ndim):
-        skip = rows.start if rows is not None and d == 0 else 0
+        skip = rows.start if rows is not None and d == axis else 0
         start = torch.arange(skip, skip + out[d], device=device, dtype=torch.int64) * s[d] - p[d]
         shape = [1] * ndim
         shape[d] = out[d]
@@ -203,11 +206,12 @@ def _chunk_elements(padded_elements: int, fraction: int = _CHUNK_FRACTION, limit
 
 class _Part(NamedTuple):
     """One chunk: ``(batch, channel)`` slices of planes and, for a band of one plane, a slice of
-    rows along the first spatial dimension (output rows in the forward and the training backward,
-    input rows in the eval backward); ``rows is None`` for whole planes."""
+    rows along the spatial dimension ``axis`` (output rows in the forward and the training
+    backward, input rows in the eval backward); ``rows is None`` for whole planes."""
 
     planes: tuple[slice, slice]
     rows: slice | None
+    axis: int = 0
 
 
 _Mode = Literal["train", "eval", "eval_backward"]
@@ -224,65 +228,78 @@ def _shares(mode: _Mode) -> tuple[int, int]:
 def _parts(
     shape: tuple[int, ...],
     win: Window,
-    rows: int,
+    sizes: tuple[int, ...],
     mode: _Mode,
     band_reach: int | None = None,
+    disjoint: bool = False,
 ) -> list[_Part]:
     """The chunks of an input of ``shape`` (N, C, *spatial) for ``mode``: whole planes while one
     plane fits the budget (:func:`_chunk_elements`), else bands of one plane along the first
-    spatial dimension.
+    spatial dimension whose bands can fit the budget (:func:`band_axis`; with ``disjoint``, among
+    the first one and those along which windows do not overlap).
 
-    ``rows`` is the number of rows that bands split: the output's first size (forward, training
-    backward) or the input's (eval backward). ``band_reach`` is the number of input rows one such
-    row reads (``None``: the window's, for output rows; 1 for input rows).
+    ``sizes`` are the numbers of rows that bands split, per spatial dimension: the output's sizes
+    (forward, training backward) or the input's (eval backward). ``band_reach`` is the number of
+    input rows one such row reads (``None``: the window's, for output rows; 1 for input rows).
     """
     training = mode == "train"
     n, c = shape[:2]
     padded = [size + 2 * p for size, p in zip(shape[2:], win.padding, strict=True)]
     plane = math.prod(padded)
     budget = _chunk_elements(n * c * plane, *_shares(mode))
-    if n * c == 0 or plane <= budget or rows <= 1:
+    # the axis: bands of input rows (eval backward) recompute the windows that read them, so a band
+    # of one row reads a window's rows too
+    spans = [(k - 1) * d + 1 for k, d in zip(win.kernel_size, win.dilation, strict=True)]
+    share = _TRAIN_BAND_SHARE if training else 1
+    cut = [
+        o if d == 0 or not disjoint or span <= s else 1
+        for d, (o, span, s) in enumerate(zip(sizes, spans, win.stride))
+    ]
+    axis = band_axis(budget // share, padded, cut, spans)
+    if n * c == 0 or plane <= budget or sizes[axis] <= 1:
         return [_Part(planes, None) for planes in plane_chunks(n, c, budget // max(1, plane))]
-    row = plane // max(1, padded[0])
+    row = plane // max(1, padded[axis])
     if training:
         budget //= _TRAIN_BAND_SHARE
+    k, s, d = win.kernel_size[axis], win.stride[axis], win.dilation[axis]
     if band_reach is None:
-        per_band = band_rows(budget, row, win.kernel_size[0], win.stride[0], win.dilation[0])
+        per_band = band_rows(budget, row, k, s, d)
     else:
         per_band = max(1, budget // max(1, row * band_reach))
-    bands = row_bands(rows, per_band)
+    bands = row_bands(sizes[axis], per_band)
     if not training and band_reach is None:
         # the average pools need a band at least one window long (a ceil-mode window past the
         # padding can make the last one shorter): merge it into the previous one
-        k, s, d = win.kernel_size[0], win.stride[0], win.dilation[0]
         while len(bands) > 1:
-            start, stop = band_span(bands[-1], k, s, d, padded[0])
+            start, stop = band_span(bands[-1], k, s, d, padded[axis])
             if stop - start >= (k - 1) * d + 1:
                 break
             bands[-2:] = [slice(bands[-2].start, bands[-1].stop)]
     if len(bands) == 1:
         return [_Part(planes, None) for planes in plane_chunks(n, c, 1)]
     planes = [(slice(i, i + 1), slice(j, j + 1)) for i in range(n) for j in range(c)]
-    return [_Part(p, band) for p in planes for band in bands]
+    return [_Part(p, band, axis) for p in planes for band in bands]
 
 
-def _band(x: Tensor, rows: slice, win: Window, clip: bool) -> tuple[Tensor, Window]:
-    """The input rows that the output rows ``rows`` read, with their padding along the first spatial
-    dimension made explicit (zero rows), and the window for them (no padding on that dimension).
+def _band(x: Tensor, rows: slice, win: Window, clip: bool, axis: int = 0) -> tuple[Tensor, Window]:
+    """The input rows that the output rows ``rows`` of the spatial dimension ``axis`` read, with
+    their padding along it made explicit (zero rows), and the window for them (no padding on it).
 
     ``clip``: stop at the padded input's end even where a ceil-mode window overhangs it (for the
     average pools, whose divisor counts the cells up to there); otherwise the band reaches as far
     as the window does and :func:`_padded` adds the zero rows beyond.
     """
-    k, s, p, d = win.kernel_size[0], win.stride[0], win.padding[0], win.dilation[0]
-    size = x.shape[2]
+    k, s, p, d = win.kernel_size[axis], win.stride[axis], win.padding[axis], win.dilation[axis]
+    dim = 2 + axis
+    size = x.shape[dim]
     start, stop = band_span(rows, k, s, d, size + 2 * p if clip else None)
     lo, hi = max(start - p, 0), min(stop - p, size)
-    band = x.narrow(2, lo, max(0, hi - lo))
+    band = x.narrow(dim, lo, max(0, hi - lo))
     top, bottom = lo - (start - p), (stop - p) - hi
     if top or bottom:
-        band = F.pad(band, [0, 0] * (x.dim() - 3) + [top, bottom])
-    return band, Window(win.kernel_size, win.stride, (0, *win.padding[1:]), win.dilation)
+        band = F.pad(band, [0, 0] * (x.dim() - 1 - dim) + [top, bottom])
+    padding = tuple(0 if i == axis else q for i, q in enumerate(win.padding))
+    return band, Window(win.kernel_size, win.stride, padding, win.dilation)
 
 
 def _rows(t: Tensor, rows: slice | None, dim: int = 2) -> Tensor:

@@ -120,7 +120,7 @@ class _ProbabilisticWeighting(torch.autograd.Function):
     ) -> Tensor:
         dtype = _compute_dtype(x.dtype)
         window = _pool_window(win, ndim, ceil_mode)
-        chunks = _parts(tuple(x.shape), win, out_size[0], "eval")
+        chunks = _parts(tuple(x.shape), win, out_size, "eval")
         ctx.meta = (win, ndim, ceil_mode, out_size, len(chunks), x.dtype)  # type: ignore[attr-defined]
         if len(chunks) == 1:
             a = _pool_layout(x, ndim, dtype)
@@ -131,13 +131,13 @@ class _ProbabilisticWeighting(torch.autograd.Function):
             return out
         shape = (*x.shape[:2], *out_size)
         pooled_shape = (*x.shape[:2], 1, *out_size) if ndim == 1 else shape
-        band = 3 if ndim == 1 else 2  # the dimension of the bands' rows in the pooling layout
+        band = 3 if ndim == 1 else 2  # the dimension of the bands' first axis in the pooling layout
         out = safe = torch.empty(0)
-        for i, (planes, rows) in enumerate(chunks):
+        for i, (planes, rows, axis) in enumerate(chunks):
             if rows is None:
                 pooled, safe_c = _weighting(_pool_layout(x[planes], ndim, dtype), window)
             else:
-                part, part_win = _band(x[planes], rows, win, clip=True)
+                part, part_win = _band(x[planes], rows, win, clip=True, axis=axis)
                 pooled, safe_c = _weighting(
                     _pool_layout(part, ndim, dtype), _pool_window(part_win, ndim, ceil_mode)
                 )
@@ -147,9 +147,9 @@ class _ProbabilisticWeighting(torch.autograd.Function):
                 if save:
                     layout = _layout_of(safe_c)
                     safe = torch.empty(pooled_shape, dtype=dtype, device=x.device, memory_format=layout)
-            _rows(out[planes], rows).copy_(pooled.squeeze(2) if ndim == 1 else pooled)
+            _rows(out[planes], rows, 2 + axis).copy_(pooled.squeeze(2) if ndim == 1 else pooled)
             if save:
-                _rows(safe[planes], rows, band).copy_(safe_c)
+                _rows(safe[planes], rows, band + axis).copy_(safe_c)
         if save:
             ctx.save_for_backward(x, out, safe)
         return out
@@ -171,42 +171,44 @@ class _ProbabilisticWeighting(torch.autograd.Function):
         dtype = _compute_dtype(x.dtype)
         # bands of input rows; their windows (:func:`_windows_reading`) are recomputed where bands
         # share windows, so that every cell adds its windows' terms in the unchunked order
-        parts = _parts(tuple(x.shape), win, x.shape[2], "eval_backward", band_reach=1)
+        parts = _parts(tuple(x.shape), win, tuple(x.shape[2:]), "eval_backward", band_reach=1)
         grad_x = torch.empty_like(x) if parts[0].rows is None else torch.zeros_like(x)
         o = out.unsqueeze(2) if ndim == 1 else out
         band = 3 if ndim == 1 else 2
-        for planes, rows in parts:
+        for planes, rows, axis in parts:
             if rows is None:
                 grad_c = _weighting_grad(
                     grad[planes], _pool_layout(x[planes], ndim, dtype), o[planes], safe[planes], window
                 )
                 grad_x[planes] = grad_c.squeeze(2) if ndim == 1 else grad_c
                 continue
-            windows = _windows_reading(rows, win, out_size[0], x.shape[2])
+            dim = 2 + axis
+            windows = _windows_reading(rows, win, out_size[axis], x.shape[dim], axis)
             if windows is None:
                 continue  # rows no window reads: zero gradient
-            part, part_win = _band(x[planes], windows, win, clip=True)
+            part, part_win = _band(x[planes], windows, win, clip=True, axis=axis)
             grad_c = _weighting_grad(
-                _rows(grad[planes], windows, band),
+                _rows(grad[planes], windows, band + axis),
                 _pool_layout(part, ndim, dtype),
-                _rows(o[planes], windows, band),
-                _rows(safe[planes], windows, band),
+                _rows(o[planes], windows, band + axis),
+                _rows(safe[planes], windows, band + axis),
                 _pool_window(part_win, ndim, ceil_mode),
             )
             grad_c = grad_c.squeeze(2) if ndim == 1 else grad_c
-            first = windows.start * win.stride[0] - win.padding[0]  # the input row of grad_c's first row
-            lo, hi = max(rows.start, first), min(rows.stop, first + grad_c.shape[2])
+            # the input row of grad_c's first row
+            first = windows.start * win.stride[axis] - win.padding[axis]
+            lo, hi = max(rows.start, first), min(rows.stop, first + grad_c.shape[dim])
             if hi > lo:
-                grad_x[planes].narrow(2, lo, hi - lo).copy_(grad_c.narrow(2, lo - first, hi - lo))
+                grad_x[planes].narrow(dim, lo, hi - lo).copy_(grad_c.narrow(dim, lo - first, hi - lo))
         return grad_x, None, None, None, None, None, None
 
 
-def _windows_reading(rows: slice, win: Window, count: int, size: int) -> slice | None:
-    """The windows (output rows, of ``count``) that read the input rows ``rows`` (of ``size``), or
+def _windows_reading(rows: slice, win: Window, count: int, size: int, axis: int = 0) -> slice | None:
+    """The windows (output rows of ``axis``, of ``count``) that read its input rows ``rows`` (of ``size``), or
     ``None`` when none does; extended to earlier windows where the band they read would be
     shorter than one window (a ceil-mode window past the padding), so that its average pools
     take the same path as the unchunked ones."""
-    k, s, p, d = win.kernel_size[0], win.stride[0], win.padding[0], win.dilation[0]
+    k, s, p, d = win.kernel_size[axis], win.stride[axis], win.padding[axis], win.dilation[axis]
     reach = (k - 1) * d + 1
     lo = max(0, (rows.start + p - reach) // s + 1)
     hi = min(count, -(-(rows.stop + p) // s))

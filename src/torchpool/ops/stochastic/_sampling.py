@@ -86,12 +86,12 @@ def _draw_chunk(
     return position, index, None if bool(positive.all()) else positive
 
 
-def _leading(win: Window, rows: slice | None) -> tuple[int, ...]:
+def _leading(win: Window, rows: slice | None, axis: int = 0) -> tuple[int, ...]:
     """How many windows at the start of each dimension start in the padding (``ceil(p / s)``), within
-    the output rows ``rows`` of a band (``None``: whole planes)."""
+    the output rows ``rows`` of a band along ``axis`` (``None``: whole planes)."""
     leading = [-(-p // s) for p, s in zip(win.padding, win.stride, strict=True)]
     if rows is not None:
-        leading[0] = min(max(0, leading[0] - rows.start), rows.stop - rows.start)
+        leading[axis] = min(max(0, leading[axis] - rows.start), rows.stop - rows.start)
     return tuple(leading)
 
 
@@ -101,13 +101,14 @@ def _chunk_tables(
     shape: tuple[int, ...],
     out: tuple[int, ...],
     win: Window,
+    axis: int = 0,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``tables`` (those of all windows) for whole planes, else those of the band's windows, made
-    for it (the tables of one plane are as large as its output, four times over)."""
+    """``tables`` (those of all windows) for whole planes, else those of the band's windows (along
+    ``axis``), made for it (the tables of one plane are as large as its output, four times over)."""
     return (
         tables
         if rows is None
-        else _window_tables(tuple(shape[2:]), out, win, tables[0].device, rows, compact=True)
+        else _window_tables(tuple(shape[2:]), out, win, tables[0].device, rows, compact=True, axis=axis)
     )
 
 
@@ -141,7 +142,7 @@ def _draw(
     dtype = _compute_dtype(x.dtype)
     shape = (*x.shape[:2], *out)
     device = x.device
-    chunks = _parts(tuple(x.shape), win, out[0], "train")
+    chunks = _parts(tuple(x.shape), win, out, "train")
     one = len(chunks) == 1
     # the tables of all windows, for whole planes (bands make their own: a plane's are 4x its output)
     whole = None if chunks[0].rows is None else slice(0, 0)
@@ -156,42 +157,56 @@ def _draw(
         positions = torch.empty(shape, dtype=_position_dtype(kk), device=device) if keep and not one else None
         index = torch.empty(shape, dtype=torch.int64, device=device) if return_indices and not one else None
         positive: Tensor | None = None
-        for planes, rows in chunks:
-            xc, yc = x[planes], _rows(y[planes], rows)
-            uc = _rows(u[planes], rows)
+        for planes, rows, axis in chunks:
+            dim = 2 + axis
+            xc, yc = x[planes], _rows(y[planes], rows, dim)
+            uc = _rows(u[planes], rows, dim)
             if rows is None:
                 position, idx, pos = _draw_chunk(xc, uc, win, out, tables, _leading(win, None))
-                source, shift = xc, 0
             else:
-                band, band_win = _band(xc, rows, win, clip=False)
-                band_out = (rows.stop - rows.start, *out[1:])
-                band_tables = _chunk_tables(tables, rows, tuple(x.shape), out, win)
+                band, band_win = _band(xc, rows, win, clip=False, axis=axis)
+                band_out = (*out[:axis], rows.stop - rows.start, *out[axis + 1 :])
+                band_tables = _chunk_tables(tables, rows, tuple(x.shape), out, win, axis)
                 position, idx, pos = _draw_chunk(
-                    band, uc, band_win, band_out, band_tables, _leading(win, rows)
+                    band, uc, band_win, band_out, band_tables, _leading(win, rows, axis)
                 )
-                # gather from the input rows of the band only (no copy of a channels-last plane)
-                lo, hi = band_span(rows, win.kernel_size[0], win.stride[0], win.dilation[0])
-                lo, hi = max(lo - win.padding[0], 0), min(hi - win.padding[0], x.shape[2])
-                source, shift = xc.narrow(2, lo, hi - lo), lo * math.prod(x.shape[3:])
-            values = yc.view(*yc.shape[:2], -1)  # a view of y: chunks are whole planes or rows of one
-            local = idx if shift == 0 else idx - shift
-            torch.gather(source.flatten(2), 2, local.flatten(2), out=values)
+            _gather(xc, yc, idx, win, rows, axis)
             if pos is not None:
                 # zero windows: the value is 0 already (+0.0 for a -0.0 cell); their gradient stops too
                 yc.masked_fill_(pos.logical_not(), 0)
                 if positive is None:
                     positive = pos if one else torch.ones(shape, dtype=torch.bool, device=device)
                 if not one:
-                    _rows(positive[planes], rows).copy_(pos)
+                    _rows(positive[planes], rows, dim).copy_(pos)
             if one:
                 index = idx if (return_indices or keep) else None
             else:
                 if positions is not None:
-                    _rows(positions[planes], rows).copy_(position)
+                    _rows(positions[planes], rows, dim).copy_(position)
                 if index is not None:
-                    _rows(index[planes], rows).copy_(idx)
+                    _rows(index[planes], rows, dim).copy_(idx)
     saved = (index if one else positions) if keep else None
     return y, saved, positive, index if return_indices else None
+
+
+def _gather(xc: Tensor, yc: Tensor, idx: Tensor, win: Window, rows: slice | None, axis: int) -> None:
+    """Writes the cells of ``xc`` (a chunk) at the flat indices ``idx`` into ``yc``, its output.
+
+    A band along the first dimension gathers from the input rows it reads only (no copy of a
+    channels-last plane) straight into ``y``; a band along another one through a temporary (its
+    output is no flat view of ``y``).
+    """
+    source, shift = xc, 0
+    if rows is not None and axis == 0:
+        lo, hi = band_span(rows, win.kernel_size[0], win.stride[0], win.dilation[0])
+        lo, hi = max(lo - win.padding[0], 0), min(hi - win.padding[0], xc.shape[2])
+        source, shift = xc.narrow(2, lo, hi - lo), lo * math.prod(xc.shape[3:])
+    local = idx if shift == 0 else idx - shift
+    if rows is None or axis == 0:
+        values = yc.view(*yc.shape[:2], -1)  # a view of y: chunks are whole planes or rows of one
+        torch.gather(source.flatten(2), 2, local.flatten(2), out=values)
+    else:
+        yc.copy_(torch.gather(source.flatten(2), 2, local.flatten(2)).view(yc.shape))
 
 
 class _StochasticDraw(torch.autograd.Function):
@@ -228,23 +243,27 @@ class _StochasticDraw(torch.autograd.Function):
         shape, dtype, device, win, out = ctx.meta  # type: ignore[attr-defined]
         grad_x = torch.zeros(shape, dtype=grad.dtype, device=device)
         zero = torch.zeros((), dtype=grad.dtype, device=device)
-        # saved int64 indices: one chunk; else the chunks of the forward (and their tables)
+        # saved int64 indices: one chunk; else chunks of the forward's size (and their tables)
         chunks = [_Part((slice(None), slice(None)), None)]
         tables = None
         if saved.dtype != torch.int64:
-            chunks = _parts(shape, win, out[0], "train")
+            # bands along the first dimension, or along one where windows do not overlap: a cell
+            # that windows of two bands (of columns, say) draw would add their gradients in
+            # another order than the unchunked pass (row-major)
+            chunks = _parts(shape, win, out, "train", disjoint=True)
             whole = None if chunks[0].rows is None else slice(0, 0)
             tables = _window_tables(tuple(shape[2:]), out, win, device, whole, compact=True)
-        for planes, rows in chunks:
-            mask = None if positive is None else _rows(positive[planes], rows)
+        for planes, rows, axis in chunks:
+            dim = 2 + axis
+            mask = None if positive is None else _rows(positive[planes], rows, dim)
             # saved int64 indices are valid everywhere (zero windows: their first in-bounds cell)
-            drawn = _rows(saved[planes], rows)
+            drawn = _rows(saved[planes], rows, dim)
             index = (
                 drawn
                 if tables is None
-                else _index_of(drawn, mask, _chunk_tables(tables, rows, shape, out, win))
+                else _index_of(drawn, mask, _chunk_tables(tables, rows, shape, out, win, axis))
             )
-            g = _rows(grad[planes], rows)
+            g = _rows(grad[planes], rows, dim)
             g = g if mask is None else torch.where(mask, g, zero)
             # the whole plane: a band's windows scatter into it in the order of the unchunked pass
             target = grad_x[planes]

@@ -5,7 +5,8 @@
   exceptions, compile / export / ONNX / CUDA notes, flags, docs page). They live in
   ``tests/records/<family>.py``; ``records.POOLS`` collects them.
 * :class:`OpRecord`: an op (function + Module) with its float64 reference and sample cases.
-  They live in ``op_table.py`` or a ``records_<family>.py`` module exporting ``RECORDS``;
+  They live in ``op_table.py`` (the survey's first families) or in the family's
+  ``records/<family>.py`` (its list ``OPS``);
   ``op_table.OPS`` collects them. An OpRecord's name is its pool's registry name, with a
   suffix after a hyphen for a rank or a mode of a rank-generic pool (``gem-1d``,
   ``stochastic1d-eval``).

@@ -1,6 +1,7 @@
-"""One record per op: its function, its Module, its float64 reference and its cases.
+r"""One record per op: its function, its Module, its float64 reference and its cases.
 
-Records of later families live in ``records_<family>.py`` files (a list ``RECORDS``).
+Records of later families live in their family's ``records/<family>.py`` (a list ``OPS``, beside
+the family's ``PoolRecord``\ s).
 
 The generic tests in ``test_ops.py`` iterate over ``OPS``; a new op gets the whole test set
 by adding a record here. An op's name is its pool's registry name (with a ``-`` suffix for a
@@ -10,15 +11,14 @@ the pool's ``PoolRecord`` (``tests/records/``): :data:`OPS_BY_POOL`.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from op_record import Case, OpRecord
+from records import FAMILIES
 from reference import (
     adaptive_reference,
     avg_pool_reference,
@@ -377,8 +377,8 @@ def _records() -> list[OpRecord]:
 
 def _family_records() -> list[OpRecord]:
     records: list[OpRecord] = []
-    for path in sorted(Path(__file__).parent.glob("records_*.py")):
-        records += importlib.import_module(path.stem).RECORDS
+    for module in FAMILIES.values():
+        records += getattr(module, "OPS", [])
     return records
 
 

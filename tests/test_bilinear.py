@@ -2,7 +2,7 @@
 dict, unbiasedness with negative controls), low-rank head, iSQRT-COV, bad arguments.
 
 The generic tests (float64 references, gradcheck, layouts, Module == function, fp16/bf16)
-run over ``records_bilinear.RECORDS`` in ``test_ops.py``.
+run over ``records.bilinear.OPS`` in ``test_ops.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from exactness import assert_same_computation
-from records_bilinear import drawn_buffers
+from records.bilinear import drawn_buffers
 from torch import Tensor
 
 import torchpool as tp

@@ -1,7 +1,7 @@
 """BlurPool / MaxBlurPool (Zhang 2019): peers, the paper's property, the filter, state dicts, errors.
 
 The float64 reference, gradcheck and the generic walks come from the records
-(``records_blur.py``, ``records/blur.py``); this file holds what they do not cover.
+(``records/blur.py``); this file holds what they do not cover.
 """
 
 from __future__ import annotations

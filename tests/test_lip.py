@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from records_lip import lip_loops
+from records.lip import lip_loops
 
 import torchpool as tp
 

@@ -1,7 +1,7 @@
 """NetVLAD / GhostVLAD: shapes, normalisation, k-means + alpha init, ghosts, safety, memory, errors.
 
 The generic tests (reference, gradcheck w.r.t. the input, layouts, Module == function, low
-precision, meta-test) run over the records in ``records_netvlad.py``.
+precision, meta-test) run over the records in ``records/netvlad.py``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 from exactness import assert_same_computation
-from records_netvlad import netvlad_loop_reference, vlad_module
+from records.netvlad import netvlad_loop_reference, vlad_module
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 

@@ -2,7 +2,7 @@
 
 Every property draws a small input (spatial sizes up to 7 in 1d, 5 in 2d, 3-4 in 3d; batch
 1-2; channels 1-4) and the op's arguments, and compares the op with the slow float64
-references of ``tests/reference*.py`` and ``tests/records_*.py``. The input values lie on a
+references of ``tests/reference*.py`` and ``tests/records/*.py``. The input values lie on a
 grid of multiples of 1/32 below 4 in magnitude (at most 8 significant bits), so they are
 exact in float64, float32, float16 and bfloat16: one float64 reference serves every dtype.
 For each example :func:`check_op` checks
@@ -40,15 +40,15 @@ import torch
 from exactness import assert_same_computation
 from hypothesis import Phase, assume, given, settings
 from hypothesis import strategies as st
-from records_bilinear import (
+from records.bilinear import (
     bilinear_reference,
     compact_reference,
     drawn_buffers,
     low_rank_reference,
     newton_schulz_reference,
 )
-from records_netvlad import netvlad_loop_reference
-from records_pyramid import spp_reference, sppf_reference, yolo_spp_reference
+from records.netvlad import netvlad_loop_reference
+from records.pyramid import spp_reference, sppf_reference, yolo_spp_reference
 from reference import (
     adaptive_reference,
     avg_pool_reference,

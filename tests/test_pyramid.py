@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from records_pyramid import bin_bounds, spp_reference
+from records.pyramid import bin_bounds, spp_reference
 from torch import Tensor, nn
 
 import torchpool as tp

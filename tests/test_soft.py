@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from records_soft import soft_reference
+from records.soft import soft_reference
 
 import torchpool as tp
 import torchpool.ops.soft as S

@@ -47,6 +47,9 @@ _3D_TOO_SMALL = raises(
     "avg_pool2d's message: the 3d average runs separably where an input dim is below the kernel",
 )
 
+#: the registry family of these pools (the file name is not it).
+FAMILY = "max/avg"
+
 
 def _records(d: int) -> list[PoolRecord]:
     lp_policy = {

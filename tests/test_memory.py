@@ -51,7 +51,11 @@ forward / forward + backward / with indices beyond the indices, k=3 s=1 p=1 refl
 1.79x; (1, 3, 224, 224) 1.54x / 1.54x / 1.81x; (1, 1, 512, 512) 1.53x / 1.53x / 1.80x. Before
 the floor was held to 1/16 and planes were cut into bands (a chunk was at least 2^16 elements and
 at least one plane): (4, 16, 32, 32) 9.21x / 9.21x / 12.9x, (2, 3, 64, 64) 10.2x, (1, 3, 224, 224)
-4.02x, (1, 1, 512, 512) 10.0x, (2, 64, 64, 64) 2.08x (forward), the larger shapes as now.
+4.02x, (1, 1, 512, 512) 10.0x, (2, 64, 64, 64) 2.08x (forward), the larger shapes as now. Planes of
+few, long rows, before -> after bands along the last dimension (forward / forward + backward / with
+indices beyond the indices): (1, 1, 8, 4096) 2.38x / 3.97x / 3.41x -> 1.58x / 1.58x / 1.87x, s=2
+1.56x / 1.56x -> 0.46x / 0.46x; (1, 1, 4, 65536) 3.75x / 6.94x / 5.81x -> 1.59x / 1.59x / 1.91x,
+s=2 2.87x / 2.87x -> 0.36x / 0.36x.
 Measured for stochastic pooling before its chunks were resized for issue 10 (commit 7cd4b61,
 ``python -m benchmarks.run_all --quick --only bench_memory``, forward / forward + backward, training
 and eval 3x3 s=2; its current figures are in ``torchpool.ops.stochastic``): (16, 256, 112, 112)

@@ -19,7 +19,8 @@ For 3x3 windows this is the classic median-of-9 from sorted columns (max of the 
 of the medians, min of the maxima, then the median of those three): 18 min/max per output. The input
 is padded a chunk at a time, in the forward, the backward and for the indices, so that no padded copy
 of the whole input is made: a chunk is a group of ``(n, c)`` planes, or, when one plane is larger than
-a chunk, a band of rows (first spatial axis) of one plane with the halo its windows need. Chunks are
+a chunk, a band of rows of one plane with the halo its windows need (along the first spatial axis
+whose band of one output row fits a chunk: the last one for planes of few, long rows). Chunks are
 1/32 of the input (at least 2^16 elements, but never more than 1/16 of the input; at most 2^23), so
 that the extra memory stays under 2x the input's size at any shape (``tests/test_memory.py``); every
 chunk gives the same bits as the whole input. The eager path runs the network over chunks of the

@@ -27,8 +27,8 @@ _CHUNK_ELEMENTS = 1 << 19
 # Padded elements per chunk that is padded at a time (forward, backward and indices), so that no
 # padded copy of the whole input is made: the extra memory is the output and a few chunks. This is
 # the largest chunk; :func:`_plane_chunk_elements` sizes the chunks of one input. A chunk is a group
-# of whole ``(n, c)`` planes, or, when one plane is larger than the chunk, a band of rows (first
-# spatial axis) of one plane with the halo its windows need.
+# of whole ``(n, c)`` planes, or, when one plane is larger than the chunk, a band of rows of one
+# plane with the halo its windows need (along the first spatial axis whose bands fit, ``band_axis``).
 _PLANE_CHUNK_ELEMENTS = MAX_CHUNK_ELEMENTS
 # A chunk holds at most 1 / _PLANE_CHUNK_FRACTION of the (padded) input, so that the working set of
 # one chunk (the padded chunk, the backward's gradient and masks, the network's intermediates:

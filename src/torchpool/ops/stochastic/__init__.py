@@ -40,11 +40,12 @@ input's size (stride 2; measured in ``tests/test_stochastic_memory.py`` and
 ``tests/test_memory.py``): chunks of whole ``(n, c)`` planes, a share of the input (1/2 in
 training, 1/8 in evaluation, at least 2^18 elements but never more than 1/2 in training, 1/3 in the
 eval forward and 1/6 in the eval backward), and where one plane is more than a chunk, bands of
-output rows of one plane along the first spatial dimension, each with the input rows its windows
-read and its padding made explicit. Chunks and bands give the same bits as one chunk: the
-uniforms are drawn for the whole output at once, and the gradients add up in the unchunked order.
-A band holds at least one window's rows, so a single plane of very few rows can still exceed the
-bound (e.g. (1, 1, 8, 4096), 3x3 window, eval forward + backward).
+output rows of one plane, each with the input rows its windows read and its padding made
+explicit, along the first spatial dimension whose band of one output row fits a chunk (the last
+one for planes of few, long rows such as (1, 1, 8, 4096); the training backward only along the
+first one or one where windows do not overlap). Chunks and bands give the same bits as one
+chunk: the uniforms are drawn for the whole output at once, and the gradients add up in the
+unchunked order.
 
 Traceable path. Under ``torch.compile``, ``torch.export``, ONNX export and tracing, and for
 ``meta``/fake tensors, the pool runs in plain differentiable ops with the same arithmetic

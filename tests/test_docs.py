@@ -30,19 +30,28 @@ DOCS = ROOT / "docs"
 #: not a registered pool (output sizes, unpooling).
 FAMILY_PAGES = [*dict.fromkeys(record.docs_page for record in POOLS.values()), "output-size", "unpool"]
 OTHER_PAGES = ["registry", "commands", "performance"]
-# the modules whose API reference each page shows (``::: module`` in docs/PAGE.md)
-API_PAGES = {
-    "max-avg": ["torchpool.ops.standard", "torchpool.ops.adaptive"],
-    "stochastic": ["torchpool.ops.stochastic"],
-    "median": ["torchpool.ops.median"],
-    "combined": ["torchpool.ops.combined"],
-    "pyramid": ["torchpool.ops.pyramid"],
-    "global": ["torchpool.ops.global_"],
-    "netvlad": ["torchpool.ops.netvlad"],
-    "bilinear": ["torchpool.ops.bilinear"],
-    "unpool": ["torchpool.ops.unpool"],
-    "registry": ["torchpool.registry"],
-}
+
+
+def _is_module(target: str) -> bool:
+    try:
+        importlib.import_module(target)
+    except ModuleNotFoundError:
+        return False
+    return True
+
+
+# the modules whose API reference each page shows (its ``::: module`` directives; a directive of one
+# function or class is not a module page)
+def _api_pages() -> dict[str, list[str]]:
+    pages: dict[str, list[str]] = {}
+    for page in sorted(DOCS.glob("*.md")):
+        for target in re.findall(r"^::: (\S+)$", page.read_text(encoding="utf-8"), flags=re.M):
+            if _is_module(target):
+                pages.setdefault(page.stem, []).append(target)
+    return pages
+
+
+API_PAGES = _api_pages()
 # public classes whose API entry cannot be right until their source changes: {"module.Class": reason}
 API_XFAIL: dict[str, str] = {}
 # what docs/_ext/sphinx_compat.py writes for a parameter that no docstring describes

@@ -210,7 +210,7 @@ OPS: list[OpRecord] = [
 
 
 PAGE = "blur"
-_CONV = "PyTorch's depthwise conv{d}d and F.pad (in the input dtype)"
+_CONV = "PyTorch's depthwise convolution and F.pad (in the input dtype)"
 
 
 def _subsample(size: int) -> dict[str, Any]:
@@ -254,13 +254,13 @@ MAX_BLUR = {
 
 def _records(d: int) -> list[PoolRecord]:
     return [
-        PoolRecord(f"blur{d}d", PAGE, BLUR, Semantics("draw", 1, True, _subsample), _CONV.format(d=d)),
+        PoolRecord(f"blur{d}d", PAGE, BLUR, Semantics("draw", 1, True, _subsample), _CONV),
         PoolRecord(
             f"maxblur{d}d",
             PAGE,
             MAX_BLUR,
             Semantics("max", 1, True, _global_max),
-            f"PyTorch's max_pool{d}d, then " + _CONV.format(d=d),
+            "PyTorch's max pooling, then " + _CONV,
         ),
     ]
 

@@ -64,7 +64,7 @@ _NATIVE_MAX: dict[int, Callable[..., Tensor]] = {
 }
 
 
-def check_output_size(output_size: object, spatial: Sequence[int]) -> tuple[int, ...]:
+def _check_output_size(output_size: object, spatial: Sequence[int]) -> tuple[int, ...]:
     """Normalises ``output_size`` (an int, or one int or ``None`` per spatial dim) to ints."""
     ndim = len(spatial)
     if isinstance(output_size, bool) or not isinstance(output_size, (int, tuple, list, torch.Size)):
@@ -136,19 +136,19 @@ def _decomposed(x: Tensor, sizes: tuple[int, ...], mode: str) -> Tensor:
     return x
 
 
-def adaptive_pool(x: Tensor, ndim: int, output_size: OutputSize, mode: str) -> Tensor:
+def _adaptive_pool(x: Tensor, ndim: int, output_size: OutputSize, mode: str) -> Tensor:
     """Adaptive ``mode`` (``"avg"`` or ``"max"``) pooling of the ``ndim`` trailing dims, validated."""
     xb, _ = check_input(x, ndim)
     if any(size == 0 for size in xb.shape[2:]):
         raise ValueError(f"input must have non-zero spatial sizes, got shape {tuple(x.shape)}")
-    sizes = check_output_size(output_size, xb.shape[2:])
+    sizes = _check_output_size(output_size, xb.shape[2:])
     if xb.shape[1] == 0:  # no channels: the empty result (PyTorch's adaptive max pools refuse C = 0)
         return x.reshape(*x.shape[:-ndim], *sizes)
     if mode == "avg" and x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
         # PyTorch's CPU adaptive_avg_pool3d sums in the input dtype (float16 overflows)
-        return adaptive_pool(x.float(), ndim, sizes, mode).to(x.dtype)
+        return _adaptive_pool(x.float(), ndim, sizes, mode).to(x.dtype)
     if mode == "max" and ndim == 3 and cpu_kernel_missing("adaptive_max_pool3d", x):
-        return adaptive_pool(x.float(), ndim, sizes, mode).to(x.dtype)  # exact: a selection
+        return _adaptive_pool(x.float(), ndim, sizes, mode).to(x.dtype)  # exact: a selection
     if is_exporting() or needs_deterministic_backward(x):
         return _decomposed(x, sizes, mode)
     return (_NATIVE_MAX if mode == "max" else _NATIVE_AVG)[ndim](x, sizes)
@@ -159,7 +159,7 @@ def _adaptive_max(
 ) -> Tensor | tuple[Tensor, Tensor]:
     if check_bool(return_indices, "return_indices"):
         xb, unbatched = check_input(x, ndim)
-        sizes = check_output_size(output_size, xb.shape[2:])
+        sizes = _check_output_size(output_size, xb.shape[2:])
         if xb.shape[1] == 0:  # no channels: the empty result (PyTorch's kernel refuses C = 0)
             y = xb.reshape(*xb.shape[:2], *sizes)
             idx = torch.zeros(y.shape, dtype=torch.int64, device=y.device)
@@ -169,7 +169,7 @@ def _adaptive_max(
         else:
             y, idx = _NATIVE_MAX[ndim](xb, sizes, True)
         return restore_batch(y, unbatched), restore_batch(idx, unbatched)
-    return adaptive_pool(x, ndim, output_size, "max")
+    return _adaptive_pool(x, ndim, output_size, "max")
 
 
 _AVG_DOC = """Mean over adaptive bins, as ``F.adaptive_avg_pool{n}d``.
@@ -220,17 +220,17 @@ _MAX_DOC = """Maximum over adaptive bins, as ``F.adaptive_max_pool{n}d``.
 
 @rank_doc(_AVG_DOC, 1, sizes="5")
 def adaptive_avg_pool1d(x: Tensor, output_size: OutputSize) -> Tensor:
-    return adaptive_pool(x, 1, output_size, "avg")
+    return _adaptive_pool(x, 1, output_size, "avg")
 
 
 @rank_doc(_AVG_DOC, 2, sizes="5, 5")
 def adaptive_avg_pool2d(x: Tensor, output_size: OutputSize) -> Tensor:
-    return adaptive_pool(x, 2, output_size, "avg")
+    return _adaptive_pool(x, 2, output_size, "avg")
 
 
 @rank_doc(_AVG_DOC, 3, sizes="5, 5, 5")
 def adaptive_avg_pool3d(x: Tensor, output_size: OutputSize) -> Tensor:
-    return adaptive_pool(x, 3, output_size, "avg")
+    return _adaptive_pool(x, 3, output_size, "avg")
 
 
 @overload

@@ -23,7 +23,7 @@ from .._shape import IntOrTuple, pool_output_size
 from ..registry import register_pool
 from ._base import WindowPool
 from ._doc import rank_doc
-from .adaptive import adaptive_pool
+from .adaptive import _adaptive_pool
 
 __all__ = [
     "AdaptiveAvgMaxPool1d",
@@ -164,12 +164,12 @@ def _catavgmax(
 
 
 def _adaptive_avgmax(x: Tensor, ndim: int, output_size: IntOrTuple) -> Tensor:
-    avg, mx = adaptive_pool(x, ndim, output_size, "avg"), adaptive_pool(x, ndim, output_size, "max")
+    avg, mx = _adaptive_pool(x, ndim, output_size, "avg"), _adaptive_pool(x, ndim, output_size, "max")
     return 0.5 * avg + 0.5 * mx  # equals 0.5 * (avg + mx) bit for bit, without overflowing
 
 
 def _adaptive_catavgmax(x: Tensor, ndim: int, output_size: IntOrTuple) -> Tensor:
-    avg, mx = adaptive_pool(x, ndim, output_size, "avg"), adaptive_pool(x, ndim, output_size, "max")
+    avg, mx = _adaptive_pool(x, ndim, output_size, "avg"), _adaptive_pool(x, ndim, output_size, "max")
     return torch.cat([avg, mx], dim=-(ndim + 1))
 
 

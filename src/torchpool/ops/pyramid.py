@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from .._checks import check_bool, check_choice, check_input, restore_batch
 from ..registry import register_pool
 from ._doc import rank_doc
-from .adaptive import adaptive_pool
+from .adaptive import _adaptive_pool
 from .yolo import SPPF as SPPF
 from .yolo import YoloSPP as YoloSPP
 from .yolo import from_darknet_cfg as from_darknet_cfg
@@ -86,7 +86,7 @@ def _pool_level(x: Tensor, bins: tuple[int, ...], mode: str, ndim: int) -> Tenso
         flat = x.flatten(2)
         y = flat.max(dim=2).values if mode == "max" else flat.mean(dim=2)
         return y.reshape(*y.shape, *bins)
-    return adaptive_pool(x, ndim, bins, mode)
+    return _adaptive_pool(x, ndim, bins, mode)
 
 
 def _spp(x: Tensor, ndim: int, levels: Sequence[Level], mode: str, flatten: bool) -> Tensor:

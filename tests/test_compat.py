@@ -64,3 +64,18 @@ def test_median_padding_fallback_equals_native(
     fallback = pool(x, 3, 1, 1, padding_mode=mode)
     assert fallback.dtype == dtype
     assert torch.equal(fallback, native)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+def test_blur_padding_fallback_equals_native(
+    dtype: torch.dtype, mode: str, ndim: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x = _input((2, 3) + (7,) * ndim, dtype).requires_grad_(True)  # autograd: the F.pad path
+    pool = {1: tp.blur_pool1d, 2: tp.blur_pool2d, 3: tp.blur_pool3d}[ndim]
+    native = pool(x, 3, 2, padding_mode=mode)
+    _force_missing(monkeypatch)
+    fallback = pool(x, 3, 2, padding_mode=mode)
+    assert fallback.dtype == dtype
+    assert torch.equal(fallback, native)

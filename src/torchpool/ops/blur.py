@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_bool, check_choice, check_input, is_traced, restore_batch
+from .._compat import cpu_kernel_missing
 from .._deterministic import max_pool3d as _max_pool3d
 from .._deterministic import needs_deterministic_backward
 from .._shape import IntOrTuple, ntuple
@@ -140,8 +141,18 @@ def _blur(x: Tensor, ndim: int, k: tuple[int, ...], s: tuple[int, ...], padding_
     if padding_mode != "zeros" and needs_deterministic_backward(x):
         padded = _pad_by_slices(x, ndim, k, padding_mode)
     else:
-        padded = F.pad(x, pads, mode="constant" if padding_mode == "zeros" else padding_mode)
+        padded = _pad(x, pads, padding_mode, ndim)
     return _CONV[ndim](padded, weight, stride=s, groups=channels)
+
+
+def _pad(x: Tensor, pads: list[int], padding_mode: str, ndim: int) -> Tensor:
+    """``F.pad``; in float32 where this PyTorch has no half-precision CPU kernel for the mode
+    (torch 2.4: reflection / replication), converted back exactly (padding copies values)."""
+    if padding_mode == "zeros":
+        return F.pad(x, pads, mode="constant")
+    if cpu_kernel_missing(f"pad_{padding_mode}{ndim}d", x):
+        return F.pad(x.float(), pads, mode=padding_mode).to(x.dtype)
+    return F.pad(x, pads, mode=padding_mode)
 
 
 def _pad_by_slices(x: Tensor, ndim: int, k: tuple[int, ...], padding_mode: str) -> Tensor:
@@ -199,7 +210,7 @@ def _blur_fixing_borders(
             pads: list[int] = []
             for other in reversed(range(ndim)):
                 pads += [a0 - start, end - a1] if other == axis else [half[other], half[other]]
-            slab = F.pad(x.narrow(2 + axis, a0, a1 - a0), pads, mode=padding_mode)
+            slab = _pad(x.narrow(2 + axis, a0, a1 - a0), pads, padding_mode, ndim)
             y.narrow(2 + axis, o0, o1 - o0).copy_(conv(slab, weight, stride=s, groups=channels))
     return y
 

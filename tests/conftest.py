@@ -35,6 +35,7 @@ SLOW: dict[str, frozenset[str] | None] = {
     "test_properties_ops.py": None,
     "test_zoo.py": None,
     "test_memory.py": None,
+    "test_stochastic_memory.py": None,
     "test_battery.py": frozenset({"test_battery"}),
     "test_ops.py": frozenset({"test_gradcheck"}),
     # single tests that take seconds each (compile, ONNX, gradcheck, subprocesses, downloads)

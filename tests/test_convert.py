@@ -10,7 +10,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchpool.convert import SwapReport, swap_pooling
-from torchpool.nn import AdaptiveCatAvgMaxPool2d, BilinearPool, GeM, MedianPool2d, NetVLAD
+from torchpool.nn import (
+    AdaptiveCatAvgMaxPool2d,
+    BilinearPool,
+    BlurPool2d,
+    GeM,
+    LIPPool2d,
+    MaxBlurPool2d,
+    MedianPool2d,
+    NetVLAD,
+)
 
 C = 8
 
@@ -422,3 +431,30 @@ def test_refuses_when_no_linear_runs_after_the_pool() -> None:
     with pytest.raises(ValueError, match=r"no nn\.Linear runs after it"):
         swap_pooling(model, "adaptive_catavgmax2d", example_input=torch.randn(1, 3, 8, 8))
     assert swap_pooling(model, "gem")(torch.randn(1, 3, 8, 8)).shape == (1, C)
+
+
+def test_stem_maxpool_to_the_downsampling_pools() -> None:
+    """LIP takes the channels from the dry run; BlurPool keeps its binomial filter and MaxBlurPool
+    gets the old window as its dense max pool (a blur's ``kernel_size`` is no window)."""
+    stem = F.relu(_model().bn1(_model().conv1(X)))
+    new = swap_pooling(_model(), "lip2d", select=nn.MaxPool2d, example_input=X)
+    lip = new.maxpool
+    assert isinstance(lip, LIPPool2d)
+    assert (lip.channels, lip.kernel_size, lip.stride, lip.padding) == (C, 3, 2, 1)
+    assert new(X).shape == (2, 10)
+    with pytest.raises(ValueError, match=r"lip2d.*needs channels=.*example_input"):
+        swap_pooling(_model(), "lip2d", select=nn.MaxPool2d)
+    with pytest.raises(ValueError, match=r"'blur2d' may change the output width; pass example_input="):
+        swap_pooling(_model(), "blur2d", select=nn.MaxPool2d)  # the blur pads by its own rule
+    blur = swap_pooling(_model(), "blur2d", select=nn.MaxPool2d, example_input=X).maxpool
+    assert isinstance(blur, BlurPool2d)
+    assert (blur.kernel_size, blur.stride) == (3, 2)
+    assert blur(stem).shape == _model().maxpool(stem).shape
+    # the old 3x3 window becomes the dense max pool, unpadded as in kornia: 16 -> 14 -> 7, not 8
+    with pytest.raises(ValueError, match=r"'maxpool' changes its output width.*'layer1.conv1'"):
+        swap_pooling(_model(), "maxblur2d", select=nn.MaxPool2d, example_input=X)
+    new = swap_pooling(_model(), "maxblur2d", select=nn.MaxPool2d, max_pool_size=2, example_input=X)
+    maxblur = new.maxpool
+    assert isinstance(maxblur, MaxBlurPool2d)
+    assert (maxblur.max_pool_size, maxblur.kernel_size, maxblur.stride) == (2, 3, 2)
+    assert new(X).shape == (2, 10)

@@ -8,6 +8,7 @@ layer saw in the dry run.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import torch
@@ -22,7 +23,12 @@ __all__ = ["build", "measure", "squeezed", "width_of"]
 # Geometry attributes copied from the old layer, in order.
 _GEOMETRY = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "output_size", "output_ratio")
 # Required constructor arguments filled with the input's channel count from example_input.
-_CHANNEL_ARGS = ("dim", "dim_a", "in_channels")
+_CHANNEL_ARGS = ("dim", "dim_a", "in_channels", "channels")
+# Targets whose ``kernel_size`` is not a pooling window: the old window goes to another argument
+# (MaxBlurPool's dense max pool) or is not carried over (BlurPool's binomial filter keeps its size;
+# its stride is the downsampling). Either pads by its own rule, so the old window's padding is
+# dropped too, and the new output shape is measured. Keyed by registry name without the dimension.
+_WINDOW_ARGUMENT: dict[str, str | None] = {"maxblur": "max_pool_size", "blur": None}
 
 
 def _neutral(attr: str, value: Any, old: nn.Module) -> bool:
@@ -49,11 +55,17 @@ def _geometry(
     """The old layer's geometry for the target, and whether it provably keeps the output shape."""
     out: dict[str, Any] = {}
     same = True
+    base = re.sub(r"[123]d$", "", target.info.name) if target.info is not None else ""
     for attr in _GEOMETRY:
         if attr in given or not hasattr(old, attr):
             continue
         value = getattr(old, attr)
-        if attr in target.accepted or (target.var_kw and not _neutral(attr, value, old)):
+        if attr in ("kernel_size", "padding") and base in _WINDOW_ARGUMENT:
+            window_argument = _WINDOW_ARGUMENT[base]
+            if attr == "kernel_size" and window_argument is not None and window_argument not in given:
+                out[window_argument] = value
+            same = False  # the filter changes the window: the output shape is measured
+        elif attr in target.accepted or (target.var_kw and not _neutral(attr, value, old)):
             out[attr] = value  # a **kwargs builder gets only the arguments that matter
         elif attr == "output_size" and target.global_ and not windowed(old):
             same = same and _neutral(attr, value, old)  # an adaptive grid to a global pool: measured

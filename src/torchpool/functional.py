@@ -54,7 +54,9 @@ from .ops.pyramid import (
     sppf,
     yolo_spp,
 )
+from .ops.s3 import s3_pool2d
 from .ops.soft import soft_pool1d, soft_pool2d, soft_pool3d
+from .ops.spectral import spectral_pool2d
 from .ops.stochastic import (
     stochastic_pool1d,
     stochastic_pool1d_with_indices,
@@ -63,6 +65,7 @@ from .ops.stochastic import (
     stochastic_pool3d,
     stochastic_pool3d_with_indices,
 )
+from .ops.tree import tree_pool2d
 from .ops.unpool import max_unpool1d, max_unpool2d, max_unpool3d
 
 __all__ = [
@@ -113,6 +116,7 @@ __all__ = [
     "mixed_pool3d",
     "netvlad",
     "pool_output_size",
+    "s3_pool2d",
     "soft_pool1d",
     "soft_pool2d",
     "soft_pool3d",
@@ -120,6 +124,7 @@ __all__ = [
     "spatial_pyramid_pool1d",
     "spatial_pyramid_pool2d",
     "spatial_pyramid_pool3d",
+    "spectral_pool2d",
     "sppf",
     "stochastic_pool1d",
     "stochastic_pool1d_with_indices",
@@ -127,5 +132,6 @@ __all__ = [
     "stochastic_pool2d_with_indices",
     "stochastic_pool3d",
     "stochastic_pool3d_with_indices",
+    "tree_pool2d",
     "yolo_spp",
 ]

@@ -10,6 +10,7 @@ from .ops.adaptive import (
     AdaptiveMaxPool2d,
     AdaptiveMaxPool3d,
 )
+from .ops.attention import AttentionPool2d, AttentionPoolLatent, SimPool
 from .ops.bilinear import BilinearPool, CompactBilinearPool, LowRankBilinearPool, MatrixSqrtPool
 from .ops.blur import BlurPool1d, BlurPool2d, BlurPool3d, MaxBlurPool1d, MaxBlurPool2d, MaxBlurPool3d
 from .ops.combined import (
@@ -39,8 +40,11 @@ from .ops.pyramid import (
     SpatialPyramidPool3d,
     YoloSPP,
 )
+from .ops.s3 import S3Pool2d
 from .ops.soft import SoftPool1d, SoftPool2d, SoftPool3d
+from .ops.spectral import SpectralPool2d
 from .ops.stochastic import StochasticPool1d, StochasticPool2d, StochasticPool3d
+from .ops.tree import TreePool2d
 from .ops.unpool import MaxUnpool1d, MaxUnpool2d, MaxUnpool3d
 
 __all__ = [
@@ -56,6 +60,8 @@ __all__ = [
     "AdaptiveCatAvgMaxPool1d",
     "AdaptiveCatAvgMaxPool2d",
     "AdaptiveCatAvgMaxPool3d",
+    "AttentionPool2d",
+    "AttentionPoolLatent",
     "AvgMaxPool1d",
     "AvgMaxPool2d",
     "AvgMaxPool3d",
@@ -89,7 +95,9 @@ __all__ = [
     "MixedPool2d",
     "MixedPool3d",
     "NetVLAD",
+    "S3Pool2d",
     "SPPF",
+    "SimPool",
     "SoftPool1d",
     "SoftPool2d",
     "SoftPool3d",
@@ -97,8 +105,10 @@ __all__ = [
     "SpatialPyramidPool1d",
     "SpatialPyramidPool2d",
     "SpatialPyramidPool3d",
+    "SpectralPool2d",
     "StochasticPool1d",
     "StochasticPool2d",
     "StochasticPool3d",
+    "TreePool2d",
     "YoloSPP",
 ]

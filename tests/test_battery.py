@@ -114,6 +114,7 @@ EXTRA: dict[str, Callable[[Tensor, int], tuple[Tensor | None, ...]]] = {
         _rand(x, CLASSES),
     ),
     "lip_pool2d": lambda x, n: (_rand(x, *x.shape).expand_as(x),),  # the logit: the input's shape
+    "tree_pool2d": lambda x, n: (_rand(x, 2, 2, 2), _rand(x, 1, 2, 2)),  # 2 leaf filters, 1 gate (k=2)
     **{f"max_unpool{d}d": (lambda x, n: (_topleft_switches(x, n),)) for d in (1, 2, 3)},
     **{f"MaxUnpool{d}d": (lambda x, n: (_topleft_switches(x, n),)) for d in (1, 2, 3)},
 }

@@ -55,7 +55,9 @@ from .ops.pyramid import (
     yolo_spp,
 )
 from .ops.s3 import s3_pool2d
+from .ops.s3 import s3_pool2d
 from .ops.soft import soft_pool1d, soft_pool2d, soft_pool3d
+from .ops.spectral import spectral_pool2d
 from .ops.spectral import spectral_pool2d
 from .ops.stochastic import (
     stochastic_pool1d,
@@ -117,6 +119,7 @@ __all__ = [
     "netvlad",
     "pool_output_size",
     "s3_pool2d",
+    "s3_pool2d",
     "soft_pool1d",
     "soft_pool2d",
     "soft_pool3d",
@@ -124,6 +127,7 @@ __all__ = [
     "spatial_pyramid_pool1d",
     "spatial_pyramid_pool2d",
     "spatial_pyramid_pool3d",
+    "spectral_pool2d",
     "spectral_pool2d",
     "sppf",
     "stochastic_pool1d",

@@ -41,7 +41,9 @@ from .ops.pyramid import (
     YoloSPP,
 )
 from .ops.s3 import S3Pool2d
+from .ops.s3 import S3Pool2d
 from .ops.soft import SoftPool1d, SoftPool2d, SoftPool3d
+from .ops.spectral import SpectralPool2d
 from .ops.spectral import SpectralPool2d
 from .ops.stochastic import StochasticPool1d, StochasticPool2d, StochasticPool3d
 from .ops.tree import TreePool2d
@@ -96,6 +98,7 @@ __all__ = [
     "MixedPool3d",
     "NetVLAD",
     "S3Pool2d",
+    "S3Pool2d",
     "SPPF",
     "SimPool",
     "SoftPool1d",
@@ -105,6 +108,7 @@ __all__ = [
     "SpatialPyramidPool1d",
     "SpatialPyramidPool2d",
     "SpatialPyramidPool3d",
+    "SpectralPool2d",
     "SpectralPool2d",
     "StochasticPool1d",
     "StochasticPool2d",

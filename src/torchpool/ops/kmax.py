@@ -1,0 +1,187 @@
+"""k-max pooling (Kalchbrenner, Grefenstette & Blunsom 2014, "A Convolutional Neural Network for
+Modelling Sentences"): the ``k`` largest values along one dimension, kept in their original order.
+
+Text CNNs pool each feature row of a sentence this way, so the output keeps which features fired
+most and in which order, for any sentence length. Selection only: every output is an input value,
+exact in every dtype, and the gradient reaches exactly the kept cells.
+
+**Ties** are broken by position, the earliest cells win: among equal values at the boundary of
+the top ``k`` (say ``k = 2`` on ``[3, 1, 3, 3]``) the kept cells are the first ones (positions 0
+and 2). This is a rule, not an accident of the sort: ``torch.topk`` alone picks among ties in an
+unspecified way (on the CPU it returns ``[12, 14, 13]`` for the top 3 of 20 zeros).
+
+**NaN** counts as larger than every number, as in ``torch.topk`` and ``torch.sort``: a NaN along
+the dimension is always kept (the first ``k`` NaNs if there are more), so NaN propagates to the
+output. ``+inf`` is kept like any large value; ``-inf`` only when fewer than ``k`` cells are larger.
+
+How it is computed: ``torch.topk`` of ``k + 1`` (sorted); where the ``k``-th and ``(k + 1)``-th
+largest are equal (the only case in which the kept set depends on the tie rule), those rows
+(only those) are selected again by a stable descending sort, which keeps equal values in their
+original order. The kept positions are then sorted (``k`` of them) and gathered. Traced code
+(``torch.compile``, ``torch.export``, ONNX), ``meta`` and fake tensors always take the stable sort,
+since the tie check reads values.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch._subclasses.fake_tensor import FakeTensor
+
+from .._checks import is_traced
+from ..registry import register_pool
+
+__all__ = ["KMaxPool1d", "kmax_pool1d"]
+
+
+def _check_k(k: object) -> int:
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"k must be a positive int, got {type(k).__name__}")
+    if k < 1:
+        raise ValueError(f"k must be a positive int, got {k}")
+    return k
+
+
+def _check_dim(dim: object) -> int:
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise TypeError(f"dim must be an int, got {type(dim).__name__}")
+    return dim
+
+
+def _checked(x: object, k: object, dim: object) -> tuple[Tensor, int, int]:
+    """The input, ``k`` and ``dim`` as a non-negative axis, checked."""
+    k = _check_k(k)
+    dim = _check_dim(dim)
+    if not isinstance(x, Tensor):
+        raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() not in (2, 3):
+        raise ValueError(
+            f"input must have 2 (C, L) or 3 (N, C, L) dimensions for 1d pooling, got shape {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"input must have a floating-point dtype, got {x.dtype}")
+    if not -x.dim() <= dim < x.dim():
+        raise ValueError(
+            f"dim must be in [{-x.dim()}, {x.dim() - 1}] for input of shape {tuple(x.shape)}, got {dim}"
+        )
+    axis = dim % x.dim()
+    if x.dim() == 3 and axis == 0:
+        raise ValueError(
+            f"dim must not be the batch dimension 0 of an (N, C, L) input (a pool never mixes "
+            f"samples), got {dim}"
+        )
+    length = x.shape[axis]
+    if k > length:
+        raise ValueError(
+            f"k must be at most the length {length} of dim {dim} of input of shape "
+            f"{tuple(x.shape)}, got k={k}"
+        )
+    return x, k, axis
+
+
+def _no_values(x: Tensor) -> bool:
+    """Whether ``x``'s values cannot be read (``meta``, fake) or a trace is running."""
+    return is_traced() or x.device.type == "meta" or isinstance(x, FakeTensor)
+
+
+def _stable_top(x: Tensor, k: int, axis: int) -> Tensor:
+    """The positions of the ``k`` largest along ``axis``, equal values in their original order."""
+    order = torch.sort(x.detach(), dim=axis, descending=True, stable=True).indices
+    return order.narrow(axis, 0, k)
+
+
+def _top_positions(x: Tensor, k: int, axis: int) -> Tensor:
+    """The positions (unordered) of the ``k`` largest along ``axis``; ties: the earliest win."""
+    if _no_values(x) or x.numel() == 0:
+        return _stable_top(x, k, axis)
+    with torch.no_grad():
+        values, positions = x.topk(k + 1, dim=axis)
+        kth, after = values.narrow(axis, k - 1, 1), values.narrow(axis, k, 1)
+        ambiguous = (kth == after) | (kth.isnan() & after.isnan())
+        top = positions.narrow(axis, 0, k)
+        if not bool(ambiguous.any()):
+            return top
+        # only the rows whose k-th and (k+1)-th largest tie take the stable sort
+        rows = x.detach().movedim(axis, -1)
+        lead = rows.shape[:-1]
+        rows = rows.reshape(-1, rows.shape[-1])
+        chosen = top.movedim(axis, -1).reshape(-1, k).clone()
+        redo = ambiguous.movedim(axis, -1).reshape(-1).nonzero().squeeze(1)
+        chosen[redo] = _stable_top(rows.index_select(0, redo), k, 1)
+        return chosen.reshape(*lead, k).movedim(-1, axis)
+
+
+def kmax_pool1d(x: Tensor, k: int, *, dim: int = -1) -> Tensor:
+    """k-max pooling (Kalchbrenner et al. 2014): the ``k`` largest values along ``dim``, in order.
+
+    The kept values appear in their original order along ``dim`` (not sorted by value). Ties are
+    broken by position, the earliest cells win; NaN counts as larger than every number (kept,
+    propagates). The gradient reaches exactly the kept cells. Any floating dtype, computed in it
+    (selection is exact).
+
+    Args:
+        x: input ``(N, C, L)`` or batch-less ``(C, L)``, floating point.
+        k: how many values to keep, from 1 to the length of ``dim``.
+        dim: the dimension to pool (default the last, ``L``); never the batch dimension 0 of a
+            3-d input. ``dim=1`` pools channels-last ``(N, L, C)`` input along ``L``.
+
+    Returns:
+        The input with ``dim`` reduced to size ``k``.
+
+    Raises:
+        ValueError: if ``k`` is below 1 or larger than the length of ``dim``, or ``dim`` is out of
+            range or the batch dimension.
+
+    Shape:
+        - Input: ``(N, C, L)`` or ``(C, L)``.
+        - Output: ``(N, C, k)`` or ``(C, k)`` (for ``dim=-1``; ``dim`` reduced to ``k`` in general).
+
+    Example:
+        >>> kmax_pool1d(torch.tensor([[[1.0, 5.0, 2.0, 4.0, 3.0]]]), 3).tolist()
+        [[[5.0, 4.0, 3.0]]]
+        >>> kmax_pool1d(torch.tensor([[3.0, 1.0, 3.0, 3.0]]), 2).tolist()
+        [[3.0, 3.0]]
+    """
+    x, k, axis = _checked(x, k, dim)
+    if k == x.shape[axis]:
+        return x.clone()
+    positions = _top_positions(x, k, axis).sort(dim=axis).values
+    return x.gather(axis, positions)
+
+
+class KMaxPool1d(nn.Module):
+    """k-max pooling (Kalchbrenner et al. 2014): the Module form of :func:`kmax_pool1d`.
+
+    Args:
+        k: how many values to keep along ``dim``.
+        dim: the dimension to pool (default the last).
+
+    Shape:
+        - Input: ``(N, C, L)`` or ``(C, L)``.
+        - Output: ``(N, C, k)`` or ``(C, k)`` (``dim`` reduced to ``k``).
+
+    Example:
+        >>> KMaxPool1d(3)(torch.zeros(2, 8, 20)).shape
+        torch.Size([2, 8, 3])
+    """
+
+    def __init__(self, k: int, dim: int = -1) -> None:
+        super().__init__()
+        self.k = _check_k(k)
+        self.dim = _check_dim(dim)
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}, dim={self.dim}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return kmax_pool1d(x, self.k, dim=self.dim)
+
+
+register_pool(
+    "kmax1d",
+    KMaxPool1d,
+    family="kmax",
+    dims=(1,),
+    description="the k largest values along L in their original order (k-max, Kalchbrenner et al. 2014)",
+    example_kwargs={"k": 2},
+)

@@ -35,7 +35,9 @@ from .ops.combined import (
     catavgmax_pool3d,
 )
 from .ops.global_ import gem, global_avg_pool, global_max_pool
+from .ops.kmax import kmax_pool1d
 from .ops.lip import lip_pool2d
+from .ops.lse import lse_pool
 from .ops.median import (
     median_pool1d,
     median_pool1d_with_indices,
@@ -54,10 +56,10 @@ from .ops.pyramid import (
     sppf,
     yolo_spp,
 )
-from .ops.s3 import s3_pool2d
+from .ops.rmac import rmac
+from .ops.roi_pyramid import roi_spatial_pyramid_pool
 from .ops.s3 import s3_pool2d
 from .ops.soft import soft_pool1d, soft_pool2d, soft_pool3d
-from .ops.spectral import spectral_pool2d
 from .ops.spectral import spectral_pool2d
 from .ops.stochastic import (
     stochastic_pool1d,
@@ -98,7 +100,9 @@ __all__ = [
     "ghostvlad",
     "global_avg_pool",
     "global_max_pool",
+    "kmax_pool1d",
     "lip_pool2d",
+    "lse_pool",
     "low_rank_bilinear_pool",
     "matrix_sqrt_pool",
     "max_blur_pool1d",
@@ -118,7 +122,8 @@ __all__ = [
     "mixed_pool3d",
     "netvlad",
     "pool_output_size",
-    "s3_pool2d",
+    "rmac",
+    "roi_spatial_pyramid_pool",
     "s3_pool2d",
     "soft_pool1d",
     "soft_pool2d",
@@ -127,7 +132,6 @@ __all__ = [
     "spatial_pyramid_pool1d",
     "spatial_pyramid_pool2d",
     "spatial_pyramid_pool3d",
-    "spectral_pool2d",
     "spectral_pool2d",
     "sppf",
     "stochastic_pool1d",

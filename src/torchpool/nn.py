@@ -28,7 +28,9 @@ from .ops.combined import (
     CatAvgMaxPool3d,
 )
 from .ops.global_ import GeM, GlobalAvgPool, GlobalMaxPool
+from .ops.kmax import KMaxPool1d
 from .ops.lip import LIPPool2d
+from .ops.lse import LSEPool
 from .ops.median import MedianPool1d, MedianPool2d, MedianPool3d
 from .ops.mixed import GatedPool2d, LearnedMixedPool2d, MixedPool1d, MixedPool2d, MixedPool3d
 from .ops.netvlad import GhostVLAD, NetVLAD
@@ -40,10 +42,10 @@ from .ops.pyramid import (
     SpatialPyramidPool3d,
     YoloSPP,
 )
-from .ops.s3 import S3Pool2d
+from .ops.rmac import RMAC
+from .ops.roi_pyramid import RoISpatialPyramidPool
 from .ops.s3 import S3Pool2d
 from .ops.soft import SoftPool1d, SoftPool2d, SoftPool3d
-from .ops.spectral import SpectralPool2d
 from .ops.spectral import SpectralPool2d
 from .ops.stochastic import StochasticPool1d, StochasticPool2d, StochasticPool3d
 from .ops.tree import TreePool2d
@@ -80,7 +82,9 @@ __all__ = [
     "GhostVLAD",
     "GlobalAvgPool",
     "GlobalMaxPool",
+    "KMaxPool1d",
     "LIPPool2d",
+    "LSEPool",
     "LearnedMixedPool2d",
     "LowRankBilinearPool",
     "MatrixSqrtPool",
@@ -97,7 +101,8 @@ __all__ = [
     "MixedPool2d",
     "MixedPool3d",
     "NetVLAD",
-    "S3Pool2d",
+    "RMAC",
+    "RoISpatialPyramidPool",
     "S3Pool2d",
     "SPPF",
     "SimPool",
@@ -108,7 +113,6 @@ __all__ = [
     "SpatialPyramidPool1d",
     "SpatialPyramidPool2d",
     "SpatialPyramidPool3d",
-    "SpectralPool2d",
     "SpectralPool2d",
     "StochasticPool1d",
     "StochasticPool2d",

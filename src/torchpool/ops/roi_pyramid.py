@@ -1,0 +1,456 @@
+"""SPP on regions: SPPNet's detection mode (He et al. 2014, arXiv 1406.4729, section 3.1).
+
+SPPNet computes the convolutional feature map of a whole image once and pools each candidate
+window (a region of the map) into a fixed pyramid of bins, ``C * sum(n^2)`` features per
+region whatever its size. :func:`roi_spatial_pyramid_pool` does that for ``K`` regions at once;
+with one level ``(n,)`` and ``mode="max"`` it is ``torchvision.ops.roi_pool(features, boxes,
+(n, n), spatial_scale)`` (Fast R-CNN's RoI pooling is SPP on regions with one level).
+
+**The bins** are those of torchvision's ``roi_pool`` CPU kernel, computed the same way and in the
+same precision (the features' dtype; float32 for float16 / bfloat16 features), so the results
+are equal bit for bit:
+
+* each corner is scaled and rounded half away from zero (C's ``round``):
+  ``x1' = round(x1 * spatial_scale)``, likewise ``y1', x2', y2'``, the product taken in the
+  features' dtype (``spatial_scale`` rounded to it first);
+* the region is ``roi_w = max(x2' - x1' + 1, 1)`` wide and ``roi_h = max(y2' - y1' + 1, 1)``
+  high: a malformed box (``x2 < x1``) is one cell;
+* bin ``i`` of ``n`` spans rows ``[floor(i * b) + y1', ceil((i + 1) * b) + y1')`` with
+  ``b = roi_h / n`` (again in the features' dtype), clipped to ``[0, H]``; columns alike;
+* a bin that is empty after clipping (a region partly or wholly outside the map) gives 0.
+
+``mode="avg"`` is the mean over the same bins (empty bins 0).
+
+**How it is computed**, vectorised over the regions (no loop over boxes):
+
+* ``max``: a sparse table of row maxima of the map (the max over ``2^j`` consecutive rows,
+  ``j`` up to the longest bin), so a bin's row range is the max of two overlapping ``2^j``
+  blocks; the bin's columns are gathered (``index_select`` of channel vectors, the last column
+  repeated to the widest bin's width, which changes no max) and reduced with ``amax``. A
+  coarser level whose bins are exactly unions of a finer level's bins (levels ``(1, 2, 4)``:
+  checked per region, since the bins are computed in floating point) is the max over those
+  finer bins instead of a second pass over the map.
+* ``avg``: a float64 summed-area table of the map (float32 on MPS), four corners per bin.
+
+Where two cells of a bin tie for its max, the gradient is split between them (it sums to the
+bin's gradient); torchvision gives it all to the first. A NaN in a bin gives NaN, as PyTorch's
+max pools do (torchvision's kernel skips NaN), and a bin of ``-inf`` gives ``-inf``
+(torchvision: ``-FLT_MAX``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal, overload
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._checks import check_bool, check_choice, check_float_range, is_traced
+from .pyramid import Level, _check_levels
+
+__all__ = ["RoISpatialPyramidPool", "roi_spatial_pyramid_pool"]
+
+_MODES = ("max", "avg")
+#: torchvision's kernel holds the rounded corners in a C ``int``.
+_CORNER_LIMIT = 2.0**31
+Boxes = Tensor | Sequence[Tensor]
+Bins = tuple[int, int]
+
+
+def _check_features(features: object) -> Tensor:
+    if not isinstance(features, Tensor):
+        raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
+    if features.dim() != 4:
+        raise ValueError(f"features must have 4 dimensions (N, C, H, W), got shape {tuple(features.shape)}")
+    if not features.is_floating_point():
+        raise TypeError(f"features must have a floating-point dtype, got {features.dtype}")
+    if features.shape[2] == 0 or features.shape[3] == 0:
+        raise ValueError(f"features must have non-zero spatial sizes, got shape {tuple(features.shape)}")
+    return features
+
+
+def _rois(boxes: object, features: Tensor) -> Tensor:
+    """``boxes`` as one ``(K, 5)`` tensor of ``(batch_index, x1, y1, x2, y2)`` (shapes and dtypes checked)."""
+    expected = "a Tensor[K, 5] of (batch_index, x1, y1, x2, y2) or a list of Tensor[L_i, 4] (one per image)"
+    if isinstance(boxes, Tensor):
+        if boxes.dim() != 2 or boxes.shape[1] != 5:
+            raise ValueError(f"boxes must be {expected}, got a tensor of shape {tuple(boxes.shape)}")
+        if not boxes.is_floating_point():
+            raise TypeError(f"boxes must have a floating-point dtype, got {boxes.dtype}")
+        rois = boxes
+    elif isinstance(boxes, (list, tuple)):
+        if len(boxes) > features.shape[0]:
+            raise ValueError(
+                f"boxes must hold at most one tensor per image: got {len(boxes)} for {features.shape[0]}"
+            )
+        parts = []
+        for i, part in enumerate(boxes):
+            if not isinstance(part, Tensor):
+                raise TypeError(f"boxes[{i}] must be a Tensor[L, 4], got {type(part).__name__}")
+            if part.dim() != 2 or part.shape[1] != 4:
+                raise ValueError(f"boxes[{i}] must be a Tensor[L, 4], got shape {tuple(part.shape)}")
+            if not part.is_floating_point():
+                raise TypeError(f"boxes[{i}] must have a floating-point dtype, got {part.dtype}")
+            parts.append(torch.cat([torch.full_like(part[:, :1], i), part], dim=1))
+        rois = torch.cat(parts) if parts else features.new_zeros(0, 5)
+    else:
+        raise TypeError(f"boxes must be {expected}, got {type(boxes).__name__}")
+    if rois.device != features.device:
+        raise ValueError(f"boxes are on {rois.device}, but features are on {features.device}")
+    return rois.detach()
+
+
+def _check_values(rois: Tensor, batch: int, scale: float) -> None:
+    """The batch indices name images, the coordinates are finite and fit torchvision's ``int``."""
+    if not bool(torch.isfinite(rois).all()):
+        raise ValueError("boxes must be finite (no NaN or infinity)")
+    index = rois[:, 0]
+    bad = (index != index.trunc()) | (index < 0) | (index >= batch)
+    if bool(bad.any()):
+        raise ValueError(
+            f"boxes' batch indices (column 0) must be integers in [0, {batch}), got {index[bad][:5].tolist()}"
+        )
+    if bool(((rois[:, 1:].double() * scale).abs() >= _CORNER_LIMIT).any()):
+        raise ValueError("boxes' coordinates times spatial_scale must lie within +-2**31")
+
+
+def _round_half_away(v: Tensor) -> Tensor:
+    """C's ``round``: halves away from zero (``torch.round`` rounds them to even); exact, since
+    ``v - trunc(v)`` is."""
+    whole = v.trunc()
+    return (whole + torch.where((v - whole).abs() >= 0.5, v.sign(), torch.zeros_like(v))).long()
+
+
+def _bins(
+    rois: Tensor, levels: Sequence[Bins], height: int, width: int, scale: float, dtype: torch.dtype
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Every level's bins, as torchvision's ``roi_pool`` computes them: row starts and ends
+    ``(K, sum nh)``, column starts and ends ``(K, sum nw)``, clipped to the map."""
+    corners = _round_half_away(rois[:, 1:].to(dtype) * torch.tensor(scale, dtype=dtype, device=rois.device))
+    x1, y1, x2, y2 = corners.unbind(1)
+    out: list[Tensor] = []
+    for axis, (start, end, size) in enumerate(((y1, y2, height), (x1, x2, width))):
+        counts = [level[axis] for level in levels]
+        extent = (end - start + 1).clamp_min(1).to(dtype)
+        divisor = torch.tensor([n for n in counts for _ in range(n)], dtype=dtype, device=rois.device)
+        index = torch.tensor([i for n in counts for i in range(n)], dtype=dtype, device=rois.device)
+        step = extent[:, None] / divisor
+        out.append(((index * step).floor().long() + start[:, None]).clamp(0, size))
+        out.append((((index + 1) * step).ceil().long() + start[:, None]).clamp(0, size))
+    return out[0], out[1], out[2], out[3]
+
+
+def _offsets(levels: Sequence[Bins], axis: int) -> list[int]:
+    offsets = [0]
+    for level in levels:
+        offsets.append(offsets[-1] + level[axis])
+    return offsets
+
+
+def _derived(levels: Sequence[Bins], bins: tuple[Tensor, Tensor, Tensor, Tensor]) -> dict[Bins, Bins]:
+    """The levels whose bins are exactly unions of a finer level's bins, for every region: coarse -> fine."""
+    hs, he, ws, we = bins
+    rows, cols = _offsets(levels, 0), _offsets(levels, 1)
+    derived: dict[Bins, Bins] = {}
+    direct: list[int] = []
+    for i in sorted(range(len(levels)), key=lambda i: -levels[i][0] * levels[i][1]):
+        (mh, mw), found = levels[i], False
+        for j in direct:
+            nh, nw = levels[j]
+            if nh % mh or nw % mw:
+                continue
+            rh, rw = nh // mh, nw // mw
+            same = (
+                torch.equal(hs[:, rows[i] : rows[i + 1]], hs[:, rows[j] : rows[j + 1] : rh])
+                and torch.equal(he[:, rows[i] : rows[i + 1]], he[:, rows[j] + rh - 1 : rows[j + 1] : rh])
+                and torch.equal(ws[:, cols[i] : cols[i + 1]], ws[:, cols[j] : cols[j + 1] : rw])
+                and torch.equal(we[:, cols[i] : cols[i + 1]], we[:, cols[j] + rw - 1 : cols[j + 1] : rw])
+            )
+            if same:
+                derived[levels[i]], found = levels[j], True
+                break
+        if not found:
+            direct.append(i)
+    return derived
+
+
+def _row_table(x: Tensor, depth: int) -> Tensor:
+    """``(N, R, W, C)``: the rows of ``x`` ``(N, H, W, C)``, then the max over 2, 4, ... ``2^depth``
+    consecutive rows (block ``j`` starts at row ``sum_{i<j} (H - 2^i + 1)``)."""
+    height = x.shape[1]
+    sizes = [height - (1 << j) + 1 for j in range(depth + 1)]
+    if torch.is_grad_enabled() and x.requires_grad:  # differentiable: one tensor per block, then cat
+        blocks = [x]
+        for j in range(1, depth + 1):
+            half = 1 << (j - 1)
+            blocks.append(torch.maximum(blocks[-1][:, : sizes[j]], blocks[-1][:, half : half + sizes[j]]))
+        return torch.cat(blocks, dim=1)
+    table = x.new_empty(x.shape[0], sum(sizes), x.shape[2], x.shape[3])
+    table[:, :height].copy_(x)
+    start = 0
+    for j in range(1, depth + 1):
+        half, prev = 1 << (j - 1), table[:, start : start + sizes[j - 1]]
+        start += sizes[j - 1]
+        torch.maximum(
+            prev[:, : sizes[j]], prev[:, half : half + sizes[j]], out=table[:, start : start + sizes[j]]
+        )
+    return table
+
+
+def _max_bins(
+    x: Tensor, batch: Tensor, levels: Sequence[Bins], bins: tuple[Tensor, Tensor, Tensor, Tensor]
+) -> dict[Bins, tuple[Tensor, Tensor]]:
+    """Each level's ``(K, nh, nw, C)`` bin maxima (garbage where empty) and ``(K, nh, nw)`` non-empty mask."""
+    _, height, width, channels = x.shape
+    hs, he, ws, we = bins
+    rows, cols = _offsets(levels, 0), _offsets(levels, 1)
+    derived = _derived(levels, bins)
+    direct = [i for i, level in enumerate(levels) if level not in derived]
+    row_sel = torch.cat([torch.arange(rows[i], rows[i + 1], device=x.device) for i in direct])
+    row_ok = he > hs
+    length = torch.where(row_ok, he - hs, 1)
+    depth = int(length[:, row_sel].max()).bit_length() - 1
+    table = _row_table(x, depth)
+    starts = torch.tensor(
+        [sum(height - (1 << i) + 1 for i in range(j)) for j in range(depth + 1)], device=x.device
+    )
+    level = torch.zeros_like(length)
+    for j in range(1, depth + 1):
+        level += length >= (1 << j)
+    first = batch[:, None] * table.shape[1] + starts[level] + torch.where(row_ok, hs, 0)
+    two_rows = torch.stack([first, first + length - (1 << level)], dim=-1)  # (K, P, 2) rows of the table
+    col_ok = we > ws
+    col_len = torch.where(col_ok, we - ws, 1)
+    col_start = torch.where(col_ok, ws, 0)
+    flat = table.view(-1, channels)
+    result: dict[Bins, tuple[Tensor, Tensor]] = {}
+    k = batch.shape[0]
+    for i in direct:
+        nh, nw = levels[i]
+        r = two_rows[:, rows[i] : rows[i + 1]]
+        lens = col_len[:, cols[i] : cols[i + 1]]
+        span = int(lens.max())
+        c = col_start[:, cols[i] : cols[i + 1], None] + torch.minimum(
+            torch.arange(span, device=x.device), lens[..., None] - 1
+        )  # (K, nw, span): the last column repeated
+        index = (r[:, :, None, :, None] * width + c[:, None, :, None, :]).reshape(-1)
+        cells = flat.index_select(0, index).view(k, nh, nw, 2 * span, channels)
+        ok = row_ok[:, rows[i] : rows[i + 1], None] & col_ok[:, None, cols[i] : cols[i + 1]]
+        result[levels[i]] = (cells.amax(dim=3), ok)
+    for coarse in sorted(derived, key=lambda level: -level[0] * level[1]):
+        (mh, mw), fine = coarse, derived[coarse]
+        values, ok = result[fine]
+        rh, rw = fine[0] // mh, fine[1] // mw
+        values = values.masked_fill(~ok[..., None], -math.inf).view(k, mh, rh, mw, rw, channels)
+        result[coarse] = (values.amax(dim=(2, 4)), ok.view(k, mh, rh, mw, rw).any(4).any(2))
+    return result
+
+
+def _avg_bins(
+    x: Tensor, batch: Tensor, levels: Sequence[Bins], bins: tuple[Tensor, Tensor, Tensor, Tensor]
+) -> dict[Bins, tuple[Tensor, Tensor]]:
+    """Each level's ``(K, nh, nw, C)`` bin means (from a summed-area table) and non-empty mask."""
+    _, height, width, channels = x.shape
+    acc = torch.float32 if x.device.type == "mps" else torch.float64
+    table = F.pad(x.to(acc).cumsum(1).cumsum(2), (0, 0, 1, 0, 1, 0)).view(-1, channels)
+    hs, he, ws, we = bins
+    he, we = torch.maximum(he, hs), torch.maximum(we, ws)  # empty bins: zero area
+    rows, cols = _offsets(levels, 0), _offsets(levels, 1)
+    k = batch.shape[0]
+    sign = torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=acc, device=x.device)
+    result: dict[Bins, tuple[Tensor, Tensor]] = {}
+    for i, (nh, nw) in enumerate(levels):
+        h0, h1 = hs[:, rows[i] : rows[i + 1], None], he[:, rows[i] : rows[i + 1], None]
+        w0, w1 = ws[:, None, cols[i] : cols[i + 1]], we[:, None, cols[i] : cols[i + 1]]
+        base = batch[:, None, None] * (height + 1)
+        corners = torch.stack(
+            [(base + h1) * (width + 1) + w1, (base + h0) * (width + 1) + w1,
+             (base + h1) * (width + 1) + w0, (base + h0) * (width + 1) + w0],
+            dim=-1,
+        )  # fmt: skip
+        cells = table.index_select(0, corners.reshape(-1)).view(k, nh, nw, 4, channels)
+        sums = (cells * sign[:, None]).sum(3)
+        area = (h1 - h0) * (w1 - w0)
+        ok = area > 0
+        result[(nh, nw)] = ((sums / area.clamp_min(1)[..., None]).to(x.dtype), ok)
+    return result
+
+
+def _roi_spp(
+    features: Tensor, boxes: Boxes, levels: Sequence[Level], spatial_scale: float, mode: str, flatten: bool
+) -> Tensor | list[Tensor]:
+    bins = [(level[0], level[1]) for level in _check_levels(levels, 2)]
+    scale = check_float_range(spatial_scale, "spatial_scale", 0.0, math.inf, low_open=True, high_open=True)
+    check_choice(mode, "mode", _MODES)
+    check_bool(flatten, "flatten")
+    x = _check_features(features)
+    rois = _rois(boxes, x)
+    n, channels = x.shape[:2]
+    count = rois.shape[0]
+    meta = x.device.type == "meta" or rois.device.type == "meta"
+    if not meta and not is_traced():
+        _check_values(rois, n, scale)
+    if count == 0 or channels == 0 or meta:
+        # no regions / no channels / no values (meta): the empty result, or meta's of the right shape
+        if meta:
+            outs = [x.new_empty(count, channels, bh, bw) for bh, bw in bins]
+        else:
+            base = x[: min(count, 1), :, :1, :1]
+            outs = [base.expand(count, channels, bh, bw) for bh, bw in bins]
+    else:
+        unique = list(dict.fromkeys(bins))
+        dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+        geometry = _bins(rois, unique, x.shape[2], x.shape[3], scale, dtype)
+        batch = rois[:, 0].long()
+        channels_last = x.permute(0, 2, 3, 1)
+        pooled = (_max_bins if mode == "max" else _avg_bins)(channels_last, batch, unique, geometry)
+        outs = []
+        for level in bins:
+            values, ok = pooled[level]
+            outs.append(values.masked_fill(~ok[..., None], 0).permute(0, 3, 1, 2))
+    if flatten:
+        return torch.cat([out.reshape(count, -1) for out in outs], dim=1)
+    return [out.contiguous() for out in outs]
+
+
+@overload
+def roi_spatial_pyramid_pool(
+    features: Tensor,
+    boxes: Boxes,
+    levels: Sequence[Level] = ...,
+    *,
+    spatial_scale: float = ...,
+    mode: str = ...,
+    flatten: Literal[True] = ...,
+) -> Tensor: ...
+@overload
+def roi_spatial_pyramid_pool(
+    features: Tensor,
+    boxes: Boxes,
+    levels: Sequence[Level] = ...,
+    *,
+    spatial_scale: float = ...,
+    mode: str = ...,
+    flatten: Literal[False],
+) -> list[Tensor]: ...
+@overload
+def roi_spatial_pyramid_pool(
+    features: Tensor,
+    boxes: Boxes,
+    levels: Sequence[Level] = ...,
+    *,
+    spatial_scale: float = ...,
+    mode: str = ...,
+    flatten: bool = ...,
+) -> Tensor | list[Tensor]: ...
+def roi_spatial_pyramid_pool(
+    features: Tensor,
+    boxes: Boxes,
+    levels: Sequence[Level] = (1, 2, 4),
+    *,
+    spatial_scale: float = 1.0,
+    mode: str = "max",
+    flatten: bool = True,
+) -> Tensor | list[Tensor]:
+    """Spatial pyramid pooling of regions (SPPNet's detection mode): ``C * sum(n^2)`` features per box.
+
+    Each box is pooled into ``n x n`` bins for every level ``n`` with torchvision's ``roi_pool``
+    bins (corners scaled by ``spatial_scale`` and rounded half away from zero, bin ``i`` of ``n``
+    spanning ``[floor(i * b), ceil((i + 1) * b))`` with ``b = (y2' - y1' + 1) / n`` from the
+    rounded corner, clipped to the map; an empty bin gives 0), so one level ``(n,)`` with
+    ``mode="max"`` equals ``torchvision.ops.roi_pool(features, boxes, (n, n), spatial_scale)``
+    exactly. Boxes partly or wholly outside the map, and regions smaller than a level, work.
+
+    Args:
+        features: the feature map ``(N, C, H, W)``.
+        boxes: as torchvision takes them: a ``Tensor[K, 5]`` of ``(batch_index, x1, y1, x2, y2)``
+            or a list of ``Tensor[L_i, 4]`` of ``(x1, y1, x2, y2)``, one per image (at most
+            ``N``); floating point, on the features' device. Batch indices must be integers in
+            ``[0, N)``.
+        levels: bins per side for each level: ints, or ``(bins_h, bins_w)`` tuples.
+        spatial_scale: maps box coordinates to the map's (``1/16`` for a stride-16 backbone).
+        mode: ``"max"`` or ``"avg"`` (the mean over the same bins).
+        flatten: return one vector per box, ``[level 0 (C * n0^2, channel-major), level 1, ...]``
+            as :func:`~torchpool.ops.pyramid.spatial_pyramid_pool2d` orders it; otherwise a
+            list with one ``(K, C, n, n)`` tensor per level.
+
+    Returns:
+        The pooled regions.
+
+    Raises:
+        ValueError: for boxes of the wrong shape, non-finite boxes, batch indices that are not
+            integers in ``[0, N)``, boxes on another device, or bad ``levels`` / ``spatial_scale``.
+        TypeError: for non-floating features or boxes, or arguments of the wrong type.
+
+    Shape:
+        - Input: ``features`` ``(N, C, H, W)``; ``boxes`` ``(K, 5)`` or ``[(L_i, 4), ...]``
+          with ``K = sum L_i``.
+        - Output: ``(K, C * B)`` with ``B = sum(n_h * n_w)``; with ``flatten=False``, a list of
+          ``(K, C, n_h, n_w)``. No boxes give ``(0, C * B)``.
+
+    Example:
+        >>> features = torch.randn(2, 8, 38, 50)  # a stride-16 map of two 608 x 800 images
+        >>> boxes = torch.tensor([[0, 0.0, 0.0, 320.0, 240.0], [1, 400.0, 100.0, 799.0, 607.0]])
+        >>> roi_spatial_pyramid_pool(features, boxes, (1, 2, 4), spatial_scale=1 / 16).shape
+        torch.Size([2, 168])
+        >>> [t.shape[2:] for t in roi_spatial_pyramid_pool(features, boxes, (1, 2), flatten=False)]
+        [torch.Size([1, 1]), torch.Size([2, 2])]
+    """
+    return _roi_spp(features, boxes, levels, spatial_scale, mode, flatten)
+
+
+class RoISpatialPyramidPool(nn.Module):
+    """SPP on regions (SPPNet's detection mode): the Module form of :func:`roi_spatial_pyramid_pool`.
+
+    Args:
+        levels: bins per side for each level: ints, or ``(bins_h, bins_w)`` tuples.
+        spatial_scale: maps box coordinates to the map's (``1/16`` for a stride-16 backbone).
+        mode: ``"max"`` or ``"avg"``.
+        flatten: return ``(K, C * B)`` with ``B = sum(n_h * n_w)``; otherwise a list of
+            ``(K, C, n_h, n_w)``, one per level.
+
+    Shape:
+        - Input: ``features`` ``(N, C, H, W)`` and ``boxes`` ``(K, 5)`` of
+          ``(batch_index, x1, y1, x2, y2)`` or a list of ``(L_i, 4)``, one per image.
+        - Output: ``(K, C * B)``; with ``flatten=False``, a list of ``(K, C, n_h, n_w)``.
+
+    Example:
+        >>> pool = RoISpatialPyramidPool((1, 2, 4), spatial_scale=0.5)
+        >>> boxes = [torch.tensor([[0.0, 0.0, 20.0, 10.0]]), torch.tensor([[4.0, 4.0, 8.0, 8.0]])]
+        >>> pool(torch.randn(2, 16, 12, 12), boxes).shape
+        torch.Size([2, 336])
+        >>> pool.output_features(16)
+        336
+    """
+
+    def __init__(
+        self,
+        levels: Sequence[Level] = (1, 2, 4),
+        spatial_scale: float = 1.0,
+        mode: str = "max",
+        flatten: bool = True,
+    ) -> None:
+        super().__init__()
+        _check_levels(levels, 2)
+        self.levels = tuple(levels)
+        self.spatial_scale = check_float_range(
+            spatial_scale, "spatial_scale", 0.0, math.inf, low_open=True, high_open=True
+        )
+        self.mode = check_choice(mode, "mode", _MODES)
+        self.flatten = check_bool(flatten, "flatten")
+
+    def output_features(self, channels: int) -> int:
+        """Length of the flattened output for ``channels`` input channels."""
+        return channels * sum(h * w for h, w in _check_levels(self.levels, 2))
+
+    def extra_repr(self) -> str:
+        return (
+            f"levels={self.levels}, spatial_scale={self.spatial_scale}, mode={self.mode!r}, "
+            f"flatten={self.flatten}"
+        )
+
+    def forward(self, features: Tensor, boxes: Boxes) -> Tensor | list[Tensor]:
+        return _roi_spp(features, boxes, self.levels, self.spatial_scale, self.mode, self.flatten)

@@ -105,7 +105,7 @@ def tree_pool2d(
     dtype = torch.promote_types(dtype, torch.float32)
     leaves = leaf.shape[1]
     if c == 0:  # no channels: the empty result (a convolution with 0 groups is refused)
-        keep = (leaf.sum() + gate.sum()).to(x.dtype) * 0  # keeps the graph to the weights
+        keep = ((leaf.sum() + gate.sum()).to(x.dtype) + batched.sum()) * 0  # keeps the graph (no values)
         return restore_batch(batched.new_empty(n, 0, *out) + keep, unbatched)
     # every node's filter, heap order: node m at index m - 1 (the gates, then the leaves), per channel
     weight = torch.cat([gate.to(dtype).expand(c, -1, -1, -1), leaf.to(dtype).expand(c, -1, -1, -1)], 1)

@@ -96,6 +96,13 @@ def _topleft_switches(x: Tensor, n: int) -> Tensor:
     return index.expand(x.shape).to(x.device) if x.dim() >= n else index.to(x.device)
 
 
+def _roi_boxes(x: Tensor) -> Tensor:
+    """Two regions per image of ``x`` (none for N=0), on its device: ``roi_spatial_pyramid_pool``'s boxes."""
+    images = x.shape[0] if x.dim() == 4 else 1
+    rows = [[i, 0.0, 0.0, 5.0, 3.0] for i in range(images)] + [[i, 2.0, 1.0, 7.0, 7.0] for i in range(images)]
+    return torch.tensor(rows, dtype=_float(x)).reshape(-1, 5).to(x.device)
+
+
 #: extra positional tensors (after the input) of a function or a Module's forward.
 EXTRA: dict[str, Callable[[Tensor, int], tuple[Tensor | None, ...]]] = {
     "netvlad": lambda x, n: (
@@ -115,6 +122,8 @@ EXTRA: dict[str, Callable[[Tensor, int], tuple[Tensor | None, ...]]] = {
     ),
     "lip_pool2d": lambda x, n: (_rand(x, *x.shape).expand_as(x),),  # the logit: the input's shape
     "tree_pool2d": lambda x, n: (_rand(x, 2, 2, 2), _rand(x, 1, 2, 2)),  # 2 leaf filters, 1 gate (k=2)
+    "roi_spatial_pyramid_pool": lambda x, n: (_roi_boxes(x),),
+    "RoISpatialPyramidPool": lambda x, n: (_roi_boxes(x),),
     **{f"max_unpool{d}d": (lambda x, n: (_topleft_switches(x, n),)) for d in (1, 2, 3)},
     **{f"MaxUnpool{d}d": (lambda x, n: (_topleft_switches(x, n),)) for d in (1, 2, 3)},
 }

@@ -312,7 +312,7 @@ def _roi_spp(
             values, ok = pooled[level]
             outs.append(values.masked_fill(~ok[..., None], 0).permute(0, 3, 1, 2))
     if flatten:
-        return torch.cat([out.reshape(count, -1) for out in outs], dim=1)
+        return torch.cat([out.flatten(1) for out in outs], dim=1)
     return [out.contiguous() for out in outs]
 
 

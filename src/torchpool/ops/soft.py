@@ -81,22 +81,251 @@ def _soft_plane(
     hold a NaN or an infinity) are computed again by :func:`_soft_windows`."""
     dims = tuple(range(-ndim, 0))
     with torch.no_grad():
-        c = a.amax(dim=dims, keepdim=True)
-    e = (a - c).exp_()  # in place on the fresh difference: one buffer less
+        shift = _plane_shift(a.amax(dim=dims, keepdim=True))
     out = pool_output_size(tuple(a.shape[-ndim:]), k, s, p, 1, ceil_mode)
-    num = _window_sums(e * a, k, s, p, out)
-    den = _window_sums(e, k, s, p, out)
+    y, den = exp_weighted_mean(a, None, shift, k, s, p, out)
     tiny = math.exp(-_LIMIT[a.dtype])  # the window max's weight is at least this
     with torch.no_grad():
-        redo = ~(den >= tiny).all(dim=dims[-1])  # also catches NaN (a NaN or +inf in the plane)
+        if den.numel() == 0 or bool(den.amin() >= tiny):  # NaN fails (a NaN or +inf in a plane)
+            return y
+        redo = ~(den >= tiny).all(dim=dims[-1])
         for _ in dims[:-1]:
             redo = redo.any(dim=-1)
-        any_redo = bool(redo.any())
-    if not any_redo:
-        return num / den
     redo = redo.reshape(*redo.shape, *(1,) * ndim)
-    # den = 1 in the planes redone: no 0 / 0 there, not even in the (unused) gradient
-    return torch.where(redo, _soft_windows(a, ndim, k, s, p, ceil_mode), num / den.masked_fill(redo, 1.0))
+    return torch.where(redo, _soft_windows(a, ndim, k, s, p, ceil_mode), y)
+
+
+#: plane maxima in this range need no shift: ``exp`` neither overflows nor (for the plane's max) underflows.
+_NO_SHIFT = (-20.0, 60.0)
+_LOG2E = 1.4426950408889634
+
+
+def _plane_shift(c: Tensor) -> Tensor:
+    """The stabiliser per plane: its max ``c``, or 0 where ``c`` lies in :data:`_NO_SHIFT` (then the
+    shift pass is skipped when every plane has 0; ``a - 0`` is exact, so a plane's result never
+    depends on the other planes)."""
+    return c.masked_fill((c >= _NO_SHIFT[0]) & (c <= _NO_SHIFT[1]), 0.0)
+
+
+def exp_weighted_mean(
+    v: Tensor,
+    logit: Tensor | None,
+    shift: Tensor,
+    k: tuple[int, ...],
+    s: tuple[int, ...],
+    p: tuple[int, ...],
+    out: tuple[int, ...],
+) -> tuple[Tensor, Tensor]:
+    """``(y, den)``: ``y = sum(e * v) / sum(e)`` over each (zero-padded) window of the last ``len(k)``
+    dims, ``e = exp(logit - shift)`` (``logit=None``: SoftPool, ``logit = v``), ``den = sum(e)``.
+
+    ``logit`` has ``v``'s shape; ``shift`` (no gradient: it cancels) broadcasts to it. Padding
+    cells carry no weight. ``den`` has no gradient (it is for the caller's underflow check).
+
+    One autograd node with the analytic gradient: ``d y / d v_i = e_i / den`` and
+    ``d y / d logit_i = e_i (v_i - y) / den`` summed over the windows holding ``i``. ``exp`` is
+    ``exp2`` of the shifted logit times ``log2(e)`` (on the CPU PyTorch's ``exp`` goes through a
+    vector library several times slower than its ``exp2``; the extra rounding is that of the
+    shift's subtraction). The windows' sums are separable sums of strided slices, no padded copy.
+    """
+    result: tuple[Tensor, Tensor] = _ExpWeightedMean.apply(v, logit, shift, k, s, p, out)  # type: ignore[no-untyped-call]
+    return result
+
+
+def _exp_shifted(logit: Tensor, shift: Tensor) -> Tensor:
+    """``exp(logit - shift)`` in a new tensor, as ``exp2((logit - shift) * log2(e))``."""
+    e = torch.sub(logit, shift).mul_(_LOG2E) if bool(shift.any()) else torch.mul(logit, _LOG2E)
+    return e.exp2_()
+
+
+def _tap_views(t: Tensor, dim: int, k: int, s: int, p: int, o: int) -> list[tuple[int, int, Tensor]]:
+    """Per window cell along ``dim``: ``(first output, outputs, strided view of t)`` (cells inside t)."""
+    step = (slice(None),) * dim + (slice(None, None, s),)
+    return [
+        (lo, n, t.narrow(dim, start, (n - 1) * s + 1)[step])
+        for lo, n, start in _tap_ranges(t.shape[dim], k, s, p, o)
+    ]
+
+
+def _sum_axes(
+    t: Tensor, k: tuple[int, ...], s: tuple[int, ...], p: tuple[int, ...], out: tuple[int, ...], first: int
+) -> Tensor:
+    """The window sums of ``t`` along window axes ``first..`` (no autograd): strided slices added in place."""
+    ndim = len(k)
+    for axis in range(first, ndim):
+        dim = t.dim() - ndim + axis
+        taps = _tap_views(t, dim, k[axis], s[axis], p[axis], out[axis])
+        full = [i for i, (lo, n, _) in enumerate(taps) if lo == 0 and n == out[axis]]
+        if len(full) >= 2:  # two cells every window has: their sum starts the total (no zero fill)
+            total = torch.add(taps[full[0]][2], taps[full[1]][2])
+            taps = [tap for i, tap in enumerate(taps) if i not in full[:2]]
+        else:
+            shape = list(t.shape)
+            shape[dim] = out[axis]
+            total = t.new_zeros(shape)
+        for lo, n, view in taps:
+            total.narrow(dim, lo, n).add_(view)
+        t = total
+    return t
+
+
+def _spread_axes(
+    g: Tensor,
+    size: tuple[int, ...],
+    k: tuple[int, ...],
+    s: tuple[int, ...],
+    p: tuple[int, ...],
+    out: tuple[int, ...],
+    first: int,
+) -> Tensor:
+    """The transpose of :func:`_sum_axes`: each window's value added back to its cells (axes ``first..``)."""
+    ndim = len(k)
+    for axis in reversed(range(first, ndim)):
+        dim = g.dim() - ndim + axis
+        shape = list(g.shape)
+        shape[dim] = size[axis]
+        full = g.new_zeros(shape)
+        for lo, n, view in _tap_views(full, dim, k[axis], s[axis], p[axis], out[axis]):
+            view.add_(g.narrow(dim, lo, n))
+        g = full
+    return g
+
+
+def _partition(size: int, k: int, s: int, p: int, o: int) -> bool:
+    """Whether the windows along an axis tile it exactly (each cell in exactly one window)."""
+    return s == k and p == 0 and o * k == size
+
+
+#: elements of the input per chunk: the temporaries of one chunk stay in the caches and are reused
+#: by the allocator (no fresh pages per call), where whole-tensor temporaries are not.
+_CHUNK = 1 << 20
+
+
+def _chunks(t: Tensor, ndim: int) -> list[tuple[slice, ...]]:
+    """Index tuples that split ``t``'s leading dims (the first one longer than 1) into chunks."""
+    lead = t.dim() - ndim
+    dim = next((d for d in range(lead) if t.shape[d] > 1), 0)
+    per_index = max(1, t.numel() // max(1, t.shape[dim]))
+    step = max(1, _CHUNK // per_index)
+    head = (slice(None),) * dim
+    return [(*head, slice(i, i + step)) for i in range(0, max(1, t.shape[dim]), step)]
+
+
+def _mean_chunk(
+    v: Tensor, e: Tensor, k: tuple[int, ...], s: tuple[int, ...], p: tuple[int, ...], out: tuple[int, ...]
+) -> tuple[Tensor, Tensor]:
+    """``(sum(e * v) / sum(e), sum(e))`` per window (no autograd); the first axis' sums of ``e`` and
+    ``e * v`` go into one buffer, the other axes sum both at once."""
+    ndim = len(k)
+    dim = v.dim() - ndim
+    shape = list(v.shape)
+    shape[dim] = out[0]
+    pair = v.new_empty((2, *shape))
+    den, num = pair[0], pair[1]
+    taps = list(
+        zip(_tap_views(e, dim, k[0], s[0], p[0], out[0]), _tap_views(v, dim, k[0], s[0], p[0], out[0]))
+    )
+    full = next((i for i, ((lo, n, _), _) in enumerate(taps) if lo == 0 and n == out[0]), None)
+    if full is None:
+        pair.zero_()
+    else:
+        (_, _, e_tap), (_, _, v_tap) = taps.pop(full)
+        den.copy_(e_tap)
+        torch.mul(e_tap, v_tap, out=num)
+    for (lo, n, e_tap), (_, _, v_tap) in taps:
+        den.narrow(dim, lo, n).add_(e_tap)
+        num.narrow(dim, lo, n).addcmul_(e_tap, v_tap)
+    sums = _sum_axes(pair, k, s, p, out, 1)
+    return sums[1].div_(sums[0]), sums[0]
+
+
+def _spread_rows(
+    grad: Tensor,
+    u: Tensor,
+    r: Tensor,
+    v: Tensor | None,
+    sign: float,
+    geometry: tuple[tuple[int, ...], ...],
+    exact: bool,
+) -> None:
+    """``grad += spread(v * u + sign * r)`` along the first window axis (``v=None``: ``spread(u)``);
+    ``exact``: the windows tile the axis and ``grad`` is uninitialised (written, not added)."""
+    k, s, p, out = geometry
+    dim = grad.dim() - len(k)
+    g_taps = _tap_views(grad, dim, k[0], s[0], p[0], out[0])
+    v_taps = _tap_views(v, dim, k[0], s[0], p[0], out[0]) if v is not None else [None] * len(g_taps)
+    for (lo, n, g_tap), v_tap in zip(g_taps, v_taps):
+        u_rows, r_rows = u.narrow(dim, lo, n), r.narrow(dim, lo, n)
+        if v_tap is None and exact:
+            g_tap.copy_(u_rows)
+        elif v_tap is None:
+            g_tap.add_(u_rows)
+        elif exact:
+            torch.addcmul(r_rows if sign > 0 else r_rows.neg(), v_tap[2], u_rows, out=g_tap)
+        else:
+            g_tap.addcmul_(v_tap[2], u_rows).add_(r_rows, alpha=sign)
+
+
+class _ExpWeightedMean(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        v: Tensor,
+        logit: Tensor | None,
+        shift: Tensor,
+        k: tuple[int, ...],
+        s: tuple[int, ...],
+        p: tuple[int, ...],
+        out: tuple[int, ...],
+    ) -> tuple[Tensor, Tensor]:
+        ndim = len(k)
+        lead = v.shape[: v.dim() - ndim]
+        y, den = v.new_empty((*lead, *out)), v.new_empty((*lead, *out))
+        for part in _chunks(v, ndim):
+            source = v[part] if logit is None else logit[part]
+            y_part, den_part = _mean_chunk(v[part], _exp_shifted(source, shift[part]), k, s, p, out)
+            y[part].copy_(y_part)
+            den[part].copy_(den_part)
+        ctx.save_for_backward(v, logit, shift, y, den)
+        ctx.geometry = (k, s, p, out)
+        ctx.mark_non_differentiable(den)
+        return y, den
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor, _grad_den: Tensor | None) -> tuple[Tensor | None, ...]:
+        """Per chunk, ``e`` recomputed; with ``q = g / den`` per window, ``u`` the spread of ``q`` and
+        ``r`` that of ``q (1 - y)`` (SoftPool) or ``q y`` (LIP): SoftPool ``grad a = e (a u + r)``,
+        LIP ``grad v = e u``, ``grad logit = e (v u - r)``."""
+        v, logit, shift, y, den = ctx.saved_tensors
+        geometry = ctx.geometry
+        k, s, p, out = geometry
+        ndim = len(k)
+        size = tuple(v.shape[v.dim() - ndim :])
+        exact = _partition(size[0], k[0], s[0], p[0], out[0])
+        soft = logit is None
+        want_v = ctx.needs_input_grad[0]
+        want_logit = not soft and ctx.needs_input_grad[1]
+        grad_v = (v.new_empty if exact else v.new_zeros)(v.shape) if want_v else None
+        grad_logit = (v.new_empty if exact else v.new_zeros)(v.shape) if want_logit else None
+        empty = den == 0  # a window whose weights all underflowed: y = 0 / 0 there, no gradient
+        for part in _chunks(v, ndim):
+            pair = grad.new_empty((2, *grad[part].shape))
+            q, r = pair[0], pair[1]
+            torch.div(grad[part], den[part].masked_fill(empty[part], 1.0), out=q)
+            torch.mul(q, y[part], out=r).masked_fill_(empty[part], 0.0)
+            if soft:
+                r.neg_().add_(q)
+            spread = _spread_axes(pair, size, k, s, p, out, 1)
+            e = _exp_shifted(v[part] if soft else logit[part], shift[part])
+            if grad_v is not None:
+                _spread_rows(
+                    grad_v[part], spread[0], spread[1], v[part] if soft else None, 1.0, geometry, exact
+                )
+                grad_v[part].mul_(e)
+            if grad_logit is not None:
+                _spread_rows(grad_logit[part], spread[0], spread[1], v[part], -1.0, geometry, exact)
+                grad_logit[part].mul_(e)
+        return grad_v, grad_logit, None, None, None, None, None
 
 
 def _window_sums(

@@ -1,9 +1,18 @@
-"""``torchpool compare``: train one small CNN per pooling variant and seed, report which helps.
+"""``torchpool compare``: train one small CNN per pooling variant and seed, and test the survey's claims.
 
-For each variant the same CNN (:mod:`torchpool.lab.models`) is trained ``--seeds`` times; the
-report gives test accuracy (mean and sample std over seeds), the train-test gap, accuracy under
-salt-and-pepper noise at test time, accuracy on 1.5x upsampled test images, parameters and
-seconds per epoch, and checks five claims of the pooling survey against those numbers.
+For each variant the same CNN (:mod:`torchpool.lab.models`) is trained once per seed; every
+variant of a seed sees the same batches in the same order and starts from the same weights in
+the layers it shares with the others, so a claim "A beats B" is judged on per-seed paired
+differences with a 95% t-interval (:mod:`torchpool.lab.stats`). Each model is scored on a seeded
+test subset (``--test-limit``): clean, under salt-and-pepper and Gaussian noise, at other input
+sizes, rotated, shifted (Zhang 2019's consistency); the run also counts FLOPs, times forward
+passes, and measures what needs no training (unpooling error, YOLOv3's receptive fields). The
+claims of :mod:`torchpool.lab.claims` are judged and written to ``report.md`` and a
+self-contained ``report.html`` with one figure per claim (:mod:`torchpool.lab.plots`).
+
+Before training, one timed training step and forward pass of every variant give the printed
+time estimate; the progress lines correct it by the ratio of the time spent to the time
+estimated so far.
 
 Run under ``torchrun --nproc_per_node=N -m torchpool compare ...`` it trains with
 ``DistributedDataParallel`` (gloo on CPU, nccl on CUDA): every global batch is split across the
@@ -27,13 +36,25 @@ import torch
 
 from ..registry import get_pool_info
 from .claims import Claim, evaluate_claims
-from .data import LAB_HINT, DatasetError, load_dataset
-from .models import DEFAULT_VARIANTS, VariantNotApplicable, VariantSpec, build_model, resolve_variant
+from .data import LAB_HINT, DatasetError, ImageData, load_dataset
+from .measure import costs, fixed_size_head, spp_receptive_fields, unpooling, variant_models
+from .models import (
+    DEFAULT_VARIANTS,
+    OPTIONAL_VARIANTS,
+    VariantNotApplicable,
+    VariantSpec,
+    build_model,
+    default_variants,
+    is_variant_name,
+    resolve_variant,
+)
 from .report import cell, format_table, write_json_atomic, write_report
 from .training import (
     NOISE_LEVELS,
     RESIZE_FACTOR,
+    SCALES,
     Context,
+    EvalSets,
     TrainingDiverged,
     eval_sets,
     salt_and_pepper,
@@ -45,12 +66,14 @@ from .training import (
 __all__ = [
     "NOISE_LEVELS",
     "OUTPUT_FILES",
+    "PRESETS",
     "RESIZE_FACTOR",
     "Claim",
     "UsageError",
     "add_arguments",
     "evaluate_claims",
     "format_table",
+    "resolve_preset",
     "run",
     "salt_and_pepper",
     "split_variants",
@@ -60,50 +83,130 @@ __all__ = [
 
 _MAX_SEED = 2**31 - 1  # torch and numpy seeds derived from --seed stay in range
 _MAX_IMAGE_SIZE = 1024  # every split is held in memory at this side: 60000 Fashion-MNIST images are 250 GB
-OUTPUT_FILES: tuple[str, ...] = ("results.json", "report.md", "accuracy.png", "noise.png")
+OUTPUT_FILES: tuple[str, ...] = ("results.json", "report.md", "report.html")
+
+#: per preset and dataset: image size, training images (None: all), test images evaluated
+#: (None: all), epochs, seeds. An option given on the command line wins.
+PRESETS: dict[str, dict[str, dict[str, int | None]]] = {
+    "quick": {
+        "digits": {"image_size": 16, "limit": None, "test_limit": None, "epochs": 4, "seeds": 3},
+        "fashion-mnist": {"image_size": 28, "limit": 4000, "test_limit": 2000, "epochs": 3, "seeds": 3},
+        "folder": {"image_size": 32, "limit": None, "test_limit": 2000, "epochs": 4, "seeds": 3},
+    },
+    "thorough": {
+        "digits": {"image_size": 16, "limit": None, "test_limit": None, "epochs": 10, "seeds": 5},
+        "fashion-mnist": {"image_size": 28, "limit": None, "test_limit": None, "epochs": 8, "seeds": 5},
+        "folder": {"image_size": 32, "limit": None, "test_limit": None, "epochs": 10, "seeds": 5},
+    },
+}
+_PRESET_KEYS = ("image_size", "limit", "test_limit", "epochs", "seeds")
 
 
 class UsageError(Exception):
     """Bad arguments found after parsing (unknown variant, indivisible batch, missing CUDA)."""
 
 
+def _count_or_all(text: str) -> int | str:
+    """``--limit`` / ``--test-limit``: a count, or ``all`` (a string until the preset is applied)."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}") from None
+
+
+def _preset_help(key: str) -> str:
+    parts = []
+    for preset, table in PRESETS.items():
+        values = ", ".join(f"{d} {'all' if v[key] is None else v[key]}" for d, v in table.items())
+        parts.append(f"{preset}: {values}")
+    return "default per preset (" + "; ".join(parts) + ")"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds the ``compare`` options to ``parser``."""
+    """Adds the ``compare`` options to ``parser``; every help text names the default."""
     parser.add_argument(
         "--variants",
         nargs="+",
-        default=list(DEFAULT_VARIANTS),
+        default=None,
         metavar="NAME",
-        help="pool factory names, separated by spaces or commas (e.g. max2d,median2d; "
-        f"default: {' '.join(DEFAULT_VARIANTS)})",
+        help="pool factory names (or the lab's strided_conv, yolo_spp_k19), separated by spaces or "
+        f"commas (default: {' '.join(DEFAULT_VARIANTS)}, and those of {' '.join(OPTIONAL_VARIANTS)} "
+        "that this torchpool registers)",
     )
-    parser.add_argument("--dataset", choices=["digits", "fashion-mnist", "folder"], default="digits")
+    parser.add_argument(
+        "--dataset", choices=["digits", "fashion-mnist", "folder"], default="digits", help="(default: digits)"
+    )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="quick",
+        help="image size, training and test images, epochs and seeds per dataset, as listed under those "
+        "options (default: quick: digits under 2 min, fashion-mnist under 10 min on 2 cores)",
+    )
     parser.add_argument(
         "--data-dir",
         default=None,
         help="fashion-mnist: folder with the four IDX files (default /usr/share/datasets/fashion-mnist); "
-        "folder: root with one subfolder of images per class",
+        "folder: root with one subfolder of images per class (no default)",
     )
     parser.add_argument(
         "--image-size",
         type=int,
         default=None,
-        help="resize images to this side (default digits 16, fashion 28, folder 32)",
+        help="resize images to this side; " + _preset_help("image_size"),
     )
-    parser.add_argument("--limit", type=int, default=None, help="use a random subset of N training images")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--seeds", type=int, default=2, help="training runs per variant (seed, seed+1, ...)")
-    parser.add_argument("--seed", type=int, default=0, help="base seed (data split, init, shuffling, noise)")
     parser.add_argument(
-        "--batch-size", type=int, default=64, help="global batch size (split across DDP ranks)"
+        "--limit",
+        type=_count_or_all,
+        default=None,
+        help="train on a seeded subset of N images, or 'all'; " + _preset_help("limit"),
     )
-    parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument(
-        "--out", default="torchpool-compare", help="output folder (default torchpool-compare/)"
+        "--test-limit",
+        type=_count_or_all,
+        default=None,
+        help="evaluate (clean, noise, size, rotation, shift, train accuracy of the gap) on a seeded "
+        "subset of N "
+        "test images, the same for every variant and seed, or 'all'; " + _preset_help("test_limit"),
     )
-    parser.add_argument("--no-plots", action="store_true", help="skip accuracy.png and noise.png")
+    parser.add_argument("--epochs", type=int, default=None, help=_preset_help("epochs"))
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="paired training runs per variant (seed, seed+1, ...); " + _preset_help("seeds"),
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="base seed: data split, subsets, init, order, noise (default: 0)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="global batch size, split across DDP ranks (default: 64)"
+    )
+    parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default: 0.003)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="(default: cpu)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)"
+    )
+    parser.add_argument(
+        "--out", default="torchpool-compare", help="output folder (default: torchpool-compare)"
+    )
+    parser.add_argument("--no-plots", action="store_true", help="skip the figures (default: draw them)")
+
+
+def resolve_preset(args: argparse.Namespace) -> None:
+    """Fills the options left unset (``None``) from ``PRESETS[args.preset][args.dataset]``.
+
+    ``--limit all`` / ``--test-limit all`` become ``None`` (every image) after the preset.
+    """
+    table = PRESETS[getattr(args, "preset", "quick")][args.dataset]
+    for key in _PRESET_KEYS:
+        value = getattr(args, key, None)
+        if value is None:
+            setattr(args, key, table[key])
+        elif value == "all":
+            setattr(args, key, None)
 
 
 # ---------------------------------------------------------------------------------------------- arguments
@@ -148,6 +251,14 @@ def _check_out(out: Path) -> None:
         raise UsageError(f"--out {out} is not writable: {exc.strerror or exc}") from None
 
 
+def _registered(name: str) -> bool:
+    try:
+        get_pool_info(name)
+    except ValueError:
+        return False
+    return True
+
+
 def validate_arguments(args: argparse.Namespace) -> list[str]:
     """Checks every option of ``torchpool compare`` before any work; returns the variants' registry names.
 
@@ -155,24 +266,28 @@ def validate_arguments(args: argparse.Namespace) -> list[str]:
         args: the parsed options of :func:`add_arguments`.
 
     Returns:
-        The pool names of ``--variants`` (spaces or commas), resolved to registry names, without
-        duplicates, in order.
+        The pool names of ``--variants`` (spaces or commas; default :func:`default_variants`),
+        resolved to registry names, without duplicates, in order.
 
     Raises:
         UsageError: naming the first bad option and what it expects.
     """
-    names = split_variants(args.variants)
+    resolve_preset(args)
+    names = default_variants() if args.variants is None else split_variants(args.variants)
     if not names:
         raise UsageError("--variants needs at least one pool name (torchpool list shows them)")
     variants: list[str] = []
     for name in names:
+        if is_variant_name(name) and not _registered(name):
+            variants.append(name)  # one of the lab's own variants
+            continue
         try:
             variants.append(get_pool_info(name).name)
         except ValueError as exc:
             raise UsageError(f"--variants: {exc}") from None
     for option in ("epochs", "seeds", "batch_size"):
         _positive(args, option)
-    for option in ("limit", "image_size", "threads"):
+    for option in ("limit", "test_limit", "image_size", "threads"):
         _positive(args, option, optional=True)
     if args.image_size is not None and args.image_size > _MAX_IMAGE_SIZE:
         raise UsageError(
@@ -229,55 +344,21 @@ def _seconds(s: float) -> str:
 # ---------------------------------------------------------------------------------------------- output
 
 
-def _plots(out: Path, variants: list[dict[str, Any]], num_classes: int) -> list[str]:
+def _cpu_model() -> str:
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise UsageError(f"the plots need matplotlib; {LAB_HINT} (or pass --no-plots)") from exc
-    ok = [v for v in variants if v["status"] == "ok"]
-    if not ok:
-        return []
-    names = [v["name"] for v in ok]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(ok) + 2), 4.5))
-    colors = ["tab:blue" if v["role"] == "pool" else "tab:orange" for v in ok]
-    ax.bar(
-        names, [v["accuracy_mean"] for v in ok], yerr=[v["accuracy_std"] for v in ok], capsize=3, color=colors
-    )
-    ax.axhline(1.0 / num_classes, color="gray", linestyle=":", label="chance")
-    ax.set_ylabel("test accuracy (mean ± std over seeds)")
-    ax.set_title("accuracy per pooling variant (blue: pool, orange: head)")
-    low = min(v["accuracy_mean"] - v["accuracy_std"] for v in ok)
-    ax.set_ylim(max(0.0, min(low - 0.05, 1.0 / num_classes - 0.02)), 1.0)
-    ax.tick_params(axis="x", rotation=45)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out / "accuracy.png", dpi=100)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for v in ok:
-        levels = [float(k) for k in v["noise_accuracy"]]
-        style = "-" if v["role"] == "pool" else "--"
-        ax.plot(levels, list(v["noise_accuracy"].values()), style, marker="o", label=v["name"])
-    ax.axhline(1.0 / num_classes, color="gray", linestyle=":")
-    ax.set_xlabel("salt-and-pepper noise level (fraction of pixels)")
-    ax.set_ylabel("test accuracy (mean over seeds)")
-    ax.set_title("robustness to salt-and-pepper noise at test time")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out / "noise.png", dpi=100)
-    plt.close(fig)
-    return ["accuracy.png", "noise.png"]
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def _machine(ctx: Context) -> str:
     threads = torch.get_num_threads()
     device = torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "cpu"
     return (
-        f"{platform.system()} {platform.machine()}, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.machine()} ({_cpu_model()}), Python {platform.python_version()}, "
         f"torch {torch.__version__}, "
         f"{os.cpu_count()} CPUs, {threads} torch threads, device {device}, {ctx.world} process(es)"
     )
@@ -343,11 +424,11 @@ def run(args: argparse.Namespace) -> int:
             dist.destroy_process_group()
 
 
-def _run(args: argparse.Namespace, ctx: Context) -> int:
-    data = load_dataset(args.dataset, args.data_dir, args.image_size, seed=args.seed, limit=args.limit)
-    specs: list[tuple[str, VariantSpec | None, str, str]] = []  # name, spec, family, skip reason
-    spec: VariantSpec | None
+def _specs(args: argparse.Namespace, data: ImageData) -> list[tuple[str, VariantSpec | None, str, str]]:
+    """Each variant's spec, or None with the reason it is skipped (after a dry run of its model)."""
+    specs: list[tuple[str, VariantSpec | None, str, str]] = []
     for name in dict.fromkeys(args.variants):
+        family = "control" if not _registered(name) else get_pool_info(name).family
         try:
             spec = resolve_variant(name, data.num_classes)
             build_model(spec, data.num_classes, data.image_size)  # dry run: skip now, not mid-way
@@ -355,19 +436,70 @@ def _run(args: argparse.Namespace, ctx: Context) -> int:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         except VariantNotApplicable as exc:
-            specs.append((name, None, get_pool_info(name).family, str(exc)))
+            specs.append((name, None, family, str(exc)))
+    return specs
 
+
+def _estimate(
+    cost: dict[str, Any], args: argparse.Namespace, data: ImageData, evals: EvalSets, world: int
+) -> float:
+    """Seconds one seed of a variant should take: its training steps, then its evaluation forwards."""
+    steps = args.epochs * math.ceil(len(data.train_y) / args.batch_size)
+    per_image = cost["latency_ms"] / 1000 / max(1, args.batch_size // world)
+    calibration = min(len(evals.train_x), 2048)
+    return float(steps * cost["step_seconds"] + (evals.images + calibration) * per_image)
+
+
+def _measurements(
+    specs: dict[str, VariantSpec], args: argparse.Namespace, data: ImageData, evals: EvalSets, world: int
+) -> dict[str, Any]:
+    """What needs no training: costs (also the time estimate), unpooling, receptive fields, fixed head."""
+    batch = max(1, args.batch_size // world)
+    cost = costs(
+        variant_models(specs, data.num_classes, data.image_size),
+        data.image_size,
+        batch,
+        classes=data.num_classes,
+    )
+    return {
+        "costs": cost,
+        "cost_batch": batch,
+        "unpooling": unpooling(evals.test_x),
+        "spp_receptive_fields": spp_receptive_fields(608),
+        "fixed_size_head": fixed_size_head(data.num_classes, data.image_size, SCALES),
+    }
+
+
+def _run(args: argparse.Namespace, ctx: Context) -> int:
+    run_start = time.perf_counter()
+    data = load_dataset(args.dataset, args.data_dir, args.image_size, seed=args.seed, limit=args.limit)
+    specs = _specs(args, data)
+    evals = eval_sets(data, args.seed, args.test_limit)
+    runnable = {name: spec for name, spec, _, _ in specs if spec is not None}
+    measurements = _measurements(runnable, args, data, evals, ctx.world)
+    estimates = {n: _estimate(measurements["costs"][n], args, data, evals, ctx.world) for n in runnable}
+    estimated_total = sum(estimates.values()) * args.seeds
+    setup_seconds = time.perf_counter() - run_start
     progress = _Progress(sys.stdout, ctx.main)
     if ctx.main:
         print(
-            f"torchpool compare: {data.describe()}; {len(specs)} variant(s) x {args.seeds} seed(s) "
-            f"x {args.epochs} epochs"
+            f"torchpool compare: {data.describe()}; evaluating {len(evals.test_y)} test images; "
+            f"{len(specs)} variant(s) x {args.seeds} seed(s) x {args.epochs} epochs"
         )
-    evals = eval_sets(data, args.seed)
+        print(
+            f"estimated time: {_seconds(estimated_total + setup_seconds)} "
+            "(from one timed training step and forward pass of each variant, "
+            f"{_seconds(setup_seconds)} so far)"
+        )
     variants: list[dict[str, Any]] = []
-    total_units = sum(1 for _, s, _, _ in specs if s is not None) * args.seeds * args.epochs
-    done_units, run_start = 0, time.perf_counter()
+    done_estimate, train_start = 0.0, time.perf_counter()
     width = max(len(n) for n, *_ in specs)
+
+    def eta() -> float:
+        spent = time.perf_counter() - train_start
+        ratio = spent / done_estimate if done_estimate > 0 else 1.0
+        return max(0.0, float(estimated_total - done_estimate) * ratio)
+
     for i, (name, spec, family, reason) in enumerate(specs, 1):
         label = f"[{i:>{len(str(len(specs)))}}/{len(specs)}] {name.ljust(width)}"
         if spec is None:
@@ -381,16 +513,10 @@ def _run(args: argparse.Namespace, ctx: Context) -> int:
         for s in range(args.seeds):
             seed = args.seed + s
 
-            def tick(
-                epoch: int, s: int = s, label: str = label, variant_start: float = variant_start
-            ) -> None:
-                nonlocal done_units
-                done_units += 1
-                elapsed = time.perf_counter() - run_start
-                eta = elapsed / done_units * (total_units - done_units)
+            def tick(epoch: int, s: int = s, label: str = label, start: float = variant_start) -> None:
                 progress.update(
                     f"{label}  seed {s + 1}/{args.seeds}  epoch {epoch}/{args.epochs}  "
-                    f"{_seconds(time.perf_counter() - variant_start)}  eta {_seconds(eta)}"
+                    f"{_seconds(time.perf_counter() - start)}  eta {_seconds(eta())}"
                 )
 
             try:
@@ -398,8 +524,11 @@ def _run(args: argparse.Namespace, ctx: Context) -> int:
             except TrainingDiverged as exc:
                 diverged = str(exc)
                 break
+            finally:
+                done_estimate += estimates[name]
             per_seed.append(record)
         if diverged:
+            done_estimate += estimates[name] * (args.seeds - len(per_seed) - 1)
             variants.append(skipped(name, family, diverged, status="diverged"))
             progress.finish(f"{label}  diverged: {diverged}")
             continue
@@ -407,40 +536,81 @@ def _run(args: argparse.Namespace, ctx: Context) -> int:
         variants.append(summary)
         progress.finish(
             f"{label}  acc {cell(summary['accuracy_mean'], summary['accuracy_std'])}  "
-            f"gap {summary['gap']:+.3f}  "
-            f"{summary['epoch_seconds']:.2f} s/epoch  ({_seconds(time.perf_counter() - variant_start)})"
+            f"gap {summary['gap']:+.3f}  shift {summary['shift_consistency']:.3f}  "
+            f"({_seconds(time.perf_counter() - variant_start)}, eta {_seconds(eta())})"
         )
 
     if not ctx.main:
         return 0
+    return _finish(args, ctx, data, evals, variants, measurements, estimated_total + setup_seconds, run_start)
+
+
+def _finish(
+    args: argparse.Namespace,
+    ctx: Context,
+    data: ImageData,
+    evals: EvalSets,
+    variants: list[dict[str, Any]],
+    measurements: dict[str, Any],
+    estimated: float,
+    run_start: float,
+) -> int:
+    """Claims, figures, report and ``results.json`` (rank 0)."""
     config = {
         **{k: v for k, v in vars(args).items() if k != "command"},
         "image_size": list(data.image_size),
         "dataset_description": data.describe(),
         "train_images": len(data.train_y),
         "test_images": len(data.test_y),
+        "evaluated_test_images": len(evals.test_y),
         "num_classes": data.num_classes,
-        "noise_levels": list(NOISE_LEVELS),
-        "resize_factor": RESIZE_FACTOR,
+        "evaluation_sets": list(evals.corrupted),
         "world_size": ctx.world,
-        "total_seconds": time.perf_counter() - run_start,
+        "estimated_seconds": estimated,
     }
-    results = {"config": config, "machine": _machine(ctx), "variants": variants}
-    claims = evaluate_claims(variants, args.seeds, data.num_classes, len(data.test_y))
-    results["claims"] = [c.__dict__ for c in claims]
+    measurements = {k: v for k, v in measurements.items()}
+    unpool = dict(measurements["unpooling"])
+    results: dict[str, Any] = {"config": config, "machine": _machine(ctx), "variants": variants}
+    claims = evaluate_claims(variants, measurements, data.num_classes)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    plots = [] if args.no_plots else _plots(out, variants, data.num_classes)
-    write_report(out, results, claims, plots)
+    figures: dict[str, str] = {}
+    if not args.no_plots:
+        from .plots import draw_figures
+
+        try:
+            figures = draw_figures(out, variants, claims, measurements, data, evals)
+        except ImportError as exc:
+            raise UsageError(f"the plots need matplotlib; {LAB_HINT} (or pass --no-plots)") from exc
+    unpool.pop("per_image", None)  # thousands of numbers: the summary is enough in results.json
+    measurements["unpooling"] = unpool
+    config["total_seconds"] = time.perf_counter() - run_start
+    results["measurements"] = measurements
+    results["claims"] = [_claim_json(c) for c in claims]
+    write_report(out, results, claims, figures)
     write_json_atomic(out / "results.json", results)  # last: its presence means the run finished
     print()
-    print(format_table(variants))
+    print(format_table(variants, measurements.get("costs", {})))
     print()
     for c in claims:
-        print(f"claim {c.number} ({c.verdict}): {c.text}. {c.evidence}.")
-    print(f"\nwrote {out / 'results.json'}, {out / 'report.md'}" + "".join(f", {out / p}" for p in plots))
-    print(f"total {_seconds(config['total_seconds'])}")
+        print(f"claim {c.id} ({c.verdict}): {c.text}. {c.reason}.")
+    written = ["results.json", "report.md", "report.html", *sorted(set(figures.values()))]
+    print(f"\nwrote {', '.join(str(out / p) for p in written)}")
+    print(f"total {_seconds(config['total_seconds'])} (estimated {_seconds(estimated)} at the start)")
     if not any(v["status"] == "ok" for v in variants):
         print("torchpool compare: no variant could run", file=sys.stderr)
         return 1
     return 0
+
+
+def _claim_json(c: Claim) -> dict[str, Any]:
+    out = {k: v for k, v in c.__dict__.items() if k != "comparisons"}
+    out["comparisons"] = [
+        {
+            **{k: v for k, v in x.__dict__.items() if k != "interval"},
+            "interval": None if x.interval is None else x.interval.__dict__,
+            "name": x.name,
+        }
+        for x in c.comparisons
+    ]
+    return out

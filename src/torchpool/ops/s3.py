@@ -28,7 +28,8 @@ and where this implementation differs:
   outputs (their rule gives one more for some odd sizes).
 
 Gradients reach the selected cells only (the max of each kept 2x2 window, PyTorch's max-pooling
-rule on ties) in training; in eval mode, the max of every window averaged.
+rule on ties: one cell) in training; in eval mode, the max of every window averaged (tied cells of
+a window share its gradient).
 """
 
 from __future__ import annotations
@@ -91,14 +92,24 @@ def _s3_train(
     if per_sample:
         picked = x.gather(2, rows[:, None, :, None].expand(n, c, rows.shape[-1], w))
         picked = picked.gather(3, cols[:, None, None, :].expand(n, c, rows.shape[-1], cols.shape[-1]))
-    else:
-        picked = x.index_select(2, rows).index_select(3, cols)
-    return F.max_pool2d(picked, 2, 2)
+    else:  # one advanced-indexing gather (index_select along dims 2 and 3 is ~10x slower on the CPU)
+        picked = x[:, :, rows[:, None], cols]
+    return F.max_pool2d(picked, 2, 2)  # max pooling's gradient: one cell per window, also on ties
+
+
+def _dense_max(x: Tensor, dim: int) -> Tensor:
+    """``max(x[i], x[i + 1])`` along ``dim``, the last cell kept (its ``-inf``-padded window)."""
+    n = x.shape[dim]
+    return torch.cat(
+        [torch.maximum(x.narrow(dim, 0, n - 1), x.narrow(dim, 1, n - 1)), x.narrow(dim, n - 1, 1)], dim
+    )
 
 
 def _s3_eval(x: Tensor, s: tuple[int, ...]) -> Tensor:
     h, w = x.shape[-2:]
-    dense = F.max_pool2d(x, 2, 1, padding=1)[..., 1:, 1:]  # implicit -inf padding, the size kept
+    # separable maxima: twice as fast as max_pool2d(x, 2, 1, padding=1) on the CPU; ties share the
+    # gradient (each output averages several windows' maxima anyway)
+    dense = _dense_max(_dense_max(x, -2), -1)
     pad = (s[0] // 2, s[1] // 2)
     mean = F.avg_pool2d(dense, s, s, pad, count_include_pad=False)
     return mean[..., : h // s[0], : w // s[1]]

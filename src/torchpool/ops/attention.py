@@ -21,8 +21,9 @@ computed for the other queries, and the key and value projections are moved onto
 and the constant ``c`` cancels in the softmax, so the key bias never enters; and since the
 weights of a softmax sum to one, ``sum_j a_j (W_v,h t_j + b_v,h) = W_v,h (sum_j a_j t_j) + b_v,h``.
 So :func:`torch.nn.functional.scaled_dot_product_attention` runs with the head-lifted queries
-``W_k,h^T q_h`` (``C`` wide) against the raw tokens, one query per head, and the value
-projection is applied once to each head's pooled token. The cost per sample is
+``W_k,h^T q_h`` (``C`` wide; the heads are rows of one query block, so the tokens are not
+repeated per head) against the raw tokens, and the value projection is applied once to each
+head's pooled token. The cost per sample is
 ``O(L C heads + C^2)`` instead of the ``O(L C^2)`` of projecting every position.
 
 There are no functional forms: each head owns several learned tensors (projections, latents, a
@@ -120,8 +121,15 @@ def _value_projection(pooled: Tensor, weight: Tensor, bias: Tensor | None, heads
 
 
 def _attend(queries: Tensor, keys: Tensor, values: Tensor, scale: float) -> Tensor:
-    """``(B, heads, Q, C)`` queries against ``(N, L, C)`` keys / values shared by every head."""
-    return F.scaled_dot_product_attention(queries, keys.unsqueeze(1), values.unsqueeze(1), scale=scale)
+    """``(N or 1, Q, C)`` queries (one per head and latent) against ``(N, L, C)`` keys and values.
+
+    The queries of all heads are one attention "head" of ``Q`` rows (each softmax is per row), so
+    the keys and values are never repeated per head.
+    """
+    if queries.shape[0] != keys.shape[0]:
+        queries = queries.expand(keys.shape[0], -1, -1)
+    out = F.scaled_dot_product_attention(queries[:, None], keys[:, None], values[:, None], scale=scale)
+    return out[:, 0]
 
 
 def _linear(x: Tensor, layer: nn.Linear, dtype: torch.dtype) -> Tensor:
@@ -258,8 +266,8 @@ class AttentionPool2d(nn.Module):
         weight = self.qkv.weight.to(dtype)
         bias = None if self.qkv.bias is None else self.qkv.bias.to(dtype)
         q = F.linear(seq[:, 0], weight[:c], None if bias is None else bias[:c])  # the mean token's
-        lifted = _lifted(q, weight[c : 2 * c], heads).unsqueeze(2)  # (N, heads, 1, C)
-        pooled = _attend(lifted, seq, seq, (c // heads) ** -0.5).squeeze(2)  # (N, heads, C)
+        lifted = _lifted(q, weight[c : 2 * c], heads)  # (N, heads, C)
+        pooled = _attend(lifted, seq, seq, (c // heads) ** -0.5)  # (N, heads, C)
         out = _value_projection(pooled, weight[2 * c :], None if bias is None else bias[2 * c :], heads)
         return _linear(out, self.proj, dtype).to(x.dtype)
 
@@ -446,8 +454,9 @@ class AttentionPoolLatent(nn.Module):
         weight = self.kv.weight.to(dtype)
         bias = None if self.kv.bias is None else self.kv.bias.to(dtype)
         q = _linear(self.latent[0].to(dtype), self.q, dtype)  # (latents, C)
-        lifted = _lifted(q, weight[:c], heads).transpose(0, 1).unsqueeze(0)  # (1, heads, latents, C)
-        pooled = _attend(lifted, tokens, tokens, (c // heads) ** -0.5).transpose(1, 2)  # (N, lat, h, C)
+        lifted = _lifted(q, weight[:c], heads).reshape(1, -1, c)  # (1, latents * heads, C)
+        pooled = _attend(lifted, tokens, tokens, (c // heads) ** -0.5)
+        pooled = pooled.reshape(pooled.shape[0], self.num_latents, heads, c)
         out = _value_projection(pooled, weight[c:], None if bias is None else bias[c:], heads)
         out = _linear(out, self.proj, dtype)
         normed = _layer_norm(out, self.norm, dtype) if isinstance(self.norm, nn.LayerNorm) else out
@@ -610,12 +619,12 @@ class SimPool(nn.Module):
         tokens = tokens.to(dtype)
         heads = self.num_heads
         q = _linear(tokens.mean(1), self.q, dtype)  # (N, C)
-        lifted = _lifted(q, self.k.weight.to(dtype), heads).unsqueeze(2)  # (N, heads, 1, C)
+        lifted = _lifted(q, self.k.weight.to(dtype), heads)  # (N, heads, C)
         normed = _layer_norm(tokens, self.norm, dtype)
         values = normed
         if self.gamma is not None:
             values = (normed - normed.amin(1, keepdim=True) + 1e-6).pow(self.gamma)
-        pooled = _attend(lifted, normed, values, (self.dim // heads) ** -0.5).squeeze(2)  # (N, heads, C)
+        pooled = _attend(lifted, normed, values, (self.dim // heads) ** -0.5)  # (N, heads, C)
         if heads > 1:  # head h keeps its own channels
             pooled = torch.diagonal(pooled.reshape(*pooled.shape[:2], heads, -1), dim1=1, dim2=2).transpose(
                 1, 2

@@ -108,7 +108,7 @@ def spectral_pool2d(x: Tensor, output_size: IntOrTuple) -> Tensor:
     compute = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     a_h = _band_matrix(spatial[0], size[0], x.device, compute)
     a_w = _band_matrix(spatial[1], size[1], x.device, compute)
-    y = torch.matmul(torch.matmul(a_h, batched.to(compute)), a_w.t())
+    y = torch.matmul(a_h, torch.matmul(batched.to(compute), a_w.t()))  # W first: one large GEMM
     return restore_batch(y.to(x.dtype), unbatched)
 
 

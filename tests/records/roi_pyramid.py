@@ -10,7 +10,7 @@ check.
 The reference (:func:`roi_spp_reference`) shares no code with ``torchpool.ops.roi_pyramid``: it
 loops over the boxes, levels and bins, computes each bin's bounds with Python's ``math`` as
 torchvision's ``roi_pool`` CPU kernel does (corners rounded half away from zero, bin
-``[floor(i * roi / n), ceil((i + 1) * roi / n))`` shifted by the corner, clipped; empty bins 0),
+``[floor(i * (roi / n)), ceil((i + 1) * (roi / n)))`` shifted by the corner, clipped; empty bins 0),
 and reduces the bin's slice of the map.
 """
 
@@ -39,9 +39,10 @@ def _edges(start: float, end: float, bins: int, size: int, scale: float) -> list
     first, last = _c_round(start * scale), _c_round(end * scale)
     extent = max(last - first + 1, 1)
     out = []
+    step = extent / bins  # then times i, in this order, as the kernel computes it
     for i in range(bins):
-        lo = math.floor(i * extent / bins) + first
-        hi = math.ceil((i + 1) * extent / bins) + first
+        lo = math.floor(i * step) + first
+        hi = math.ceil((i + 1) * step) + first
         out.append((min(max(lo, 0), size), min(max(hi, 0), size)))
     return out
 

@@ -1,0 +1,275 @@
+"""SPP on regions (``roi_spatial_pyramid_pool``): torchvision's ``roi_pool`` as the peer, the loop reference.
+
+The op table (``tests/records/roi_pyramid.py``, run by ``test_ops.py``) covers the fixed box sets
+in every dtype, gradcheck, layouts, Module equals function and ``state_dict``. Here: random boxes
+(over the border, malformed, wholly outside, tiny) against torchvision at every single level,
+exactly, in float32 and float64 (the peer tests skip where torchvision is not installed: CI runs
+them in the zoo environment); many levels against the float64 loop reference (both the levels
+derived from a finer one and those pooled directly); the order of the flattened features
+(SpatialPyramidPool2d's, checked on whole-map boxes); the gradient; half precision; empty boxes;
+the validation of ``boxes``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+from records.roi_pyramid import roi_spp_reference
+from torch import Tensor
+
+import torchpool as tp
+from torchpool.ops.roi_pyramid import _bins, _derived
+
+
+def _random_boxes(n: int, height: int, width: int, count: int, scale: float, seed: int) -> Tensor:
+    """Boxes in image coordinates: anywhere from 4 cells before the map to 4 after, sizes from
+    negative (malformed) to larger than the map, some one-cell ones."""
+    g = torch.Generator().manual_seed(seed)
+    size = torch.tensor([width, height], dtype=torch.float64) / scale
+    start = (torch.rand(count, 2, generator=g, dtype=torch.float64) * 1.3 - 0.15) * size
+    extent = (torch.rand(count, 2, generator=g, dtype=torch.float64) * 1.2 - 0.1) * size
+    extent[: count // 8] = 0.0  # one cell
+    index = torch.randint(0, n, (count, 1), generator=g).double()
+    return torch.cat([index, start, start + extent], dim=1)
+
+
+def _features(shape: tuple[int, ...], dtype: torch.dtype = torch.float64, seed: int = 0) -> Tensor:
+    """Distinct values (a unique max in every bin)."""
+    g = torch.Generator().manual_seed(seed)
+    numel = math.prod(shape)
+    return (torch.randperm(numel, generator=g).double() / numel * 4 - 2).reshape(shape).to(dtype)
+
+
+def _levels(out: Any) -> list[Tensor]:
+    assert isinstance(out, list)
+    return out
+
+
+# ------------------------------------------------------------------ torchvision, the peer
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("scale", [1 / 16, 1.0, 0.3, 0.5])
+def test_each_level_equals_torchvision_roi_pool(dtype: torch.dtype, scale: float) -> None:
+    tv = pytest.importorskip("torchvision")
+    x = torch.randn(3, 4, 30, 60, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    # with regions of 57 x 29 cells, whose 7 bins end a cell after the region (float32 / float64)
+    odd = torch.tensor([[1, 0.0, 0.0, 56 / scale, 28 / scale]], dtype=torch.float64)
+    boxes = torch.cat([_random_boxes(3, 30, 60, 300, scale, seed=2), odd]).to(dtype)
+    levels: tuple[int | tuple[int, int], ...] = (1, 2, 4, 3, 6, 7, 5, (2, 3), (4, 6), 20)
+    for requires_grad in (False, True):  # the fast forward and the differentiable one
+        x.requires_grad_(requires_grad)
+        outs = _levels(tp.roi_spatial_pyramid_pool(x, boxes, levels, spatial_scale=scale, flatten=False))
+        for level, out in zip(levels, outs):
+            size = (level, level) if isinstance(level, int) else level
+            want = tv.ops.roi_pool(x, boxes, size, scale)
+            assert torch.equal(out, want), (level, (out - want).abs().max())
+        one = tp.roi_spatial_pyramid_pool(x, boxes, (6,), spatial_scale=scale)  # a single level, flattened
+        assert torch.equal(one, tv.ops.roi_pool(x, boxes, (6, 6), scale).flatten(1))
+
+
+def test_list_of_boxes_equals_torchvision() -> None:
+    tv = pytest.importorskip("torchvision")
+    x = torch.randn(3, 5, 38, 50, generator=torch.Generator().manual_seed(3))
+    boxes = _random_boxes(3, 38, 50, 60, 1 / 16, seed=4).float()
+    per_image = [boxes[boxes[:, 0] == i, 1:] for i in range(3)]
+    ours = tp.RoISpatialPyramidPool((1, 2, 4), spatial_scale=1 / 16, flatten=False)(x, per_image)
+    for level, out in zip((1, 2, 4), _levels(ours)):
+        assert torch.equal(out, tv.ops.roi_pool(x, per_image, (level, level), 1 / 16))
+
+
+def test_gradient_equals_torchvision() -> None:
+    tv = pytest.importorskip("torchvision")
+    x = _features((2, 3, 11, 14)).requires_grad_(True)
+    boxes = _random_boxes(2, 11, 14, 80, 0.5, seed=5)
+    for level in (1, 3, 4):
+        weight = torch.randn(
+            80, 3, level, level, generator=torch.Generator().manual_seed(level), dtype=x.dtype
+        )
+        out = _levels(tp.roi_spatial_pyramid_pool(x, boxes, (level,), spatial_scale=0.5, flatten=False))[0]
+        (ours,) = torch.autograd.grad((out * weight).sum(), x)
+        (want,) = torch.autograd.grad((tv.ops.roi_pool(x, boxes, level, 0.5) * weight).sum(), x)
+        torch.testing.assert_close(ours, want, rtol=0, atol=1e-12)
+
+
+# ------------------------------------------------------------------ the float64 loop reference
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+@pytest.mark.parametrize(
+    "levels", [(1, 2, 4), (1, 3, 6), (6, 3, 2, 1), (2, 4, 8), (5,), ((1, 2), (2, 4), 3)], ids=str
+)
+def test_matches_the_loop_reference(mode: str, levels: tuple[int | tuple[int, int], ...]) -> None:
+    x = _features((2, 3, 10, 13))
+    boxes = _random_boxes(2, 10, 13, 64, 1 / 16, seed=6)
+    out = tp.roi_spatial_pyramid_pool(x, boxes, levels, spatial_scale=1 / 16, mode=mode)
+    torch.testing.assert_close(out, roi_spp_reference(x, boxes, levels, 1 / 16, mode), rtol=1e-12, atol=1e-12)
+
+
+def test_both_kinds_of_level_are_exercised() -> None:
+    """Levels (1, 2, 4) are derived from 4 for every box; 7 bins of a 57-cell region in float32 end a
+    cell after the region (``7 * fl(57 / 7)`` rounds up to 57.000004), so there 1 is pooled directly."""
+    boxes = _random_boxes(1, 40, 40, 200, 1.0, seed=7)
+    levels = [(4, 4), (2, 2), (1, 1)]
+    assert _derived(levels, _bins(boxes, levels, 40, 40, 1.0, torch.float32)) == {
+        (2, 2): (4, 4),
+        (1, 1): (4, 4),
+    }
+    odd = torch.tensor([[0.0, 0.0, 0.0, 56.0, 56.0]])
+    seven = [(7, 7), (1, 1)]
+    bins = _bins(odd, seven, 80, 80, 1.0, torch.float32)
+    assert (int(bins[1][0, 6]), int(bins[1][0, 7])) == (58, 57)
+    assert _derived(seven, bins) == {}
+    assert _derived(seven, _bins(odd, seven, 80, 80, 1.0, torch.float64)) == {(1, 1): (7, 7)}
+
+
+def test_flattened_order_is_spatial_pyramid_pool2d_s() -> None:
+    """A box over the whole map at scale 1 has the adaptive bins: the flat vector is SPP's."""
+    for height, width in ((7, 9), (13, 5), (16, 16)):
+        x = _features((2, 3, height, width))
+        boxes = torch.tensor([[i, 0.0, 0.0, width - 1.0, height - 1.0] for i in range(2)], dtype=x.dtype)
+        for mode in ("max", "avg"):
+            ours = tp.roi_spatial_pyramid_pool(x, boxes, (1, 2, 4), mode=mode)
+            torch.testing.assert_close(
+                ours, tp.spatial_pyramid_pool2d(x, (1, 2, 4), mode), rtol=1e-12, atol=1e-12
+            )
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+def test_gradcheck(mode: str) -> None:
+    x = _features((2, 2, 7, 8)).requires_grad_(True)
+    boxes = _random_boxes(2, 7, 8, 12, 0.5, seed=8)
+    for levels in ((1, 2, 4), (1, 3)):
+        assert torch.autograd.gradcheck(
+            lambda t, lv=levels: tp.roi_spatial_pyramid_pool(t, boxes, lv, spatial_scale=0.5, mode=mode),
+            (x,),
+            eps=1e-6,
+            atol=1e-5,
+        )
+
+
+def test_tied_maxima_share_the_gradient() -> None:
+    """A constant map: every non-empty bin's gradient is split among its cells and sums to one."""
+    x = torch.full((1, 2, 6, 7), 0.5, dtype=torch.float64, requires_grad=True)
+    boxes = torch.tensor([[0, 0.0, 0.0, 6.0, 5.0], [0, 2.0, 1.0, 9.0, 9.0], [0, 20.0, 20.0, 30.0, 30.0]])
+    out = tp.roi_spatial_pyramid_pool(x, boxes.double(), (1, 2, 4))
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    nonempty = (roi_spp_reference(torch.ones_like(x), boxes, (1, 2, 4)) != 0).sum()
+    torch.testing.assert_close(grad.sum(), nonempty.double())
+    assert bool((grad >= 0).all())
+
+
+# ------------------------------------------------------------------ dtypes, layouts, the Module
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("mode", ["max", "avg"])
+def test_half_precision(dtype: torch.dtype, mode: str) -> None:
+    x = _features((2, 3, 12, 15), dtype)
+    boxes = _random_boxes(2, 12, 15, 40, 1 / 16, seed=9)
+    out = tp.roi_spatial_pyramid_pool(x, boxes, (1, 2, 4), spatial_scale=1 / 16, mode=mode)
+    assert out.dtype == dtype
+    want = roi_spp_reference(x.double(), boxes, (1, 2, 4), 1 / 16, mode)
+    if mode == "max":  # a selection: the exact values
+        assert torch.equal(out.double(), want)
+    else:  # the mean of the rounded values, rounded once
+        torch.testing.assert_close(out.double(), want.to(dtype).double(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+def test_layouts_and_module(mode: str) -> None:
+    x = _features((2, 5, 9, 11), torch.float32)
+    boxes = _random_boxes(2, 9, 11, 30, 0.25, seed=10).float()
+    want = tp.roi_spatial_pyramid_pool(x, boxes, (1, 2, 4), spatial_scale=0.25, mode=mode)
+    last = tp.roi_spatial_pyramid_pool(
+        x.to(memory_format=torch.channels_last), boxes, (1, 2, 4), spatial_scale=0.25, mode=mode
+    )
+    wide = torch.zeros(2, 5, 9, 22)
+    wide[..., ::2] = x
+    strided = tp.roi_spatial_pyramid_pool(wide[..., ::2], boxes, (1, 2, 4), spatial_scale=0.25, mode=mode)
+    assert torch.equal(last, want) and torch.equal(strided, want)
+    module = tp.RoISpatialPyramidPool((1, 2, 4), 0.25, mode)
+    assert torch.equal(module(x, boxes), want)
+    assert module.output_features(5) == want.shape[1] == 5 * 21
+    assert module.state_dict() == {}
+    rebuilt = tp.RoISpatialPyramidPool((1, 2, 4), 0.25, mode)
+    rebuilt.load_state_dict(module.state_dict())
+    assert torch.equal(rebuilt(x, boxes), want)
+    assert "spatial_scale=0.25" in repr(module)
+    levels = _levels(tp.RoISpatialPyramidPool((1, 2, 4), 0.25, mode, flatten=False)(x, boxes))
+    assert [t.shape for t in levels] == [(30, 5, n, n) for n in (1, 2, 4)]
+    assert torch.equal(torch.cat([t.flatten(1) for t in levels], dim=1), want)
+
+
+def test_empty_boxes_nan_and_meta() -> None:
+    x = _features((2, 3, 8, 8), torch.float32)
+    assert tp.roi_spatial_pyramid_pool(x, torch.zeros(0, 5)).shape == (0, 3 * 21)
+    assert tp.roi_spatial_pyramid_pool(x, [torch.zeros(0, 4), torch.zeros(0, 4)]).shape == (0, 63)
+    assert tp.roi_spatial_pyramid_pool(x, []).shape == (0, 63)
+    empty = _levels(tp.roi_spatial_pyramid_pool(x, torch.zeros(0, 5), (1, 2), flatten=False))
+    assert [t.shape for t in empty] == [(0, 3, 1, 1), (0, 3, 2, 2)]
+    x[1, 2, 3, 4] = math.nan
+    boxes = torch.tensor([[1, 0.0, 0.0, 7.0, 7.0], [0, 0.0, 0.0, 7.0, 7.0]])
+    for mode in ("max", "avg"):
+        out = tp.roi_spatial_pyramid_pool(x, boxes, (1,), mode=mode)
+        assert (
+            bool(out[0, 2].isnan()) and not bool(out[0, :2].isnan().any()) and not bool(out[1].isnan().any())
+        )
+    meta = tp.roi_spatial_pyramid_pool(x.to("meta"), boxes.to("meta"), (1, 2, 4))
+    assert meta.device.type == "meta" and meta.shape == (2, 63)
+
+
+@pytest.mark.parametrize(
+    ("boxes", "error", "match"),
+    [
+        (torch.zeros(3, 4), ValueError, r"boxes must be a Tensor\[K, 5\]"),
+        (torch.zeros(3), ValueError, "boxes must be"),
+        ([torch.zeros(2, 5)], ValueError, r"boxes\[0\] must be a Tensor\[L, 4\]"),
+        ([torch.zeros(1, 4)] * 3, ValueError, "at most one tensor per image"),
+        ([torch.zeros(1, 4), "box"], TypeError, r"boxes\[1\]"),
+        (torch.zeros(3, 5, dtype=torch.long), TypeError, "boxes must have a floating-point dtype"),
+        ([torch.zeros(1, 4, dtype=torch.int32)], TypeError, r"boxes\[0\] must have a floating-point dtype"),
+        (torch.tensor([[2.0, 0, 0, 1, 1]]), ValueError, r"batch indices .* \[0, 2\)"),
+        (torch.tensor([[-1.0, 0, 0, 1, 1]]), ValueError, "batch indices"),
+        (torch.tensor([[0.5, 0, 0, 1, 1]]), ValueError, "batch indices"),
+        (torch.tensor([[0.0, 0, math.nan, 1, 1]]), ValueError, "boxes must be finite"),
+        (torch.tensor([[0.0, 0, 0, 1, math.inf]]), ValueError, "boxes must be finite"),
+        (torch.tensor([[0.0, 0, 0, 1, 3e9]]), ValueError, "boxes' coordinates"),
+        (torch.zeros(1, 5, device="meta"), ValueError, "boxes are on meta"),
+        ("boxes", TypeError, "boxes must be"),
+    ],
+)
+def test_bad_boxes(boxes: Any, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        tp.roi_spatial_pyramid_pool(torch.zeros(2, 3, 8, 8), boxes)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda b: tp.roi_spatial_pyramid_pool(torch.zeros(3, 8, 8), b), ValueError, "features must have 4"),
+        (lambda b: tp.roi_spatial_pyramid_pool(torch.zeros(1, 3, 8, 8).long(), b), TypeError, "features"),
+        (lambda b: tp.roi_spatial_pyramid_pool(torch.zeros(1, 3, 0, 8), b), ValueError, "features"),
+        (lambda b: tp.roi_spatial_pyramid_pool(torch.zeros(1, 3, 8, 8), b, ()), ValueError, "levels"),
+        (lambda b: tp.roi_spatial_pyramid_pool(torch.zeros(1, 3, 8, 8), b, (0,)), ValueError, "levels"),
+        (
+            lambda b: tp.roi_spatial_pyramid_pool(torch.zeros(1, 3, 8, 8), b, spatial_scale=0),
+            ValueError,
+            "scale",
+        ),
+        (
+            lambda b: tp.roi_spatial_pyramid_pool(torch.zeros(1, 3, 8, 8), b, spatial_scale=-1),
+            ValueError,
+            "scale",
+        ),
+        (lambda b: tp.roi_spatial_pyramid_pool(torch.zeros(1, 3, 8, 8), b, mode="sum"), ValueError, "mode"),
+        (lambda b: tp.RoISpatialPyramidPool(spatial_scale=math.nan), ValueError, "spatial_scale"),
+        (lambda b: tp.RoISpatialPyramidPool(levels=4), TypeError, "levels"),  # type: ignore[arg-type]
+    ],
+)
+def test_bad_arguments(call: Any, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        call(torch.zeros(1, 5))

@@ -100,7 +100,8 @@ class Semantics(NamedTuple):
         reduce: the reduction of one window / of the whole input (``max``, ``mean``, ``lp2``,
             ``median``, ``avgmax``, ``catavgmax``, ``mix``, ``stochastic``, ``draw``,
             ``max|mean``, ``gem``), or for channel statistics ``stats`` / ``netvlad``.
-        degree: ``f(s x) = s**degree f(x)`` for ``s > 0`` (away from eps).
+        degree: ``f(s x) = s**degree f(x)`` for ``s > 0`` (away from eps); None where no degree
+            holds (learned projections with biases: attention pools), so Euler's identity is not checked.
         shift: ``f(x + t) = f(x) + t``, so the gradient sums to one per output.
         window: kwargs that make the window the whole input of spatial size ``S`` (None: no window).
         cell: what the output for a single-cell input is: ``"reduce"`` (the reduction of the cell),
@@ -111,7 +112,7 @@ class Semantics(NamedTuple):
     """
 
     reduce: str
-    degree: int
+    degree: int | None
     shift: bool
     window: Callable[[int], dict[str, Any]] | None
     cell: str = "reduce"

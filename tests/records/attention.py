@@ -17,7 +17,7 @@ import math
 from typing import Any
 
 import torch
-from op_record import Case, OpRecord, PoolRecord, Semantics
+from op_record import Case, OpRecord, Out, PoolRecord, Semantics
 from torch import Tensor, nn
 
 from torchpool.ops.attention import AttentionPool2d, AttentionPoolLatent, SimPool
@@ -305,10 +305,54 @@ OPS: list[OpRecord] = [
 
 PAGE = "attention"
 
-RECORDS: list[PoolRecord] = [
-    PoolRecord("attention2d", PAGE, dict(STATS), Semantics("stats", 0, False, None), "float32 (torchpool)"),
-    PoolRecord(
-        "attention_latent", PAGE, dict(STATS), Semantics("stats", 0, False, None), "float32 (torchpool)"
+#: every position is a key of every query: a non-finite cell reaches all of its sample's outputs.
+_NONFINITE = {
+    "nan": Out("nan@sample", "every output of the sample is NaN (all positions are keys of the query)"),
+    "+inf": Out(
+        "nan@sample", "the cell's logit or value is infinite: inf - inf or inf * 0 = NaN in the softmax"
     ),
-    PoolRecord("simpool", PAGE, dict(STATS), Semantics("stats", 0, False, None), "float32 (torchpool)"),
+    "-inf": Out("nan@sample", "as for +inf"),
+}
+_TINY = Out("as-zeros", "the input is negligible next to the biases and the positional embedding")
+ATTENTION2D = {
+    **STATS,
+    "1x1": Out("ok", "the float64 run of the module (no closed form: the positions carry an embedding)"),
+    "zeros": Out("ref, any", "the output of the positional embedding alone"),
+    "ties": Out("ref, any"),
+    "f32_huge": Out("nan", "LIMIT: the attention logits q . k (~1e60) overflow float32, inf - inf = NaN"),
+    "f16_huge": Out("ok", "computed in float32"),
+    "f32_tiny": _TINY,
+    "f32_subnormal": _TINY,
+    **_NONFINITE,
+}
+LATENT = {
+    **STATS,
+    "zeros": Out("as-1x1, any", "equal keys: uniform attention, the output of one token"),
+    "ties": Out("as-1x1, any", "equal keys: uniform attention, the output of one token"),
+    "f32_huge": Out("ok-f64", "the logits grow as the input (~1e30): a hard attention, as in float64"),
+    "f16_huge": Out("ok", "computed in float32"),
+    "f32_tiny": Out("as-zeros", "the input is negligible next to the biases"),
+    "f32_subnormal": Out("as-zeros", "the input is negligible next to the biases"),
+    **_NONFINITE,
+}
+_LN_EPS = "by design: LayerNorm's eps dominates the variance (~1e-60): normalised tokens ~0, as for zeros"
+SIMPOOL = {
+    **STATS,
+    "zeros": Out("0, 0", "LayerNorm of a constant token is its bias (0 as initialised)"),
+    "ties": Out("as-1x1, any", "equal keys: uniform attention, the LayerNorm-ed token"),
+    "f32_huge": Out("nan", "LIMIT: LayerNorm's variance (~1e60) overflows float32 (timm's SimPool alike)"),
+    "f16_huge": Out("ok", "computed in float32"),
+    "f32_tiny": Out("as-zeros", _LN_EPS),
+    "f32_subnormal": Out("as-zeros", _LN_EPS),
+    **_NONFINITE,
+}
+
+RECORDS: list[PoolRecord] = [
+    PoolRecord(
+        "attention2d", PAGE, ATTENTION2D, Semantics("attention", None, False, None), "float32 (torchpool)"
+    ),
+    PoolRecord(
+        "attention_latent", PAGE, LATENT, Semantics("stats", None, False, None), "float32 (torchpool)"
+    ),
+    PoolRecord("simpool", PAGE, SIMPOOL, Semantics("stats", 0, False, None), "float32 (torchpool)"),
 ]

@@ -626,9 +626,8 @@ class SimPool(nn.Module):
             values = (normed - normed.amin(1, keepdim=True) + 1e-6).pow(self.gamma)
         pooled = _attend(lifted, normed, values, (self.dim // heads) ** -0.5)  # (N, heads, C)
         if heads > 1:  # head h keeps its own channels
-            pooled = torch.diagonal(pooled.reshape(*pooled.shape[:2], heads, -1), dim1=1, dim2=2).transpose(
-                1, 2
-            )
+            blocks = pooled.reshape(*pooled.shape[:2], heads, self.dim // heads)  # (N, q head, c head, d)
+            pooled = torch.diagonal(blocks, dim1=1, dim2=2).transpose(1, 2)
         out = pooled.reshape(pooled.shape[0], self.dim)
         if self.gamma is not None:
             out = out.pow(1.0 / self.gamma)

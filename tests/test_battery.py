@@ -69,7 +69,7 @@ BASE: dict[str, dict[str, Any]] = {
     "MaxUnpool3d": {"kernel_size": 2},
 }
 #: base value of a required parameter, by parameter name.
-REQUIRED: dict[str, Any] = {"kernel_size": 2, "output_size": 1}
+REQUIRED: dict[str, Any] = {"kernel_size": 2, "output_size": 1, "k": 2}
 
 #: parameters whose value fixes the input's channel count.
 CHANNEL_PARAMS = ("channels", "dim", "dim_a")

@@ -232,6 +232,8 @@ def _reduce(kind: str, x: torch.Tensor) -> torch.Tensor:
         return flat.clamp(min=EPS_GEM).pow(3).mean(2).pow(1 / 3)
     if kind == "soft":  # SoftPool: the softmax-weighted mean
         return (torch.softmax(flat, 2) * flat).sum(2)
+    if kind == "lse":  # LSE pooling at its example r = 10: (1/r) log mean exp(r x)
+        return (torch.logsumexp(10 * flat, 2) - math.log(flat.shape[2])) / 10
     if kind == "s3":  # S3Pool's eval rule at stride = size: the mean of the 2x2 dense max (far edge
         # padded with -inf) over the first size - size // 2 cells per dim
         keep = x.shape[-1] - x.shape[-1] // 2

@@ -202,8 +202,9 @@ class LSEPool(nn.Module):
 
     @property
     def r(self) -> Tensor:
-        """The sharpness ``exp(log_r)``."""
-        return self.log_r.exp()
+        """The sharpness ``exp(log_r)`` (in float32 at least, whatever the parameter's dtype)."""
+        log_r = self.log_r if self.log_r.dtype == torch.float64 else self.log_r.float()
+        return log_r.exp()
 
     def extra_repr(self) -> str:
         return f"r={self.r.item():.4g}, learnable={self.learnable}, flatten={self.flatten}"

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_float_range, check_input, restore_batch
+from .._checks import check_float_range, check_input, is_traced, restore_batch
 from ..registry import register_pool
 
 __all__ = ["RMAC", "rmac", "rmac_regions"]
@@ -127,6 +127,22 @@ def rmac_regions(
     return tuple(regions)
 
 
+#: the grids computed so far (eager mode), by ``(height, width, levels, overlap)``.
+_GRIDS: dict[tuple[int, int, int, float], tuple[tuple[int, int, int, int], ...]] = {}
+
+
+def _grid(height: int, width: int, levels: int, overlap: float) -> tuple[tuple[int, int, int, int], ...]:
+    """:func:`rmac_regions`, remembered in eager mode (traced code computes it: no side effects)."""
+    if is_traced():
+        return rmac_regions(height, width, levels, overlap)
+    key = (height, width, levels, overlap)
+    if key not in _GRIDS:
+        if len(_GRIDS) >= 1024:
+            _GRIDS.clear()
+        _GRIDS[key] = rmac_regions(height, width, levels, overlap)
+    return _GRIDS[key]
+
+
 def _normalize(v: Tensor, eps: float) -> Tensor:
     """``v / (||v|| + eps)`` over dim 1, with ``v`` and ``eps`` divided by the largest ``|v|`` first.
 
@@ -135,10 +151,12 @@ def _normalize(v: Tensor, eps: float) -> Tensor:
     """
     with torch.no_grad():
         scale = v.abs().amax(dim=1, keepdim=True)
-        scale = torch.where((scale > 0) & torch.isfinite(scale), scale, torch.ones_like(scale))
+        scale = torch.where((scale > 0) & (scale < math.inf), scale, torch.ones_like(scale))
     u = v / scale
     norm: Tensor = torch.linalg.vector_norm(u, dim=1, keepdim=True)
-    return u / (norm + eps / scale)
+    # a tensor divided by a tensor: ``eps / scale`` would be ``eps * scale.reciprocal()``, which
+    # overflows for a subnormal scale
+    return u / (norm + torch.full_like(scale, eps) / scale)
 
 
 def _region_maxima(x: Tensor, regions: tuple[tuple[int, int, int, int], ...]) -> tuple[Tensor, Tensor]:
@@ -210,8 +228,10 @@ def rmac(x: Tensor, levels: int = 3, *, overlap: float = 0.4, eps: float = 1e-6)
     x, unbatched = check_input(x, 2)
     if x.shape[-1] == 0 or x.shape[-2] == 0:
         raise ValueError(f"input must have non-zero spatial sizes, got shape {tuple(x.shape)}")
+    if x.shape[1] == 0:  # no channels: the empty descriptor (nothing to normalise)
+        return restore_batch(x.amax(dim=(-2, -1)), unbatched)
     compute = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    regions = rmac_regions(int(x.shape[-2]), int(x.shape[-1]), levels, overlap)
+    regions = _grid(int(x.shape[-2]), int(x.shape[-1]), levels, overlap)
     maxima, counts = _region_maxima(compute, regions)
     y = _normalize((_normalize(maxima, eps) * counts).sum(dim=-1), eps).to(x.dtype)
     return restore_batch(y, unbatched)

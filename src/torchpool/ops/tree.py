@@ -17,8 +17,8 @@ Caffe code; ``depth=3`` is four leaves and three gates (their ``TreepoolKernel2L
 **How it is computed.** Every node's response ``v_m . x`` / ``w_m . x`` at every window comes from
 one grouped convolution (``groups=C``, ``2L - 1`` maps per channel; shared filters are expanded
 over the channels, which on the CPU is faster than folding the channels into the batch), then the
-tree is folded bottom-up, one level at a time (``torch.lerp`` of the children's maps by the
-gates' sigmoids): ``depth - 1`` steps, each over all the nodes of its level at once. Zero padding
+tree is folded bottom-up, node by node (``torch.lerp`` of the children's maps by the gate's
+sigmoid; ``L - 1`` gates, each over every window at once). Zero padding
 enters every filter and gate as zeros. Half-precision input is computed in float32 and rounded once.
 
 **Initialisation.** As the authors' code (``weight_filler`` ``gaussian``, ``std: 0.1`` in their
@@ -118,18 +118,23 @@ def tree_pool2d(
 
 
 def _fold(resp: Tensor, leaves: int) -> Tensor:
-    """The root's value from every node's response ``(N, C, 2L - 1, H_out, W_out)`` (heap order)."""
-    values = resp[:, :, leaves - 1 :]  # the leaves: nodes L .. 2L - 1
-    if leaves == 1:
-        return values[:, :, 0]
-    gates = torch.sigmoid(resp[:, :, : leaves - 1])  # nodes 1 .. L - 1
+    """The root's value from every node's response ``(N, C, 2L - 1, H_out, W_out)`` (heap order).
+
+    The maps are taken apart with ``unbind`` (its backward stacks the maps' gradients into one
+    buffer; slicing would zero-fill and add a full-size gradient per slice).
+    """
+    maps = resp.unbind(2)  # node m is maps[m - 1]
+    values = list(maps[leaves - 1 :])  # the leaves: nodes L .. 2L - 1
     width = leaves
-    while width > 1:  # the level of nodes half .. width - 1 over their children width .. 2 width - 1
+    while width > 1:  # the nodes half .. width - 1 over their children width .. 2 width - 1
         half = width // 2
-        # node m = half + i has the children 2m, 2m + 1: entries 2i (left) and 2i + 1 (right)
-        values = torch.lerp(values[:, :, 1::2], values[:, :, 0::2], gates[:, :, half - 1 : width - 1])
+        # node m = half + i: the children 2m (values[2i], left) and 2m + 1 (values[2i + 1], right)
+        values = [
+            torch.lerp(values[2 * i + 1], values[2 * i], torch.sigmoid(maps[half + i - 1]))
+            for i in range(half)
+        ]
         width = half
-    return values[:, :, 0]
+    return values[0]
 
 
 def _as_rows(t: object, name: str, k: tuple[int, ...], channels: int) -> Tensor:

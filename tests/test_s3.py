@@ -242,3 +242,15 @@ def test_bad_arguments(kwargs: dict[str, object], error: type[Exception], match:
 def test_input_smaller_than_stride_is_refused() -> None:
     with pytest.raises(ValueError, match=r"input of shape \(1, 1, 3, 8\) is smaller than stride \(4, 4\)"):
         S3.s3_pool2d(torch.zeros(1, 1, 3, 8), 4)
+
+
+def test_eval_paths_with_and_without_autograd_agree() -> None:
+    """Eval computes the dense max by separable maxima without autograd and by max pooling with it:
+    the same values, ties, infinities and NaN included."""
+    x = torch.randint(0, 4, (2, 3, 9, 8), generator=_gen(8)).double()
+    x[0, 0, 2, 3], x[0, 1, 5, 5], x[1, 2, 8, 7] = float("-inf"), float("inf"), float("nan")
+    with torch.no_grad():
+        plain = S3.s3_pool2d(x, 2, training=False)
+    tracked = S3.s3_pool2d(x.clone().requires_grad_(True), 2, training=False)
+    torch.testing.assert_close(tracked.detach(), plain, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(plain, eval_reference(x), rtol=1e-12, atol=0, equal_nan=True)

@@ -28,8 +28,8 @@ and where this implementation differs:
   outputs (their rule gives one more for some odd sizes).
 
 Gradients reach the selected cells only (the max of each kept 2x2 window, PyTorch's max-pooling
-rule on ties: one cell) in training; in eval mode, the max of every window averaged (tied cells of
-a window share its gradient).
+rule on ties: one cell) in training; in eval mode, the max of every window (one cell each, as in
+max pooling) averaged.
 """
 
 from __future__ import annotations
@@ -107,9 +107,10 @@ def _dense_max(x: Tensor, dim: int) -> Tensor:
 
 def _s3_eval(x: Tensor, s: tuple[int, ...]) -> Tensor:
     h, w = x.shape[-2:]
-    # separable maxima: twice as fast as max_pool2d(x, 2, 1, padding=1) on the CPU; ties share the
-    # gradient (each output averages several windows' maxima anyway)
-    dense = _dense_max(_dense_max(x, -2), -1)
+    if torch.is_grad_enabled() and x.requires_grad:  # max pooling's backward: far cheaper than maximum's
+        dense = F.max_pool2d(F.pad(x, (0, 1, 0, 1), value=float("-inf")), 2, 1)
+    else:  # the same values as separable maxima: 2-3x faster than max_pool2d stride 1 on the CPU
+        dense = _dense_max(_dense_max(x, -2), -1)
     pad = (s[0] // 2, s[1] // 2)
     mean = F.avg_pool2d(dense, s, s, pad, count_include_pad=False)
     return mean[..., : h // s[0], : w // s[1]]

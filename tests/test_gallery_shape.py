@@ -30,7 +30,7 @@ def test_gallery_default_photo(tmp_path: Path, capsys: pytest.CaptureFixture[str
     pytest.importorskip("sklearn")
     out = tmp_path / "g.png"
     assert main(["gallery", "--out", str(out), "--size", "64", "--seed", "3"]) == 0
-    assert "16 panels, input 64x96" in capsys.readouterr().out
+    assert "24 panels, input 64x96" in capsys.readouterr().out
     image = mpimg.imread(out)
     assert image.ndim == 3 and image.shape[0] > 600 and image.shape[1] > 800
     assert 0.1 < image[..., :3].mean() < 0.95  # neither blank nor black

@@ -6,7 +6,11 @@ tensor: each colour channel is a channel. The grid shows max, average, overlappi
 stochastic (training draw with ``--seed``, and the evaluation expectation), median, avgmax,
 mixed (evaluation and a training draw), max pooling followed by ``max_unpool2d``, and a
 salt-and-pepper noisy copy pooled by median, max and average pooling: the median removes the
-noise, max pooling spreads the salt and averaging smears both.
+noise, max pooling spreads the salt and averaging smears both. A last row shows the pools from
+beyond the survey: SoftPool, LIP (its logit a fixed multiple of the image, so bright pixels
+weigh more), BlurPool and MaxBlurPool, S3Pool (a training draw and evaluation), spectral
+pooling (its ringing at edges) and a hand-set tree pool: two leaves that read the top-left and
+bottom-right cell of each 2x2 window, and a gate that opens towards the brighter one.
 
 matplotlib (and scikit-learn for the default photo) are imported lazily:
 ``pip install "torchpool[lab]"``.
@@ -124,6 +128,29 @@ def _salt_and_pepper(x: Tensor, amount: float, generator: torch.Generator) -> Te
     return torch.where(hit, value, noisy)
 
 
+def _beyond_the_survey(x: Tensor, seed: int) -> list[tuple[str, Callable[[], Tensor]]]:
+    """The panels of the pools that are not in the survey (SoftPool, LIP, BlurPool, S3Pool, ...)."""
+    from torchpool import functional as tpf
+
+    height, width = x.shape[2:]
+    leaves = torch.zeros(1, 2, 2, 2)
+    leaves[0, 0, 0, 0] = leaves[0, 1, 1, 1] = 1.0  # top-left cell, bottom-right cell
+    gate = torch.tensor([[[[20.0, 0.0], [0.0, -20.0]]]])  # sigmoid(20 (top-left - bottom-right))
+    return [
+        ("SoftPool 2x2", lambda: tpf.soft_pool2d(x, 2)),
+        ("LIP 3x3 s2 (logit 8x)", lambda: tpf.lip_pool2d(x, 8.0 * x)),
+        ("BlurPool 3 s2 (reflect)", lambda: tpf.blur_pool2d(x, 3, 2)),
+        ("MaxBlurPool (max 2 s1, blur 3 s2)", lambda: tpf.max_blur_pool2d(x, 3, 2, 2)),
+        (
+            f"S3Pool s2, train (seed {seed})",
+            lambda: tpf.s3_pool2d(x, 2, training=True, generator=torch.Generator().manual_seed(seed)),
+        ),
+        ("S3Pool s2, eval", lambda: tpf.s3_pool2d(x, 2, training=False)),
+        ("spectral to 1/2 size", lambda: tpf.spectral_pool2d(x, (height // 2, width // 2))),
+        ("tree 2x2: gate picks the brighter corner", lambda: tpf.tree_pool2d(x, leaves, gate, 2)),
+    ]
+
+
 def make_panels(x: Tensor, seed: int = 0, noise: float = 0.05) -> list[Panel]:
     """Applies each windowed pool to ``x``.
 
@@ -169,6 +196,7 @@ def make_panels(x: Tensor, seed: int = 0, noise: float = 0.05) -> list[Panel]:
         ("noisy -> median 3x3 s1", lambda: tp.median_pool2d(noisy, 3, 1, 1)),
         ("noisy -> max 3x3 s1", lambda: F.max_pool2d(noisy, 3, 1, 1)),
         ("noisy -> avg 3x3 s1", lambda: F.avg_pool2d(noisy, 3, 1, 1, count_include_pad=False)),
+        *_beyond_the_survey(x, seed),
     ]
     panels = []
     with torch.no_grad():

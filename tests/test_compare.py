@@ -252,7 +252,7 @@ def test_fashion_mnist_installed_files(tmp_path: Path) -> None:
     )  # fmt: skip
     assert code == 0 and results is not None
     assert results["config"]["image_size"] == [28, 28] and results["config"]["test_images"] == 200
-    assert results["config"]["evaluated_test_images"] == 150 and results["config"]["limit"] == 4000
+    assert results["config"]["evaluated_test_images"] == 150 and results["config"]["limit"] == 3000
     assert 0.0 <= results["variants"][0]["accuracy_mean"] <= 1.0
 
 

@@ -50,6 +50,7 @@ from .models import (
 )
 from .report import cell, format_table, write_json_atomic, write_report
 from .training import (
+    BN_CALIBRATION,
     NOISE_LEVELS,
     RESIZE_FACTOR,
     SCALES,
@@ -89,8 +90,8 @@ OUTPUT_FILES: tuple[str, ...] = ("results.json", "report.md", "report.html")
 #: (None: all), epochs, seeds. An option given on the command line wins.
 PRESETS: dict[str, dict[str, dict[str, int | None]]] = {
     "quick": {
-        "digits": {"image_size": 16, "limit": None, "test_limit": None, "epochs": 4, "seeds": 3},
-        "fashion-mnist": {"image_size": 28, "limit": 4000, "test_limit": 2000, "epochs": 3, "seeds": 3},
+        "digits": {"image_size": 16, "limit": None, "test_limit": None, "epochs": 3, "seeds": 3},
+        "fashion-mnist": {"image_size": 28, "limit": 3000, "test_limit": 2000, "epochs": 2, "seeds": 3},
         "folder": {"image_size": 32, "limit": None, "test_limit": 2000, "epochs": 4, "seeds": 3},
     },
     "thorough": {
@@ -446,7 +447,7 @@ def _estimate(
     """Seconds one seed of a variant should take: its training steps, then its evaluation forwards."""
     steps = args.epochs * math.ceil(len(data.train_y) / args.batch_size)
     per_image = cost["latency_ms"] / 1000 / max(1, args.batch_size // world)
-    calibration = min(len(evals.train_x), 2048)
+    calibration = min(len(evals.train_x), BN_CALIBRATION)
     return float(steps * cost["step_seconds"] + (evals.images + calibration) * per_image)
 
 
@@ -459,6 +460,7 @@ def _measurements(
         variant_models(specs, data.num_classes, data.image_size),
         data.image_size,
         batch,
+        repeats=3,
         classes=data.num_classes,
     )
     return {
@@ -484,12 +486,14 @@ def _run(args: argparse.Namespace, ctx: Context) -> int:
     if ctx.main:
         print(
             f"torchpool compare: {data.describe()}; evaluating {len(evals.test_y)} test images; "
-            f"{len(specs)} variant(s) x {args.seeds} seed(s) x {args.epochs} epochs"
+            f"{len(specs)} variant(s) x {args.seeds} seed(s) x {args.epochs} epochs",
+            flush=True,
         )
         print(
             f"estimated time: {_seconds(estimated_total + setup_seconds)} "
             "(from one timed training step and forward pass of each variant, "
-            f"{_seconds(setup_seconds)} so far)"
+            f"{_seconds(setup_seconds)} so far)",
+            flush=True,
         )
     variants: list[dict[str, Any]] = []
     done_estimate, train_start = 0.0, time.perf_counter()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -47,7 +48,7 @@ def _flops(model: nn.Module, x: Tensor) -> int:
 
 
 def costs(
-    models: dict[str, nn.Module],
+    models: Mapping[str, nn.Module],
     image_size: tuple[int, int],
     batch: int,
     repeats: int = 5,

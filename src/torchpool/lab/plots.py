@@ -54,6 +54,15 @@ def _mean_ci(values: list[float]) -> tuple[float, float]:
     return i.mean, 0.0 if math.isnan(i.high) else i.high - i.mean
 
 
+def _zoom(ax: Any, values: list[float]) -> None:
+    """Zooms the y axis on ``values`` (the seeds' points); a wider interval runs off the axis."""
+    finite = [v for v in values if not math.isnan(v)]
+    if finite:
+        low, high = min(finite), max(finite)
+        pad = max(0.01, 0.2 * (high - low))
+        ax.set_ylim(max(0.0, low - pad), min(1.0, high + pad))
+
+
 def _save(fig: Any, out: Path, name: str) -> str:
     fig.savefig(out / name, dpi=100, bbox_inches="tight")
     _pyplot().close(fig)
@@ -166,12 +175,15 @@ def _paired_lines(
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(1.5 * len(present) + 3.5, 4.2))
     seeds = sorted({r["seed"] for n in present for r in ok[n]["per_seed"]})
+    points: list[float] = []
     for seed in seeds:
         ys = [
             next((r["test_accuracy"] for r in ok[n]["per_seed"] if r["seed"] == seed), math.nan)
             for n in present
         ]
         ax.plot(range(len(present)), ys, "-", color="tab:gray", alpha=0.5, lw=1, marker=".")
+        points += ys
+    _zoom(ax, points)
     for i, n in enumerate(present):
         m, e = _mean_ci([r["test_accuracy"] for r in ok[n]["per_seed"]])
         ax.errorbar([i], [m], yerr=[e], fmt="o", color="tab:blue", capsize=4, ms=7, zorder=3)
@@ -225,12 +237,15 @@ def _spp(out: Path, rf: dict[str, list[int]] | None, ok: dict[str, dict[str, Any
     ax = axes[1]
     present = [n for n in ("max2d", "yolo_spp", "yolo_spp_k19") if n in ok]
     if len(present) >= 2:
+        points = []
         for seed in sorted({r["seed"] for n in present for r in ok[n]["per_seed"]}):
             ys = [
                 next((r["test_accuracy"] for r in ok[n]["per_seed"] if r["seed"] == seed), math.nan)
                 for n in present
             ]
             ax.plot(range(len(present)), ys, "-", color="tab:gray", alpha=0.5, marker=".")
+            points += ys
+        _zoom(ax, points)
         for i, n in enumerate(present):
             m, e = _mean_ci([r["test_accuracy"] for r in ok[n]["per_seed"]])
             ax.errorbar([i], [m], yerr=[e], fmt="o", color="tab:blue", capsize=4, ms=7)

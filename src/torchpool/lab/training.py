@@ -27,6 +27,7 @@ from .data import ImageData
 from .models import VariantSpec, build_model, init_shared
 
 __all__ = [
+    "BN_CALIBRATION",
     "GAUSS_SIGMAS",
     "NOISE_LEVELS",
     "RESIZE_FACTOR",
@@ -55,7 +56,7 @@ SCALES: tuple[float, ...] = (0.75, 1.25, 1.5)  # test images resized (bilinear) 
 RESIZE_FACTOR = 1.5  # the largest of SCALES (kept for the text of earlier reports)
 ROTATIONS: tuple[float, ...] = (-15.0, 15.0)  # degrees
 SHIFT_MAX = 3  # shift consistency: every test image shifted by 1..SHIFT_MAX pixels (zero fill)
-_BN_CALIBRATION = 2048  # training images used to recompute batch-norm statistics after training
+BN_CALIBRATION = 1024  # training images used to recompute batch-norm statistics after training
 
 
 class TrainingDiverged(Exception):
@@ -315,7 +316,7 @@ def train_one(
         tick(epoch + 1)
     net = _unwrap(model)
     start = time.perf_counter()
-    _recalibrate_batch_norm(net, evals.train_x[:_BN_CALIBRATION].to(ctx.device), batch)
+    _recalibrate_batch_norm(net, evals.train_x[:BN_CALIBRATION].to(ctx.device), batch)
     if ctx.world > 1:  # every rank computed the same statistics; make sure they agree bit for bit
         for buffer in net.buffers():
             torch.distributed.broadcast(buffer, 0)

@@ -155,9 +155,9 @@ def test_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
         assert "default" in chunk, chunk[:80]
     for value in (
         "digits 16",
-        "fashion-mnist 4000",
+        "fashion-mnist 3000",
         "fashion-mnist 2000",
-        "digits 4",
+        "digits 3",
         "max2d strided_conv",
         "simpool",
     ):

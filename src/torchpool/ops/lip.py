@@ -7,10 +7,16 @@ exponential of an importance logit (a map of the input's shape). SoftPool is the
 **Stabilised.** The exponent is shifted by one constant per plane, the plane's max of the logit
 (detached: it cancels between numerator and denominator, so value and gradients are exact), so
 ``exp`` never overflows however large the logits (the paper's ``logit.exp()`` overflows float32
-above 88.7 and float16 above 11.1, which its soft gate, ``12 * sigmoid``, reaches). A window
-whose logits all lie more than ~80 (float32; ~700 float64) below its plane's max underflows to
-``0 / 0``: such windows are computed again with their own max (exact for any logits); traced code
+above 88.7 and float16 above 11.1, which its soft gate, ``12 * sigmoid``, reaches); a plane whose
+max lies in ``[-20, 0]`` needs no shift (its weights are at most 1 already). A window whose
+logits all lie more than ~80 (float32; ~700 float64) below the shift underflows to ``0 / 0``:
+such windows are computed again with their own max (exact for any logits); traced code
 (``torch.compile``, ``torch.export``, ONNX) uses the per-plane stabiliser only.
+
+**Speed** (eager): one autograd node (:func:`torchpool.ops.soft.exp_weighted_mean`, shared with
+SoftPool) computes the weights once as ``exp2``, sums ``w`` and ``x * w`` over the windows as
+strided slices (no padded copy, no ``x * w`` tensor), in cache-sized chunks of the leading dims,
+and has the analytic gradient (``e_i / den`` for ``x``, ``e_i (x_i - y) / den`` for the logit).
 
 **The learned logit module** (:class:`LIPPool2d`) is the paper code's ``SimplifiedLIP`` (used in
 place of the stem's max pooling in LIP-ResNet): a 3x3 convolution ``C -> C`` (padding 1, no
@@ -34,7 +40,7 @@ from .._checks import check_input, check_window, restore_batch
 from .._shape import IntOrTuple, pool_output_size
 from ..registry import register_pool
 from ._base import WindowPool
-from .soft import _no_values, _window_sums
+from .soft import _no_values, _plane_shift, exp_weighted_mean
 
 __all__ = ["LIPPool2d", "lip_pool2d"]
 
@@ -105,21 +111,23 @@ def lip_pool2d(
     with torch.no_grad():
         c = lc.amax(dim=(-2, -1), keepdim=True)
         c = torch.where(c.isfinite(), c, torch.zeros_like(c))  # inf / NaN logits propagate as in the formula
-    w = (lc - c).exp_()  # in place on the fresh difference: one buffer less
     if _no_values(xc):  # traced: PyTorch's average pooling (its divisor cancels)
+        w = (lc - c).exp_()  # in place on the fresh difference: one buffer less
         return (F.avg_pool2d(xc * w, k, s, p) / F.avg_pool2d(w, k, s, p)).to(x.dtype)
     out = pool_output_size(tuple(x.shape[-2:]), k, s, p)
-    num = _window_sums(xc * w, k, s, p, out)
-    den = _window_sums(w, k, s, p, out)
+    # one stabiliser per plane (0 where the plane's max is in [-20, 0]: no shift pass; every weight
+    # stays at most 1, so x * weight cannot overflow), broadcast to x
+    shift = _plane_shift(c, 0.0).expand(*xc.shape[:-2], 1, 1)
+    y, den = exp_weighted_mean(xc, lc.expand_as(xc), shift, k, s, p, out)
     if xc.numel() > 0:
         limit = 80.0 if xc.dtype == torch.float32 else 700.0
         with torch.no_grad():
             low = den < math.exp(-limit)  # a window whose weights (nearly) underflow (NaN compares False)
             any_low = bool(low.any())
-        if any_low:  # den = 1 there: no 0 / 0, not even in the (unused) gradient
+        if any_low:
             fallback = _lip_windows(xc, lc.expand_as(xc), k, s, p)
-            return torch.where(low, fallback, num / den.masked_fill(low, 1.0)).to(x.dtype)
-    return (num / den).to(x.dtype)
+            return torch.where(low, fallback, y).to(x.dtype)
+    return y.to(x.dtype)
 
 
 def _lip_windows(

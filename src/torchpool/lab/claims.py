@@ -96,11 +96,20 @@ class Comparison:
     interval: Interval | None = None
     verdict: str = "not tested"
     reason: str = ""
+    unit: str = ""
 
     @property
     def name(self) -> str:
         """``variant - baseline`` (or the variant alone)."""
         return self.variant if self.baseline is None else f"{self.variant} - {self.baseline}"
+
+    def effect_text(self) -> str:
+        """The effect and its interval; an exact count (``unit`` set) as a number with its unit."""
+        if self.interval is None:
+            return "-"
+        if self.unit:
+            return f"{self.interval.mean:+,.0f} {self.unit} (exact)"
+        return self.interval.text()
 
 
 @dataclass
@@ -184,10 +193,10 @@ def _combine(claim: Claim, how: str) -> Claim:
     if all(v == "supported" for v in verdicts):
         claim.verdict, claim.reason = "supported", "every comparison's interval is on the claimed side of 0"
     elif "not supported" in verdicts:
-        against = [c.name for c in judged if c.verdict == "not supported"]
+        against = [f"{c.name} [{c.metric}]" for c in judged if c.verdict == "not supported"]
         claim.verdict, claim.reason = "not supported", f"against the claim: {', '.join(against)}"
     else:
-        open_ = [f"{c.name} ({c.reason})" for c in judged if c.verdict == "inconclusive"]
+        open_ = [f"{c.name} [{c.metric}]: {c.reason}" for c in judged if c.verdict == "inconclusive"]
         claim.verdict, claim.reason = "inconclusive", "; ".join(open_)
     return claim
 
@@ -455,10 +464,10 @@ def _combined_claim(ok: dict[str, Record]) -> Claim:
 
 
 def _deterministic(c: Comparison, value: float, unit: str) -> Comparison:
-    c.values, c.interval = [value], Interval(value, value, value, 1)
+    c.values, c.interval, c.unit = [value], Interval(value, value, value, 1), unit
     good = value > 0 if c.direction == "higher" else value < 0
     c.verdict = "supported" if good else "not supported"
-    c.reason = f"{value:+g} {unit}, an exact count (no sampling noise)"
+    c.reason = f"{value:+,.0f} {unit}, an exact count (no sampling noise)"
     return c
 
 
@@ -492,6 +501,11 @@ def _computation_claim(measurements: dict[str, Any]) -> Claim:
         "FLOPs (counted) and forward latency (measured)",
         rule,
         [flops, latency],
+    )
+    claim.notes.append(
+        f"per image: max2d {a['flops'] / 1e6:.2f} MFLOPs vs {b['flops'] / 1e6:.2f} without pools "
+        f"({b['flops'] / a['flops']:.1f}x); forward of a batch {statistics.median(a['latency_runs']):.1f} ms "
+        f"vs {statistics.median(b['latency_runs']):.1f} ms (medians of the timing rounds)"
     )
     return _combine(claim, "all")
 

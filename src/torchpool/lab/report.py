@@ -90,9 +90,7 @@ Block = tuple[str, Any]
 
 
 def _effect(c: Any) -> str:
-    if c.interval is None:
-        return "-"
-    return str(c.interval.text())
+    return str(c.effect_text())
 
 
 def _verdict_rows(claims: list[Claim]) -> list[list[str]]:
@@ -113,7 +111,8 @@ def _claim_blocks(c: Claim, figure: str | None) -> list[Block]:
     blocks.append(("p", f"**Measured:** {c.measurement}."))
     rows = []
     for x in c.comparisons:
-        values = ", ".join(f"{v:+.4f}" for v in x.values[:8]) + (" ..." if len(x.values) > 8 else "")
+        shown = [f"{v:+,.0f}" if x.unit else f"{v:+.4f}" for v in x.values[:8]]
+        values = ", ".join(shown) + (f" ... ({len(x.values)} values)" if len(x.values) > 8 else "")
         claimed = {"higher": "> 0", "lower": "< 0", "report": "(reported)"}[x.direction]
         rows.append([x.name, x.label, claimed, values or "-", _effect(x), x.verdict, x.reason])
     if rows:
@@ -151,7 +150,7 @@ def _blocks(results: dict[str, Any], claims: list[Claim], figures: dict[str, str
         ),
         (
             "p",
-            f"**Training:** {cfg['epochs']} epochs, {cfg['seeds']} paired seeds per variant "
+            f"**Training:** {cfg['epochs']} epoch(s), {cfg['seeds']} paired seed(s) per variant "
             f"({seeds}: the same "
             "batches in the same order and the same initial weights of the shared layers for "
             "every variant), "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -78,8 +79,84 @@ def _offset_mask(inbounds: Sequence[Tensor], index: tuple[slice, ...]) -> Tensor
     return _outer([inb[sl] for inb, sl in zip(inbounds, index[1:])])
 
 
+@lru_cache(maxsize=4)
+def _walk_starts(
+    shape: tuple[int, ...], stride: tuple[int, ...], steps: tuple[int, ...], dtype: torch.dtype
+) -> Tensor:
+    """Flat index of each window's first cell in a contiguous padded chunk whose dimensions
+    ``(b, *padded)`` have the ``steps``, for the output ``(b, *out)`` of ``shape``, flattened and
+    walked from the last window to the first."""
+    nd = len(shape) - 1
+    start = torch.arange(shape[0], dtype=dtype).mul_(steps[0]).reshape([-1] + [1] * nd)
+    for axis, (o, s, step) in enumerate(zip(shape[1:], stride, steps[1:])):
+        view = [1] * (nd + 1)
+        view[axis + 1] = o
+        start = start + torch.arange(o, dtype=dtype).mul_(s * step).reshape(view)
+    return start.flatten().flip(0)
+
+
+def _grad_scatter(xp: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> Tensor:
+    """:func:`_grad_eager` on the CPU: the flat index of each window's selected cell, then one
+    ``index_add_``.
+
+    The code of each window (the flat offset of its selected cell from its first cell) is written
+    one window offset at a time, from the last offset to the first, so that the first equal cell
+    (row-major) is the last written: ``code.lerp_(offset, match)`` with ``match`` 1.0 or 0.0, exact
+    for integer codes (float32 below 2^24, else float64), and vectorised, as the comparison into a
+    float tensor is (a bool mask and ``masked_fill_``/``where`` are several times slower).
+    ``index_add_`` adds in the order of its index (one after the other on the CPU); the index and
+    ``g`` are walked from the last window to the first, so every cell receives its windows'
+    gradients in :func:`_grad_eager`'s order (window offset 0 first): the same bits.
+    """
+    out_sizes = y.shape[1:]
+    views = _offset_views(cfg, out_sizes)
+    steps = xp.stride()
+    deltas = [sum(sl.start * step for sl, step in zip(index[1:], steps[1:])) for index in views]
+    code_dtype = torch.float32 if max(deltas) < 2**24 else torch.float64
+    index_dtype = torch.int32 if xp.numel() < 2**31 else torch.int64
+    restrict = cfg.restricted
+    counted = cfg.counted(xp.device) if restrict else []
+    masks = [_offset_mask(counted, index).to(code_dtype) for index in views] if restrict else []
+    # a NaN makes the sum NaN (so may +inf and -inf, which only costs the general path)
+    has_nan = y.is_floating_point() and bool(torch.isnan(y.sum()))
+    # unrestricted and without NaN, a window's median is one of its cells: the last offset is the
+    # one left when no earlier one matched; otherwise nothing may match (the gradient is dropped)
+    full = restrict or has_nan
+    ends = torch.tensor(deltas, dtype=code_dtype)
+    grad = torch.zeros_like(xp)
+    per_item = max(1, math.prod(xp.shape[1:]))
+    chunk = min(xp.shape[0], max(1, _kernels._CHUNK_ELEMENTS // per_item))
+    starts = _walk_starts((chunk, *out_sizes), tuple(cfg.stride), tuple(steps), index_dtype)
+    match = torch.empty((chunk, *out_sizes), dtype=code_dtype)
+    code = torch.empty_like(match)
+    for first in range(0, xp.shape[0], chunk):
+        part = slice(first, first + chunk)
+        xs, ys, gs = xp[part], y[part], g[part]
+        n = ys.shape[0]
+        m, c = match[:n], code[:n]
+        c.fill_(-1.0 if full else deltas[-1])
+        ynan = torch.isnan(ys).to(code_dtype) if has_nan else None
+        for o in range(len(views) - (1 if full else 2), -1, -1):
+            v = xs[views[o]]
+            torch.eq(v, ys, out=m)
+            if ynan is not None:  # v == ys and a NaN ys exclude each other
+                m.add_(torch.isnan(v).to(code_dtype).mul_(ynan))
+            if restrict:
+                m.mul_(masks[o])
+            c.lerp_(ends[o], m)
+        if full:
+            dropped = c < 0
+            gs = gs.masked_fill(dropped, 0)  # adds +0 to the window's first cell: no bit changes
+            c.clamp_(min=0)
+        index = c.flatten().flip(0).to(index_dtype).add_(starts[starts.numel() - c.numel() :])
+        grad[part].view(-1).index_add_(0, index, gs.flatten().flip(0))
+    return grad
+
+
 def _grad_eager(xp: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> Tensor:
     """Scatters ``g`` to the selected cell of each window (first equal cell, row-major)."""
+    if xp.device.type == "cpu" and xp.is_contiguous():
+        return _grad_scatter(xp, y, g, cfg)
     out_sizes = y.shape[1:]
     views = _offset_views(cfg, out_sizes)
     restrict = cfg.restricted
@@ -176,12 +253,14 @@ def _indices(xp: Tensor, y: Tensor, cfg: _Config) -> Tensor:
     return index
 
 
-def _unpad_grad(gp: Tensor, cfg: _Config, axes: range | None = None) -> Tensor:
+def _unpad_grad(gp: Tensor, cfg: _Config, axes: range | None = None, inplace: bool = False) -> Tensor:
     """The backward of :func:`_pad`: folds the gradient of padded cells onto the cells they copy.
 
     Only strided slice additions (no atomics), so it is deterministic on every device. Only the
     ``axes`` are folded (all by default), in order: :func:`_grad_bands` folds a band's axis itself,
-    after the axes before it and before the axes after it, as here.
+    after the axes before it and before the axes after it, as here. ``inplace`` folds into ``gp``
+    itself (the same additions; its padding cells never overlap the cells they are added to) and
+    returns a view of it, made contiguous by the caller's copy.
     """
     for axis, (p, size, extra) in enumerate(zip(cfg.padding, cfg.sizes, cfg.overhang)):
         if axes is not None and axis not in axes:
@@ -196,7 +275,8 @@ def _unpad_grad(gp: Tensor, cfg: _Config, axes: range | None = None) -> Tensor:
             gp = inner
             continue
         lo, hi = gp.narrow(dim, 0, p), gp.narrow(dim, p + size, p)
-        inner = inner.clone()
+        if not inplace:
+            inner = inner.clone()
         if cfg.mode == "reflect":
             # padded cell p - 1 - j copies cell j + 1, padded cell p + size + j copies cell size - 2 - j
             inner.narrow(dim, 1, p).add_(lo.flip(dim))
@@ -209,7 +289,7 @@ def _unpad_grad(gp: Tensor, cfg: _Config, axes: range | None = None) -> Tensor:
             inner.narrow(dim, 0, 1).add_(lo.sum(dim, keepdim=True))
             inner.narrow(dim, size - 1, 1).add_(hi.sum(dim, keepdim=True))
         gp = inner
-    return gp if axes is not None and len(axes) == 0 else gp.contiguous()
+    return gp if inplace or (axes is not None and len(axes) == 0) else gp.contiguous()
 
 
 def _chunking(cfg: _Config, planes: int) -> tuple[int, int, int]:
@@ -357,13 +437,14 @@ def _grad_chunked(x: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> Tensor:
     """Gradient with respect to the unpadded ``x``, computed a chunk of planes (or a band) at a time."""
     chunk, rows, axis = _chunking(cfg, x.shape[0])
     if not rows and chunk >= x.shape[0]:
-        return _unpad_grad(_grad(_padded_chunk(x, slice(None), cfg), y, g, cfg), cfg)
+        gp = _grad(_padded_chunk(x, slice(None), cfg), y, g, cfg)
+        return _unpad_grad(gp, cfg, inplace=True).contiguous()
     grad = torch.empty_like(x, memory_format=torch.contiguous_format)
     if rows:
         _grad_bands(x, y, g, cfg, rows, axis, grad)
         return grad
     for part in plane_ranges(x.shape[0], chunk):
-        grad[part] = _unpad_grad(_grad(_padded_chunk(x, part, cfg), y[part], g[part], cfg), cfg)
+        grad[part] = _unpad_grad(_grad(_padded_chunk(x, part, cfg), y[part], g[part], cfg), cfg, inplace=True)
     return grad
 
 

@@ -46,16 +46,24 @@ def test_ties_keep_the_earliest_positions() -> None:
     assert _kept_positions(x, 2) == [[0, 1], [0, 2]]
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_many_ties_against_the_reference(seed: int) -> None:
-    """Values from a small set (ReLU-like zeros and repeats): the reference ranks by (-value, position)."""
+@pytest.mark.parametrize("length", [40, 128, 256])
+@pytest.mark.parametrize("seed", range(3))
+def test_many_ties_against_the_reference(seed: int, length: int) -> None:
+    """Values from a small set (ReLU-like zeros and repeats): the reference ranks by (-value, position).
+
+    ``k = 2`` on ``L = 128`` takes the count check (``topk(3)`` would leave the CPU's partial sort),
+    the others ``topk(k + 1)``; a NaN row checks the redo of kept NaNs.
+    """
     g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 4, (4, 6, 40), generator=g).float().relu()
-    for k in (1, 3, 8, 39):
-        torch.testing.assert_close(tp.kmax_pool1d(x, k).double(), kmax_reference(x, k), rtol=0, atol=0)
-        got = _kept_positions(x.reshape(-1, 40), k)
-        for row, kept in zip(x.reshape(-1, 40).tolist(), got):
-            ranked = sorted(range(40), key=lambda i: (-row[i], i))
+    x = torch.randint(0, 4, (4, 6, length), generator=g).float().relu()
+    x[1, 2, 5] = math.nan
+    x[2, 3, ::7] = math.nan
+    for k in (1, 2, 3, 8, length - 1):
+        y = tp.kmax_pool1d(x, k)
+        torch.testing.assert_close(y.double(), kmax_reference(x, k), rtol=0, atol=0, equal_nan=True)
+        got = _kept_positions(x.reshape(-1, length), k)
+        for row, kept in zip(x.reshape(-1, length).tolist(), got):
+            ranked = sorted(range(length), key=lambda i: (-math.inf if math.isnan(row[i]) else -row[i], i))
             assert kept == sorted(ranked[:k])
 
 

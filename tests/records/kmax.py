@@ -3,12 +3,13 @@ r"""Records of k-max pooling (family ``kmax``): the k largest values along L in 
 
 The float64 reference (``OPS``, the ``OpRecord``\ s of ``test_ops.py``) shares no code with
 ``torchpool.ops.kmax``: for every row it ranks the positions by ``(-value, position)`` with Python's
-``sorted`` (the earliest position first among equal values), keeps the first ``k`` and lists their
-values in position order.
+``sorted`` (the earliest position first among equal values; NaN counts as the largest), keeps
+the first ``k`` and lists their values in position order.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -27,7 +28,8 @@ def kmax_reference(x: Tensor, k: int, dim: int = -1) -> Tensor:
     out = torch.empty(rows.shape[0], k, dtype=torch.float64)
     for row in range(rows.shape[0]):
         values = [float(v) for v in rows[row]]
-        ranked = sorted(range(len(values)), key=lambda i: (-values[i], i))
+        # NaN first (the largest), then by value, the earliest position first among equal values
+        ranked = sorted(range(len(values)), key=lambda i: (not math.isnan(values[i]), -values[i], i))
         kept = sorted(ranked[:k])
         for slot, position in enumerate(kept):
             out[row, slot] = values[position]

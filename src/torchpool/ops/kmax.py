@@ -14,12 +14,15 @@ unspecified way (on the CPU it returns ``[12, 14, 13]`` for the top 3 of 20 zero
 the dimension is always kept (the first ``k`` NaNs if there are more), so NaN propagates to the
 output. ``+inf`` is kept like any large value; ``-inf`` only when fewer than ``k`` cells are larger.
 
-How it is computed: ``torch.topk`` of ``k + 1`` (sorted); where the ``k``-th and ``(k + 1)``-th
-largest are equal (the only case in which the kept set depends on the tie rule), those rows
-(only those) are selected again by a stable descending sort, which keeps equal values in their
-original order. The kept positions are then sorted (``k`` of them) and gathered. Traced code
-(``torch.compile``, ``torch.export``, ONNX), ``meta`` and fake tensors always take the stable sort,
-since the tie check reads values.
+How it is computed: ``torch.topk`` of ``k + 1``; the kept set depends on the tie rule only where
+the ``k``-th and ``(k + 1)``-th largest are equal, and those rows (only those) are selected again
+by a stable descending sort, which keeps equal values in their original order. PyTorch's CPU
+``topk`` is a partial sort up to ``k = L / 64`` and about twice as slow beyond, so where ``k + 1``
+would cross that line (``k = 8`` on ``L = 512``) it is ``topk`` of ``k`` and a count of each row's
+cells at or above the ``k``-th largest instead (more than ``k``: a tie at the boundary; a kept
+NaN is redone too). The kept positions are then sorted (``k`` of them) and gathered.
+Traced code (``torch.compile``, ``torch.export``, ONNX), ``meta`` and fake tensors always take
+the stable sort, since the tie check reads values.
 """
 
 from __future__ import annotations
@@ -95,13 +98,22 @@ def _top_positions(x: Tensor, k: int, axis: int) -> Tensor:
     if _no_values(x) or x.numel() == 0:
         return _stable_top(x, k, axis)
     with torch.no_grad():
-        values, positions = x.topk(k + 1, dim=axis)
-        kth, after = values.narrow(axis, k - 1, 1), values.narrow(axis, k, 1)
-        ambiguous = (kth == after) | (kth.isnan() & after.isnan())
-        top = positions.narrow(axis, 0, k)
+        length = x.shape[axis]
+        if x.device.type != "cpu" or (k + 1) * 64 <= length or k * 64 > length:
+            # the (k+1)-th largest comes at no extra cost: a tie at the boundary is kth == next
+            values, positions = x.topk(k + 1, dim=axis)
+            kth, after = values.narrow(axis, k - 1, 1), values.narrow(axis, k, 1)
+            ambiguous = (kth == after) | (kth.isnan() & after.isnan())
+            top = positions.narrow(axis, 0, k)
+        else:
+            # PyTorch's CPU topk is a partial sort up to k = length / 64 and twice as slow beyond:
+            # at that boundary, topk(k) and a count of the cells at or above the k-th largest
+            values, top = x.topk(k, dim=axis, sorted=False)
+            kth = values.amin(dim=axis, keepdim=True)  # NaN where a NaN is kept: those rows are redone
+            ambiguous = ((x >= kth).sum(dim=axis, keepdim=True, dtype=torch.int32) > k) | kth.isnan()
         if not bool(ambiguous.any()):
             return top
-        # only the rows whose k-th and (k+1)-th largest tie take the stable sort
+        # only the rows with a tie at the boundary (or a kept NaN) take the stable sort
         rows = x.detach().movedim(axis, -1)
         lead = rows.shape[:-1]
         rows = rows.reshape(-1, rows.shape[-1])

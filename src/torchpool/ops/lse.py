@@ -76,16 +76,26 @@ def _check_r(r: object, x: Tensor) -> float | Tensor:
     return check_float_range(r, "r", 0.0, math.inf, low_open=True, high_open=True)
 
 
+def _extremes(x: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """The max and min over ``dims`` (kept): one ``aminmax`` pass where the dims are the trailing ones
+    of a contiguous tensor (then a view flattens them), else ``amax`` and ``amin``."""
+    if x.is_contiguous() and dims == tuple(range(x.dim() - len(dims), x.dim())):
+        low, top = torch.aminmax(x.flatten(dims[0]) if len(dims) > 1 else x, dim=-1, keepdim=True)
+        shape = (*x.shape[: dims[0]], *(1,) * len(dims))
+        return top.reshape(shape), low.reshape(shape)
+    return x.amax(dim=dims, keepdim=True), x.amin(dim=dims, keepdim=True)
+
+
 def _lse(x: Tensor, r: float | Tensor, dims: tuple[int, ...]) -> Tensor:
     """``(1/r) log(mean exp(r x))`` over ``dims`` (kept), stabilised by the plane max; see the module doc."""
     if isinstance(r, Tensor):
         r = r.to(x.dtype)
     with torch.no_grad():
-        top = x.amax(dim=dims, keepdim=True)
-        low = x.amin(dim=dims, keepdim=True)
+        top, low = _extremes(x, dims)
         small = (top - low) * r <= 1.0  # False for NaN and infinite spreads
         top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    d = (x - top) * r
+    d = x - top
+    d = d * r if isinstance(r, Tensor) and r.requires_grad else d.mul_(r)  # r's gradient needs x - top
     inverse_count = 1.0 / math.prod([x.shape[a] for a in dims])
     if _no_values(x) or x.numel() == 0:
         near = torch.log1p(torch.expm1(d).sum(dim=dims, keepdim=True) * inverse_count)
@@ -94,10 +104,11 @@ def _lse(x: Tensor, r: float | Tensor, dims: tuple[int, ...]) -> Tensor:
         return top + torch.where(small, near, far.masked_fill(small, 0.0)) / r
     all_small = bool(small.all())
     if all_small or not bool(small.any()):
+        # in place: d is a fresh tensor no backward needs (exp's and expm1's need their result)
         if all_small:
-            logmean = torch.log1p(torch.expm1(d).sum(dim=dims, keepdim=True) * inverse_count)
+            logmean = torch.log1p(d.expm1_().sum(dim=dims, keepdim=True) * inverse_count)
         else:
-            logmean = torch.log(torch.exp(d).sum(dim=dims, keepdim=True) * inverse_count)
+            logmean = torch.log(d.exp_().sum(dim=dims, keepdim=True) * inverse_count)
         return top + logmean / r
     near = torch.log1p(torch.expm1(d).sum(dim=dims, keepdim=True) * inverse_count)
     far = torch.log(torch.exp(d).sum(dim=dims, keepdim=True) * inverse_count)

@@ -24,11 +24,13 @@ The public code evaluates the closest-overlap choice and the start positions in 
 exactly, or where ``i (S - wl) / (n - 1)`` is an integer that float32 rounds just below, give the
 same grid. On a 7x7 map (ResNet-50 at 224) ``levels=3`` gives 1 + 1 + 4 + 9 = 15 regions.
 
-How it is computed: one ``max_pool2d`` with stride 1 per distinct region size (every window of
-that size), and the region maxima picked from it by index; a region that occurs several times
-is pooled once and weighted by its count; then the normalisations on the ``(N, C, regions)``
-block. Each normalisation divides the vectors by their largest ``|v|`` first (and ``eps``
-alike: exact), so neither huge nor tiny values over- or underflow the norm.
+How it is computed: per distinct region size, separably: the maximum over the rows of each
+distinct top (an ``amax`` of a slice), then over the columns of each distinct left on that block
+(``tops + lefts`` reductions for all the regions of the size, not one pooling per region); a
+region that occurs several times is pooled once and weighted by its count; then the
+normalisations on the ``(N, C, regions)`` block. Each normalisation divides the vectors by their
+largest ``|v|`` first (and ``eps`` alike: exact), so neither huge nor tiny values over- or
+underflow the norm.
 Half precision is computed in float32 and rounded once.
 """
 
@@ -38,7 +40,6 @@ import collections
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_float_range, check_input, is_traced, restore_batch
@@ -162,10 +163,10 @@ def _normalize(v: Tensor, eps: float) -> Tensor:
 def _region_maxima(x: Tensor, regions: tuple[tuple[int, int, int, int], ...]) -> tuple[Tensor, Tensor]:
     """The maximum of each distinct region, ``(N, C, D)``, and how often each region occurs, ``(D,)``.
 
-    One stride-1 ``max_pool2d`` per distinct region size (every window of that size), the regions'
-    windows picked from it by index; the whole map by ``amax``.
+    Separable, per region size: the maximum over the rows of each distinct top (one ``amax`` of a
+    slice each), then over the columns of each distinct left on that ``(N, C, tops, W)`` block:
+    every region of the size at once, ``tops + lefts`` reductions instead of one per region.
     """
-    height, width = x.shape[-2:]
     counts = collections.Counter(regions)
     by_size: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
     for region in counts:
@@ -173,14 +174,14 @@ def _region_maxima(x: Tensor, regions: tuple[tuple[int, int, int, int], ...]) ->
     parts: list[Tensor] = []
     weights: list[int] = []
     for (h, w), members in by_size.items():
-        if (h, w) == (height, width):
-            parts.append(x.amax(dim=(-2, -1)).unsqueeze(-1))
-        else:
-            windows = F.max_pool2d(x, (h, w), stride=1).flatten(-2)
-            picks = torch.tensor(
-                [top * (width - w + 1) + left for top, left, _, _ in members], device=x.device
-            )
-            parts.append(windows.index_select(-1, picks))
+        tops = sorted({top for top, _, _, _ in members})
+        lefts = sorted({left for _, left, _, _ in members})
+        rows = torch.stack([x.narrow(-2, top, h).amax(dim=-2) for top in tops], dim=-2)
+        grid = torch.stack([rows.narrow(-1, left, w).amax(dim=-1) for left in lefts], dim=-1).flatten(-2)
+        picks = [tops.index(top) * len(lefts) + lefts.index(left) for top, left, _, _ in members]
+        if picks != list(range(len(tops) * len(lefts))):
+            grid = grid.index_select(-1, torch.tensor(picks, device=x.device))
+        parts.append(grid)
         weights.extend(counts[region] for region in members)
     maxima = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
     return maxima, torch.tensor(weights, dtype=x.dtype, device=x.device)

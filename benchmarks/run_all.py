@@ -22,7 +22,7 @@ from benchmarks.common import Row
 SCRIPTS = (
     "bench_median", "bench_stochastic", "bench_pyramid", "bench_netvlad", "bench_bilinear", "bench_memory",
     "bench_global", "bench_unpool", "bench_blur", "bench_soft", "bench_attention",
-    "bench_tree", "bench_s3_spectral", "bench_roi_pyramid",
+    "bench_tree", "bench_s3_spectral", "bench_roi_pyramid", "bench_heads",
 )  # fmt: skip
 COLUMNS = (
     "op", "impl", "params", "shape", "dtype", "device", "threads", "fwd_ms", "fwdbwd_ms",

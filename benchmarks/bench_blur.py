@@ -1,11 +1,13 @@
-"""BlurPool / MaxBlurPool: ours vs kornia, and our one 2-d depthwise convolution vs two 1-d passes.
+"""BlurPool / MaxBlurPool: ours vs kornia, vs the padded convolution, and vs two 1-d convolutions.
 
 At ResNet's first pooled stage ``(32, 64, 56, 56)``, float32, ``kernel_size=3, stride=2`` (and
 MaxBlurPool's ``max_pool_size=2``). kornia pads with zeros, so ``padding_mode="zeros"`` is the
-like-for-like row (the same result bit for bit); the ``reflect`` rows are our default (the
-paper's padding) against kornia's zeros. The ``separable`` row times the alternative
-formulation: the 1-d binomial filter per axis, two depthwise convolutions (the first strided).
-``speedup_*`` = peer time / ours.
+like-for-like row (the same convolution, the same result bit for bit); the ``reflect`` rows are
+our default (the paper's padding: on the CPU a separable sum of strided slices that reads the
+reflected cells in place) against kornia's zeros, and against the way reflection is written
+elsewhere (timm, the paper's ``antialiased-cnns``): ``F.pad(mode="reflect")`` then the depthwise
+convolution (the same values). The ``separable`` row times two 1-d depthwise convolutions (the
+first strided) against our one 2-d convolution for zeros. ``speedup_*`` = peer time / ours.
 
 Run ``python -m benchmarks.bench_blur [--quick]`` from the repository root.
 """
@@ -37,6 +39,16 @@ def separable_blur(x: Tensor, padding_mode: str = "zeros") -> Tensor:
     return F.conv2d(y, taps.view(1, 1, 1, -1).expand(c, 1, 1, KERNEL), stride=(1, STRIDE), groups=c)
 
 
+def padded_blur(x: Tensor, padding_mode: str = "reflect") -> Tensor:
+    """``F.pad`` with ``padding_mode``, then the 3x3 binomial filter as one depthwise convolution
+    (timm's ``BlurPool2d`` for odd kernels, the paper's ``Downsample``)."""
+    c = x.shape[1]
+    taps = torch.tensor(binomial_filter(KERNEL), dtype=x.dtype, device=x.device)
+    weight = (taps[:, None] * taps[None, :]).expand(c, 1, KERNEL, KERNEL)
+    pad = [(KERNEL - 1) // 2, KERNEL // 2] * 2
+    return F.conv2d(F.pad(x, pad, mode=padding_mode), weight, stride=STRIDE, groups=c)
+
+
 def _cases() -> list[tuple[str, str, str, Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]]:
     """(op, peer name, params, ours, peer)."""
     cases: list[tuple[str, str, str, Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]] = [
@@ -46,7 +58,14 @@ def _cases() -> list[tuple[str, str, str, Callable[[Tensor], Tensor], Callable[[
             "k=3 s=2 zeros",
             partial(blur_pool2d, kernel_size=KERNEL, stride=STRIDE, padding_mode="zeros"),
             separable_blur,
-        )
+        ),
+        (
+            "blur_pool2d",
+            "F.pad reflect + depthwise conv",
+            "k=3 s=2 reflect",
+            partial(blur_pool2d, kernel_size=KERNEL, stride=STRIDE, padding_mode="reflect"),
+            padded_blur,
+        ),
     ]
     try:
         import kornia.filters as K
@@ -80,7 +99,7 @@ def run(quick: bool) -> list[Row]:
     floor = clone_ms(x, min_time)
     rows: list[Row] = []
     for op, peer_name, params, ours, peer in _cases():
-        if params.endswith("zeros"):
+        if params.endswith("zeros") or not peer_name.startswith("kornia"):  # the same values
             with torch.no_grad():
                 torch.testing.assert_close(ours(x), peer(x), rtol=1e-5, atol=1e-6)
         times = time_against_peer(ours, peer, x, 3 if quick else 7, min_time)

@@ -7,9 +7,8 @@ exponential of an importance logit (a map of the input's shape). SoftPool is the
 **Stabilised.** The exponent is shifted by one constant per plane, the plane's max of the logit
 (detached: it cancels between numerator and denominator, so value and gradients are exact), so
 ``exp`` never overflows however large the logits (the paper's ``logit.exp()`` overflows float32
-above 88.7 and float16 above 11.1, which its soft gate, ``12 * sigmoid``, reaches); a plane whose
-max lies in ``[-20, 0]`` needs no shift (its weights are at most 1 already). A window whose
-logits all lie more than ~80 (float32; ~700 float64) below the shift underflows to ``0 / 0``:
+above 88.7 and float16 above 11.1, which its soft gate, ``12 * sigmoid``, reaches). A window
+whose logits all lie more than ~80 (float32; ~700 float64) below its plane's max underflows to ``0 / 0``:
 such windows are computed again with their own max (exact for any logits); traced code
 (``torch.compile``, ``torch.export``, ONNX) uses the per-plane stabiliser only.
 
@@ -40,7 +39,7 @@ from .._checks import check_input, check_window, restore_batch
 from .._shape import IntOrTuple, pool_output_size
 from ..registry import register_pool
 from ._base import WindowPool
-from .soft import _no_values, _plane_shift, exp_weighted_mean
+from .soft import _no_values, exp_weighted_mean
 
 __all__ = ["LIPPool2d", "lip_pool2d"]
 
@@ -115,9 +114,7 @@ def lip_pool2d(
         w = (lc - c).exp_()  # in place on the fresh difference: one buffer less
         return (F.avg_pool2d(xc * w, k, s, p) / F.avg_pool2d(w, k, s, p)).to(x.dtype)
     out = pool_output_size(tuple(x.shape[-2:]), k, s, p)
-    # one stabiliser per plane (0 where the plane's max is in [-20, 0]: no shift pass; every weight
-    # stays at most 1, so x * weight cannot overflow), broadcast to x
-    shift = _plane_shift(c, 0.0).expand(*xc.shape[:-2], 1, 1)
+    shift = c.expand(*xc.shape[:-2], 1, 1)  # one stabiliser per plane, for each plane of x
     y, den = exp_weighted_mean(xc, lc.expand_as(xc), shift, k, s, p, out)
     if xc.numel() > 0:
         limit = 80.0 if xc.dtype == torch.float32 else 700.0

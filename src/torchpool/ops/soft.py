@@ -6,14 +6,14 @@ part of any window (they carry no weight); the output lies between the window's 
 How it is computed (both exact in real arithmetic, since any constant subtracted from every
 exponent of a window cancels between numerator and denominator):
 
-* **fast path** (eager mode): one stabiliser per plane, ``c = max`` over the plane (0 where that
-  max lies in ``[-20, 60]``: no shift pass), then ``sum(e * a) / sum(e)`` over each window with
-  ``e = exp(a - c)``; no overflow (every exponent is at most 60). One autograd node
+* **fast path** (eager mode): one stabiliser per plane, ``c = max`` over the plane (detached: its
+  gradient cancels), then ``sum(e * a) / sum(e)`` over each window with ``e = exp(a - c)``; no
+  overflow (every exponent is ``<= 0``). One autograd node
   (:func:`exp_weighted_mean`, shared with LIP) with the analytic gradient: ``exp`` as ``exp2``
   (on the CPU several times faster than PyTorch's ``exp``), the window sums as separable sums of
   strided slices (no padded copy, no ``e * a`` tensor), all in cache-sized chunks of the leading
   dims (``e`` recomputed in the backward pass rather than saved). Its only failure is
-  underflow, when a whole window lies far below the shift.
+  underflow, when a whole window lies far below its plane's max.
   The path checks its own result (every window's ``sum(e)`` must reach ``exp(-limit)``: then
   the window's largest weight is a normal number and the result is exact to rounding) and
   recomputes the planes where it does not (or that hold a NaN or an infinity) by
@@ -85,7 +85,7 @@ def _soft_plane(
     hold a NaN or an infinity) are computed again by :func:`_soft_windows`."""
     dims = tuple(range(-ndim, 0))
     with torch.no_grad():
-        shift = _plane_shift(a.amax(dim=dims, keepdim=True))
+        shift = a.amax(dim=dims, keepdim=True)
     out = pool_output_size(tuple(a.shape[-ndim:]), k, s, p, 1, ceil_mode)
     y, den = exp_weighted_mean(a, None, shift, k, s, p, out)
     tiny = math.exp(-_LIMIT[a.dtype])  # the window max's weight is at least this
@@ -99,16 +99,7 @@ def _soft_plane(
     return torch.where(redo, _soft_windows(a, ndim, k, s, p, ceil_mode), y)
 
 
-#: plane maxima in this range need no shift: ``exp`` neither overflows nor (for the plane's max) underflows.
-_NO_SHIFT = (-20.0, 60.0)
 _LOG2E = 1.4426950408889634
-
-
-def _plane_shift(c: Tensor, high: float = _NO_SHIFT[1]) -> Tensor:
-    """The stabiliser per plane: its max ``c``, or 0 where ``-20 <= c <= high`` (then the shift pass
-    is skipped when every plane has 0; ``a - 0`` is exact, so a plane's result never depends on
-    the other planes). ``high=0`` keeps every weight at most 1 (LIP: the values are not bounded)."""
-    return c.masked_fill((c >= _NO_SHIFT[0]) & (c <= high), 0.0)
 
 
 def exp_weighted_mean(
@@ -309,41 +300,31 @@ class _ExpWeightedMean(torch.autograd.Function):
         soft = logit is None
         want_v = ctx.needs_input_grad[0]
         want_logit = not soft and ctx.needs_input_grad[1]
-        grad_v = (v.new_empty if exact else v.new_zeros)(v.shape) if want_v else None
-        grad_logit = (v.new_empty if exact else v.new_zeros)(v.shape) if want_logit else None
+        # uninitialised here, each chunk zeroed (if need be) just before its sums: in the caches
+        grad_v = v.new_empty(v.shape) if want_v else None
+        grad_logit = v.new_empty(v.shape) if want_logit else None
         empty = den == 0  # a window whose weights all underflowed: y = 0 / 0 there, no gradient
         for part in _chunks(v, ndim):
-            pair = grad.new_empty((2, *grad[part].shape))
-            q, r = pair[0], pair[1]
-            torch.div(grad[part], den[part].masked_fill(empty[part], 1.0), out=q)
-            torch.mul(q, y[part], out=r).masked_fill_(empty[part], 0.0)
-            if soft:
-                r.neg_().add_(q)
-            spread = _spread_axes(pair, size, k, s, p, out, 1)
+            q = torch.div(grad[part], den[part].masked_fill(empty[part], 1.0))
+            if want_logit or soft:
+                pair = torch.stack([q, torch.mul(q, y[part]).masked_fill_(empty[part], 0.0)])
+                if soft:
+                    pair[1].neg_().add_(q)
+                u, r = _spread_axes(pair, size, k, s, p, out, 1).unbind(0)
+            else:  # LIP, the gradient of x only: r is not needed
+                u = r = _spread_axes(q, size, k, s, p, out, 1)
             e = _exp_shifted(v[part] if soft else logit[part], shift[part])
-            if grad_v is not None:
-                _spread_rows(
-                    grad_v[part], spread[0], spread[1], v[part] if soft else None, 1.0, geometry, exact
-                )
-                grad_v[part].mul_(e)
-            if grad_logit is not None:
-                _spread_rows(grad_logit[part], spread[0], spread[1], v[part], -1.0, geometry, exact)
-                grad_logit[part].mul_(e)
+            for target, values, sign in (
+                (grad_v, v[part] if soft else None, 1.0),
+                (grad_logit, v[part], -1.0),
+            ):
+                if target is None:
+                    continue
+                if not exact:
+                    target[part].zero_()
+                _spread_rows(target[part], u, r, values, sign, geometry, exact)
+                target[part].mul_(e)
         return grad_v, grad_logit, None, None, None, None, None
-
-
-def _window_sums(
-    t: Tensor, k: tuple[int, ...], s: tuple[int, ...], p: tuple[int, ...], out: tuple[int, ...]
-) -> Tensor:
-    """The sum over each (zero-padded) window of ``t``'s last ``len(k)`` dims; ``out``: the output size.
-
-    Separable sums of ``k`` strided slices per dimension, added in place into one buffer (the
-    zero padding skipped, not materialised), with the transposed backward pass: on the CPU
-    several times faster than ``avg_pool`` and its backward (the callers' ratios cancel the
-    divisor anyway).
-    """
-    result: Tensor = _WindowSums.apply(t, k, s, p, out)  # type: ignore[no-untyped-call]
-    return result
 
 
 def _tap_ranges(size: int, k: int, s: int, p: int, o: int) -> list[tuple[int, int, int]]:
@@ -356,37 +337,6 @@ def _tap_ranges(size: int, k: int, s: int, p: int, o: int) -> list[tuple[int, in
         if hi > lo:
             ranges.append((lo, hi - lo, lo * s - p + tap))
     return ranges
-
-
-class _WindowSums(torch.autograd.Function):
-    @staticmethod
-    def forward(
-        ctx: Any, t: Tensor, k: tuple[int, ...], s: tuple[int, ...], p: tuple[int, ...], out: tuple[int, ...]
-    ) -> Tensor:
-        ndim = len(k)
-        ctx.steps = []
-        for axis in range(ndim):
-            dim = t.dim() - ndim + axis
-            shape = list(t.shape)
-            ranges = _tap_ranges(shape[dim], k[axis], s[axis], p[axis], out[axis])
-            ctx.steps.append((tuple(shape), dim, s[axis], ranges))
-            shape[dim] = out[axis]
-            total = t.new_zeros(shape)
-            step = (slice(None),) * dim + (slice(None, None, s[axis]),)
-            for lo, n, start in ranges:
-                total.narrow(dim, lo, n).add_(t.narrow(dim, start, (n - 1) * s[axis] + 1)[step])
-            t = total
-        return t
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        for shape, dim, stride, ranges in reversed(ctx.steps):
-            full = grad.new_zeros(shape)
-            step = (slice(None),) * dim + (slice(None, None, stride),)
-            for lo, n, start in ranges:
-                full.narrow(dim, start, (n - 1) * stride + 1)[step].add_(grad.narrow(dim, lo, n))
-            grad = full
-        return grad, None, None, None, None
 
 
 def _soft_windows(

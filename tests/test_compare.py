@@ -316,3 +316,31 @@ def test_ddp_two_processes_match_one_process(tmp_path: Path) -> None:
     assert code == 0 and single is not None and single["config"]["world_size"] == 1
     a, b = ddp["variants"][0]["accuracy_mean"], single["variants"][0]["accuracy_mean"]
     assert a > 0.7 and abs(a - b) < 0.05
+
+
+@pytest.mark.slow
+def test_grid_over_two_processes_gives_the_table_of_one(tmp_path: Path) -> None:
+    common = ["--variants", "max2d", "stochastic2d", "avg2d", "--limit", "200", "--test-limit", "100"]
+    common += ["--epochs", "1", "--seeds", "2", "--no-plots"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+        "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
+        "-m", "torchpool", "compare", *common, "--grid", "--threads", "1", "--out", str(tmp_path / "grid"),
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    grid = json.loads((tmp_path / "grid" / "results.json").read_text())
+    assert grid["config"]["world_size"] == 2 and grid["config"]["grid"] is True
+    code, single = _compare(tmp_path, *common, "--threads", "1", out="single")
+    assert code == 0 and single is not None
+    keys = ("seed", "test_accuracy", "train_accuracy", "accuracy", "shift_consistency")
+    for a, b in zip(grid["variants"], single["variants"], strict=True):
+        assert a["name"] == b["name"]
+        assert [{k: r[k] for k in keys} for r in a["per_seed"]] == [
+            {k: r[k] for k in keys} for r in b["per_seed"]
+        ]
+    timed = {"4"}  # the latency claim compares times measured in each run
+    assert [c["verdict"] for c in grid["claims"] if c["id"] not in timed] == [
+        c["verdict"] for c in single["claims"] if c["id"] not in timed
+    ]

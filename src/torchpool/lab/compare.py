@@ -194,6 +194,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", default="torchpool-compare", help="output folder (default: torchpool-compare)"
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the figures (default: draw them)")
+    parser.add_argument(
+        "--grid",
+        action="store_true",
+        help="under torchrun: give each process whole (variant, seed) runs instead of a share of every "
+        "batch; the same table as one process, about N times sooner (default: share the batches)",
+    )
 
 
 def resolve_preset(args: argparse.Namespace) -> None:
@@ -478,9 +484,17 @@ def _run(args: argparse.Namespace, ctx: Context) -> int:
     specs = _specs(args, data)
     evals = eval_sets(data, args.seed, args.test_limit)
     runnable = {name: spec for name, spec, _, _ in specs if spec is not None}
-    measurements = _measurements(runnable, args, data, evals, ctx.world)
-    estimates = {n: _estimate(measurements["costs"][n], args, data, evals, ctx.world) for n in runnable}
-    estimated_total = sum(estimates.values()) * args.seeds
+    grid = bool(getattr(args, "grid", False)) and ctx.world > 1
+    split = 1 if grid else ctx.world  # the processes that share one training run's batches
+    measurements = _measurements(runnable, args, data, evals, split)
+    estimates = {n: _estimate(measurements["costs"][n], args, data, evals, split) for n in runnable}
+    if grid:
+        import torch.distributed as dist
+
+        shared = [estimates]
+        dist.broadcast_object_list(shared, src=0)  # every rank plans the same assignment
+        estimates = shared[0]
+    estimated_total = sum(estimates.values()) * args.seeds / (ctx.world if grid else 1)
     setup_seconds = time.perf_counter() - run_start
     progress = _Progress(sys.stdout, ctx.main)
     if ctx.main:
@@ -494,6 +508,13 @@ def _run(args: argparse.Namespace, ctx: Context) -> int:
             "(from one timed training step and forward pass of each variant, "
             f"{_seconds(setup_seconds)} so far)",
             flush=True,
+        )
+    if grid:
+        gathered = _run_grid(args, ctx, data, evals, specs, estimates)
+        if not ctx.main:
+            return 0
+        return _finish(
+            args, ctx, data, evals, gathered, measurements, estimated_total + setup_seconds, run_start
         )
     variants: list[dict[str, Any]] = []
     done_estimate, train_start = 0.0, time.perf_counter()
@@ -547,6 +568,74 @@ def _run(args: argparse.Namespace, ctx: Context) -> int:
     if not ctx.main:
         return 0
     return _finish(args, ctx, data, evals, variants, measurements, estimated_total + setup_seconds, run_start)
+
+
+def _assign(tasks: list[tuple[str, int]], estimates: dict[str, float], world: int) -> list[int]:
+    """The rank of each (variant, seed) task: longest first, each to the least loaded rank.
+
+    Example:
+        >>> _assign([("a", 0), ("a", 1), ("b", 0), ("b", 1)], {"a": 3.0, "b": 1.0}, 2)
+        [0, 1, 0, 1]
+    """
+    load = [0.0] * world
+    owner = [0] * len(tasks)
+    for i in sorted(range(len(tasks)), key=lambda i: (-estimates[tasks[i][0]], i)):
+        rank = min(range(world), key=lambda r: (load[r], r))
+        owner[i] = rank
+        load[rank] += estimates[tasks[i][0]]
+    return owner
+
+
+def _run_grid(
+    args: argparse.Namespace,
+    ctx: Context,
+    data: ImageData,
+    evals: EvalSets,
+    specs: list[tuple[str, VariantSpec | None, str, str]],
+    estimates: dict[str, float],
+) -> list[dict[str, Any]]:
+    """``--grid``: each process trains whole (variant, seed) runs alone; rank 0 gathers the records.
+
+    A run depends on its seed only (the stochastic pools draw from the stream of rank 0 of a
+    single process), so the table is the one a single process computes.
+    """
+    import torch.distributed as dist
+
+    local = Context(device=ctx.device, rank=0, world=1)
+    tasks = [
+        (name, args.seed + s) for name, spec, _, _ in specs if spec is not None for s in range(args.seeds)
+    ]
+    owner = _assign(tasks, estimates, ctx.world)
+    by_name = {name: spec for name, spec, _, _ in specs if spec is not None}
+    mine: dict[int, Any] = {}
+    start = time.perf_counter()
+    for i, (name, seed) in enumerate(tasks):
+        if owner[i] != ctx.rank:
+            continue
+        spec = by_name[name]
+        try:
+            mine[i] = train_one(spec, data, evals, seed, args, local, lambda epoch: None)
+        except TrainingDiverged as exc:
+            mine[i] = str(exc)
+        if ctx.main:
+            print(f"rank 0: {name} seed {seed} done ({_seconds(time.perf_counter() - start)})", flush=True)
+    gathered: list[dict[int, Any]] = [{} for _ in range(ctx.world)]
+    dist.all_gather_object(gathered, mine)
+    results: dict[int, Any] = {}
+    for part in gathered:
+        results.update(part)
+    variants: list[dict[str, Any]] = []
+    for name, maybe, family, reason in specs:
+        if maybe is None:
+            variants.append(skipped(name, family, reason))
+            continue
+        runs = [results[i] for i, task in enumerate(tasks) if task[0] == name]
+        failed = next((r for r in runs if isinstance(r, str)), None)
+        if failed is not None:
+            variants.append(skipped(name, family, failed, status="diverged"))
+            continue
+        variants.append(summarise(maybe, [r[0] for r in runs], runs[0][1]))
+    return variants
 
 
 def _finish(

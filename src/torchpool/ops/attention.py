@@ -260,7 +260,7 @@ class AttentionPool2d(nn.Module):
                 )
             size = self.feat_size
         dtype = _compute_dtype(x.dtype)
-        tokens = tokens.to(dtype)
+        tokens = tokens.to(dtype).contiguous()  # one layout: the same rounding for every input layout
         c, heads = self.dim, self.num_heads
         seq = torch.cat([tokens.mean(1, keepdim=True), tokens], dim=1) + self._positions(size, dtype)
         weight = self.qkv.weight.to(dtype)
@@ -449,7 +449,7 @@ class AttentionPoolLatent(nn.Module):
         """Pools ``x``; see the class docstring."""
         tokens, _ = _tokens(x, self.dim)
         dtype = _compute_dtype(x.dtype)
-        tokens = tokens.to(dtype)
+        tokens = tokens.to(dtype).contiguous()  # one layout: the same rounding for every input layout
         c, heads = self.dim, self.num_heads
         weight = self.kv.weight.to(dtype)
         bias = None if self.kv.bias is None else self.kv.bias.to(dtype)
@@ -616,7 +616,7 @@ class SimPool(nn.Module):
         """Pools ``x``; see the class docstring."""
         tokens, _ = _tokens(x, self.dim)
         dtype = _compute_dtype(x.dtype)
-        tokens = tokens.to(dtype)
+        tokens = tokens.to(dtype).contiguous()  # one layout: the same rounding for every input layout
         heads = self.num_heads
         q = _linear(tokens.mean(1), self.q, dtype)  # (N, C)
         lifted = _lifted(q, self.k.weight.to(dtype), heads)  # (N, heads, C)

@@ -682,7 +682,7 @@ register_pool(
     dims=(2,),
     trainable=True,
     channel_multiplier=None,
-    description="mean token + learned positions, multi-head attention, the mean token's output (CLIP)",
+    description="mean token + learned positions, multi-head attention, its output (CLIP, Radford 2021)",
     example_kwargs={"dim": 4, "num_heads": 2, "feat_size": 8},
 )
 register_pool(
@@ -692,7 +692,7 @@ register_pool(
     dims=(2,),
     trainable=True,
     channel_multiplier=None,
-    description="a learned latent query attends to the positions, then an MLP (MAP head, SigLIP)",
+    description="a learned latent query attends to the positions, then an MLP (MAP, Zhai et al. 2023)",
     example_kwargs={"dim": 4, "num_heads": 2},
 )
 register_pool(

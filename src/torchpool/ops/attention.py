@@ -682,7 +682,7 @@ register_pool(
     dims=(2,),
     trainable=True,
     channel_multiplier=None,
-    description="mean token + learned positions, multi-head attention, its output (CLIP, Radford 2021)",
+    description="mean token + learned positions, multi-head attention (CLIP, Radford et al. 2021)",
     example_kwargs={"dim": 4, "num_heads": 2, "feat_size": 8},
 )
 register_pool(

@@ -151,8 +151,12 @@ def test_gradcheck(mode: str) -> None:
         )
 
 
-def test_tied_maxima_share_the_gradient() -> None:
-    """A constant map: every non-empty bin's gradient is split among its cells and sums to one."""
+def test_tied_maxima_give_the_gradient_to_one_cell() -> None:
+    """A constant map: every non-empty bin's gradient goes to one of its cells, as torchvision's does."""
+    x1 = torch.full((1, 3, 6, 7), 0.5, dtype=torch.float64, requires_grad=True)
+    one = tp.roi_spatial_pyramid_pool(x1, torch.tensor([[0, 2.0, 1.0, 5.0, 4.0]], dtype=torch.float64), (1,))
+    (grad1,) = torch.autograd.grad(one.sum(), x1)
+    assert (grad1 != 0).sum() == 3 and bool((grad1[:, :, 1:5, 2:6].sum((2, 3)) == 1).all())
     x = torch.full((1, 2, 6, 7), 0.5, dtype=torch.float64, requires_grad=True)
     boxes = torch.tensor([[0, 0.0, 0.0, 6.0, 5.0], [0, 2.0, 1.0, 9.0, 9.0], [0, 20.0, 20.0, 30.0, 30.0]])
     out = tp.roi_spatial_pyramid_pool(x, boxes.double(), (1, 2, 4))

@@ -29,11 +29,13 @@ are equal bit for bit:
   repeated to the widest bin's width, which changes no max) and reduced with ``amax``. A
   coarser level whose bins are exactly unions of a finer level's bins (levels ``(1, 2, 4)``:
   checked per region, since the bins are computed in floating point) is the max over those
-  finer bins instead of a second pass over the map.
+  finer bins instead of a second pass over the map. Where a gradient is needed, the forward
+  also finds each max's cell (its column from the gather, its row by searching the ``2^j``
+  rows of the block for the value) and the backward scatters each bin's gradient to it.
 * ``avg``: a float64 summed-area table of the map (float32 on MPS), four corners per bin.
 
-Where two cells of a bin tie for its max, the gradient is split between them (it sums to the
-bin's gradient); torchvision gives it all to the first. A NaN in a bin gives NaN, as PyTorch's
+Where cells of a bin tie for its max, the bin's gradient goes to one of them, as in
+torchvision (not necessarily the same one). A NaN in a bin gives NaN, as PyTorch's
 max pools do (torchvision's kernel skips NaN), and a bin of ``-inf`` gives ``-inf``
 (torchvision: ``-FLT_MAX``).
 """
@@ -42,7 +44,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -179,15 +181,9 @@ def _derived(levels: Sequence[Bins], bins: tuple[Tensor, Tensor, Tensor, Tensor]
 
 def _row_table(x: Tensor, depth: int) -> Tensor:
     """``(N, R, W, C)``: the rows of ``x`` ``(N, H, W, C)``, then the max over 2, 4, ... ``2^depth``
-    consecutive rows (block ``j`` starts at row ``sum_{i<j} (H - 2^i + 1)``)."""
+    consecutive rows (block ``j`` starts at row ``sum_{i<j} (H - 2^i + 1)``); no autograd."""
     height = x.shape[1]
     sizes = [height - (1 << j) + 1 for j in range(depth + 1)]
-    if torch.is_grad_enabled() and x.requires_grad:  # differentiable: one tensor per block, then cat
-        blocks = [x]
-        for j in range(1, depth + 1):
-            half = 1 << (j - 1)
-            blocks.append(torch.maximum(blocks[-1][:, : sizes[j]], blocks[-1][:, half : half + sizes[j]]))
-        return torch.cat(blocks, dim=1)
     table = x.new_empty(x.shape[0], sum(sizes), x.shape[2], x.shape[3])
     table[:, :height].copy_(x)
     start = 0
@@ -200,10 +196,36 @@ def _row_table(x: Tensor, depth: int) -> Tensor:
     return table
 
 
+def _find_row(x: Tensor, values: Tensor, batch: Tensor, first: Tensor, count: Tensor, cols: Tensor) -> Tensor:
+    """The first row in ``[first, first + count)`` (per bin, per channel) whose cell of column ``cols``
+    holds ``values``: the argmax row inside the ``2^j`` block a sparse-table entry stands for."""
+    _, height, width, channels = x.shape
+    flat = x.reshape(-1)
+    channel = torch.arange(channels, device=x.device)
+    start = ((batch.view(-1, 1, 1, 1, 1) * height + first) * width + cols) * channels + channel
+    step = torch.zeros_like(start)
+    for offset in reversed(range(int(count.max()))):  # descending: the first row that matches wins
+        row = torch.clamp(count - 1, max=offset)  # past a short block: its last row again
+        step = torch.where(flat[start + row * (width * channels)] == values, row, step)
+    return first + step
+
+
+def _group(t: Tensor, mh: int, mw: int, rh: int, rw: int) -> Tensor:
+    """``(K, mh * rh, mw * rw, ...)`` -> ``(K, mh, mw, rh * rw, ...)``: each coarse bin's fine bins."""
+    k = t.shape[0]
+    t = t.view(k, mh, rh, mw, rw, *t.shape[3:]).transpose(2, 3)
+    return t.reshape(k, mh, mw, rh * rw, *t.shape[5:])
+
+
 def _max_bins(
-    x: Tensor, batch: Tensor, levels: Sequence[Bins], bins: tuple[Tensor, Tensor, Tensor, Tensor]
-) -> dict[Bins, tuple[Tensor, Tensor]]:
-    """Each level's ``(K, nh, nw, C)`` bin maxima (garbage where empty) and ``(K, nh, nw)`` non-empty mask."""
+    x: Tensor,
+    batch: Tensor,
+    levels: Sequence[Bins],
+    bins: tuple[Tensor, Tensor, Tensor, Tensor],
+    argmax: bool,
+) -> dict[Bins, tuple[Tensor, Tensor, Tensor | None]]:
+    """Each level's ``(K, nh, nw, C)`` bin maxima (garbage where empty), ``(K, nh, nw)`` non-empty mask
+    and, with ``argmax``, the ``(K, nh, nw, C)`` flat cell ``(n * H + h) * W + w`` of each max."""
     _, height, width, channels = x.shape
     hs, he, ws, we = bins
     rows, cols = _offsets(levels, 0), _offsets(levels, 1)
@@ -220,13 +242,16 @@ def _max_bins(
     level = torch.zeros_like(length)
     for j in range(1, depth + 1):
         level += length >= (1 << j)
-    first = batch[:, None] * table.shape[1] + starts[level] + torch.where(row_ok, hs, 0)
-    two_rows = torch.stack([first, first + length - (1 << level)], dim=-1)  # (K, P, 2) rows of the table
+    top = torch.where(row_ok, hs, 0)
+    block_rows = torch.stack(
+        [top, top + length - (1 << level)], dim=-1
+    )  # (K, P, 2): the two blocks' first rows
+    two_rows = batch[:, None, None] * table.shape[1] + starts[level][..., None] + block_rows
     col_ok = we > ws
     col_len = torch.where(col_ok, we - ws, 1)
     col_start = torch.where(col_ok, ws, 0)
     flat = table.view(-1, channels)
-    result: dict[Bins, tuple[Tensor, Tensor]] = {}
+    result: dict[Bins, tuple[Tensor, Tensor, Tensor | None]] = {}
     k = batch.shape[0]
     for i in direct:
         nh, nw = levels[i]
@@ -239,14 +264,70 @@ def _max_bins(
         index = (r[:, :, None, :, None] * width + c[:, None, :, None, :]).reshape(-1)
         cells = flat.index_select(0, index).view(k, nh, nw, 2 * span, channels)
         ok = row_ok[:, rows[i] : rows[i + 1], None] & col_ok[:, None, cols[i] : cols[i + 1]]
-        result[levels[i]] = (cells.amax(dim=3), ok)
+        if not argmax:
+            result[levels[i]] = (cells.amax(dim=3), ok, None)
+            continue
+        values, where = cells.max(dim=3)
+        col = torch.gather(
+            c[:, None, :, :, None].expand(k, nh, nw, span, channels), 3, (where % span)[:, :, :, None]
+        )
+        first = torch.gather(
+            block_rows[:, rows[i] : rows[i + 1], None, :, None].expand(k, nh, nw, 2, channels),
+            3,
+            (where // span)[:, :, :, None],
+        )
+        count = (1 << level[:, rows[i] : rows[i + 1]])[:, :, None, None, None]
+        found = _find_row(x, values[:, :, :, None], batch, first, count, col)
+        result[levels[i]] = (
+            values,
+            ok,
+            ((batch.view(-1, 1, 1, 1, 1) * height + found) * width + col)[:, :, :, 0],
+        )
     for coarse in sorted(derived, key=lambda level: -level[0] * level[1]):
         (mh, mw), fine = coarse, derived[coarse]
-        values, ok = result[fine]
+        values, ok, cell = result[fine]
         rh, rw = fine[0] // mh, fine[1] // mw
-        values = values.masked_fill(~ok[..., None], -math.inf).view(k, mh, rh, mw, rw, channels)
-        result[coarse] = (values.amax(dim=(2, 4)), ok.view(k, mh, rh, mw, rw).any(4).any(2))
+
+        masked = _group(values.masked_fill(~ok[..., None], -math.inf), mh, mw, rh, rw)
+        coarse_ok = _group(ok, mh, mw, rh, rw).any(3)
+        if cell is None:
+            result[coarse] = (masked.amax(dim=3), coarse_ok, None)
+        else:
+            best, where = masked.max(dim=3)
+            result[coarse] = (
+                best,
+                coarse_ok,
+                torch.gather(_group(cell, mh, mw, rh, rw), 3, where[:, :, :, None])[:, :, :, 0],
+            )
     return result
+
+
+class _RoIMax(torch.autograd.Function):
+    """The max path with its backward: each bin's gradient to the cell of its max (found in the forward)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, batch: Tensor, levels: list[Bins], hs: Tensor, he: Tensor, ws: Tensor, we: Tensor
+    ) -> tuple[Tensor, ...]:
+        pooled = _max_bins(x, batch, levels, (hs, he, ws, we), argmax=True)
+        cells = [pooled[level][2] for level in levels]
+        ctx.save_for_backward(*cells)
+        ctx.shape = x.shape
+        ctx.mark_non_differentiable(*[pooled[level][1] for level in levels])
+        return tuple(pooled[level][0] for level in levels) + tuple(pooled[level][1] for level in levels)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
+        n, height, width, channels = ctx.shape
+        grad_x: Tensor | None = None
+        for cell, grad in zip(ctx.saved_tensors, grads):
+            if grad is None:
+                continue
+            if grad_x is None:
+                grad_x = grad.new_zeros(n * height * width, channels)
+            grad_x = grad_x.scatter_add(0, cell.reshape(-1, channels), grad.reshape(-1, channels))
+        out = None if grad_x is None else grad_x.view(n, height, width, channels)
+        return (out, None, None, None, None, None, None)
 
 
 def _avg_bins(
@@ -306,7 +387,15 @@ def _roi_spp(
         geometry = _bins(rois, unique, x.shape[2], x.shape[3], scale, dtype)
         batch = rois[:, 0].long()
         channels_last = x.permute(0, 2, 3, 1)
-        pooled = (_max_bins if mode == "max" else _avg_bins)(channels_last, batch, unique, geometry)
+        pooled: dict[Bins, tuple[Tensor, Tensor]]
+        if mode == "avg":
+            pooled = _avg_bins(channels_last, batch, unique, geometry)
+        elif torch.is_grad_enabled() and x.requires_grad:
+            both = _RoIMax.apply(channels_last, batch, unique, *geometry)  # type: ignore[no-untyped-call]
+            pooled = {level: (both[i], both[len(unique) + i]) for i, level in enumerate(unique)}
+        else:
+            found = _max_bins(channels_last, batch, unique, geometry, argmax=False)
+            pooled = {level: (values, ok) for level, (values, ok, _) in found.items()}
         outs = []
         for level in bins:
             values, ok = pooled[level]

@@ -37,7 +37,6 @@ Reasons starting with ``BUG:`` are current behaviour that is wrong (to be fixed 
 
 from __future__ import annotations
 
-import copy
 import inspect
 import math
 import sys
@@ -49,6 +48,7 @@ import pytest
 import torch
 from op_record import Out, Semantics
 from records import POOLS, get_record
+from records.attention import module_reference
 from torch import nn
 
 import torchpool as tp
@@ -102,7 +102,7 @@ CODES: dict[str, dict[str, str]] = {
         "0": "output exactly 0",
         "eps": "output = eps (the input is clamped to eps)",
         "ref": "output = the float64 reference (NetVLAD: softmax(bias) residuals of the zero descriptor; "
-        "attention pools: the module run in float64)",
+        "attention pools: the loop reference from the module's parameters)",
     },
     "ties": {
         "c": "output = the constant",
@@ -276,12 +276,10 @@ def _netvlad_reference(module: Any, x: torch.Tensor) -> torch.Tensor:
 
 def _reference_run(sem: Semantics, module: Any, x: torch.Tensor) -> torch.Tensor:
     """NetVLAD's float64 reference; for an attention pool (no closed form for one cell or a
-    constant map: a learned positional embedding is added) the module itself in float64 (its loop
-    references are in ``tests/records/attention.py``)."""
+    constant map: a learned positional embedding is added) its float64 loop reference from the
+    module's parameters (``tests/records/attention.py``)."""
     if sem.reduce == "attention":
-        with torch.no_grad():
-            out: torch.Tensor = copy.deepcopy(module).double()(x.detach().double())
-        return out
+        return module_reference(module, x.detach())
     return _netvlad_reference(module, x)
 
 

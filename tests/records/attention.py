@@ -236,6 +236,16 @@ def simpool_module_reference(module: SimPool, x: Tensor) -> Tensor:
     return torch.stack(outs)
 
 
+def module_reference(module: nn.Module, x: Tensor) -> Tensor:
+    """The float64 loop reference of any of the three pools, from its parameters."""
+    if isinstance(module, AttentionPool2d):
+        return pool2d_module_reference(module, x)
+    if isinstance(module, AttentionPoolLatent):
+        return latent_module_reference(module, x)
+    assert isinstance(module, SimPool), type(module)
+    return simpool_module_reference(module, x)
+
+
 def _reference(build: Any, run: Any) -> Any:
     def reference(x: Tensor, **kwargs: Any) -> Tensor:
         out: Tensor = run(build(**kwargs), x)
@@ -316,7 +326,7 @@ _NONFINITE = {
 _TINY = Out("as-zeros", "the input is negligible next to the biases and the positional embedding")
 ATTENTION2D = {
     **STATS,
-    "1x1": Out("ok", "the float64 run of the module (no closed form: the positions carry an embedding)"),
+    "1x1": Out("ok", "the float64 loop reference (no closed form: the positions carry an embedding)"),
     "zeros": Out("ref, any", "the output of the positional embedding alone"),
     "ties": Out("ref, any"),
     "f32_huge": Out("nan", "LIMIT: the attention logits q . k (~1e60) overflow float32, inf - inf = NaN"),

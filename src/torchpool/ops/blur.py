@@ -234,8 +234,9 @@ class _SeparableBlur(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None]:
         shape, s, plans, fmt = ctx.geometry
         ndim = len(s)
-        grad_x = _new(grad, list(shape), zero=True, fmt=fmt)  # the input's layout
+        grad_x = _new(grad, list(shape), zero=False, fmt=fmt)  # the input's layout
         for part in _chunks(grad_x):
+            grad_x[part].zero_()  # chunk by chunk: the sums below find it in the caches
             g = grad[part]
             for axis in reversed(range(ndim)):
                 first = axis == 0

@@ -364,5 +364,5 @@ RECORDS: list[PoolRecord] = [
     PoolRecord(
         "attention_latent", PAGE, LATENT, Semantics("stats", None, False, None), "float32 (torchpool)"
     ),
-    PoolRecord("simpool", PAGE, SIMPOOL, Semantics("stats", 0, False, None), "float32 (torchpool)"),
+    PoolRecord("simpool", PAGE, SIMPOOL, Semantics("stats", None, False, None), "float32 (torchpool)"),
 ]

@@ -156,7 +156,7 @@ def test_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
     for value in (
         "digits 16",
         "fashion-mnist 3000",
-        "fashion-mnist 2000",
+        "fashion-mnist 1000",
         "digits 3",
         "max2d strided_conv",
         "simpool",

@@ -91,8 +91,8 @@ OUTPUT_FILES: tuple[str, ...] = ("results.json", "report.md", "report.html")
 PRESETS: dict[str, dict[str, dict[str, int | None]]] = {
     "quick": {
         "digits": {"image_size": 16, "limit": None, "test_limit": None, "epochs": 3, "seeds": 3},
-        "fashion-mnist": {"image_size": 28, "limit": 3000, "test_limit": 2000, "epochs": 2, "seeds": 3},
-        "folder": {"image_size": 32, "limit": None, "test_limit": 2000, "epochs": 4, "seeds": 3},
+        "fashion-mnist": {"image_size": 28, "limit": 3000, "test_limit": 1000, "epochs": 2, "seeds": 3},
+        "folder": {"image_size": 32, "limit": None, "test_limit": 1000, "epochs": 4, "seeds": 3},
     },
     "thorough": {
         "digits": {"image_size": 16, "limit": None, "test_limit": None, "epochs": 10, "seeds": 5},

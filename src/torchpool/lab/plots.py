@@ -75,10 +75,13 @@ def _curves(
     ok: dict[str, dict[str, Any]],
     panels: list[tuple[str, list[float], list[str | None], str]],
     title: str,
+    highlight: tuple[str, ...] = (),
 ) -> str:
     """Accuracy (mean ± 95% CI over seeds) against a corruption level, one panel per corruption.
 
     ``panels``: (x label, x values, evaluation-set names per x, None meaning the clean images, title).
+    The variants of ``highlight`` (the claim's) are drawn bold with their intervals, the others
+    thin and faded without; with no highlight every variant is bold.
     """
     plt = _pyplot()
     style = _style(list(ok))
@@ -86,10 +89,10 @@ def _curves(
     for ax, (xlabel, xs, sets, subtitle) in zip(axes[0], panels):
         span = (max(xs) - min(xs)) or 1.0
         all_means: list[float] = []
-        for k, (n, v) in enumerate(ok.items()):
-            jitter = (
-                span * 0.012 * (k - (len(ok) - 1) / 2)
-            )  # side by side, so the bars do not hide each other
+        bold = [n for n in ok if n in highlight] or list(ok)
+        for n, v in ok.items():
+            k = bold.index(n) if n in bold else 0
+            jitter = span * 0.005 * (k - (len(bold) - 1) / 2)  # side by side: the bars do not hide each other
             means, errs, px = [], [], []
             for x, s in zip(xs, sets):
                 values = [r["test_accuracy"] if s is None else r["accuracy"].get(s) for r in v["per_seed"]]
@@ -100,7 +103,10 @@ def _curves(
                 errs.append(e)
                 px.append(x + jitter)
             all_means += means
-            ax.errorbar(px, means, yerr=errs, capsize=2, lw=1.2, ms=5, label=n, **style[n])
+            if n in bold:
+                ax.errorbar(px, means, yerr=errs, capsize=3, lw=2.0, ms=6, label=n, zorder=3, **style[n])
+            else:
+                ax.plot(px, means, lw=0.8, ms=3, alpha=0.45, label=n, **style[n])
         if all_means:  # zoom on the means; an interval wider than that runs off the axis
             low, high = min(all_means), max(all_means)
             pad = max(0.02, 0.15 * (high - low))
@@ -108,7 +114,7 @@ def _curves(
         ax.set_xlabel(xlabel)
         ax.set_title(subtitle, fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test accuracy (mean, 95% CI over seeds; zoomed)")
+    axes[0][0].set_ylabel("test accuracy (mean; bold: 95% CI over seeds)")
     axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
     fig.suptitle(title)
     return _save(fig, out, name)
@@ -142,27 +148,50 @@ def _dots(
 
 
 def _effects(out: Path, claims: list[Claim]) -> str | None:
-    """Every judged comparison in fractions of test images: mean paired difference and 95% CI."""
-    rows, colours, labels = [], [], []
+    """Every judged comparison: mean paired difference and 95% CI, one panel (own zoomed axis) per claim."""
+    groups: list[tuple[Claim, list[Any]]] = []
     for c in claims:
-        for x in c.comparisons:
-            if x.direction == "report" or x.metric not in _FRACTION_METRICS or not x.values:
-                continue
-            claimed = ">0" if x.direction == "higher" else "<0"
-            labels.append(f"{c.id}  {x.name}  [{x.metric}, claimed {claimed}]")
-            rows.append(x.values)
-            colours.append(_VERDICT_COLOURS.get(x.verdict, "tab:gray"))
-    if not rows:
+        rows = [
+            x for x in c.comparisons if x.direction != "report" and x.metric in _FRACTION_METRICS and x.values
+        ]
+        if rows:
+            groups.append((c, rows))
+    if not groups:
         return None
-    return _dots(
-        out,
-        "effects.png",
-        list(zip(labels, rows)),
-        "paired difference (variant - baseline), fraction of test images",
-        "every effect: mean and 95% CI over seeds (green supported, red against, grey open)",
-        colours,
-        zero=True,
+    plt = _pyplot()
+    heights = [len(rows) + 0.9 for _, rows in groups]
+    fig, axes = plt.subplots(
+        len(groups), 1, figsize=(8.5, 0.36 * sum(heights) + 1.2), gridspec_kw={"height_ratios": heights},
+        squeeze=False,
+    )  # fmt: skip
+    for ax, (claim, rows) in zip(axes[:, 0], groups):
+        extent = [0.0]
+        for y, x in enumerate(rows):
+            colour = _VERDICT_COLOURS.get(x.verdict, "tab:gray")
+            m, e = _mean_ci(x.values)
+            ax.scatter(x.values, [y] * len(x.values), s=10, color=colour, alpha=0.45, zorder=2)
+            ax.errorbar([m], [y], xerr=[e], fmt="o", color=colour, capsize=3, ms=6, zorder=3)
+            extent += [m - e, m + e, *x.values]
+        low, high = min(extent), max(extent)
+        pad = 0.08 * (high - low or 1.0)
+        ax.set_xlim(low - pad, high + pad)
+        ax.axvline(0.0, color="black", lw=1)
+        labels = [
+            f"{x.name} ({x.metric}; claimed {'> 0' if x.direction == 'higher' else '< 0'})" for x in rows
+        ]
+        ax.set_yticks(range(len(rows)), labels, fontsize=8)
+        ax.set_ylim(len(rows) - 0.5, -0.5)
+        ax.set_title(f"{claim.id}: {claim.text} - {claim.verdict}", fontsize=8, loc="left")
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=7)
+    axes[-1, 0].set_xlabel(
+        "paired difference (variant - baseline), fraction of test images; each panel zoomed"
     )
+    fig.suptitle(
+        "every effect: mean and 95% CI over seeds (green supported, red against, grey open)", fontsize=10
+    )
+    fig.tight_layout()
+    return _save(fig, out, "effects.png")
 
 
 def _paired_lines(
@@ -319,7 +348,8 @@ def draw_figures(
                     "Gaussian",
                 ),
             ],
-            "claims 1a/1b: accuracy under test-time noise (pool variants)",
+            "claims 1a/1b: accuracy under test-time noise (pool variants; the claims' in bold)",
+            highlight=("max2d", "avg2d", "median2d", "strided_conv"),
         )
         figures["scale"] = _curves(
             out,
@@ -333,7 +363,8 @@ def draw_figures(
                     "input size",
                 )
             ],
-            "claim 2: accuracy at other input sizes (pool variants, global-average head)",
+            "claim 2: accuracy at other input sizes (pool variants, global-average head; the claim's bold)",
+            highlight=("max2d", "avg2d", "strided_conv"),
         )
         figures["rotation"] = _curves(
             out,
@@ -347,7 +378,8 @@ def draw_figures(
                     "rotation",
                 )
             ],
-            "claim 3a: accuracy under rotation (pool variants)",
+            "claim 3a: accuracy under rotation (pool variants; the claim's in bold)",
+            highlight=("max2d", "avg2d", "strided_conv"),
         )
     if ok:
         order = sorted(ok, key=lambda n: -ok[n]["shift_consistency"])

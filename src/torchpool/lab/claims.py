@@ -315,7 +315,21 @@ def _claim(
     return _combine(Claim(id_, topic, text, source, measurement, rule, comparisons), how)
 
 
-def _robustness_claims(ok: dict[str, Record]) -> list[Claim]:
+def _robustness_claims(ok: dict[str, Record], measured: dict[str, Any]) -> list[Claim]:
+    claims = _robustness(ok)
+    fixed = measured.get("fixed_size_head")
+    for claim in claims:
+        if claim.id == "2":
+            claim.notes.append(
+                "every model here ends in global average pooling (or a size-free head), so it accepts "
+                "the resized images; a windowed classifier (flatten + linear, as in LeNet or VGG's fully "
+                "connected layers) cannot take them at all"
+                + (": " + "; ".join(f"{k}x: {v}" for k, v in fixed.items() if v != "runs") if fixed else "")
+            )
+    return claims
+
+
+def _robustness(ok: dict[str, Record]) -> list[Claim]:
     c = _paired
     return [
         _claim(
@@ -700,7 +714,7 @@ def evaluate_claims(
     measured = measurements or {}
     present = {v["name"] for v in variants}
     return [
-        *_robustness_claims(ok),
+        *_robustness_claims(ok, measured),
         _computation_claim(measured),
         *_overfitting_claims(ok),
         _combined_claim(ok),

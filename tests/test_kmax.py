@@ -68,15 +68,18 @@ def test_many_ties_against_the_reference(seed: int, length: int) -> None:
 
 
 def test_traced_path_equals_eager_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The stable-sort path (what traced code runs) gives the same values and positions."""
+    """The sort-free path (what traced code runs) gives the same values and positions."""
     g = torch.Generator().manual_seed(3)
     x = torch.randint(0, 3, (2, 5, 30), generator=g).float()
+    x[0, 1, ::4] = math.nan
+    x[1, 2, 3] = math.inf
     eager = tp.kmax_pool1d(x, 6)
     monkeypatch.setattr(K, "_no_values", lambda t: True)
-    assert torch.equal(tp.kmax_pool1d(x, 6), eager)
-    assert _kept_positions(x[0], 6) == [
-        sorted(sorted(range(30), key=lambda i: (-r[i], i))[:6]) for r in x[0].tolist()
+    torch.testing.assert_close(tp.kmax_pool1d(x, 6), eager, rtol=0, atol=0, equal_nan=True)
+    assert _kept_positions(x[1], 6) == [
+        sorted(sorted(range(30), key=lambda i: (-r[i], i))[:6]) for r in x[1].tolist()
     ]
+    assert _kept_positions(x[0, 1:2], 6) == [[0, 4, 8, 12, 16, 20]]  # the first six NaNs
 
 
 def test_nan_counts_as_largest() -> None:

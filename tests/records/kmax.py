@@ -78,5 +78,11 @@ KMAX = {
 }
 
 RECORDS: list[PoolRecord] = [
-    PoolRecord("kmax1d", PAGE, KMAX, Semantics("max", 1, True, _window), "exact (selection)"),
+    PoolRecord(
+        "kmax1d",
+        PAGE,
+        KMAX,
+        Semantics("max", 1, True, _window),
+        "exact (selection)",
+    ),
 ]

@@ -21,11 +21,15 @@ by a stable descending sort, which keeps equal values in their original order. P
 would cross that line (``k = 8`` on ``L = 512``) it is ``topk`` of ``k`` and a count of each row's
 cells at or above the ``k``-th largest instead (more than ``k``: a tie at the boundary; a kept
 NaN is redone too). The kept positions are then sorted (``k`` of them) and gathered.
-Traced code (``torch.compile``, ``torch.export``, ONNX), ``meta`` and fake tensors always take
-the stable sort, since the tie check reads values.
+Traced code (``torch.compile``, ``torch.export``, ONNX), ``meta`` and fake tensors, where the
+tie check cannot read values, apply the rule without a sort (ONNX has no stable sort): the
+``k``-th largest by ``topk``, the cells above it, then the cells equal to it in position order
+(running counts) as many as are missing.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -93,10 +97,37 @@ def _stable_top(x: Tensor, k: int, axis: int) -> Tensor:
     return order.narrow(axis, 0, k)
 
 
+def _ranked_top(x: Tensor, k: int, axis: int) -> Tensor:
+    """:func:`_stable_top` without a sort (for traced code: ONNX has no stable sort), ascending positions.
+
+    The ``k``-th largest ``t`` (NaN as ``+inf`` here) by ``topk``; the cells above ``t`` are kept,
+    then the cells equal to ``t``, NaNs first, each in position order (running counts), as many as
+    are missing; the kept positions are the ``topk`` of ``keep * (L - position)`` (distinct keys).
+    """
+    x = x.detach()
+    nan = x.isnan()
+    v = torch.where(nan, torch.full_like(x, math.inf), x)
+    t = v.topk(k, dim=axis).values.narrow(axis, k - 1, 1)
+    above = v > t
+    equal = v == t
+    need = k - above.sum(dim=axis, keepdim=True, dtype=torch.int64)
+    nan_equal = equal & nan
+    take_nan = nan_equal & (nan_equal.to(torch.int64).cumsum(dim=axis) <= need)
+    left = need - nan_equal.sum(dim=axis, keepdim=True, dtype=torch.int64)
+    value_equal = equal & ~nan
+    take_value = value_equal & (value_equal.to(torch.int64).cumsum(dim=axis) <= left)
+    keep = above | take_nan | take_value
+    length = x.shape[axis]
+    shape = [1] * x.dim()
+    shape[axis] = length
+    countdown = torch.arange(length, 0, -1, device=x.device, dtype=x.dtype).reshape(shape)
+    return (keep.to(x.dtype) * countdown).topk(k, dim=axis).indices
+
+
 def _top_positions(x: Tensor, k: int, axis: int) -> Tensor:
     """The positions (unordered) of the ``k`` largest along ``axis``; ties: the earliest win."""
     if _no_values(x) or x.numel() == 0:
-        return _stable_top(x, k, axis)
+        return _ranked_top(x, k, axis)
     with torch.no_grad():
         length = x.shape[axis]
         if x.device.type != "cpu" or (k + 1) * 64 <= length or k * 64 > length:

@@ -336,7 +336,7 @@ def _robustness(ok: dict[str, Record]) -> list[Claim]:
             "1a",
             "noise",
             "Median pooling suppresses salt-and-pepper noise better than max pooling",
-            "the survey (median pooling, after Mukherjee & Acharya); no figure for CNN classification",
+            "the survey (median pooling: the median of a window ignores isolated extreme pixels); no figure",
             _PRIMARY,
             [
                 c(ok, "median2d", "max2d", "sp", "higher"),

@@ -277,3 +277,18 @@ def test_bad_boxes(boxes: Any, error: type[Exception], match: str) -> None:
 def test_bad_arguments(call: Any, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         call(torch.zeros(1, 5))
+
+
+def test_boxes_in_chunks_give_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thousands of regions are gathered in chunks of boxes (bounded memory): same values, same gradient."""
+    import torchpool.ops.roi_pyramid as roi
+
+    x = _features((2, 3, 12, 15)).requires_grad_(True)
+    boxes = _random_boxes(2, 12, 15, 50, 0.5, seed=11)
+    whole = tp.roi_spatial_pyramid_pool(x, boxes, (1, 2, 4, 3), spatial_scale=0.5)
+    (grad,) = torch.autograd.grad(whole.sum(), x)
+    monkeypatch.setattr(roi, "_CHUNK", 500)  # a few boxes per chunk
+    chunked = tp.roi_spatial_pyramid_pool(x, boxes, (1, 2, 4, 3), spatial_scale=0.5)
+    (chunked_grad,) = torch.autograd.grad(chunked.sum(), x)
+    assert torch.equal(chunked, whole) and torch.equal(chunked_grad, grad)
+    torch.testing.assert_close(chunked, roi_spp_reference(x, boxes, (1, 2, 4, 3), 0.5), rtol=0, atol=0)

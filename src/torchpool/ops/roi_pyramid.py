@@ -56,6 +56,8 @@ from .pyramid import Level, _check_levels
 __all__ = ["RoISpatialPyramidPool", "roi_spatial_pyramid_pool"]
 
 _MODES = ("max", "avg")
+#: the most cells gathered at once (boxes are gathered in chunks below it).
+_CHUNK = 2**25
 #: torchvision's kernel holds the rounded corners in a C ``int``.
 _CORNER_LIMIT = 2.0**31
 Boxes = Tensor | Sequence[Tensor]
@@ -196,12 +198,14 @@ def _row_table(x: Tensor, depth: int) -> Tensor:
     return table
 
 
-def _find_row(x: Tensor, values: Tensor, batch: Tensor, first: Tensor, count: Tensor, cols: Tensor) -> Tensor:
+def _find_row(
+    flat: Tensor, shape: torch.Size, values: Tensor, batch: Tensor, first: Tensor, count: Tensor, cols: Tensor
+) -> Tensor:
     """The first row in ``[first, first + count)`` (per bin, per channel) whose cell of column ``cols``
-    holds ``values``: the argmax row inside the ``2^j`` block a sparse-table entry stands for."""
-    _, height, width, channels = x.shape
-    flat = x.reshape(-1)
-    channel = torch.arange(channels, device=x.device)
+    holds ``values`` in the map ``flat`` (``(N, H, W, C)`` flattened): the argmax row inside the
+    ``2^j`` block a sparse-table entry stands for."""
+    _, height, width, channels = shape
+    channel = torch.arange(channels, device=flat.device)
     start = ((batch.view(-1, 1, 1, 1, 1) * height + first) * width + cols) * channels + channel
     step = torch.zeros_like(start)
     for offset in reversed(range(int(count.max()))):  # descending: the first row that matches wins
@@ -217,6 +221,43 @@ def _group(t: Tensor, mh: int, mw: int, rh: int, rw: int) -> Tensor:
     return t.reshape(k, mh, mw, rh * rw, *t.shape[5:])
 
 
+def _direct_level(
+    table: Tensor,
+    values_flat: Tensor | None,
+    shape: torch.Size,
+    batch: Tensor,
+    two_rows: Tensor,
+    block_rows: Tensor,
+    level: Tensor,
+    col_start: Tensor,
+    col_len: Tensor,
+    span: int,
+) -> tuple[Tensor, Tensor | None]:
+    """One level's ``(K, nh, nw, C)`` bin maxima for some boxes, from the row table ``(rows, C)``:
+    each bin's two row blocks times its columns (the last one repeated up to ``span``) gathered and
+    reduced; with ``values_flat`` (the map, flat) also the flat cell ``(n * H + h) * W + w`` of each."""
+    _, height, width, channels = shape
+    k, nh = two_rows.shape[:2]
+    nw = col_start.shape[1]
+    c = col_start[..., None] + torch.minimum(
+        torch.arange(span, device=table.device), col_len[..., None] - 1
+    )  # (K, nw, span): the last column repeated
+    index = (two_rows[:, :, None, :, None] * width + c[:, None, :, None, :]).reshape(-1)
+    cells = table.index_select(0, index).view(k, nh, nw, 2 * span, channels)
+    if values_flat is None:
+        return cells.amax(dim=3), None
+    values, where = cells.max(dim=3)
+    col = torch.gather(
+        c[:, None, :, :, None].expand(k, nh, nw, span, channels), 3, (where % span)[:, :, :, None]
+    )
+    first = torch.gather(
+        block_rows[:, :, None, :, None].expand(k, nh, nw, 2, channels), 3, (where // span)[:, :, :, None]
+    )
+    count = (1 << level)[:, :, None, None, None]
+    found = _find_row(values_flat, shape, values[:, :, :, None], batch, first, count, col)
+    return values, ((batch.view(-1, 1, 1, 1, 1) * height + found) * width + col)[:, :, :, 0]
+
+
 def _max_bins(
     x: Tensor,
     batch: Tensor,
@@ -226,7 +267,7 @@ def _max_bins(
 ) -> dict[Bins, tuple[Tensor, Tensor, Tensor | None]]:
     """Each level's ``(K, nh, nw, C)`` bin maxima (garbage where empty), ``(K, nh, nw)`` non-empty mask
     and, with ``argmax``, the ``(K, nh, nw, C)`` flat cell ``(n * H + h) * W + w`` of each max."""
-    _, height, width, channels = x.shape
+    _, height, _, channels = x.shape
     hs, he, ws, we = bins
     rows, cols = _offsets(levels, 0), _offsets(levels, 1)
     derived = _derived(levels, bins)
@@ -250,39 +291,34 @@ def _max_bins(
     col_ok = we > ws
     col_len = torch.where(col_ok, we - ws, 1)
     col_start = torch.where(col_ok, ws, 0)
-    flat = table.view(-1, channels)
+    flat = table.view(-1, channels)  # the row table's channel vectors
     result: dict[Bins, tuple[Tensor, Tensor, Tensor | None]] = {}
     k = batch.shape[0]
+    values_flat = x.reshape(-1) if argmax else x  # (N * H * W * C,): where the rows of a max are searched
     for i in direct:
         nh, nw = levels[i]
-        r = two_rows[:, rows[i] : rows[i + 1]]
-        lens = col_len[:, cols[i] : cols[i + 1]]
-        span = int(lens.max())
-        c = col_start[:, cols[i] : cols[i + 1], None] + torch.minimum(
-            torch.arange(span, device=x.device), lens[..., None] - 1
-        )  # (K, nw, span): the last column repeated
-        index = (r[:, :, None, :, None] * width + c[:, None, :, None, :]).reshape(-1)
-        cells = flat.index_select(0, index).view(k, nh, nw, 2 * span, channels)
+        span = int(col_len[:, cols[i] : cols[i + 1]].max())
+        # boxes in chunks of at most _CHUNK gathered cells: bounded memory for thousands of regions
+        step = max(1, _CHUNK // (nh * nw * 2 * span * channels))
+        parts = [
+            _direct_level(
+                flat,
+                values_flat if argmax else None,
+                x.shape,
+                batch[lo : lo + step],
+                two_rows[lo : lo + step, rows[i] : rows[i + 1]],
+                block_rows[lo : lo + step, rows[i] : rows[i + 1]],
+                level[lo : lo + step, rows[i] : rows[i + 1]],
+                col_start[lo : lo + step, cols[i] : cols[i + 1]],
+                col_len[lo : lo + step, cols[i] : cols[i + 1]],
+                span,
+            )
+            for lo in range(0, k, step)
+        ]
         ok = row_ok[:, rows[i] : rows[i + 1], None] & col_ok[:, None, cols[i] : cols[i + 1]]
-        if not argmax:
-            result[levels[i]] = (cells.amax(dim=3), ok, None)
-            continue
-        values, where = cells.max(dim=3)
-        col = torch.gather(
-            c[:, None, :, :, None].expand(k, nh, nw, span, channels), 3, (where % span)[:, :, :, None]
-        )
-        first = torch.gather(
-            block_rows[:, rows[i] : rows[i + 1], None, :, None].expand(k, nh, nw, 2, channels),
-            3,
-            (where // span)[:, :, :, None],
-        )
-        count = (1 << level[:, rows[i] : rows[i + 1]])[:, :, None, None, None]
-        found = _find_row(x, values[:, :, :, None], batch, first, count, col)
-        result[levels[i]] = (
-            values,
-            ok,
-            ((batch.view(-1, 1, 1, 1, 1) * height + found) * width + col)[:, :, :, 0],
-        )
+        values = torch.cat([part[0] for part in parts])
+        cell = torch.cat([part[1] for part in parts if part[1] is not None]) if argmax else None
+        result[levels[i]] = (values, ok, cell)
     for coarse in sorted(derived, key=lambda level: -level[0] * level[1]):
         (mh, mw), fine = coarse, derived[coarse]
         values, ok, cell = result[fine]

@@ -125,7 +125,8 @@ def _check_blur_args(
 #: cells that read a reflected / replicated / wrapped input cell (none for zeros).
 AxisPlan = tuple[tuple[tuple[float, int, int, int], ...], tuple[tuple[float, int, int], ...], int]
 
-#: input elements per chunk of the separable blur: its temporaries stay in the caches.
+#: input elements per chunk and thread of the separable blur: its temporaries stay in the caches
+#: (measured: 2**20 beats 2**17 to 2**19 and 2**22 on one thread).
 _CHUNK = 1 << 20
 
 
@@ -210,7 +211,7 @@ def _spread_axis(
 def _chunks(t: Tensor) -> list[slice]:
     """Slices of dim 0 of about :data:`_CHUNK` elements."""
     per = max(1, t.numel() // max(1, t.shape[0]))
-    step = max(1, _CHUNK // per)
+    step = max(1, _CHUNK * torch.get_num_threads() // per)  # the same share per thread
     return [slice(i, i + step) for i in range(0, t.shape[0], step)]
 
 

@@ -30,7 +30,11 @@ load unmasked; the compiled path pads the whole input at once, in one chunk: the
 for the eager path, not for ``compiled=True``). Windows with too many cells for a network (see
 :data:`NETWORK_MAX_OPS`) use a memory-bounded fallback: ``unfold`` + :func:`torch.median` over
 chunks of the batch. Dilation only changes where the views start (window
-cell ``c`` of an axis sits ``c * dilation`` cells after the window's first cell).
+cell ``c`` of an axis sits ``c * dilation`` cells after the window's first cell). The eager backward
+on the CPU writes each window's selected cell as a flat offset (one float comparison and one
+``lerp_`` per window offset, vectorised) and adds the gradient with a single ``index_add_``, walked
+from the last window to the first so that every cell sums its windows in the offset order of the
+general path (one masked addition per offset, used on other devices): the same bits.
 
 The kernel, its backward, the backward's backward and the indices are ``torch.library`` custom ops
 (``torchpool::median_pool``, ...) with fake kernels and a registered gradient, so ``torch.compile``

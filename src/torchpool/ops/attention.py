@@ -28,7 +28,8 @@ head's pooled token. The cost per sample is
 
 There are no functional forms: each head owns several learned tensors (projections, latents, a
 positional embedding, a norm), so a function would take half a dozen weight arguments in an
-order no peer shares; the Modules (and ``from_timm``) are the API.
+order no peer shares; the Modules (and ``from_timm``) are the API. The ``from_timm`` readers
+(what each timm configuration maps to, and the refusals) are in ``ops/_attention_timm.py``.
 
 Input: ``(N, C, H, W)`` feature maps or ``(N, L, C)`` token sequences (a 3-d input is always
 tokens; :class:`AttentionPool2d` takes them as the ``feat_size`` grid flattened row-major).
@@ -46,6 +47,7 @@ from torch import Tensor, nn
 
 from .._checks import check_bool, check_choice, check_float_range
 from ..registry import register_pool
+from ._attention_timm import GELU_APPROXIMATE, attention2d_from_timm, latent_from_timm, simpool_from_timm
 
 __all__ = ["AttentionPool2d", "AttentionPoolLatent", "SimPool"]
 
@@ -141,28 +143,6 @@ def _layer_norm(x: Tensor, norm: nn.LayerNorm, dtype: torch.dtype) -> Tensor:
     weight = None if norm.weight is None else norm.weight.to(dtype)
     bias = None if norm.bias is None else norm.bias.to(dtype)
     return F.layer_norm(x, norm.normalized_shape, weight, bias, norm.eps)
-
-
-def _refuse(source: str, what: str) -> ValueError:
-    return ValueError(f"from_timm: {source} with {what} is not supported")
-
-
-def _linear_has_bias(layer: Any, source: str, name: str) -> bool:
-    if not isinstance(layer, nn.Linear):
-        raise _refuse(source, f"{name} = {type(layer).__name__} (expected nn.Linear)")
-    return layer.bias is not None
-
-
-def _timm_layer_norm(norm: Any, source: str, size: int) -> float:
-    """The eps of a timm norm layer that computes exactly ``F.layer_norm`` with weight and bias."""
-    if (
-        not isinstance(norm, nn.LayerNorm)
-        or tuple(norm.normalized_shape) != (size,)
-        or norm.weight is None
-        or norm.bias is None
-    ):
-        raise _refuse(source, f"norm {norm!r} (expected an affine nn.LayerNorm({size}))")
-    return float(norm.eps)
 
 
 # ------------------------------------------------------------------ CLIP's AttentionPool2d
@@ -286,48 +266,7 @@ class AttentionPool2d(nn.Module):
         Returns:
             A new module on the timm module's device and dtype, with copies of its weights.
         """
-        source = "timm AttentionPool2d"
-        timm: Any = module  # timm's attributes, read by name
-        if getattr(timm, "pool_type", None) != "token":
-            raise _refuse(source, f"pool_type={getattr(timm, 'pool_type', None)!r} (only 'token')")
-        if getattr(timm, "cls_token", None) is not None:
-            raise _refuse(source, "class_token=True (only the mean token)")
-        dim, embed = int(timm.in_features), int(timm.embed_dim)
-        if embed != dim:
-            raise _refuse(source, f"embed_dim={embed} != in_features={dim}")
-        proj = timm.proj
-        if not isinstance(proj, nn.Linear):
-            raise _refuse(source, "out_features=0 (no output projection)")
-        qkv = timm.qkv
-        if qkv is None:
-            parts = [getattr(timm, name) for name in ("q", "k", "v")]
-            biases = {_linear_has_bias(p, source, "q/k/v") for p in parts}
-            if len(biases) != 1:
-                raise _refuse(source, "q, k and v projections of which only some have a bias")
-            has_bias = biases.pop()
-            weight = torch.cat([p.weight for p in parts])
-            bias = torch.cat([p.bias for p in parts]) if has_bias else None
-        else:
-            has_bias = _linear_has_bias(qkv, source, "qkv")
-            weight, bias = qkv.weight, qkv.bias
-        pos = timm.pos_embed
-        feat = tuple(int(s) for s in timm.feat_size)
-        out = cls(
-            dim,
-            int(timm.num_heads),
-            (feat[0], feat[1]),
-            proj.out_features,
-            qkv_bias=has_bias,
-            device=pos.device,
-            dtype=pos.dtype,
-        )
-        with torch.no_grad():
-            out.qkv.weight.copy_(weight)
-            if bias is not None and out.qkv.bias is not None:
-                out.qkv.bias.copy_(bias)
-            out.pos_embed.copy_(pos)
-            out.proj.load_state_dict(proj.state_dict())
-        return out
+        return attention2d_from_timm(cls, module)
 
     def extra_repr(self) -> str:
         return (
@@ -349,9 +288,6 @@ class _Mlp(nn.Module):
 
     def run(self, x: Tensor, dtype: torch.dtype) -> Tensor:
         return _linear(self.act(_linear(x, self.fc1, dtype)), self.fc2, dtype)
-
-
-_ACTS = {"gelu": "none", "gelu_tanh": "tanh"}
 
 
 class AttentionPoolLatent(nn.Module):
@@ -420,7 +356,7 @@ class AttentionPoolLatent(nn.Module):
         check_bool(qkv_bias, "qkv_bias")
         check_bool(norm, "norm")
         eps = check_float_range(norm_eps, "norm_eps", 0.0, math.inf, high_open=True)
-        self.act = check_choice(act, "act", _ACTS)
+        self.act = check_choice(act, "act", GELU_APPROXIMATE)
         self.pool = check_choice(pool, "pool", ("token", "avg"))
         hidden = int(self.out_dim * self.mlp_ratio)
         if hidden < 1:
@@ -433,7 +369,7 @@ class AttentionPoolLatent(nn.Module):
         self.kv = nn.Linear(self.dim, 2 * self.dim, bias=qkv_bias, **factory)
         self.proj = nn.Linear(self.dim, self.out_dim, **factory)
         self.norm: nn.Module = nn.LayerNorm(self.out_dim, eps=eps, **factory) if norm else nn.Identity()
-        self.mlp = _Mlp(self.out_dim, hidden, _ACTS[self.act], factory)
+        self.mlp = _Mlp(self.out_dim, hidden, GELU_APPROXIMATE[self.act], factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -480,76 +416,13 @@ class AttentionPoolLatent(nn.Module):
         Returns:
             A new module on the timm module's device and dtype, with copies of its weights.
         """
-        source = "timm AttentionPoolLatent"
-        timm: Any = module  # timm's attributes, read by name
-        latent = timm.latent
-        dim = int(latent.shape[-1])
-        kv, q, proj, mlp = (getattr(timm, name) for name in ("kv", "q", "proj", "mlp"))
-        pool = getattr(timm, "pool", None)
-        if pool not in ("token", "avg"):
-            raise _refuse(source, f"pool_type={pool!r} (only 'token' or 'avg')")
-        if getattr(timm, "pos_embed", None) is not None:
-            raise _refuse(source, "pos_embed='abs'")
-        if not isinstance(getattr(timm, "q_norm", None), nn.Identity):
-            raise _refuse(source, "qk_norm=True")
-        has_bias = _linear_has_bias(kv, source, "kv")
-        if _linear_has_bias(q, source, "q (q_proj=False?)") != has_bias:
-            raise _refuse(source, "a bias on only one of q and kv")
-        if kv.in_features != dim or q.in_features != dim or q.out_features != dim:
-            raise _refuse(source, f"embed_dim or latent_dim other than in_features ({dim})")
-        if mlp is None or not isinstance(proj, nn.Linear):
-            raise _refuse(source, "out_features=0 (no projection and MLP)")
-        norm = timm.norm
-        eps = None if isinstance(norm, nn.Identity) else _timm_layer_norm(norm, source, proj.out_features)
-        act = _timm_gelu(mlp.act, source)
-        for name in ("norm",):
-            if not isinstance(getattr(mlp, name, nn.Identity()), nn.Identity):
-                raise _refuse(source, f"an MLP {name} layer")
-        out = cls(
-            dim,
-            int(timm.num_heads),
-            int(latent.shape[1]),
-            mlp.fc1.out_features / proj.out_features,
-            out_dim=proj.out_features,
-            qkv_bias=has_bias,
-            norm=eps is not None,
-            norm_eps=1e-5 if eps is None else eps,
-            act=act,
-            pool=pool,
-            device=latent.device,
-            dtype=latent.dtype,
-        )
-        if out.mlp.fc1.out_features != mlp.fc1.out_features:  # a ratio that float rounding does not give back
-            out.mlp = _Mlp(
-                out.out_dim,
-                mlp.fc1.out_features,
-                _ACTS[act],
-                {"device": latent.device, "dtype": latent.dtype},
-            )
-        with torch.no_grad():
-            out.latent.copy_(latent)
-            for name in ("q", "kv", "proj", "norm"):
-                getattr(out, name).load_state_dict(getattr(timm, name).state_dict())
-            out.mlp.fc1.load_state_dict(mlp.fc1.state_dict())
-            out.mlp.fc2.load_state_dict(mlp.fc2.state_dict())
-        return out
+        return latent_from_timm(cls, module)
 
     def extra_repr(self) -> str:
         return (
             f"dim={self.dim}, num_heads={self.num_heads}, num_latents={self.num_latents}, "
             f"mlp_ratio={self.mlp_ratio}, out_dim={self.out_dim}, act={self.act!r}, pool={self.pool!r}"
         )
-
-
-def _timm_gelu(act: nn.Module, source: str) -> str:
-    """``"gelu"`` or ``"gelu_tanh"``: which one ``act`` computes, bit for bit, on a probe."""
-    probe = torch.linspace(-4.0, 4.0, 101)
-    with torch.no_grad():
-        got = act(probe)
-    for name, approximate in _ACTS.items():
-        if torch.equal(got, F.gelu(probe, approximate=approximate)):
-            return name
-    raise _refuse(source, f"the activation {type(act).__name__} (only exact or tanh GELU)")
 
 
 # ------------------------------------------------------------------ SimPool
@@ -646,30 +519,7 @@ class SimPool(nn.Module):
         Returns:
             A new module on the timm module's device and dtype, with copies of its weights.
         """
-        source = f"timm {type(module).__name__}"
-        timm: Any = module  # timm's attributes, read by name
-        if not isinstance(getattr(timm, "q_norm", None), nn.Identity):
-            raise _refuse(source, "qk_norm=True")
-        q, k = timm.q, timm.k
-        has_bias = _linear_has_bias(q, source, "q")
-        if _linear_has_bias(k, source, "k") != has_bias:
-            raise _refuse(source, "a bias on only one of q and k")
-        dim = q.in_features
-        eps = _timm_layer_norm(timm.norm, source, dim)
-        gamma = getattr(timm, "gamma", None)
-        out = cls(
-            dim,
-            int(timm.num_heads),
-            None if gamma is None else float(gamma),
-            qkv_bias=has_bias,
-            norm_eps=eps,
-            device=q.weight.device,
-            dtype=q.weight.dtype,
-        )
-        with torch.no_grad():
-            for name in ("norm", "q", "k"):
-                getattr(out, name).load_state_dict(getattr(timm, name).state_dict())
-        return out
+        return simpool_from_timm(cls, module)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}, gamma={self.gamma}"

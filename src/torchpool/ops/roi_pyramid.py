@@ -181,37 +181,36 @@ def _derived(levels: Sequence[Bins], bins: tuple[Tensor, Tensor, Tensor, Tensor]
     return derived
 
 
-def _row_table(x: Tensor, depth: int) -> Tensor:
+def _row_table(x: Tensor, depth: int, offsets: bool) -> tuple[Tensor, Tensor | None]:
     """``(N, R, W, C)``: the rows of ``x`` ``(N, H, W, C)``, then the max over 2, 4, ... ``2^depth``
-    consecutive rows (block ``j`` starts at row ``sum_{i<j} (H - 2^i + 1)``); no autograd."""
+    consecutive rows (block ``j`` starts at row ``sum_{i<j} (H - 2^i + 1)``); no autograd. With
+    ``offsets``, also where each max lies: its row's offset in its block (the first of equal values;
+    NaN wins, as in the max)."""
     height = x.shape[1]
     sizes = [height - (1 << j) + 1 for j in range(depth + 1)]
     table = x.new_empty(x.shape[0], sum(sizes), x.shape[2], x.shape[3])
     table[:, :height].copy_(x)
+    where = None
+    if offsets:
+        where = torch.zeros(table.shape, dtype=torch.int16 if depth < 15 else torch.int32, device=x.device)
     start = 0
     for j in range(1, depth + 1):
-        half, prev = 1 << (j - 1), table[:, start : start + sizes[j - 1]]
+        half, prev, rows = 1 << (j - 1), slice(start, start + sizes[j - 1]), sizes[j]
         start += sizes[j - 1]
-        torch.maximum(
-            prev[:, : sizes[j]], prev[:, half : half + sizes[j]], out=table[:, start : start + sizes[j]]
+        low, high, out = (
+            table[:, prev][:, :rows],
+            table[:, prev][:, half : half + rows],
+            slice(start, start + rows),
         )
-    return table
-
-
-def _find_row(
-    flat: Tensor, shape: torch.Size, values: Tensor, batch: Tensor, first: Tensor, count: Tensor, cols: Tensor
-) -> Tensor:
-    """The first row in ``[first, first + count)`` (per bin, per channel) whose cell of column ``cols``
-    holds ``values`` in the map ``flat`` (``(N, H, W, C)`` flattened): the argmax row inside the
-    ``2^j`` block a sparse-table entry stands for."""
-    _, height, width, channels = shape
-    channel = torch.arange(channels, device=flat.device)
-    start = ((batch.view(-1, 1, 1, 1, 1) * height + first) * width + cols) * channels + channel
-    step = torch.zeros_like(start)
-    for offset in reversed(range(int(count.max()))):  # descending: the first row that matches wins
-        row = torch.clamp(count - 1, max=offset)  # past a short block: its last row again
-        step = torch.where(flat[start + row * (width * channels)] == values, row, step)
-    return first + step
+        if where is None:
+            torch.maximum(low, high, out=table[:, out])
+            continue
+        first = (low >= high) | low.isnan()
+        torch.where(
+            first, where[:, prev][:, :rows], where[:, prev][:, half : half + rows] + half, out=where[:, out]
+        )
+        torch.where(first, low, high, out=table[:, out])
+    return table, where
 
 
 def _group(t: Tensor, mh: int, mw: int, rh: int, rw: int) -> Tensor:
@@ -223,19 +222,18 @@ def _group(t: Tensor, mh: int, mw: int, rh: int, rw: int) -> Tensor:
 
 def _direct_level(
     table: Tensor,
-    values_flat: Tensor | None,
+    offsets: Tensor | None,
     shape: torch.Size,
     batch: Tensor,
     two_rows: Tensor,
     block_rows: Tensor,
-    level: Tensor,
     col_start: Tensor,
     col_len: Tensor,
     span: int,
 ) -> tuple[Tensor, Tensor | None]:
     """One level's ``(K, nh, nw, C)`` bin maxima for some boxes, from the row table ``(rows, C)``:
     each bin's two row blocks times its columns (the last one repeated up to ``span``) gathered and
-    reduced; with ``values_flat`` (the map, flat) also the flat cell ``(n * H + h) * W + w`` of each."""
+    reduced; with ``offsets`` (the row table's, flat) also the flat cell ``(n * H + h) * W + w`` of each."""
     _, height, width, channels = shape
     k, nh = two_rows.shape[:2]
     nw = col_start.shape[1]
@@ -244,7 +242,7 @@ def _direct_level(
     )  # (K, nw, span): the last column repeated
     index = (two_rows[:, :, None, :, None] * width + c[:, None, :, None, :]).reshape(-1)
     cells = table.index_select(0, index).view(k, nh, nw, 2 * span, channels)
-    if values_flat is None:
+    if offsets is None:
         return cells.amax(dim=3), None
     values, where = cells.max(dim=3)
     col = torch.gather(
@@ -253,8 +251,10 @@ def _direct_level(
     first = torch.gather(
         block_rows[:, :, None, :, None].expand(k, nh, nw, 2, channels), 3, (where // span)[:, :, :, None]
     )
-    count = (1 << level)[:, :, None, None, None]
-    found = _find_row(values_flat, shape, values[:, :, :, None], batch, first, count, col)
+    entry = torch.gather(
+        index.view(k, nh, nw, 2 * span, 1).expand(-1, -1, -1, -1, channels), 3, where[:, :, :, None]
+    )
+    found = first + offsets[entry * channels + torch.arange(channels, device=table.device)]
     return values, ((batch.view(-1, 1, 1, 1, 1) * height + found) * width + col)[:, :, :, 0]
 
 
@@ -276,7 +276,7 @@ def _max_bins(
     row_ok = he > hs
     length = torch.where(row_ok, he - hs, 1)
     depth = int(length[:, row_sel].max()).bit_length() - 1
-    table = _row_table(x, depth)
+    table, offsets = _row_table(x, depth, argmax)
     starts = torch.tensor(
         [sum(height - (1 << i) + 1 for i in range(j)) for j in range(depth + 1)], device=x.device
     )
@@ -294,7 +294,6 @@ def _max_bins(
     flat = table.view(-1, channels)  # the row table's channel vectors
     result: dict[Bins, tuple[Tensor, Tensor, Tensor | None]] = {}
     k = batch.shape[0]
-    values_flat = x.reshape(-1) if argmax else x  # (N * H * W * C,): where the rows of a max are searched
     for i in direct:
         nh, nw = levels[i]
         span = int(col_len[:, cols[i] : cols[i + 1]].max())
@@ -303,12 +302,11 @@ def _max_bins(
         parts = [
             _direct_level(
                 flat,
-                values_flat if argmax else None,
+                None if offsets is None else offsets.view(-1),
                 x.shape,
                 batch[lo : lo + step],
                 two_rows[lo : lo + step, rows[i] : rows[i + 1]],
                 block_rows[lo : lo + step, rows[i] : rows[i + 1]],
-                level[lo : lo + step, rows[i] : rows[i + 1]],
                 col_start[lo : lo + step, cols[i] : cols[i + 1]],
                 col_len[lo : lo + step, cols[i] : cols[i + 1]],
                 span,

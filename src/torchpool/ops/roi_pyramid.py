@@ -30,8 +30,9 @@ are equal bit for bit:
   coarser level whose bins are exactly unions of a finer level's bins (levels ``(1, 2, 4)``:
   checked per region, since the bins are computed in floating point) is the max over those
   finer bins instead of a second pass over the map. Where a gradient is needed, the forward
-  also finds each max's cell (its column from the gather, its row by searching the ``2^j``
-  rows of the block for the value) and the backward scatters each bin's gradient to it.
+  also finds each max's cell (its column from the gather, its row from a table of each
+  block max's offset in its block, built with the sparse table) and the backward scatters
+  each bin's gradient to it.
 * ``avg``: a float64 summed-area table of the map (float32 on MPS), four corners per bin.
 
 Where cells of a bin tie for its max, the bin's gradient goes to one of them, as in

@@ -344,3 +344,27 @@ def test_grid_over_two_processes_gives_the_table_of_one(tmp_path: Path) -> None:
     assert [c["verdict"] for c in grid["claims"] if c["id"] not in timed] == [
         c["verdict"] for c in single["claims"] if c["id"] not in timed
     ]
+
+
+def test_presets_fill_only_the_options_left_unset() -> None:
+    import argparse
+
+    from torchpool.lab.compare import PRESETS, add_arguments, resolve_preset
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--dataset", "fashion-mnist", "--epochs", "7", "--limit", "all"])
+    resolve_preset(args)
+    quick = PRESETS["quick"]["fashion-mnist"]
+    assert (args.epochs, args.limit, args.test_limit, args.seeds) == (
+        7,
+        None,
+        quick["test_limit"],
+        quick["seeds"],
+    )
+    args = parser.parse_args(["--preset", "thorough", "--test-limit", "500"])
+    resolve_preset(args)
+    thorough = PRESETS["thorough"]["digits"]
+    assert (args.epochs, args.seeds, args.test_limit) == (thorough["epochs"], thorough["seeds"], 500)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--limit", "many"])

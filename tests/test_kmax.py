@@ -93,6 +93,16 @@ def test_nan_counts_as_largest() -> None:
     assert y.tolist() == [[1.0, math.inf]]
 
 
+def test_tie_behind_a_kept_nan() -> None:
+    """k = 2 on L = 128 (the count check): a NaN and two tied 1s; the first 1 is kept."""
+    x = torch.zeros(1, 128)
+    x[0, 0], x[0, 5], x[0, 9] = math.nan, 1.0, 1.0
+    assert _kept_positions(x, 2) == [[0, 5]]
+    x = torch.zeros(1, 40)  # topk(k + 1) branch
+    x[0, 0], x[0, 5], x[0, 9] = math.nan, 1.0, 1.0
+    assert _kept_positions(x, 2) == [[0, 5]]
+
+
 def test_gradient_reaches_exactly_the_kept_cells() -> None:
     x = torch.randn(
         2, 3, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(4), requires_grad=True

@@ -79,6 +79,12 @@ def _offset_mask(inbounds: Sequence[Tensor], index: tuple[slice, ...]) -> Tensor
     return _outer([inb[sl] for inb, sl in zip(inbounds, index[1:])])
 
 
+# Codes (flat offsets within a window's span) below this are exact in float32, else float64 is used.
+_FLOAT32_CODES = 2**24
+# Chunks of fewer elements than this are indexed with int32, else int64.
+_INT32_INDEX = 2**31
+
+
 @lru_cache(maxsize=4)
 def _walk_starts(
     shape: tuple[int, ...], stride: tuple[int, ...], steps: tuple[int, ...], dtype: torch.dtype
@@ -112,8 +118,8 @@ def _grad_scatter(xp: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> Tensor:
     views = _offset_views(cfg, out_sizes)
     steps = xp.stride()
     deltas = [sum(sl.start * step for sl, step in zip(index[1:], steps[1:])) for index in views]
-    code_dtype = torch.float32 if max(deltas) < 2**24 else torch.float64
-    index_dtype = torch.int32 if xp.numel() < 2**31 else torch.int64
+    code_dtype = torch.float32 if max(deltas) < _FLOAT32_CODES else torch.float64
+    index_dtype = torch.int32 if xp.numel() < _INT32_INDEX else torch.int64
     restrict = cfg.restricted
     counted = cfg.counted(xp.device) if restrict else []
     masks = [_offset_mask(counted, index).to(code_dtype) for index in views] if restrict else []

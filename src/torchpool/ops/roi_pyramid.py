@@ -30,9 +30,9 @@ are equal bit for bit:
   coarser level whose bins are exactly unions of a finer level's bins (levels ``(1, 2, 4)``:
   checked per region, since the bins are computed in floating point) is the max over those
   finer bins instead of a second pass over the map. Where a gradient is needed, the forward
-  also finds each max's cell (its column from the gather, its row from a table of each
-  block max's offset in its block, built with the sparse table) and the backward scatters
-  each bin's gradient to it.
+  also finds each max's cell (its column from the gather; its row by descending the sparse
+  table from the block that holds it, ``j`` steps into the half that holds the value) and the
+  backward scatters each bin's gradient to it.
 * ``avg``: a float64 summed-area table of the map (float32 on MPS), four corners per bin.
 
 Where cells of a bin tie for its max, the bin's gradient goes to one of them, as in
@@ -182,36 +182,43 @@ def _derived(levels: Sequence[Bins], bins: tuple[Tensor, Tensor, Tensor, Tensor]
     return derived
 
 
-def _row_table(x: Tensor, depth: int, offsets: bool) -> tuple[Tensor, Tensor | None]:
+def _row_table(x: Tensor, depth: int) -> Tensor:
     """``(N, R, W, C)``: the rows of ``x`` ``(N, H, W, C)``, then the max over 2, 4, ... ``2^depth``
-    consecutive rows (block ``j`` starts at row ``sum_{i<j} (H - 2^i + 1)``); no autograd. With
-    ``offsets``, also where each max lies: its row's offset in its block (the first of equal values;
-    NaN wins, as in the max)."""
+    consecutive rows (block ``j`` starts at row ``sum_{i<j} (H - 2^i + 1)``); no autograd."""
     height = x.shape[1]
     sizes = [height - (1 << j) + 1 for j in range(depth + 1)]
     table = x.new_empty(x.shape[0], sum(sizes), x.shape[2], x.shape[3])
     table[:, :height].copy_(x)
-    where = None
-    if offsets:
-        where = torch.zeros(table.shape, dtype=torch.int16 if depth < 15 else torch.int32, device=x.device)
     start = 0
     for j in range(1, depth + 1):
-        half, prev, rows = 1 << (j - 1), slice(start, start + sizes[j - 1]), sizes[j]
+        half, prev = 1 << (j - 1), table[:, start : start + sizes[j - 1]]
         start += sizes[j - 1]
-        low, high, out = (
-            table[:, prev][:, :rows],
-            table[:, prev][:, half : half + rows],
-            slice(start, start + rows),
+        torch.maximum(
+            prev[:, : sizes[j]], prev[:, half : half + sizes[j]], out=table[:, start : start + sizes[j]]
         )
-        if where is None:
-            torch.maximum(low, high, out=table[:, out])
-            continue
-        first = (low >= high) | low.isnan()
-        torch.where(
-            first, where[:, prev][:, :rows], where[:, prev][:, half : half + rows] + half, out=where[:, out]
-        )
-        torch.where(first, low, high, out=table[:, out])
-    return table, where
+    return table
+
+
+def _descend(
+    flat: Tensor, starts: Tensor, level: Tensor, entry: Tensor, values: Tensor, shape: torch.Size
+) -> Tensor:
+    """Where in its ``2^j`` rows each max lies: from the table entry that holds it, down the sparse
+    table one level at a time into the half that holds the value (the first half where both do; a
+    NaN half first, as the max propagates NaN). ``flat``: the table, flat; ``level``: ``j`` per bin."""
+    width, channels = shape[2], shape[3]
+    channel = torch.arange(channels, device=flat.device)
+    offset = torch.zeros_like(entry)
+    j = level
+    for _ in range(int(level.max())):
+        below = (j - 1).clamp_min(0)
+        half = torch.where(j > 0, 1 << below, 0)
+        entry = entry + (starts[below] - starts[j]) * width  # the first half: same first row, level j - 1
+        first_half = flat[entry * channels + channel]
+        step = ((first_half != values) & (first_half == first_half)) * half  # the second half
+        entry = entry + step * width
+        offset = offset + step
+        j = below
+    return offset
 
 
 def _group(t: Tensor, mh: int, mw: int, rh: int, rw: int) -> Tensor:
@@ -223,18 +230,20 @@ def _group(t: Tensor, mh: int, mw: int, rh: int, rw: int) -> Tensor:
 
 def _direct_level(
     table: Tensor,
-    offsets: Tensor | None,
+    starts: Tensor | None,
     shape: torch.Size,
     batch: Tensor,
     two_rows: Tensor,
     block_rows: Tensor,
+    level: Tensor,
     col_start: Tensor,
     col_len: Tensor,
     span: int,
 ) -> tuple[Tensor, Tensor | None]:
     """One level's ``(K, nh, nw, C)`` bin maxima for some boxes, from the row table ``(rows, C)``:
     each bin's two row blocks times its columns (the last one repeated up to ``span``) gathered and
-    reduced; with ``offsets`` (the row table's, flat) also the flat cell ``(n * H + h) * W + w`` of each."""
+    reduced; with ``starts`` (the first row of each block of the table) also the flat cell
+    ``(n * H + h) * W + w`` of each max."""
     _, height, width, channels = shape
     k, nh = two_rows.shape[:2]
     nw = col_start.shape[1]
@@ -243,7 +252,7 @@ def _direct_level(
     )  # (K, nw, span): the last column repeated
     index = (two_rows[:, :, None, :, None] * width + c[:, None, :, None, :]).reshape(-1)
     cells = table.index_select(0, index).view(k, nh, nw, 2 * span, channels)
-    if offsets is None:
+    if starts is None:
         return cells.amax(dim=3), None
     values, where = cells.max(dim=3)
     col = torch.gather(
@@ -255,7 +264,9 @@ def _direct_level(
     entry = torch.gather(
         index.view(k, nh, nw, 2 * span, 1).expand(-1, -1, -1, -1, channels), 3, where[:, :, :, None]
     )
-    found = first + offsets[entry * channels + torch.arange(channels, device=table.device)]
+    found = first + _descend(
+        table.view(-1), starts, level[:, :, None, None, None], entry, values[:, :, :, None], shape
+    )
     return values, ((batch.view(-1, 1, 1, 1, 1) * height + found) * width + col)[:, :, :, 0]
 
 
@@ -277,7 +288,7 @@ def _max_bins(
     row_ok = he > hs
     length = torch.where(row_ok, he - hs, 1)
     depth = int(length[:, row_sel].max()).bit_length() - 1
-    table, offsets = _row_table(x, depth, argmax)
+    table = _row_table(x, depth)
     starts = torch.tensor(
         [sum(height - (1 << i) + 1 for i in range(j)) for j in range(depth + 1)], device=x.device
     )
@@ -303,11 +314,12 @@ def _max_bins(
         parts = [
             _direct_level(
                 flat,
-                None if offsets is None else offsets.view(-1),
+                starts if argmax else None,
                 x.shape,
                 batch[lo : lo + step],
                 two_rows[lo : lo + step, rows[i] : rows[i + 1]],
                 block_rows[lo : lo + step, rows[i] : rows[i + 1]],
+                level[lo : lo + step, rows[i] : rows[i + 1]],
                 col_start[lo : lo + step, cols[i] : cols[i + 1]],
                 col_len[lo : lo + step, cols[i] : cols[i + 1]],
                 span,

@@ -162,11 +162,43 @@ def test_bad_input(build: Any, x: Any, error: type[Exception], match: str) -> No
         (lambda: AttentionPoolLatent(4, 2, act="relu"), ValueError, "act"),
         (lambda: SimPool(4, gamma=0.0), ValueError, "gamma"),
         (lambda: SimPool(4, qkv_bias=1), TypeError, "qkv_bias"),  # type: ignore[arg-type]
+        (lambda: AttentionPool2d(4, 2, flatten=1), TypeError, "flatten must be a bool, got int"),  # type: ignore[arg-type]
+        (lambda: AttentionPoolLatent(4, 2, flatten="no"), TypeError, "flatten must be a bool, got str"),  # type: ignore[arg-type]
+        (lambda: SimPool(4, flatten=None), TypeError, "flatten must be a bool, got NoneType"),  # type: ignore[arg-type]
     ],
 )
 def test_bad_arguments(build: Any, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         build()
+
+
+FLATTEN_BUILDS = [
+    lambda **kw: pool2d_module(dim=8, num_heads=2, feat_size=(3, 4), out_dim=5, **kw),
+    lambda **kw: latent_module(dim=8, num_heads=4, num_latents=2, out_dim=6, norm=True, **kw),
+    lambda **kw: simpool_module(dim=8, num_heads=2, gamma=2.0, **kw),
+]
+
+
+@pytest.mark.parametrize("build", FLATTEN_BUILDS, ids=["attention2d", "latent", "simpool"])
+def test_flatten_false_keeps_the_pooled_axes(build: Any) -> None:
+    """``flatten=False``: ``(N, D, 1, 1)`` for maps, ``(N, 1, D)`` for tokens, the same values;
+    no new state (the state dicts of both settings load into each other)."""
+    flat, kept = build().double(), build(flatten=False).double()
+    assert flat.flatten is True and kept.flatten is False
+    assert "flatten=True" in repr(flat) and "flatten=False" in repr(kept)
+    assert flat.state_dict().keys() == kept.state_dict().keys()
+    kept.load_state_dict(flat.state_dict())  # strict: no key missing or unexpected
+    maps = _x(3, 8, 3, 4).abs()
+    tokens = maps.flatten(2).transpose(1, 2)
+    expected = flat(maps)
+    d = expected.shape[1]
+    assert d == {AttentionPool2d: 5, AttentionPoolLatent: 6, SimPool: 8}[type(flat)]
+    y_maps, y_tokens = kept(maps), kept(tokens)
+    assert y_maps.shape == (3, d, 1, 1) and y_tokens.shape == (3, 1, d)
+    torch.testing.assert_close(y_maps.reshape(3, d), expected, rtol=0, atol=0)
+    torch.testing.assert_close(y_tokens.reshape(3, d), flat(tokens), rtol=0, atol=0)
+    half = kept.float()(maps.half())  # the half-precision path ends in the same reshape
+    assert half.shape == (3, d, 1, 1) and half.dtype == torch.float16
 
 
 def test_registered() -> None:
@@ -210,6 +242,7 @@ def test_attention2d_equals_timm(kwargs: dict[str, Any], fused: bool) -> None:
     theirs = _fill(layers.AttentionPool2d(**kwargs))
     _set_fused(theirs, fused)
     ours = AttentionPool2d.from_timm(theirs)
+    assert ours.flatten is True
     feat = kwargs["feat_size"] if isinstance(kwargs["feat_size"], tuple) else (kwargs["feat_size"],) * 2
     x = _x(3, 16, *feat)
     with torch.no_grad():
@@ -249,6 +282,7 @@ def test_latent_equals_timm(kwargs: dict[str, Any], fused: bool) -> None:
     theirs = _fill(layers.AttentionPoolLatent(**kwargs))
     _set_fused(theirs, fused)
     ours = AttentionPoolLatent.from_timm(theirs)
+    assert ours.flatten is True
     tokens = _x(3, 10, 16)
     with torch.no_grad():
         torch.testing.assert_close(ours.double()(tokens), theirs.double()(tokens), rtol=TOL64, atol=TOL64)
@@ -274,6 +308,7 @@ def test_simpool_equals_timm(kwargs: dict[str, Any], fused: bool) -> None:
         theirs = _fill(cls(**kwargs)).double()
         _set_fused(theirs, fused)
         ours = SimPool.from_timm(theirs)
+        assert ours.flatten is True
         with torch.no_grad():
             torch.testing.assert_close(ours(x), theirs(x), rtol=TOL64, atol=TOL64)
             x32, ours32, theirs32 = x.float(), ours.float(), theirs.float()
@@ -305,3 +340,28 @@ def test_from_timm_refuses_unsupported() -> None:
     for cls, module, match in cases:
         with pytest.raises(ValueError, match=match):
             cls.from_timm(module)
+
+
+@pytest.mark.parametrize("kind", ["simpool", "attention2d"])
+def test_flatten_false_replaces_convnext_global_pool(kind: str) -> None:
+    """timm's ConvNeXt head pools to ``(N, C, 1, 1)`` and applies a LayerNorm2d before flattening:
+    a ``flatten=False`` head drops into ``head.global_pool``."""
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("convnext_atto", pretrained=False, num_classes=5).eval()
+    c = model.num_features
+    x = _x(2, 3, 64, 64, dtype=torch.float32)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        pool: AttentionPool2d | SimPool = (
+            simpool_module(dim=c, num_heads=4, flatten=False)
+            if kind == "simpool"
+            else pool2d_module(dim=c, num_heads=4, feat_size=tuple(feats.shape[2:]), flatten=False)
+        )
+        model.head.global_pool = pool
+        got = model(x)
+        pooled = pool(feats)
+        pool.flatten = True  # the same weights, flattened; the rest of the head by hand
+        head = model.head
+        expected = head.fc(head.norm(pool(feats)[:, :, None, None]).flatten(1))
+    assert pooled.shape == (2, c, 1, 1) and got.shape == (2, 5)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)

@@ -249,6 +249,8 @@ def module_reference(module: nn.Module, x: Tensor) -> Tensor:
 def _reference(build: Any, run: Any) -> Any:
     def reference(x: Tensor, **kwargs: Any) -> Tensor:
         out: Tensor = run(build(**kwargs), x)
+        if kwargs.get("flatten") is False:  # (N, D) -> (N, D, 1, 1) for maps, (N, 1, D) for tokens
+            out = out.reshape(out.shape[0], out.shape[1], 1, 1) if x.dim() == 4 else out.unsqueeze(1)
         return out
 
     return reference
@@ -265,6 +267,7 @@ OPS: list[OpRecord] = [
             Case((2, 6, 3, 4), {"dim": 6, "num_heads": 3, "feat_size": (3, 4), "out_dim": 5}),
             Case((1, 4, 5, 2), {"dim": 4, "num_heads": 1, "feat_size": 3}),  # the embedding resized
             Case((2, 4, 2, 2), {"dim": 4, "num_heads": 2, "feat_size": (3, 4), "qkv_bias": False}),
+            Case((2, 4, 3, 2), {"dim": 4, "num_heads": 2, "feat_size": 3, "out_dim": 3, "flatten": False}),
         ),
         2,
         inputs="real",
@@ -290,6 +293,7 @@ OPS: list[OpRecord] = [
                 },
             ),
             Case((2, 4, 2, 2), {"dim": 4, "num_heads": 4, "qkv_bias": False, "norm": True, "norm_eps": 1e-6}),
+            Case((2, 4, 3, 2), {"dim": 4, "num_heads": 2, "num_latents": 2, "out_dim": 3, "flatten": False}),
         ),
         2,
         inputs="real",
@@ -305,6 +309,7 @@ OPS: list[OpRecord] = [
             Case((2, 6, 2, 3), {"dim": 6, "num_heads": 3, "qkv_bias": True}),
             Case((1, 4, 3, 2), {"dim": 4, "num_heads": 2, "gamma": 2.0}),
             Case((2, 4, 2, 2), {"dim": 4, "gamma": 1.5, "qkv_bias": True}),
+            Case((2, 4, 3, 2), {"dim": 4, "num_heads": 2, "flatten": False}),
         ),
         2,
         inputs="real",

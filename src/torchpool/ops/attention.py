@@ -33,7 +33,12 @@ order no peer shares; the Modules (and ``from_timm``) are the API. The ``from_ti
 
 Input: ``(N, C, H, W)`` feature maps or ``(N, L, C)`` token sequences (a 3-d input is always
 tokens; :class:`AttentionPool2d` takes them as the ``feat_size`` grid flattened row-major).
-Half-precision input is computed in float32 and rounded once.
+Output: ``(N, out_dim)``; with ``flatten=False`` the pooled axes are kept with size 1 in the
+input's layout, as ``GeM`` and ``global_avg_pool`` keep them: ``(N, out_dim, 1, 1)`` for a
+feature map (in place of a ``(N, C, 1, 1)`` pool, e.g. before a ConvNeXt head's LayerNorm2d),
+``(N, 1, out_dim)`` for tokens (one token, as ``global_avg_pool(x, input_fmt="NHWC",
+flatten=False)`` gives for a sequence). Half-precision input is computed in float32 and
+rounded once.
 """
 
 from __future__ import annotations
@@ -145,6 +150,13 @@ def _layer_norm(x: Tensor, norm: nn.LayerNorm, dtype: torch.dtype) -> Tensor:
     return F.layer_norm(x, norm.normalized_shape, weight, bias, norm.eps)
 
 
+def _finish(out: Tensor, x: Tensor, flatten: bool) -> Tensor:
+    """``(N, D)`` as it is, or with the pooled axes of ``x`` kept (size 1) in its layout (views)."""
+    if flatten:
+        return out
+    return out[:, :, None, None] if x.dim() == 4 else out[:, None, :]
+
+
 # ------------------------------------------------------------------ CLIP's AttentionPool2d
 
 
@@ -169,13 +181,16 @@ class AttentionPool2d(nn.Module):
         out_dim: output features (``proj``); default ``dim``.
         qkv_bias: whether the ``qkv`` projection has a bias (the key part never affects the
             output: it cancels in the softmax).
+        flatten: return ``(N, out_dim)``; otherwise keep the pooled axes with size 1:
+            ``(N, out_dim, 1, 1)`` for a feature map, ``(N, 1, out_dim)`` for tokens.
         device: device of the parameters.
         dtype: dtype of the parameters.
 
     Shape:
         - Input: ``(N, C, H, W)``, or ``(N, L, C)`` tokens with ``L = feat_size[0] * feat_size[1]``
           (the grid flattened row-major).
-        - Output: ``(N, out_dim)``.
+        - Output: ``(N, out_dim)`` if ``flatten``, else ``(N, out_dim, 1, 1)`` (feature map) or
+          ``(N, 1, out_dim)`` (tokens).
 
     Example:
         >>> pool = AttentionPool2d(64, num_heads=4, feat_size=7, out_dim=32)
@@ -193,6 +208,7 @@ class AttentionPool2d(nn.Module):
         out_dim: int | None = None,
         *,
         qkv_bias: bool = True,
+        flatten: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -202,6 +218,7 @@ class AttentionPool2d(nn.Module):
         self.feat_size = _check_feat_size(feat_size)
         self.out_dim = self.dim if out_dim is None else _check_int(out_dim, "out_dim")
         check_bool(qkv_bias, "qkv_bias")
+        self.flatten = check_bool(flatten, "flatten")
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.qkv = nn.Linear(self.dim, 3 * self.dim, bias=qkv_bias, **factory)
         self.proj = nn.Linear(self.dim, self.out_dim, **factory)
@@ -249,7 +266,7 @@ class AttentionPool2d(nn.Module):
         lifted = _lifted(q, weight[c : 2 * c], heads)  # (N, heads, C)
         pooled = _attend(lifted, seq, seq, (c // heads) ** -0.5)  # (N, heads, C)
         out = _value_projection(pooled, weight[2 * c :], None if bias is None else bias[2 * c :], heads)
-        return _linear(out, self.proj, dtype).to(x.dtype)
+        return _finish(_linear(out, self.proj, dtype).to(x.dtype), x, self.flatten)
 
     @classmethod
     def from_timm(cls, module: nn.Module) -> AttentionPool2d:
@@ -270,7 +287,8 @@ class AttentionPool2d(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"dim={self.dim}, num_heads={self.num_heads}, feat_size={self.feat_size}, out_dim={self.out_dim}"
+            f"dim={self.dim}, num_heads={self.num_heads}, feat_size={self.feat_size}, "
+            f"out_dim={self.out_dim}, flatten={self.flatten}"
         )
 
 
@@ -314,12 +332,15 @@ class AttentionPoolLatent(nn.Module):
         norm_eps: its eps.
         act: ``"gelu"`` (exact) or ``"gelu_tanh"``.
         pool: ``"token"`` (the first latent) or ``"avg"`` (the mean over the latents).
+        flatten: return ``(N, out_dim)``; otherwise keep the pooled axes with size 1:
+            ``(N, out_dim, 1, 1)`` for a feature map, ``(N, 1, out_dim)`` for tokens.
         device: device of the parameters.
         dtype: dtype of the parameters.
 
     Shape:
         - Input: ``(N, C, H, W)`` or ``(N, L, C)`` tokens.
-        - Output: ``(N, out_dim)``.
+        - Output: ``(N, out_dim)`` if ``flatten``, else ``(N, out_dim, 1, 1)`` (feature map) or
+          ``(N, 1, out_dim)`` (tokens).
 
     Example:
         >>> pool = AttentionPoolLatent(64, num_heads=4)
@@ -342,6 +363,7 @@ class AttentionPoolLatent(nn.Module):
         norm_eps: float = 1e-5,
         act: str = "gelu",
         pool: str = "token",
+        flatten: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -355,6 +377,7 @@ class AttentionPoolLatent(nn.Module):
         self.out_dim = self.dim if out_dim is None else _check_int(out_dim, "out_dim")
         check_bool(qkv_bias, "qkv_bias")
         check_bool(norm, "norm")
+        self.flatten = check_bool(flatten, "flatten")
         eps = check_float_range(norm_eps, "norm_eps", 0.0, math.inf, high_open=True)
         self.act = check_choice(act, "act", GELU_APPROXIMATE)
         self.pool = check_choice(pool, "pool", ("token", "avg"))
@@ -398,7 +421,7 @@ class AttentionPoolLatent(nn.Module):
         normed = _layer_norm(out, self.norm, dtype) if isinstance(self.norm, nn.LayerNorm) else out
         out = out + self.mlp.run(normed, dtype)
         out = out[:, 0] if self.pool == "token" else out.mean(1)
-        return out.to(x.dtype)
+        return _finish(out.to(x.dtype), x, self.flatten)
 
     @classmethod
     def from_timm(cls, module: nn.Module) -> AttentionPoolLatent:
@@ -421,7 +444,8 @@ class AttentionPoolLatent(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"dim={self.dim}, num_heads={self.num_heads}, num_latents={self.num_latents}, "
-            f"mlp_ratio={self.mlp_ratio}, out_dim={self.out_dim}, act={self.act!r}, pool={self.pool!r}"
+            f"mlp_ratio={self.mlp_ratio}, out_dim={self.out_dim}, act={self.act!r}, pool={self.pool!r}, "
+            f"flatten={self.flatten}"
         )
 
 
@@ -444,12 +468,15 @@ class SimPool(nn.Module):
         gamma: the power of the power mean; None for the plain attention-weighted mean.
         qkv_bias: whether ``q`` and ``k`` have biases (the key bias never affects the output).
         norm_eps: the LayerNorm's eps.
+        flatten: return ``(N, C)``; otherwise keep the pooled axes with size 1:
+            ``(N, C, 1, 1)`` for a feature map, ``(N, 1, C)`` for tokens.
         device: device of the parameters.
         dtype: dtype of the parameters.
 
     Shape:
         - Input: ``(N, C, H, W)`` or ``(N, L, C)`` tokens.
-        - Output: ``(N, C)``.
+        - Output: ``(N, C)`` if ``flatten``, else ``(N, C, 1, 1)`` (feature map) or
+          ``(N, 1, C)`` (tokens).
 
     Example:
         >>> pool = SimPool(64)
@@ -457,6 +484,8 @@ class SimPool(nn.Module):
         torch.Size([2, 64])
         >>> SimPool(64, num_heads=4, gamma=2.0)(torch.randn(2, 49, 64)).shape
         torch.Size([2, 64])
+        >>> SimPool(64, flatten=False)(torch.randn(2, 64, 7, 7)).shape  # for a (N, C, 1, 1) slot
+        torch.Size([2, 64, 1, 1])
     """
 
     def __init__(
@@ -467,6 +496,7 @@ class SimPool(nn.Module):
         *,
         qkv_bias: bool = False,
         norm_eps: float = 1e-5,
+        flatten: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -479,6 +509,7 @@ class SimPool(nn.Module):
             else check_float_range(gamma, "gamma", 0.0, math.inf, low_open=True, high_open=True)
         )
         check_bool(qkv_bias, "qkv_bias")
+        self.flatten = check_bool(flatten, "flatten")
         eps = check_float_range(norm_eps, "norm_eps", 0.0, math.inf, high_open=True)
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.norm = nn.LayerNorm(self.dim, eps=eps, **factory)
@@ -504,7 +535,7 @@ class SimPool(nn.Module):
         out = pooled.reshape(pooled.shape[0], self.dim)
         if self.gamma is not None:
             out = out.pow(1.0 / self.gamma)
-        return out.to(x.dtype)
+        return _finish(out.to(x.dtype), x, self.flatten)
 
     @classmethod
     def from_timm(cls, module: nn.Module) -> SimPool:
@@ -522,7 +553,7 @@ class SimPool(nn.Module):
         return simpool_from_timm(cls, module)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, num_heads={self.num_heads}, gamma={self.gamma}"
+        return f"dim={self.dim}, num_heads={self.num_heads}, gamma={self.gamma}, flatten={self.flatten}"
 
 
 register_pool(

@@ -141,8 +141,21 @@ def test_half_precision_and_module() -> None:
         assert y.dtype == dtype
         torch.testing.assert_close(y.float(), tp.rmac(x.to(dtype).float()), rtol=1e-2, atol=1e-3)
     pool = tp.create_pool("rmac", levels=2, overlap=0.3, eps=1e-5)
-    assert isinstance(pool, tp.RMAC) and repr(pool) == "RMAC(levels=2, overlap=0.3, eps=1e-05)"
+    assert isinstance(pool, tp.RMAC) and repr(pool) == "RMAC(levels=2, overlap=0.3, eps=1e-05, flatten=True)"
     assert torch.equal(pool(x), tp.rmac(x, 2, overlap=0.3, eps=1e-5))
+
+
+def test_flatten_false_keeps_the_pooled_axes() -> None:
+    x = torch.rand(2, 8, 7, 5, generator=torch.Generator().manual_seed(4))
+    kept = tp.RMAC(flatten=False)
+    assert repr(kept) == "RMAC(levels=3, overlap=0.4, eps=1e-06, flatten=False)"
+    assert kept(x).shape == (2, 8, 1, 1) and torch.equal(kept(x).flatten(1), tp.rmac(x))
+    assert tp.rmac(x[0], flatten=False).shape == (8, 1, 1)
+    assert tp.rmac(x[:, :0], flatten=False).shape == (2, 0, 1, 1)
+    with pytest.raises(TypeError, match="flatten must be a bool, got int"):
+        tp.rmac(x, flatten=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="flatten must be a bool, got str"):
+        tp.RMAC(flatten="no")  # type: ignore[arg-type]
 
 
 def test_errors_name_the_parameter() -> None:

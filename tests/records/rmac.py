@@ -47,8 +47,11 @@ def _unit(v: list[float], eps: float) -> list[float]:
     return [a / (norm + eps) for a in v]
 
 
-def rmac_reference(x: Tensor, levels: int = 3, overlap: float = 0.4, eps: float = 1e-6) -> Tensor:
-    """Loops over samples, regions, channels and cells; ``x`` is ``(N, C, H, W)``; float64."""
+def rmac_reference(
+    x: Tensor, levels: int = 3, overlap: float = 0.4, eps: float = 1e-6, flatten: bool = True
+) -> Tensor:
+    """Loops over samples, regions, channels and cells; ``x`` is ``(N, C, H, W)``; float64; the
+    result is ``(N, C)``, or ``(N, C, 1, 1)`` without ``flatten``."""
     x = x.double()
     n, c, height, width = x.shape
     boxes = [(0, 0, height, width)] + [
@@ -64,7 +67,7 @@ def rmac_reference(x: Tensor, levels: int = 3, overlap: float = 0.4, eps: float 
             ]
             total = [a + b for a, b in zip(total, _unit(maxima, eps))]
         out[sample] = torch.tensor(_unit(total, eps), dtype=torch.float64)
-    return out
+    return out if flatten else out.reshape(n, c, 1, 1)
 
 
 OPS: list[OpRecord] = [
@@ -81,6 +84,7 @@ OPS: list[OpRecord] = [
             Case((1, 2, 2, 6)),
             Case((2, 2, 1, 1)),
             Case((1, 3, 6, 11), {"eps": 1e-3}),
+            Case((2, 3, 5, 6), {"flatten": False}),
         ),
         2,
         inputs="real",

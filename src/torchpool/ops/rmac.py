@@ -42,7 +42,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_float_range, check_input, is_traced, restore_batch
+from .._checks import check_bool, check_float_range, check_input, is_traced, restore_batch
 from ..registry import register_pool
 
 __all__ = ["RMAC", "rmac", "rmac_regions"]
@@ -195,7 +195,9 @@ def _check_levels(levels: object) -> int:
     return levels
 
 
-def rmac(x: Tensor, levels: int = 3, *, overlap: float = 0.4, eps: float = 1e-6) -> Tensor:
+def rmac(
+    x: Tensor, levels: int = 3, *, overlap: float = 0.4, eps: float = 1e-6, flatten: bool = True
+) -> Tensor:
     """R-MAC (Tolias et al. 2016): L2-normalised sum of the L2-normalised maxima of a region grid.
 
     The grid is that of the public retrieval code (see :func:`rmac_regions` and the module doc):
@@ -208,13 +210,15 @@ def rmac(x: Tensor, levels: int = 3, *, overlap: float = 0.4, eps: float = 1e-6)
         levels: the number of region levels, positive.
         overlap: the target overlap of neighbouring level-1 regions, in ``[0, 1)``.
         eps: added to each norm, positive.
+        flatten: return ``(N, C)``; ``False`` keeps the pooled axes with size 1, ``(N, C, 1, 1)``
+            (a drop-in for a pool followed by a norm on the map, as in ConvNeXt's head).
 
     Returns:
         The unit-norm descriptor of each sample.
 
     Shape:
         - Input: ``(N, C, H, W)`` or ``(C, H, W)``.
-        - Output: ``(N, C)`` or ``(C,)``.
+        - Output: ``(N, C)`` or ``(C,)``; ``(N, C, 1, 1)`` or ``(C, 1, 1)`` if not ``flatten``.
 
     Example:
         >>> x = torch.zeros(1, 2, 3, 3)
@@ -226,16 +230,17 @@ def rmac(x: Tensor, levels: int = 3, *, overlap: float = 0.4, eps: float = 1e-6)
     levels = _check_levels(levels)
     overlap = check_float_range(overlap, "overlap", 0.0, 1.0, high_open=True)
     eps = check_float_range(eps, "eps", 0.0, math.inf, low_open=True, high_open=True)
+    check_bool(flatten, "flatten")
     x, unbatched = check_input(x, 2)
     if x.shape[-1] == 0 or x.shape[-2] == 0:
         raise ValueError(f"input must have non-zero spatial sizes, got shape {tuple(x.shape)}")
     if x.shape[1] == 0:  # no channels: the empty descriptor (nothing to normalise)
-        return restore_batch(x.amax(dim=(-2, -1)), unbatched)
+        return restore_batch(x.amax(dim=(-2, -1), keepdim=not flatten), unbatched)
     compute = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
     regions = _grid(int(x.shape[-2]), int(x.shape[-1]), levels, overlap)
     maxima, counts = _region_maxima(compute, regions)
     y = _normalize((_normalize(maxima, eps) * counts).sum(dim=-1), eps).to(x.dtype)
-    return restore_batch(y, unbatched)
+    return restore_batch(y if flatten else y[..., None, None], unbatched)
 
 
 class RMAC(nn.Module):
@@ -245,27 +250,33 @@ class RMAC(nn.Module):
         levels: the number of region levels, positive.
         overlap: the target overlap of neighbouring level-1 regions, in ``[0, 1)``.
         eps: added to each norm, positive.
+        flatten: return ``(N, C)``; ``False`` keeps ``(N, C, 1, 1)``.
 
     Shape:
         - Input: ``(N, C, H, W)`` or ``(C, H, W)``.
-        - Output: ``(N, C)`` or ``(C,)``.
+        - Output: ``(N, C)`` or ``(C,)``; ``(N, C, 1, 1)`` or ``(C, 1, 1)`` if not ``flatten``.
 
     Example:
         >>> RMAC()(torch.rand(2, 16, 7, 7)).shape
         torch.Size([2, 16])
+        >>> RMAC(flatten=False)(torch.rand(2, 16, 7, 7)).shape
+        torch.Size([2, 16, 1, 1])
     """
 
-    def __init__(self, levels: int = 3, overlap: float = 0.4, eps: float = 1e-6) -> None:
+    def __init__(
+        self, levels: int = 3, overlap: float = 0.4, eps: float = 1e-6, *, flatten: bool = True
+    ) -> None:
         super().__init__()
         self.levels = _check_levels(levels)
         self.overlap = check_float_range(overlap, "overlap", 0.0, 1.0, high_open=True)
         self.eps = check_float_range(eps, "eps", 0.0, math.inf, low_open=True, high_open=True)
+        self.flatten = check_bool(flatten, "flatten")
 
     def extra_repr(self) -> str:
-        return f"levels={self.levels}, overlap={self.overlap}, eps={self.eps}"
+        return f"levels={self.levels}, overlap={self.overlap}, eps={self.eps}, flatten={self.flatten}"
 
     def forward(self, x: Tensor) -> Tensor:
-        return rmac(x, self.levels, overlap=self.overlap, eps=self.eps)
+        return rmac(x, self.levels, overlap=self.overlap, eps=self.eps, flatten=self.flatten)
 
 
 register_pool(

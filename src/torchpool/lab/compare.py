@@ -11,8 +11,8 @@ claims of :mod:`torchpool.lab.claims` are judged and written to ``report.md`` an
 self-contained ``report.html`` with one figure per claim (:mod:`torchpool.lab.plots`).
 
 Before training, one timed training step and forward pass of every variant give the printed
-time estimate; the progress lines correct it by the ratio of the time spent to the time
-estimated so far.
+time estimate; the progress lines correct it by the ratio of actual to estimated time over
+the last few runs, so that it follows a change of the machine's load.
 
 Run under ``torchrun --nproc_per_node=N -m torchpool compare ...`` it trains with
 ``DistributedDataParallel`` (gloo on CPU, nccl on CUDA): every global batch is split across the
@@ -85,6 +85,7 @@ __all__ = [
 _MAX_SEED = 2**31 - 1  # torch and numpy seeds derived from --seed stay in range
 _MAX_IMAGE_SIZE = 1024  # every split is held in memory at this side: 60000 Fashion-MNIST images are 250 GB
 OUTPUT_FILES: tuple[str, ...] = ("results.json", "report.md", "report.html")
+_ETA_WINDOW = 6  # training runs whose actual / estimated time ratio corrects the estimate
 
 #: per preset and dataset: image size, training images (None: all), test images evaluated
 #: (None: all), epochs, seeds. An option given on the command line wins.
@@ -517,12 +518,14 @@ def _run(args: argparse.Namespace, ctx: Context) -> int:
             args, ctx, data, evals, gathered, measurements, estimated_total + setup_seconds, run_start
         )
     variants: list[dict[str, Any]] = []
-    done_estimate, train_start = 0.0, time.perf_counter()
+    done_estimate = 0.0
+    recent: list[tuple[float, float]] = []  # (estimated, actual) seconds of the runs done, latest last
     width = max(len(n) for n, *_ in specs)
 
     def eta() -> float:
-        spent = time.perf_counter() - train_start
-        ratio = spent / done_estimate if done_estimate > 0 else 1.0
+        # the ratio of actual to estimated time over the last runs: follows a change of the machine's load
+        window = recent[-_ETA_WINDOW:]
+        ratio = sum(a for _, a in window) / sum(e for e, _ in window) if window else 1.0
         return max(0.0, float(estimated_total - done_estimate) * ratio)
 
     for i, (name, spec, family, reason) in enumerate(specs, 1):
@@ -544,6 +547,7 @@ def _run(args: argparse.Namespace, ctx: Context) -> int:
                     f"{_seconds(time.perf_counter() - start)}  eta {_seconds(eta())}"
                 )
 
+            seed_start = time.perf_counter()
             try:
                 record, parameters = train_one(spec, data, evals, seed, args, ctx, tick)
             except TrainingDiverged as exc:
@@ -551,6 +555,7 @@ def _run(args: argparse.Namespace, ctx: Context) -> int:
                 break
             finally:
                 done_estimate += estimates[name]
+                recent.append((estimates[name], time.perf_counter() - seed_start))
             per_seed.append(record)
         if diverged:
             done_estimate += estimates[name] * (args.seeds - len(per_seed) - 1)

@@ -186,7 +186,7 @@ def _effects(out: Path, claims: list[Claim]) -> str | None:
         ax.tick_params(axis="x", labelsize=7)
     axes[-1, 0].set_xlabel(
         "paired difference (variant - baseline), fraction of test images; each panel zoomed\n"
-        "dot: mean over seeds, bar: 95% CI, small dots: seeds; green supported, red against the claim, grey open"
+        "dot: mean over seeds, bar: 95% CI, small dots: seeds; green supported, red against, grey open"
     )
     fig.tight_layout()
     return _save(fig, out, "effects.png")

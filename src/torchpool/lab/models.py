@@ -122,7 +122,7 @@ _NECKS: dict[str, dict[str, Any]] = {
 #: the lab's own variants (not pools of the registry): a control without pooling, and a second
 #: setting of a registered pool. Name -> (registry pool or None, role, kwargs, description).
 LAB_VARIANTS: dict[str, tuple[str | None, str, dict[str, Any], str]] = {
-    "strided_conv": (None, "pool", {}, "no pooling: a learned 3x3 stride-2 convolution downsamples"),
+    "strided_conv": (None, "pool", {}, "conv3x3 s2 (no pooling)"),
     "yolo_spp_k19": (
         "yolo_spp",
         "neck",

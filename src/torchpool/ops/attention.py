@@ -535,6 +535,8 @@ class SimPool(nn.Module):
         out = pooled.reshape(pooled.shape[0], self.dim)
         if self.gamma is not None:
             out = out.pow(1.0 / self.gamma)
+        elif heads == 1:  # a view of the attention's output, which its backward keeps: an in-place
+            out = out.clone()  # op after the pool (EfficientNet's Dropout(inplace=True)) would break it
         return _finish(out.to(x.dtype), x, self.flatten)
 
     @classmethod

@@ -9,9 +9,10 @@ Scope (chosen to keep this file under about 6 minutes on 2 CPU cores):
   ``densenet121``, ``googlenet`` (``aux_logits=False, init_weights=False``),
   ``mobilenet_v3_small``, ``efficientnet_b0``, ``convnext_tiny``, ``regnet_y_400mf``; timm
   ``resnet18``, ``convnext_atto``, ``efficientnet_b0``. Every window pool swapped to
-  ``median2d``, ``stochastic2d``, ``avgmax2d``, ``mixed2d`` (models that have window pools); the
+  ``median2d``, ``stochastic2d``, ``avgmax2d``, ``mixed2d``, ``soft2d``, ``lip2d`` (models that have window pools); the
   global head swapped to ``gem``, ``global_max``, ``adaptive_catavgmax2d``, ``spp2d``, ``netvlad``,
-  ``bilinear`` (models whose head pool is a module; densenet121 pools with
+  ``bilinear``, ``lse``, ``rmac``, ``attention_latent``, ``simpool`` (models whose head pool is a
+  module; a head that normalises the pooled map, as ConvNeXt's, gets it unflattened; densenet121 pools with
   ``F.adaptive_avg_pool2d`` in its forward, so it has no head to swap). Each: swap with
   ``example_input`` (batch 2, the smallest input size the model takes), then a training-mode
   forward and backward with finite outputs and gradients and the expected output shape.
@@ -83,7 +84,7 @@ NO_WINDOW_POOL = {
 }
 CEIL_MODE = {"tv_squeezenet1_0", "tv_googlenet"}  # MaxPool2d(..., ceil_mode=True)
 
-WINDOW = ("median2d", "stochastic2d", "avgmax2d", "mixed2d")
+WINDOW = ("median2d", "stochastic2d", "avgmax2d", "mixed2d", "soft2d", "lip2d")
 HEAD: dict[str, dict[str, Any]] = {
     "gem": {},
     "global_max": {},
@@ -91,6 +92,10 @@ HEAD: dict[str, dict[str, Any]] = {
     "spp2d": {},
     "netvlad": {"num_clusters": 4},
     "bilinear": {},
+    "lse": {},
+    "rmac": {},
+    "attention_latent": {"num_heads": 1},
+    "simpool": {},
 }
 WIDTH_CHANGING = ("adaptive_catavgmax2d", "spp2d", "netvlad", "bilinear")
 

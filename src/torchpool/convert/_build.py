@@ -24,6 +24,9 @@ __all__ = ["build", "measure", "squeezed", "width_of"]
 _GEOMETRY = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "output_size", "output_ratio")
 # Required constructor arguments filled with the input's channel count from example_input.
 _CHANNEL_ARGS = ("dim", "dim_a", "in_channels", "channels")
+# Families whose ``flatten`` chooses between ``(N, C)`` and ``(N, C, 1, ...)``: a swap keeps the
+# rank the old layer returned (timm's ConvNeXt head normalises the pooled map before flattening).
+_VECTOR_HEADS = frozenset({"global", "lse", "rmac", "attention"})
 # Targets whose ``kernel_size`` is not a pooling window: the old window goes to another argument
 # (MaxBlurPool's dense max pool) or is not carried over (BlurPool's binomial filter keeps its size;
 # its stride is the downsampling). Either pads by its own rule, so the old window's padding is
@@ -97,7 +100,7 @@ def _keeps_rank(old: nn.Module, target: Target, given: dict[str, Any]) -> dict[s
     """``flatten=`` for a global pool so that it returns the rank the old layer returned."""
     if "flatten" in given or "flatten" not in target.accepted or target.info is None:
         return {}
-    if target.info.family != "global":
+    if target.info.family not in _VECTOR_HEADS:
         return {}
     flatten = getattr(old, "flatten", False)
     return {"flatten": flatten} if isinstance(flatten, bool) else {}

@@ -365,7 +365,11 @@ def test_tiny_fashion_run_writes_strict_json_and_no_temporary_file(
     results = _strict_json(tmp_path / "out" / "results.json")
     assert [v["name"] for v in results["variants"]] == ["max2d", "avg2d"]
     assert results["config"]["variants"] == ["max2d", "avg2d"]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html", "report.md", "results.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "report.html",
+        "report.md",
+        "results.json",
+    ]
 
 
 def test_a_diverged_variant_is_reported_not_scored(

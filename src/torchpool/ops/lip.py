@@ -12,7 +12,7 @@ whose logits all lie more than ~80 (float32; ~700 float64) below its plane's max
 such windows are computed again with their own max (exact for any logits); traced code
 (``torch.compile``, ``torch.export``, ONNX) uses the per-plane stabiliser only.
 
-**Speed** (eager): one autograd node (:func:`torchpool.ops.soft.exp_weighted_mean`, shared with
+**Speed** (eager): one autograd node (:func:`torchpool.ops.soft._exp_weighted_mean`, shared with
 SoftPool) computes the weights once as ``exp2``, sums ``w`` and ``x * w`` over the windows as
 strided slices (no padded copy, no ``x * w`` tensor), in cache-sized chunks of the leading dims,
 and has the analytic gradient (``e_i / den`` for ``x``, ``e_i (x_i - y) / den`` for the logit).
@@ -39,7 +39,7 @@ from .._checks import check_input, check_window, restore_batch
 from .._shape import IntOrTuple, pool_output_size
 from ..registry import register_pool
 from ._base import WindowPool
-from .soft import _no_values, exp_weighted_mean
+from .soft import _exp_weighted_mean, _no_values
 
 __all__ = ["LIPPool2d", "lip_pool2d"]
 
@@ -115,7 +115,7 @@ def lip_pool2d(
         return (F.avg_pool2d(xc * w, k, s, p) / F.avg_pool2d(w, k, s, p)).to(x.dtype)
     out = pool_output_size(tuple(x.shape[-2:]), k, s, p)
     shift = c.expand(*xc.shape[:-2], 1, 1)  # one stabiliser per plane, for each plane of x
-    y, den = exp_weighted_mean(xc, lc.expand_as(xc), shift, k, s, p, out)
+    y, den = _exp_weighted_mean(xc, lc.expand_as(xc), shift, k, s, p, out)
     if xc.numel() > 0:
         limit = 80.0 if xc.dtype == torch.float32 else 700.0
         with torch.no_grad():

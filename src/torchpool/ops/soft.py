@@ -9,7 +9,7 @@ exponent of a window cancels between numerator and denominator):
 * **fast path** (eager mode): one stabiliser per plane, ``c = max`` over the plane (detached: its
   gradient cancels), then ``sum(e * a) / sum(e)`` over each window with ``e = exp(a - c)``; no
   overflow (every exponent is ``<= 0``). One autograd node
-  (:func:`exp_weighted_mean`, shared with LIP) with the analytic gradient: ``exp`` as ``exp2``
+  (:func:`_exp_weighted_mean`, shared with LIP) with the analytic gradient: ``exp`` as ``exp2``
   (on the CPU several times faster than PyTorch's ``exp``), the window sums as separable sums of
   strided slices (no padded copy, no ``e * a`` tensor), all in cache-sized chunks of the leading
   dims (``e`` recomputed in the backward pass rather than saved). Its only failure is
@@ -87,7 +87,7 @@ def _soft_plane(
     with torch.no_grad():
         shift = a.amax(dim=dims, keepdim=True)
     out = pool_output_size(tuple(a.shape[-ndim:]), k, s, p, 1, ceil_mode)
-    y, den = exp_weighted_mean(a, None, shift, k, s, p, out)
+    y, den = _exp_weighted_mean(a, None, shift, k, s, p, out)
     tiny = math.exp(-_LIMIT[a.dtype])  # the window max's weight is at least this
     with torch.no_grad():
         if den.numel() == 0 or bool(den.amin() >= tiny):  # NaN fails (a NaN or +inf in a plane)
@@ -102,7 +102,7 @@ def _soft_plane(
 _LOG2E = 1.4426950408889634
 
 
-def exp_weighted_mean(
+def _exp_weighted_mean(
     v: Tensor,
     logit: Tensor | None,
     shift: Tensor,

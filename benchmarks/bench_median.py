@@ -9,6 +9,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -34,11 +35,17 @@ def _once_ms(fn: Callable[[], object]) -> float:
 
 
 def run(quick: bool) -> list[Row]:
-    """Rows for (32, 64, 56, 56) float32 on the current thread count: naive, eager and compiled."""
+    """Rows for (32, 64, 56, 56) float32 on the current thread count: naive, eager and compiled.
+
+    Every time is the best of a few interleaved rounds (naive, eager and compiled back to back in
+    each round, as in ``common.time_against_peer``): on a busy machine the ratio of one run is what
+    counts, and the best round of each side is the least disturbed one.
+    """
     min_run_time = 0.2 if quick else 0.5
+    rounds = 2 if quick else 3
     torch.manual_seed(0)
     x = torch.randn(SHAPE).to(device())
-    floor = clone_ms(x, min_run_time)
+    floor = min(clone_ms(x, min_run_time) for _ in range(rounds))
     rows: list[Row] = []
     for kernel, stride, padding in CONFIGS:
         params = f"k={kernel} s={stride} p={padding} reflect"
@@ -46,36 +53,42 @@ def run(quick: bool) -> list[Row]:
         def naive(t: torch.Tensor, k: int = kernel, s: int = stride, p: int = padding) -> torch.Tensor:
             return naive_median_pool2d(t, k, s, p)
 
-        naive_fwd = time_ms(lambda: naive(x), min_run_time)
         # naive forward+backward: measured on the full batch when one step is cheap enough, else on a
         # quarter of the batch and scaled by 4 (said in the params column)
         step = forward_backward(naive, x[:8])
         quarter = _once_ms(step)
+        scale, naive_params = 1, params
         if quarter * 4 > 10_000 or (quick and quarter * 4 > 3_000):
-            naive_fwdbwd = 4 * time_ms(step, min_run_time)
-            naive_params = params + " (fwd+bwd measured on N=8, x4)"
+            scale, naive_params = 4, params + " (fwd+bwd measured on N=8, x4)"
         else:
-            naive_fwdbwd = time_ms(forward_backward(naive, x), min_run_time)
-            naive_params = params
+            step = forward_backward(naive, x)
+        window = {"kernel_size": kernel, "stride": stride, "padding": padding}
+        impls = {
+            impl: partial(median_pool2d, **window, compiled=compiled)
+            for impl, compiled in (("eager", False), ("compiled", True))
+        }
+        steps = {impl: forward_backward(fn, x) for impl, fn in impls.items()}
+        fwd: dict[str, list[float]] = {name: [] for name in ("naive", *impls)}
+        fwdbwd: dict[str, list[float]] = {name: [] for name in ("naive", *impls)}
+        for _ in range(rounds):
+            fwd["naive"].append(time_ms(partial(naive, x), min_run_time))
+            for impl, fn in impls.items():
+                fwd[impl].append(time_ms(partial(fn, x), min_run_time))
+            fwdbwd["naive"].append(scale * time_ms(step, min_run_time))
+            for impl, impl_step in steps.items():
+                fwdbwd[impl].append(time_ms(impl_step, min_run_time))
+        naive_fwd, naive_fwdbwd = min(fwd["naive"]), min(fwdbwd["naive"])
         rows.append(
             row(
                 "median_pool2d", "naive", x, naive_params, naive_fwd, naive_fwdbwd,
                 naive_fwd_ms=naive_fwd, naive_fwdbwd_ms=naive_fwdbwd, clone_ms=floor, peak_mb=math.nan,
             )
         )  # fmt: skip
-        for impl, compiled in (("eager", False), ("compiled", True)):
-
-            def ours(
-                t: torch.Tensor, k: int = kernel, s: int = stride, p: int = padding, c: bool = compiled
-            ) -> torch.Tensor:
-                return median_pool2d(t, k, s, p, compiled=c)
-
-            fwd = time_ms(lambda: ours(x), min_run_time)
-            fwdbwd = time_ms(forward_backward(ours, x), min_run_time)
-            peak = peak_memory_mb(lambda: ours(x))
+        for impl, fn in impls.items():
+            peak = peak_memory_mb(partial(fn, x))
             rows.append(
                 row(
-                    "median_pool2d", impl, x, params, fwd, fwdbwd,
+                    "median_pool2d", impl, x, params, min(fwd[impl]), min(fwdbwd[impl]),
                     naive_fwd_ms=naive_fwd, naive_fwdbwd_ms=naive_fwdbwd, clone_ms=floor, peak_mb=peak,
                 )
             )  # fmt: skip

@@ -20,7 +20,7 @@ EXIT_INTERRUPTED = 130  # stopped with Ctrl-C (128 + SIGINT), as shells report i
 
 # subcommands implemented in torchpool.lab.<name>: add_arguments(parser) and run(args) -> int
 _LAB_COMMANDS: dict[str, str] = {
-    "compare": "train a small CNN per pooling variant and report which helps",
+    "compare": "test the survey's claims: a small CNN per pooling variant, paired seeds, 95% intervals",
     "gallery": "apply every windowed pool to a photo and write a labelled PNG grid",
     "shape": "print output sizes and receptive fields through a stack of layers",
 }

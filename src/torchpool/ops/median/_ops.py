@@ -163,6 +163,11 @@ def _grad_eager(xp: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> Tensor:
     """Scatters ``g`` to the selected cell of each window (first equal cell, row-major)."""
     if xp.device.type == "cpu" and xp.is_contiguous():
         return _grad_scatter(xp, y, g, cfg)
+    return _grad_loop(xp, y, g, cfg)
+
+
+def _grad_loop(xp: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> Tensor:
+    """:func:`_grad_eager` on other devices: one masked add per window offset, in offset order."""
     out_sizes = y.shape[1:]
     views = _offset_views(cfg, out_sizes)
     restrict = cfg.restricted

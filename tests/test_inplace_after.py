@@ -9,12 +9,14 @@ case) lets the op change the caller's tensor.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
 
 import torchpool as tp
+import torchpool.functional as tpf
 
 
 def _first(y: object) -> torch.Tensor:
@@ -89,3 +91,26 @@ def test_output_is_not_the_input(info: tp.PoolInfo) -> None:
         y = _first(module(x))
     if y.shape == x.shape:
         assert y.data_ptr() != x.data_ptr() or y.numel() == 0
+
+
+_IDENTITY_CASES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "spectral to the same size": lambda x: tpf.spectral_pool2d(x, tuple(x.shape[-2:])),
+    "median 1x1": lambda x: tpf.median_pool2d(x, 1),
+    "soft 1x1": lambda x: tpf.soft_pool2d(x, 1),
+    "avgmax 1x1": lambda x: tpf.avgmax_pool2d(x, 1),
+    "stochastic 1x1, eval": lambda x: tpf.stochastic_pool2d(x, 1, training=False),
+    "blur 1 s1": lambda x: tpf.blur_pool2d(x, 1, 1),
+    "maxblur 1 s1": lambda x: tpf.max_blur_pool2d(x, 1, 1, 1),
+}
+
+
+@pytest.mark.parametrize("case", list(_IDENTITY_CASES))
+def test_identity_cases_return_a_new_tensor(case: str) -> None:
+    """Pools that compute the identity here still return a tensor of their own (an in-place op
+    on it must not reach the caller's input)."""
+    x = torch.rand(2, 3, 8, 8) + 0.1
+    before = x.clone()
+    y = _IDENTITY_CASES[case](x)
+    torch.testing.assert_close(y, x)  # the identity, to rounding (SoftPool: e^a a / e^a)
+    y.mul_(2.0)
+    assert torch.equal(x, before)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from .stats import RULE, Interval, paired_interval, verdict
 from .training import ROTATIONS, SCALES
@@ -309,9 +309,16 @@ NOT_TESTABLE: tuple[tuple[str, str, str], ...] = (
 
 
 def _claim(
-    id_: str, topic: str, text: str, source: str, rule: str, comparisons: list[Comparison], how: str
+    id_: str,
+    topic: str,
+    text: str,
+    source: str,
+    comparisons: list[Comparison],
+    how: Literal["primary", "all"],
 ) -> Claim:
+    """A claim judged by rule ``how``: the first comparison decides, or all must agree."""
     measurement = "; ".join(f"{c.name}: {c.label}" for c in comparisons if c.direction != "report")
+    rule = _PRIMARY if how == "primary" else _ALL
     return _combine(Claim(id_, topic, text, source, measurement, rule, comparisons), how)
 
 
@@ -337,7 +344,6 @@ def _robustness(ok: dict[str, Record]) -> list[Claim]:
             "noise",
             "Median pooling suppresses salt-and-pepper noise better than max pooling",
             "the survey (median pooling: the median of a window ignores isolated extreme pixels); no figure",
-            _PRIMARY,
             [
                 c(ok, "median2d", "max2d", "sp", "higher"),
                 c(ok, "median2d", "avg2d", "sp", "higher"),
@@ -350,7 +356,6 @@ def _robustness(ok: dict[str, Record]) -> list[Claim]:
             "noise",
             "Pooling suppresses noise (max pooling vs a strided convolution that does not pool)",
             "the survey's opening claim; no figure",
-            _ALL,
             [
                 c(ok, "max2d", "strided_conv", "sp", "higher"),
                 c(ok, "max2d", "strided_conv", "gauss", "higher"),
@@ -362,7 +367,6 @@ def _robustness(ok: dict[str, Record]) -> list[Claim]:
             "scale",
             "Pooling improves scale invariance",
             "the survey's opening claim; no figure",
-            _PRIMARY,
             [
                 c(ok, "max2d", "strided_conv", "scale", "higher"),
                 c(ok, "avg2d", "strided_conv", "scale", "report"),
@@ -374,7 +378,6 @@ def _robustness(ok: dict[str, Record]) -> list[Claim]:
             "rotation",
             "Pooling improves rotation invariance",
             "the survey's opening claim; no figure",
-            _PRIMARY,
             [
                 c(ok, "max2d", "strided_conv", "rotation", "higher"),
                 c(ok, "avg2d", "strided_conv", "rotation", "report"),
@@ -387,7 +390,6 @@ def _robustness(ok: dict[str, Record]) -> list[Claim]:
             "Anti-aliased (blurred) pooling makes predictions more shift-consistent",
             "Zhang 2019 (BlurPool): ResNet-50 ImageNet consistency 87.4% with MaxPool, "
             "up to 91.3% anti-aliased",
-            _PRIMARY,
             [
                 c(ok, "maxblur2d", "max2d", "shift", "higher"),
                 c(ok, "blur2d", "max2d", "shift", "report"),
@@ -433,7 +435,7 @@ def _overfitting_claims(ok: dict[str, Record]) -> list[Claim]:
             _paired(ok, name, "max2d", "gap", "lower"),
             _paired(ok, name, "max2d", "accuracy", "report"),
         ]
-        out.append(_claim(id_, "overfitting", text, source, _PRIMARY, comparisons, "primary"))
+        out.append(_claim(id_, "overfitting", text, source, comparisons, "primary"))
     return out
 
 
@@ -575,7 +577,6 @@ def _spp_claims(ok: dict[str, Record], measurements: dict[str, Any]) -> list[Cla
             "SPP",
             "An SPP block (stride-1 max pools 5/9/13) before the head helps the lab's CNN",
             "the survey, on YOLOv3-SPP",
-            _PRIMARY,
             [_paired(ok, "yolo_spp", "max2d", "accuracy", "higher")],
             "primary",
         )
@@ -586,7 +587,6 @@ def _spp_claims(ok: dict[str, Record], measurements: dict[str, Any]) -> list[Cla
             "SPP",
             "Adding a 19x19 pool to the SPP block (5/9/13/19) helps further",
             "the survey's proposal; no figure",
-            _PRIMARY,
             [_paired(ok, "yolo_spp_k19", "yolo_spp", "accuracy", "higher")],
             "primary",
         )
@@ -686,7 +686,6 @@ def _paper_claims(ok: dict[str, Record], present: set[str]) -> list[Claim]:
                 "newer pools",
                 text,
                 source,
-                _PRIMARY,
                 [_paired(ok, name, base, key, direction)],
                 "primary",
             )

@@ -159,3 +159,96 @@ def test_module_and_registry() -> None:
     assert isinstance(pool, tp.KMaxPool1d) and repr(pool) == "KMaxPool1d(k=3, dim=-1)"
     x = torch.randn(2, 4, 9)
     assert torch.equal(pool(x), tp.kmax_pool1d(x, 3))
+
+
+def _ranked_positions(row: list[float], k: int) -> list[int]:
+    """The float64 loop rule: NaN first, then by value, the earliest position first; kept in order."""
+    ranked = sorted(range(len(row)), key=lambda i: (not math.isnan(row[i]), -row[i], i))
+    return sorted(ranked[:k])
+
+
+def _two_stage_rows(length: int, seed: int) -> torch.Tensor:
+    """Rows that stress the column selection of the two-stage path (columns are cells j, j + m, ...)."""
+    m = K._column_count(torch.zeros(1, length), 8, 1)
+    g = torch.Generator().manual_seed(seed)
+    rows = [torch.randn(length, generator=g) for _ in range(4)]  # distinct values
+    rows.append(torch.randint(0, 3, (length,), generator=g).float())  # ties everywhere
+    rows.append(torch.zeros(length))  # all equal
+    stacked = torch.randn(length, generator=g)
+    stacked[3::m] = torch.arange(10.0, 10.0 + length // m)  # the largest cells all in one column
+    rows.append(stacked)
+    tied = torch.randn(length, generator=g)
+    tied[1 : 8 * m : m] = 5.0  # 8 equal cells in column 1 and a 9th in another column, earlier
+    tied[0] = 5.0
+    rows.append(tied)
+    behind = torch.randn(length, generator=g)
+    behind[[7, 7 + m]] = 4.0  # a tie at the k-th place inside one column
+    behind[[2 + 2 * m, 5, 9 + 3 * m, 11, 12 + m, 30]] = 6.0
+    rows.append(behind)
+    nans = torch.randn(length, generator=g)
+    nans[[4, 4 + m, 20]] = math.nan  # kept NaNs, two in one column
+    rows.append(nans)
+    many_nans = torch.randn(length, generator=g)
+    many_nans[::5] = math.nan  # more NaNs than k: the first 8 are kept
+    rows.append(many_nans)
+    infs = torch.full((length,), -math.inf)
+    infs[[3, 40, 41]] = torch.tensor([1.0, math.inf, -2.0])  # fewer than k cells above -inf
+    rows.append(infs)
+    zeros = torch.zeros(length)
+    zeros[::3] = -0.0  # -0.0 and 0.0 are equal: positions decide
+    zeros[[50, 60]] = 1.0
+    rows.append(zeros)
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("length", [512, 576, 1024])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_two_stage_path_against_the_reference(
+    length: int, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """k = 8 on long rows takes the column maxima path (the benchmark's case): values and positions."""
+    calls: list[int] = []
+    two_stage = K._two_stage
+
+    def spy(x: torch.Tensor, k: int, axis: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(m)
+        return two_stage(x, k, axis, m)
+
+    monkeypatch.setattr(K, "_two_stage", spy)
+    x = _two_stage_rows(length, length).to(dtype)
+    y = tp.kmax_pool1d(x, 8)
+    assert calls and 8 < calls[0] < length and length % calls[0] == 0
+    torch.testing.assert_close(y.double(), kmax_reference(x, 8), rtol=0, atol=0, equal_nan=True)
+    for row, kept in zip(x.double().tolist(), _kept_positions(x, 8)):
+        assert kept == _ranked_positions(row, 8)
+
+
+def test_two_stage_path_layouts_and_batches() -> None:
+    """(N, C, L) with ties in some rows only, and channels-last dim=1 (contiguous along L)."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(3, 5, 512, generator=g)
+    x[1, 2, 100:400:37] = 9.0  # 9 equal largest: the first 8 are kept
+    x[2, 4] = torch.randint(0, 2, (512,), generator=g).float()
+    assert K._column_count(x, 8, 2) == 64
+    torch.testing.assert_close(tp.kmax_pool1d(x, 8).double(), kmax_reference(x, 8), rtol=0, atol=0)
+    view = x.transpose(1, 2)  # (N, L, C) view of (N, C, L) memory: contiguous along L
+    assert K._column_count(view, 8, 1) == 64
+    torch.testing.assert_close(tp.kmax_pool1d(view, 8, dim=1), tp.kmax_pool1d(x, 8).transpose(1, 2))
+    last = view.contiguous()  # channels-last memory: L is strided, one topk
+    assert K._column_count(last, 8, 1) == 0
+    torch.testing.assert_close(tp.kmax_pool1d(last, 8, dim=1), tp.kmax_pool1d(x, 8).transpose(1, 2))
+
+
+def test_two_stage_gradient() -> None:
+    x = torch.randn(2, 3, 512, dtype=torch.float64, generator=torch.Generator().manual_seed(12))
+    x[0, 1, ::64] = 7.0  # ties at the boundary
+    x.requires_grad_(True)
+    y = tp.kmax_pool1d(x, 8)
+    w = torch.randn(y.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(13))
+    (grad,) = torch.autograd.grad(y, x, w)
+    for n in range(2):
+        for c in range(3):
+            kept = _ranked_positions(x[n, c].tolist(), 8)
+            expected = torch.zeros(512, dtype=torch.float64)
+            expected[kept] = w[n, c]
+            assert torch.equal(grad[n, c], expected)

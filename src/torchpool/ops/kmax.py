@@ -14,13 +14,23 @@ unspecified way (on the CPU it returns ``[12, 14, 13]`` for the top 3 of 20 zero
 the dimension is always kept (the first ``k`` NaNs if there are more), so NaN propagates to the
 output. ``+inf`` is kept like any large value; ``-inf`` only when fewer than ``k`` cells are larger.
 
-How it is computed: ``torch.topk`` of ``k + 1``; the kept set depends on the tie rule only where
-the ``k``-th and ``(k + 1)``-th largest are equal, and those rows (only those) are selected again
-by a stable descending sort, which keeps equal values in their original order. PyTorch's CPU
-``topk`` is a partial sort up to ``k = L / 64`` and about twice as slow beyond, so where ``k + 1``
-would cross that line (``k = 8`` on ``L = 512``) it is ``topk`` of ``k`` and a count of each row's
-cells at or above the ``k``-th largest instead (more than ``k``: a tie at the boundary; a kept
-NaN is redone too). The kept positions are then sorted (``k`` of them) and gathered.
+How it is computed: on the CPU, for rows contiguous in memory with ``k >= 4`` and ``64 k <= L``
+(``k = 8`` on ``L = 512``), in two ``topk`` stages over column maxima. Each row is cut into ``m`` strided
+columns (cells ``j, j + m, ...``; ``m`` a divisor of ``L`` near ``sqrt(k L)``, 64 there): the
+column maxima are one vectorised ``amax``, the ``k`` largest cells lie in the ``k`` columns with
+the largest maxima (``topk`` of the ``m`` maxima), and ``topk`` of those columns' ``k L / m``
+cells selects them. PyTorch's CPU ``topk`` costs about three times as much per cell below
+``L = 64 k`` (nth_element) as above (partial sort), so this pays where the two stages select
+among at most a third of ``L`` cells (no such divisor: one ``topk`` as below). A row's selection
+stands only if its ``k``-th kept value ``t`` is a number and every other candidate and every
+other column's maximum is below ``t``; otherwise (a tie at the boundary, a kept NaN, a cell the
+columns missed) the row is redone by a stable descending sort, which keeps equal values in
+their original order. Elsewhere it is ``torch.topk`` of ``k + 1`` (a tie at the boundary: the
+``k``-th and ``(k + 1)``-th largest are equal, those rows redone the same way), or, where
+``k + 1`` would leave the CPU's partial sort (``64 k <= L < 64 (k + 1)``), ``topk`` of ``k``
+and a count of each row's cells at or above the ``k``-th largest (more than ``k``: a tie at
+the boundary; a kept NaN is redone too). The kept positions are then sorted (``k`` of them)
+and gathered; the gradient is ``gather``'s (a scatter into zeros).
 Traced code (``torch.compile``, ``torch.export``, ONNX), ``meta`` and fake tensors, where the
 tie check cannot read values, apply the rule without a sort (ONNX has no stable sort): the
 ``k``-th largest by ``topk``, the cells above it, then the cells equal to it in position order
@@ -124,35 +134,95 @@ def _ranked_top(x: Tensor, k: int, axis: int) -> Tensor:
     return (keep.to(x.dtype) * countdown).topk(k, dim=axis).indices
 
 
+def _column_count(x: Tensor, k: int, axis: int) -> int:
+    """The number of columns ``m`` of the two-stage selection on the CPU, 0 where it does not pay.
+
+    Two ``topk`` of ``k`` over ``m + k * L / m`` cells (``m`` a divisor of ``L``, near
+    ``sqrt(k * L)``) against one over ``L``: PyTorch's CPU ``topk`` costs about three times as much
+    per cell below ``L = 64 k`` (nth_element) as above (partial sort), so the two stages are used
+    where they select among at most a third of ``L`` cells, and only on rows contiguous in memory
+    (the column maxima are then one vectorised ``amax`` over strided views).
+    """
+    length = x.shape[axis]
+    if x.device.type != "cpu" or k < 4 or k * 64 > length or not x.movedim(axis, -1).is_contiguous():
+        return 0  # below k = 4 the extra passes cost more than one topk saves (measured)
+    best, cost = 0, length // 3 + 1
+    for small in range(1, math.isqrt(length) + 1):
+        if length % small:
+            continue
+        for m in (small, length // small):  # the divisors of L in pairs
+            if 2 * k <= m <= length // 2 and m + k * (length // m) < cost:
+                best, cost = m, m + k * (length // m)
+    return best
+
+
+def _two_stage(x: Tensor, k: int, axis: int, m: int) -> tuple[Tensor, Tensor]:
+    """Positions of the ``k`` largest of each row and the rows to redo, by columns (:func:`_column_count`).
+
+    Each row of ``L`` cells is cut into ``m`` strided columns (cells ``j, j + m, ...``); the ``k``
+    largest cells lie in the ``k`` columns with the largest maxima (a column holding one of them
+    has its maximum at or above the ``k``-th largest), so ``topk`` of the column maxima, then
+    ``topk`` of those columns' cells. A row is redone (returned flag) unless the ``k``-th largest
+    ``t`` of the candidates is a number and every other cell is below it: the other candidates
+    and the maxima of the other columns (a kept NaN, a tie at ``t`` or a cell missed by the
+    columns all fail this).
+    """
+    length = x.shape[axis]
+    rows = x.detach().movedim(axis, -1).reshape(-1, length)
+    count, depth = rows.shape[0], length // m
+    table = rows.view(count, depth, m)  # column j holds the cells j, j + m, ...
+    maxima = table.amax(dim=1)  # (rows, m)
+    columns = maxima.topk(k, dim=1, sorted=False).indices  # (rows, k)
+    candidates = table.gather(2, columns.unsqueeze(1).expand(count, depth, k)).view(count, depth * k)
+    values, picked = candidates.topk(k, dim=1, sorted=False)
+    kth = values.amin(dim=1)  # NaN if a NaN is kept: those rows are redone
+    rest = torch.maximum(
+        maxima.scatter_(1, columns, -math.inf).amax(dim=1),
+        candidates.scatter_(1, picked, -math.inf).amax(dim=1),
+    )
+    # candidate i * k + s is the cell i * m + columns[s]
+    slots = torch.arange(depth * k, device=x.device)
+    starts = slots.div(k, rounding_mode="floor") * m
+    positions = starts.take(picked) + columns.gather(1, slots.remainder(k).take(picked))
+    return positions, ~(rest < kth)
+
+
+def _one_stage(x: Tensor, k: int, axis: int) -> tuple[Tensor, Tensor]:
+    """Positions of the ``k`` largest along ``axis`` by one ``topk``, and where the tie rule may differ."""
+    length = x.shape[axis]
+    if x.device.type != "cpu" or (k + 1) * 64 <= length or k * 64 > length:
+        # the (k+1)-th largest comes at no extra cost: a tie at the boundary is kth == next
+        values, positions = x.topk(k + 1, dim=axis)
+        kth, after = values.narrow(axis, k - 1, 1), values.narrow(axis, k, 1)
+        return positions.narrow(axis, 0, k), (kth == after) | (kth.isnan() & after.isnan())
+    # PyTorch's CPU topk is a partial sort up to k = length / 64 and twice as slow beyond:
+    # at that boundary, topk(k) and a count of the cells at or above the k-th largest
+    values, top = x.topk(k, dim=axis)  # sorted: faster than unsorted on the CPU here
+    kth = values.narrow(axis, k - 1, 1)  # NaN where only NaNs are kept: those rows are redone
+    # the kept NaNs are not counted by >=: the other kept cells are k less those
+    numbers = k - values.isnan().sum(dim=axis, keepdim=True, dtype=torch.int32)
+    return top, ((x >= kth).sum(dim=axis, keepdim=True, dtype=torch.int32) > numbers) | kth.isnan()
+
+
 def _top_positions(x: Tensor, k: int, axis: int) -> Tensor:
     """The positions (unordered) of the ``k`` largest along ``axis``; ties: the earliest win."""
     if _no_values(x) or x.numel() == 0:
         return _ranked_top(x, k, axis)
     with torch.no_grad():
-        length = x.shape[axis]
-        if x.device.type != "cpu" or (k + 1) * 64 <= length or k * 64 > length:
-            # the (k+1)-th largest comes at no extra cost: a tie at the boundary is kth == next
-            values, positions = x.topk(k + 1, dim=axis)
-            kth, after = values.narrow(axis, k - 1, 1), values.narrow(axis, k, 1)
-            ambiguous = (kth == after) | (kth.isnan() & after.isnan())
-            top = positions.narrow(axis, 0, k)
+        m = _column_count(x, k, axis)
+        if m:
+            chosen, ambiguous = _two_stage(x, k, axis, m)  # rows-major (rows, k), (rows,)
         else:
-            # PyTorch's CPU topk is a partial sort up to k = length / 64 and twice as slow beyond:
-            # at that boundary, topk(k) and a count of the cells at or above the k-th largest
-            values, top = x.topk(k, dim=axis)  # sorted: faster than unsorted on the CPU here
-            kth = values.narrow(axis, k - 1, 1)  # NaN where only NaNs are kept: those rows are redone
-            # the kept NaNs are not counted by >=: the other kept cells are k less those
-            numbers = k - values.isnan().sum(dim=axis, keepdim=True, dtype=torch.int32)
-            ambiguous = ((x >= kth).sum(dim=axis, keepdim=True, dtype=torch.int32) > numbers) | kth.isnan()
-        if not bool(ambiguous.any()):
-            return top
-        # only the rows with a tie at the boundary (or a kept NaN) take the stable sort
-        rows = x.detach().movedim(axis, -1)
-        lead = rows.shape[:-1]
-        rows = rows.reshape(-1, rows.shape[-1])
-        chosen = top.movedim(axis, -1).reshape(-1, k).clone()
-        redo = ambiguous.movedim(axis, -1).reshape(-1).nonzero().squeeze(1)
-        chosen[redo] = _stable_top(rows.index_select(0, redo), k, 1)
+            top, flags = _one_stage(x, k, axis)
+            chosen = top.movedim(axis, -1).reshape(-1, k)
+            ambiguous = flags.movedim(axis, -1).reshape(-1)
+        lead = x.movedim(axis, -1).shape[:-1]
+        if bool(ambiguous.any()):
+            # only the rows with a tie at the boundary (or a kept NaN) take the stable sort
+            rows = x.detach().movedim(axis, -1).reshape(-1, x.shape[axis])
+            chosen = chosen.clone()
+            redo = ambiguous.nonzero().squeeze(1)
+            chosen[redo] = _stable_top(rows.index_select(0, redo), k, 1)
         return chosen.reshape(*lead, k).movedim(-1, axis)
 
 

@@ -107,21 +107,20 @@ def lip_pool2d(
         return x.new_empty(*x.shape[:-2], *out) + logit.sum() * 0  # keeps the graph to logit
     dtype = torch.promote_types(torch.promote_types(x.dtype, logit.dtype), torch.float32)
     xc, lc = x.to(dtype), logit.to(dtype)
-    with torch.no_grad():
-        c = lc.amax(dim=(-2, -1), keepdim=True)
-        c = torch.where(c.isfinite(), c, torch.zeros_like(c))  # inf / NaN logits propagate as in the formula
     if _no_values(xc):  # traced: PyTorch's average pooling (its divisor cancels)
+        with torch.no_grad():
+            c = lc.amax(dim=(-2, -1), keepdim=True)
+            c = torch.where(c.isfinite(), c, torch.zeros_like(c))  # inf / NaN logits propagate
         w = (lc - c).exp_()  # in place on the fresh difference: one buffer less
         return (F.avg_pool2d(xc * w, k, s, p) / F.avg_pool2d(w, k, s, p)).to(x.dtype)
     out = pool_output_size(tuple(x.shape[-2:]), k, s, p)
-    shift = c.expand(*xc.shape[:-2], 1, 1)  # one stabiliser per plane, for each plane of x
-    y, den = _exp_weighted_mean(xc, lc.expand_as(xc), shift, k, s, p, out)
-    if xc.numel() > 0:
-        limit = 80.0 if xc.dtype == torch.float32 else 700.0
-        with torch.no_grad():
-            low = den < math.exp(-limit)  # a window whose weights (nearly) underflow (NaN compares False)
-            any_low = bool(low.any())
-        if any_low:
+    # one stabiliser per plane (the logit's plane max), for each plane of x
+    y, den = _exp_weighted_mean(xc, lc.expand_as(xc), k, s, p, out)
+    if den.numel() > 0:
+        tiny = math.exp(-80.0 if xc.dtype == torch.float32 else -700.0)
+        with torch.no_grad():  # a cheap check of every window first (NaN fails it)
+            low = None if bool(den.amin() >= tiny) else den < tiny  # (nearly) underflowing weights
+        if low is not None and bool(low.any()):  # (a NaN window compares False: it stays NaN)
             fallback = _lip_windows(xc, lc.expand_as(xc), k, s, p)
             return torch.where(low, fallback, y).to(x.dtype)
     return y.to(x.dtype)

@@ -27,6 +27,7 @@ Half-precision input is computed in float32 and rounded once.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from typing import Any
@@ -84,10 +85,8 @@ def _soft_plane(
     """One stabiliser per plane; the planes where some window's weights would underflow (or that
     hold a NaN or an infinity) are computed again by :func:`_soft_windows`."""
     dims = tuple(range(-ndim, 0))
-    with torch.no_grad():
-        shift = a.amax(dim=dims, keepdim=True)
     out = pool_output_size(tuple(a.shape[-ndim:]), k, s, p, 1, ceil_mode)
-    y, den = _exp_weighted_mean(a, None, shift, k, s, p, out)
+    y, den = _exp_weighted_mean(a, None, k, s, p, out)
     tiny = math.exp(-_LIMIT[a.dtype])  # the window max's weight is at least this
     with torch.no_grad():
         if den.numel() == 0 or bool(den.amin() >= tiny):  # NaN fails (a NaN or +inf in a plane)
@@ -105,7 +104,6 @@ _LOG2E = 1.4426950408889634
 def _exp_weighted_mean(
     v: Tensor,
     logit: Tensor | None,
-    shift: Tensor,
     k: tuple[int, ...],
     s: tuple[int, ...],
     p: tuple[int, ...],
@@ -114,8 +112,12 @@ def _exp_weighted_mean(
     """``(y, den)``: ``y = sum(e * v) / sum(e)`` over each (zero-padded) window of the last ``len(k)``
     dims, ``e = exp(logit - shift)`` (``logit=None``: SoftPool, ``logit = v``), ``den = sum(e)``.
 
-    ``logit`` has ``v``'s shape; ``shift`` (no gradient: it cancels) broadcasts to it. Padding
-    cells carry no weight. ``den`` has no gradient (it is for the caller's underflow check).
+    ``logit`` has ``v``'s shape (an expanded view is fine). ``shift`` (no gradient: it cancels) is
+    the plane's max of the logit, taken chunk by chunk just before the chunk's ``exp`` (the chunk is
+    read from memory once, for both); for LIP a non-finite max is replaced by 0 (an infinite or NaN
+    logit propagates as in the formula), for SoftPool it is kept (the plane fails the caller's
+    check and is recomputed). Padding cells carry no weight. ``den`` has no gradient (it is for the
+    caller's underflow check).
 
     One autograd node with the analytic gradient: ``d y / d v_i = e_i / den`` and
     ``d y / d logit_i = e_i (v_i - y) / den`` summed over the windows holding ``i``. ``exp`` is
@@ -123,14 +125,21 @@ def _exp_weighted_mean(
     vector library several times slower than its ``exp2``; the extra rounding is that of the
     shift's subtraction). The windows' sums are separable sums of strided slices, no padded copy.
     """
-    result: tuple[Tensor, Tensor] = _ExpWeightedMean.apply(v, logit, shift, k, s, p, out)  # type: ignore[no-untyped-call]
+    inputs = (v,) if logit is None else (v, logit)
+    keep = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
+    result: tuple[Tensor, Tensor] = _ExpWeightedMean.apply(v, logit, k, s, p, out, keep)  # type: ignore[no-untyped-call]
     return result
 
 
-def _exp_shifted(logit: Tensor, shift: Tensor) -> Tensor:
-    """``exp(logit - shift)`` in a new tensor, as ``exp2((logit - shift) * log2(e))``."""
-    e = torch.sub(logit, shift).mul_(_LOG2E) if bool(shift.any()) else torch.mul(logit, _LOG2E)
-    return e.exp2_()
+def _exp_shifted(logit: Tensor, shift: Tensor, out: Tensor | None = None) -> Tensor:
+    """``exp(logit - shift)`` in a new tensor (or in ``out``), as ``exp2((logit - shift) * log2(e))``."""
+    if out is None:
+        out = torch.empty(logit.shape, dtype=logit.dtype, device=logit.device)
+    if bool(shift.any()):
+        torch.sub(logit, shift, out=out).mul_(_LOG2E)
+    else:
+        torch.mul(logit, _LOG2E, out=out)
+    return out.exp2_()
 
 
 def _tap_views(t: Tensor, dim: int, k: int, s: int, p: int, o: int) -> list[tuple[int, int, Tensor]]:
@@ -173,22 +182,70 @@ def _spread_axes(
     out: tuple[int, ...],
     first: int,
 ) -> Tensor:
-    """The transpose of :func:`_sum_axes`: each window's value added back to its cells (axes ``first..``)."""
+    """The transpose of :func:`_sum_axes`: each window's value added back to its cells (axes ``first..``).
+
+    Each cell's first value is written and the next ones added (:func:`_spread_plan`): no zero fill
+    but of the cells no window holds."""
     ndim = len(k)
     for axis in reversed(range(first, ndim)):
         dim = g.dim() - ndim + axis
         shape = list(g.shape)
         shape[dim] = size[axis]
-        full = g.new_zeros(shape)
-        for lo, n, view in _tap_views(full, dim, k[axis], s[axis], p[axis], out[axis]):
-            view.add_(g.narrow(dim, lo, n))
+        full = g.new_empty(shape)
+        parts, zeros = _spread_plan(size[axis], k[axis], s[axis], p[axis], out[axis])
+        for start, count, step in zeros:
+            _strided(full, dim, start, count, step).zero_()
+        for add, lo, n, start in parts:
+            view = _strided(full, dim, start, n, s[axis])
+            if add:
+                view.add_(g.narrow(dim, lo, n))
+            else:
+                view.copy_(g.narrow(dim, lo, n))
         g = full
     return g
 
 
-def _partition(size: int, k: int, s: int, p: int, o: int) -> bool:
-    """Whether the windows along an axis tile it exactly (each cell in exactly one window)."""
-    return s == k and p == 0 and o * k == size
+def _strided(t: Tensor, dim: int, start: int, count: int, step: int) -> Tensor:
+    """The view of ``count`` cells of ``t`` along ``dim``: ``start, start + step, ...``."""
+    view = t.narrow(dim, start, (count - 1) * step + 1)
+    return view if step == 1 else view[(slice(None),) * dim + (slice(None, None, step),)]
+
+
+_Plan = tuple[tuple[tuple[bool, int, int, int], ...], tuple[tuple[int, int, int], ...]]
+
+
+@functools.lru_cache(maxsize=256)
+def _spread_plan(size: int, k: int, s: int, p: int, o: int) -> _Plan:
+    """How the transposed window sum along one axis fills its ``size`` cells: ``(parts, zeros)``.
+
+    ``parts``, in order: ``(add, first output, outputs, first cell)``, the cells ``first cell +
+    s * j`` for the outputs ``first output + j``; ``add=False`` where these cells get their first
+    value (written), ``True`` where they already have one (added). ``zeros``: ``(first cell,
+    cells, step)`` of the cells no window holds. The cells that window cell ``t + s`` reaches are
+    those of window cell ``t`` one output further (the same residue modulo ``s``): within a residue,
+    the cells covered so far are the input's cells of one interval of outputs, so each window cell
+    adds to an interval and writes the cells on either side of it.
+
+    Example:
+        >>> _spread_plan(6, 3, 2, 1, 3)  # 3x3 stride 2 padding 1 on 6 cells
+        (((False, 1, 2, 1), (False, 0, 3, 0), (True, 0, 2, 1), (False, 2, 1, 5)), ())
+    """
+    ranges = _tap_ranges(size, k, s, p, o)
+    parts: list[tuple[bool, int, int, int]] = []
+    covered: dict[int, tuple[int, int]] = {}
+    for lo, n, start in ranges:
+        r, j0 = start % s, start // s
+        j1 = j0 + n
+        c0, c1 = covered.get(r, (j0, j0))
+        pieces = ((False, j0, min(j1, c0)), (True, max(j0, c0), min(j1, c1)), (False, max(j0, c1), j1))
+        parts += [(add, lo + a - j0, b - a, r + a * s) for add, a, b in pieces if b > a]
+        covered[r] = (min(c0, j0), max(c1, j1))
+    zeros: list[tuple[int, int, int]] = []
+    for r in range(min(s, size)):
+        cells = (size - r + s - 1) // s
+        c0, c1 = covered.get(r, (cells, cells))
+        zeros += [(r + a * s, b - a, s) for a, b in ((0, c0), (c1, cells)) if b > a]
+    return tuple(parts), tuple(zeros)
 
 
 #: elements of the input per chunk and thread: the temporaries of one chunk stay in the caches and
@@ -242,24 +299,44 @@ def _spread_rows(
     v: Tensor | None,
     sign: float,
     geometry: tuple[tuple[int, ...], ...],
-    exact: bool,
 ) -> None:
-    """``grad += spread(v * u + sign * r)`` along the first window axis (``v=None``: ``spread(u)``);
-    ``exact``: the windows tile the axis and ``grad`` is uninitialised (written, not added)."""
+    """``grad = spread(v * u + sign * r)`` along the first window axis (``v=None``: ``spread(u)``),
+    ``grad`` uninitialised: each cell's first value written, the next ones added."""
     k, s, p, out = geometry
     dim = grad.dim() - len(k)
-    g_taps = _tap_views(grad, dim, k[0], s[0], p[0], out[0])
-    v_taps = _tap_views(v, dim, k[0], s[0], p[0], out[0]) if v is not None else [None] * len(g_taps)
-    for (lo, n, g_tap), v_tap in zip(g_taps, v_taps):
+    parts, zeros = _spread_plan(grad.shape[dim], k[0], s[0], p[0], out[0])
+    for start, count, step in zeros:
+        _strided(grad, dim, start, count, step).zero_()
+    for add, lo, n, start in parts:
+        g_rows = _strided(grad, dim, start, n, s[0])
         u_rows, r_rows = u.narrow(dim, lo, n), r.narrow(dim, lo, n)
-        if v_tap is None and exact:
-            g_tap.copy_(u_rows)
-        elif v_tap is None:
-            g_tap.add_(u_rows)
-        elif exact:
-            torch.addcmul(r_rows if sign > 0 else r_rows.neg(), v_tap[2], u_rows, out=g_tap)
+        if v is None:
+            if add:
+                g_rows.add_(u_rows)
+            else:
+                g_rows.copy_(u_rows)
+            continue
+        v_rows = _strided(v, dim, start, n, s[0])
+        if add:
+            g_rows.addcmul_(v_rows, u_rows).add_(r_rows, alpha=sign)
         else:
-            g_tap.addcmul_(v_tap[2], u_rows).add_(r_rows, alpha=sign)
+            torch.mul(v_rows, u_rows, out=g_rows).add_(r_rows, alpha=sign)
+
+
+def _spread_weighted(grad: Tensor, u: Tensor, e: Tensor, geometry: tuple[tuple[int, ...], ...]) -> None:
+    """``grad = e * spread(u)`` along the first window axis, ``grad`` uninitialised (LIP's ``x``
+    gradient): ``e`` multiplied in as each part is written or added, no pass of its own."""
+    k, s, p, out = geometry
+    dim = grad.dim() - len(k)
+    parts, zeros = _spread_plan(grad.shape[dim], k[0], s[0], p[0], out[0])
+    for start, count, step in zeros:
+        _strided(grad, dim, start, count, step).zero_()
+    for add, lo, n, start in parts:
+        g_rows, e_rows = _strided(grad, dim, start, n, s[0]), _strided(e, dim, start, n, s[0])
+        if add:
+            g_rows.addcmul_(e_rows, u.narrow(dim, lo, n))
+        else:
+            torch.mul(e_rows, u.narrow(dim, lo, n), out=g_rows)
 
 
 class _ExpWeightedMean(torch.autograd.Function):
@@ -268,21 +345,28 @@ class _ExpWeightedMean(torch.autograd.Function):
         ctx: Any,
         v: Tensor,
         logit: Tensor | None,
-        shift: Tensor,
         k: tuple[int, ...],
         s: tuple[int, ...],
         p: tuple[int, ...],
         out: tuple[int, ...],
+        keep: bool,
     ) -> tuple[Tensor, Tensor]:
         ndim = len(k)
         lead = v.shape[: v.dim() - ndim]
+        dims = tuple(range(-ndim, 0))
         y, den = v.new_empty((*lead, *out)), v.new_empty((*lead, *out))
+        shift = v.new_empty((*lead, *(1,) * ndim))
+        saved = v.new_empty(v.shape) if keep else None  # the weights, kept for the backward pass
         for part in _chunks(v, ndim):
             source = v[part] if logit is None else logit[part]
-            y_part, den_part = _mean_chunk(v[part], _exp_shifted(source, shift[part]), k, s, p, out)
+            torch.amax(source, dim=dims, keepdim=True, out=shift[part])
+            if logit is not None:
+                shift[part].nan_to_num_(0.0, 0.0, 0.0)
+            e = _exp_shifted(source, shift[part], None if saved is None else saved[part])
+            y_part, den_part = _mean_chunk(v[part], e, k, s, p, out)
             y[part].copy_(y_part)
             den[part].copy_(den_part)
-        ctx.save_for_backward(v, logit, shift, y, den)
+        ctx.save_for_backward(v, logit, shift, y, den, saved)
         ctx.geometry = (k, s, p, out)
         ctx.mark_non_differentiable(den)
         return y, den
@@ -291,40 +375,45 @@ class _ExpWeightedMean(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor, _grad_den: Tensor | None) -> tuple[Tensor | None, ...]:
         """Per chunk, ``e`` recomputed; with ``q = g / den`` per window, ``u`` the spread of ``q`` and
         ``r`` that of ``q (1 - y)`` (SoftPool) or ``q y`` (LIP): SoftPool ``grad a = e (a u + r)``,
-        LIP ``grad v = e u``, ``grad logit = e (v u - r)``."""
-        v, logit, shift, y, den = ctx.saved_tensors
+        LIP ``grad v = e u``, ``grad logit = e (v u - r)``. The last axis' spread writes each
+        cell's first value (no zero fill), LIP's ``x``-only gradient with ``e`` multiplied in."""
+        v, logit, shift, y, den, saved = ctx.saved_tensors
         geometry = ctx.geometry
         k, s, p, out = geometry
         ndim = len(k)
         size = tuple(v.shape[v.dim() - ndim :])
-        exact = _partition(size[0], k[0], s[0], p[0], out[0])
         soft = logit is None
         want_v = ctx.needs_input_grad[0]
         want_logit = not soft and ctx.needs_input_grad[1]
-        # uninitialised here, each chunk zeroed (if need be) just before its sums: in the caches
         grad_v = v.new_empty(v.shape) if want_v else None
         grad_logit = v.new_empty(v.shape) if want_logit else None
-        empty = den == 0  # a window whose weights all underflowed: y = 0 / 0 there, no gradient
+        # a window whose weights all underflowed: y = 0 / 0 there, no gradient (rare: a cheap check first)
+        empty = None if den.numel() == 0 or bool(den.amin() > 0) else den == 0
         for part in _chunks(v, ndim):
-            q = torch.div(grad[part], den[part].masked_fill(empty[part], 1.0))
+            if empty is None:
+                q = torch.div(grad[part], den[part])
+            else:
+                q = torch.div(grad[part], den[part].masked_fill(empty[part], 1.0))
             if want_logit or soft:
-                pair = torch.stack([q, torch.mul(q, y[part]).masked_fill_(empty[part], 0.0)])
+                pair = torch.stack([q, torch.mul(q, y[part])])
+                if empty is not None:
+                    pair[1].masked_fill_(empty[part], 0.0)
                 if soft:
                     pair[1].neg_().add_(q)
                 u, r = _spread_axes(pair, size, k, s, p, out, 1).unbind(0)
             else:  # LIP, the gradient of x only: r is not needed
                 u = r = _spread_axes(q, size, k, s, p, out, 1)
-            e = _exp_shifted(v[part] if soft else logit[part], shift[part])
+            e = _exp_shifted(v[part] if soft else logit[part], shift[part]) if saved is None else saved[part]
+            if grad_v is not None and not soft and grad_logit is None:
+                _spread_weighted(grad_v[part], u, e, geometry)
+                continue
             for target, values, sign in (
                 (grad_v, v[part] if soft else None, 1.0),
                 (grad_logit, v[part], -1.0),
             ):
-                if target is None:
-                    continue
-                if not exact:
-                    target[part].zero_()
-                _spread_rows(target[part], u, r, values, sign, geometry, exact)
-                target[part].mul_(e)
+                if target is not None:
+                    _spread_rows(target[part], u, r, values, sign, geometry)
+                    target[part].mul_(e)
         return grad_v, grad_logit, None, None, None, None, None
 
 

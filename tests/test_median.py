@@ -6,6 +6,7 @@ import doctest
 import inspect
 import itertools
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from reference_median import median_pool_reference, median_pool_reference_grad
 from torch import Tensor
 
 import torchpool.ops.median as median_module
+import torchpool.ops.median._kernels as median_kernels
 from torchpool.ops.median import (
     MedianPool1d,
     MedianPool2d,
@@ -443,6 +445,102 @@ def test_compiled_matches_eager(nd: int, kernel: Size, stride: Size, padding: Si
     torch.autograd.backward(ya, g)
     torch.autograd.backward(yb, g)
     assert torch.allclose(_grad(xa), _grad(xb), atol=1e-6)
+
+
+KEY_CASES: dict[int, list[tuple[Size, Size, Size, Size]]] = {
+    1: [(3, 1, 1, 1), (4, 2, 2, 1)],
+    2: [(3, 1, 1, 1), ((3, 2), (2, 1), (1, 1), (1, 2))],
+    3: [((2, 3, 3), (1, 2, 1), 1, 1)],
+}
+
+
+def _spy_keys(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Records, for every call of the compiled key path, whether it computed the result."""
+    used: list[bool] = []
+    original = median_kernels._forward_keys
+
+    def spy(x: Tensor, cfg: median_kernels._Config) -> Tensor | None:
+        result = original(x, cfg)
+        used.append(result is not None)
+        return result
+
+    monkeypatch.setattr(median_kernels, "_forward_keys", spy)
+    return used
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_compiled_key_path_matches_eager_and_reference(nd: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled forward on integer keys (padding written into the key buffer, no padded float copy)
+    gives the eager forward's values and the float64 reference's, in every padding mode, with ties,
+    infinities, signed zeros and negative values; the backward on its output is the eager one."""
+    used = _spy_keys(monkeypatch)
+    for mode in ("zeros", "reflect", "replicate", "circular"):
+        for kernel, stride, padding, dilation in KEY_CASES[nd]:
+            for dtype in (torch.float32, torch.float64):
+                x = _input(nd, dtype, seed=21)
+                flat = x.view(-1)
+                flat[::7] = flat[1::7][: flat[::7].numel()]  # ties
+                flat[3], flat[4], flat[9], flat[10] = float("inf"), -float("inf"), 0.0, -0.0
+                xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+                args = (kernel, stride, padding, dilation)
+                ya = FUNCTIONS[nd](xa, *args, padding_mode=mode, compiled=True)
+                yb = FUNCTIONS[nd](xb, *args, padding_mode=mode)
+                assert used.pop() is True
+                assert torch.equal(ya, yb), (mode, kernel, stride, padding, dilation, dtype)
+                expected = median_pool_reference(x.double(), kernel, stride, padding, mode, dilation)
+                assert torch.equal(ya.double(), expected)
+                g = torch.randn_like(ya)
+                torch.autograd.backward(ya, g)
+                torch.autograd.backward(yb, g)
+                assert torch.equal(_grad(xa), _grad(xb))
+    assert not used
+
+
+def test_compiled_key_path_leaves_nan_and_valid_to_the_float_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NaN in the input, ``"valid"`` padding, ceil-mode overhang and other dtypes take the float
+    network (a NaN's key would not propagate); the results are the eager ones."""
+    used = _spy_keys(monkeypatch)
+    x = _input(2, torch.float32, seed=22)
+    x[0, 1, 6, 7] = float("nan")
+    cases: list[tuple[Tensor, dict[str, Any]]] = [
+        (x, {"padding_mode": "reflect"}),
+        (x.nan_to_num(0.5), {"padding_mode": "valid"}),
+        (x.nan_to_num(0.5), {"padding_mode": "zeros", "ceil_mode": True, "stride": 2}),
+        (x.nan_to_num(0.5).to(torch.bfloat16), {"padding_mode": "reflect"}),
+    ]
+    for t, options in cases:
+        ya = median_pool2d(t, 3, padding=1, compiled=True, **options)
+        yb = median_pool2d(t, 3, padding=1, **options)
+        assert used.pop() is False
+        assert torch.equal(ya.isnan(), yb.isnan())
+        assert torch.equal(ya.nan_to_num(7.0), yb.nan_to_num(7.0))
+    assert torch.isnan(median_pool2d(x, 3, 1, 1, compiled=True)[0, 1, 5:8, 6:9]).all()
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+def test_key_pass_pads_as_f_pad(mode: str) -> None:
+    """The key path's first pass (run eagerly here) and its padding copies write the keys of
+    :func:`F.pad`'s padded input, in
+    1d, 2d and 3d, with padding up to the input size; the key map is its own inverse."""
+    for sizes, padding in (((9,), (4,)), ((5, 7), (2, 3)), ((4, 3, 5), (1, 2, 2))):
+        x = torch.randn(2, *sizes, dtype=torch.float64)
+        x.view(-1)[::5] *= -1
+        cfg = median_kernels._Config(
+            tuple(2 * p + 1 for p in padding), (1,) * len(sizes), padding, sizes, mode, True,
+            (1,) * len(sizes), False,
+        )  # fmt: skip
+        _, shift, mask = median_kernels._KEY_DTYPES[torch.float64]
+        namespace: dict[str, object] = {"torch": torch}
+        exec(median_kernels._keys_source(cfg, shift, mask), namespace)
+        kp = torch.zeros((2, *(s + 2 * p for s, p in zip(sizes, padding))), dtype=torch.int64) - 7
+        namespace["keys"](x.view(torch.int64), kp)  # type: ignore[operator]
+        median_kernels._fill_border(kp, cfg)
+        pads = [q for p in reversed(padding) for q in (p, p)]
+        padded = F.pad(x.unsqueeze(1), pads, mode="constant" if mode == "zeros" else mode).squeeze(1)
+        assert torch.equal((kp ^ ((kp >> shift) & mask)).view(torch.float64), padded), (mode, sizes, padding)
+        order = torch.argsort(padded.flatten(), stable=True)
+        assert torch.equal(torch.argsort(kp.flatten(), stable=True), order)
 
 
 # ------------------------------------------------------------------ torch.compile / export / ONNX

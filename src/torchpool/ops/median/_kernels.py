@@ -10,7 +10,7 @@ import itertools
 import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..._compat import cpu_kernel_missing
 from .._windows import MAX_CHUNK_ELEMENTS, chunk_elements
-from ._network import _Plan
+from ._network import _choose_plan, _Plan
 
 # Elements per chunk of the eager network: small enough for the intermediates to stay in cache.
 _CHUNK_ELEMENTS = 1 << 19
@@ -396,6 +396,113 @@ def _gather_source(kernel: Sequence[int], used: Sequence[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ----------------------------------------------------------------------------------------------
+# The compiled forward on integer keys (CPU, float32/float64)
+# ----------------------------------------------------------------------------------------------
+
+# Float dtype -> (integer dtype of the same width, its sign shift, its magnitude mask). The key of a float
+# with bits ``i`` is ``i ^ ((i >> shift) & mask)``: negative floats get their magnitude bits flipped, so
+# that the signed integer order of the keys is the float order (-0.0 just below +0.0), and a min/max
+# network on keys is a plain integer min/max (one instruction) where the float network's NaN-propagating
+# vector min/max takes several (about 2x slower on x86 CPUs). The map is its own inverse. A NaN's key
+# lies beyond the infinities', so inputs with a NaN take the float network (which propagates NaN).
+_KEY_DTYPES: dict[torch.dtype, tuple[torch.dtype, int, int]] = {
+    torch.float32: (torch.int32, 31, 0x7FFF_FFFF),
+    torch.float64: (torch.int64, 63, 0x7FFF_FFFF_FFFF_FFFF),
+}
+# The magnitude bits of +inf: a larger magnitude is a NaN.
+_INF_BITS: dict[torch.dtype, int] = {torch.float32: 0x7F80_0000, torch.float64: 0x7FF0_0000_0000_0000}
+
+
+def _keys_source(cfg: _Config, shift: int, mask: int) -> str:
+    """Source of ``keys(xi, kp)``, writing the keys of the bits ``xi`` (``(B, *sizes)``) into the inner
+    cells of the padded ``kp`` (and returning it), and of ``largest(xi)``, the largest magnitude bits (a
+    NaN's exceed the infinities'). Two functions: inductor runs the reduction as a loop of its own
+    anyway, and in one graph the two took longer than apart. (The padding cells are left to
+    :func:`_fill_border`: written in the graph, as views of ``xi``, inductor turned the whole pass
+    into one masked loop with scalar loads, several times slower.)"""
+    inner = ", ".join([":"] + [f"{p}:{p + size}" for p, size in zip(cfg.padding, cfg.sizes)])
+    return (
+        f"def keys(xi, kp):\n    kp[{inner}] = xi ^ ((xi >> {shift}) & {mask})\n    return kp\n"
+        f"def largest(xi):\n    return (xi & {mask}).amax()\n"
+    )
+
+
+def _network_keys_source(plan: _Plan, cfg: _Config, shift: int, mask: int) -> str:
+    """Source of ``network_keys(kp)``: the network on padded keys, returning the bits of the medians
+    (the key map is its own inverse)."""
+    args = ", ".join(f"p{r}" for r in range(cfg.stride[-1])) if _uses_phases(plan, cfg.stride) else "kp"
+    return _network_source(plan, cfg.out_sizes, cfg.stride, cfg.dilation) + (
+        f"def network_keys({args}):\n    k = network({args})\n    return k ^ ((k >> {shift}) & {mask})\n"
+    )
+
+
+def _fill_border(kp: Tensor, cfg: _Config) -> None:
+    """Fills the padding cells of ``kp`` (inner cells filled) as :func:`_pad` pads: an axis at a time,
+    from the innermost, each padding row copying its source row (zeros: the key 0 of +0.0)."""
+    nd = len(cfg.sizes)
+    for axis in reversed(range(nd)):
+        p, size, dim = cfg.padding[axis], cfg.sizes[axis], axis + 1
+        if not p:
+            continue
+        view = kp
+        for outer in range(axis):  # the outer axes are padded later: their inner cells only
+            view = view.narrow(outer + 1, cfg.padding[outer], cfg.sizes[outer])
+        sources = _source_rows(replace(cfg, rows=None, axis=axis), 0, size + 2 * p)
+        for row in [*range(p), *range(p + size, size + 2 * p)]:
+            source = sources[row]
+            if source is None:
+                view.narrow(dim, row, 1).zero_()
+            else:
+                view.narrow(dim, row, 1).copy_(view.narrow(dim, source + p, 1))
+
+
+def _forward_keys(x: Tensor, cfg: _Config) -> Tensor | None:
+    """The compiled forward on integer keys of the unpadded ``(B, *sizes)`` float tensor ``x``.
+
+    One compiled pass writes the keys into a padded buffer (no padded float copy), the padding cells
+    are copied from their sources, and one compiled kernel runs the network on the keys. The medians
+    are the same values as the float network's (a zero's sign may differ: -0.0 orders below +0.0).
+    None when it does not apply (another dtype or device, ``"valid"`` padding, ceil-mode overhang,
+    no network) or when ``x`` holds a NaN: the caller then runs the float network.
+    """
+    if x.dtype not in _KEY_DTYPES or x.device.type != "cpu" or cfg.restricted or cfg.rows is not None:
+        return None
+    plan = _choose_plan(cfg.kernel, cfg.stride, cfg.full_out_sizes, cfg.full_used)
+    if plan is None:
+        return None
+    int_dtype, shift, mask = _KEY_DTYPES[x.dtype]
+    xi = x.view(int_dtype)
+    kp = torch.empty(
+        (x.shape[0], *(s + 2 * p for s, p in zip(cfg.sizes, cfg.padding))), dtype=int_dtype, device=x.device
+    )
+    key = (cfg.sizes, cfg.padding, tuple(x.shape), tuple(x.stride()), x.dtype)
+    largest = _call_compiled(("largest", *key), lambda: _keys_source(cfg, shift, mask), "largest", xi)
+    if largest is None or int(largest) > _INF_BITS[x.dtype]:
+        return None
+    if _call_compiled(("keys", *key), lambda: _keys_source(cfg, shift, mask), "keys", xi, kp) is None:
+        return None
+    _fill_border(kp, cfg)
+    net_key = (
+        "fwd_keys",
+        plan.kernel,
+        plan.perm,
+        tuple(kp.shape),
+        cfg.out_sizes,
+        cfg.stride,
+        cfg.dilation,
+        x.dtype,
+    )
+    if _uses_phases(plan, cfg.stride):
+        args = _phases(kp[_leading(slice(0, u) for u in cfg.used)], cfg.stride[-1])
+    else:
+        args = [kp]
+    bits = _call_compiled(
+        net_key, lambda: _network_keys_source(plan, cfg, shift, mask), "network_keys", *args
+    )
+    return None if bits is None else bits.view(x.dtype)
+
+
 def _grad_compiled(xp: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> Tensor | None:
     """Backward with two compiled kernels; the padding/dilation between them is done eagerly."""
     out_sizes = tuple(y.shape[1:])
@@ -435,7 +542,11 @@ _COMPILED_MAX = 64
 
 
 def _compiled(key: tuple[Any, ...], source: Callable[[], str], name: str) -> Callable[..., Tensor] | None:
-    """A ``torch.compile``-d function generated from source, cached per key (None if compile failed)."""
+    """A ``torch.compile``-d function generated from source, cached per key (None if compile failed).
+
+    Each source gets its own code object (file name), so that the graphs of different keys do not
+    count against dynamo's recompile limit of one function.
+    """
     if key in _COMPILED:
         return _COMPILED[key]
     namespace: dict[str, Any] = {"torch": torch}

@@ -363,6 +363,11 @@ def _chunks(x: Tensor, cfg: _Config) -> Iterator[tuple[tuple[slice, ...], Tensor
 
 def _forward_chunked(x: Tensor, cfg: _Config) -> Tensor:
     """Median of every window of the unpadded ``(B, *sizes)`` tensor ``x``, padding a chunk at a time."""
+    if cfg.compiled:
+        with torch.no_grad():
+            keyed = _kernels._forward_keys(x, cfg)
+        if keyed is not None:
+            return keyed
     chunk, rows, _ = _chunking(cfg, x.shape[0])
     if not rows and chunk >= x.shape[0]:
         return _forward(_padded_chunk(x, slice(None), cfg), cfg)

@@ -198,26 +198,50 @@ def _two_stage_rows(length: int, seed: int) -> torch.Tensor:
     zeros[::3] = -0.0  # -0.0 and 0.0 are equal: positions decide
     zeros[[50, 60]] = 1.0
     rows.append(zeros)
+    for shift in range(6):  # k + 1 equal maxima, one per column: topk of the maxima drops any one
+        spread = torch.randn(length, generator=g)
+        spread[[(5 * shift + 7 * j) % m + m * ((j + shift) % (length // m)) for j in range(9)]] = 5.0
+        rows.append(spread)
     return torch.stack(rows)
 
 
 @pytest.mark.parametrize("length", [512, 576, 1024])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("plain", [0, 60])
 def test_two_stage_path_against_the_reference(
-    length: int, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+    length: int, dtype: torch.dtype, plain: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """k = 8 on long rows takes the column maxima path (the benchmark's case): values and positions."""
+    """k = 8 on long rows takes the column maxima path (the benchmark's case): values and positions.
+
+    The special rows alone are mostly not simple (all rows take the second ``topk``, ``_pick``);
+    among ``plain`` random rows they are the minority (only they and the few random rows that
+    are not simple do).
+    """
     calls: list[int] = []
-    two_stage = K._two_stage
+    picks: list[int] = []
+    two_stage, pick = K._two_stage, K._pick
 
     def spy(x: torch.Tensor, k: int, axis: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
         calls.append(m)
         return two_stage(x, k, axis, m)
 
+    def spy_pick(
+        c: torch.Tensor, s: torch.Tensor, o: torch.Tensor, m: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        picks.append(c.shape[0])
+        return pick(c, s, o, m)
+
     monkeypatch.setattr(K, "_two_stage", spy)
-    x = _two_stage_rows(length, length).to(dtype)
+    monkeypatch.setattr(K, "_pick", spy_pick)
+    special = _two_stage_rows(length, length)
+    x = torch.cat([torch.randn(plain, length, generator=torch.Generator().manual_seed(1)), special])
+    x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(2))].to(dtype)
     y = tp.kmax_pool1d(x, 8)
     assert calls and 8 < calls[0] < length and length % calls[0] == 0
+    if plain == 0:
+        assert picks == [x.shape[0]]
+    elif dtype != torch.bfloat16:  # bfloat16's 8-bit random values tie often: most rows are not simple
+        assert picks and special.shape[0] <= picks[0] < x.shape[0]
     torch.testing.assert_close(y.double(), kmax_reference(x, 8), rtol=0, atol=0, equal_nan=True)
     for row, kept in zip(x.double().tolist(), _kept_positions(x, 8)):
         assert kept == _ranked_positions(row, 8)

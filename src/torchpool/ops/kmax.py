@@ -17,15 +17,18 @@ output. ``+inf`` is kept like any large value; ``-inf`` only when fewer than ``k
 How it is computed: on the CPU, for rows contiguous in memory with ``k >= 4`` and ``64 k <= L``
 (``k = 8`` on ``L = 512``), in two ``topk`` stages over column maxima. Each row is cut into ``m`` strided
 columns (cells ``j, j + m, ...``; ``m`` a divisor of ``L`` near ``sqrt(k L)``, 64 there): the
-column maxima are one vectorised ``amax``, the ``k`` largest cells lie in the ``k`` columns with
-the largest maxima (``topk`` of the ``m`` maxima), and ``topk`` of those columns' ``k L / m``
-cells selects them. PyTorch's CPU ``topk`` costs about three times as much per cell below
-``L = 64 k`` (nth_element) as above (partial sort), so this pays where the two stages select
-among at most a third of ``L`` cells (no such divisor: one ``topk`` as below). A row's selection
-stands only if its ``k``-th kept value ``t`` is a number and every other candidate and every
-other column's maximum is below ``t``; otherwise (a tie at the boundary, a kept NaN, a cell the
-columns missed) the row is redone by a stable descending sort, which keeps equal values in
-their original order. Elsewhere it is ``torch.topk`` of ``k + 1`` (a tie at the boundary: the
+column maxima are one vectorised ``amax``, and the ``k`` largest cells lie in the ``k`` columns
+with the largest maxima (``topk`` of the ``m`` maxima). Where each of those columns holds exactly
+one cell at or above the least of their maxima and every other column's maximum is below it
+(most rows of random data), the ``k`` largest are those maxima, unique, and their positions are
+read off that comparison. The other rows take ``topk`` of the chosen columns' ``k L / m`` cells
+(all rows do where they are the majority); PyTorch's CPU ``topk`` costs about three times as
+much per cell below ``L = 64 k`` (nth_element) as above (partial sort), so this pays where the
+two stages select among at most a third of ``L`` cells (no such divisor: one ``topk`` as below).
+Such a row's selection stands only if its ``k``-th kept value ``t`` is a number and every other
+candidate and every other column's maximum is below ``t``; otherwise (a tie at the boundary, a
+kept NaN, a cell the columns missed) the row is redone by a stable descending sort, which keeps
+equal values in their original order. Elsewhere it is ``torch.topk`` of ``k + 1`` (a tie at the boundary: the
 ``k``-th and ``(k + 1)``-th largest are equal, those rows redone the same way), or, where
 ``k + 1`` would leave the CPU's partial sort (``64 k <= L < 64 (k + 1)``), ``topk`` of ``k``
 and a count of each row's cells at or above the ``k``-th largest (more than ``k``: a tie at
@@ -161,29 +164,54 @@ def _two_stage(x: Tensor, k: int, axis: int, m: int) -> tuple[Tensor, Tensor]:
 
     Each row of ``L`` cells is cut into ``m`` strided columns (cells ``j, j + m, ...``); the ``k``
     largest cells lie in the ``k`` columns with the largest maxima (a column holding one of them
-    has its maximum at or above the ``k``-th largest), so ``topk`` of the column maxima, then
-    ``topk`` of those columns' cells. A row is redone (returned flag) unless the ``k``-th largest
-    ``t`` of the candidates is a number and every other cell is below it: the other candidates
-    and the maxima of the other columns (a kept NaN, a tie at ``t`` or a cell missed by the
-    columns all fail this).
+    has its maximum at or above the ``k``-th largest), so ``topk`` of the column maxima first.
+    Where each chosen column holds exactly one cell at or above ``low``, the least of the chosen
+    maxima, and every other column's maximum is below ``low`` (a NaN fails both), the ``k``
+    largest are exactly those maxima, unique: their levels are read off the comparison. The
+    other rows (two of a chosen column's cells among the ``k`` largest, ties, NaN) take
+    :func:`_pick`; all rows do where they are the majority.
     """
     length = x.shape[axis]
     rows = x.detach().movedim(axis, -1).reshape(-1, length)
     count, depth = rows.shape[0], length // m
     table = rows.view(count, depth, m)  # column j holds the cells j, j + m, ...
     maxima = table.amax(dim=1)  # (rows, m)
-    columns = maxima.topk(k, dim=1, sorted=False).indices  # (rows, k)
-    candidates = table.gather(2, columns.unsqueeze(1).expand(count, depth, k)).view(count, depth * k)
-    values, picked = candidates.topk(k, dim=1, sorted=False)
+    tops, columns = maxima.topk(k, dim=1, sorted=False)  # (rows, k)
+    # (rows, k, depth): the cells of each chosen column, top to bottom
+    candidates = table.transpose(1, 2).gather(1, columns.unsqueeze(2).expand(count, k, depth))
+    others = maxima.scatter_(1, columns, -math.inf).amax(dim=1)  # the other columns' largest
+    low = tops.amin(dim=1)  # NaN if a chosen column holds a NaN
+    above = candidates >= low.view(count, 1, 1)
+    simple = (above.view(count, k * depth).sum(dim=1, dtype=torch.int32) == k) & (others < low)
+    hard = (~simple).nonzero().squeeze(1)
+    if 2 * hard.numel() > count:
+        return _pick(candidates, columns, others, m)
+    ramp = torch.arange(0, length, m, device=x.device, dtype=torch.float32)  # level * m, exact
+    positions = (above.view(count * k, depth).to(torch.float32) @ ramp).view(count, k).long() + columns
+    ambiguous = torch.zeros(count, dtype=torch.bool, device=x.device)
+    if hard.numel():
+        chosen, flags = _pick(candidates[hard], columns[hard], others[hard], m)
+        positions[hard] = chosen
+        ambiguous[hard] = flags
+    return positions, ambiguous
+
+
+def _pick(candidates: Tensor, columns: Tensor, others: Tensor, m: int) -> tuple[Tensor, Tensor]:
+    """The second stage of :func:`_two_stage` on some rows: ``topk`` of the chosen columns' cells.
+
+    A row stands only if its ``k``-th kept value ``t`` is a number and every other candidate and
+    every other column's maximum (``others``) is below ``t``; otherwise (a tie at the boundary, a
+    kept NaN, a cell the columns missed) it is flagged for the stable sort.
+    """
+    count, k, depth = candidates.shape
+    flat = candidates.reshape(count, k * depth)
+    values, picked = flat.topk(k, dim=1, sorted=False)
     kth = values.amin(dim=1)  # NaN if a NaN is kept: those rows are redone
-    rest = torch.maximum(
-        maxima.scatter_(1, columns, -math.inf).amax(dim=1),
-        candidates.scatter_(1, picked, -math.inf).amax(dim=1),
-    )
-    # candidate i * k + s is the cell i * m + columns[s]
-    slots = torch.arange(depth * k, device=x.device)
-    starts = slots.div(k, rounding_mode="floor") * m
-    positions = starts.take(picked) + columns.gather(1, slots.remainder(k).take(picked))
+    rest = torch.maximum(others, flat.scatter_(1, picked, -math.inf).amax(dim=1))
+    # candidate s * depth + i is the cell i * m + columns[s]
+    slots = torch.arange(k * depth, device=candidates.device)
+    starts = slots.remainder(depth) * m
+    positions = starts.take(picked) + columns.gather(1, slots.div(depth, rounding_mode="floor").take(picked))
     return positions, ~(rest < kth)
 
 

@@ -177,17 +177,19 @@ def _two_stage(x: Tensor, k: int, axis: int, m: int) -> tuple[Tensor, Tensor]:
     table = rows.view(count, depth, m)  # column j holds the cells j, j + m, ...
     maxima = table.amax(dim=1)  # (rows, m)
     tops, columns = maxima.topk(k, dim=1, sorted=False)  # (rows, k)
-    # (rows, k, depth): the cells of each chosen column, top to bottom
-    candidates = table.transpose(1, 2).gather(1, columns.unsqueeze(2).expand(count, k, depth))
+    # (rows, depth, k): the cells of the chosen columns, level by level
+    candidates = table.gather(2, columns.unsqueeze(1).expand(count, depth, k))
     others = maxima.scatter_(1, columns, -math.inf).amax(dim=1)  # the other columns' largest
     low = tops.amin(dim=1)  # NaN if a chosen column holds a NaN
     above = candidates >= low.view(count, 1, 1)
-    simple = (above.view(count, k * depth).sum(dim=1, dtype=torch.int32) == k) & (others < low)
+    simple = (above.view(count, depth * k).sum(dim=1, dtype=torch.int32) == k) & (others < low)
     hard = (~simple).nonzero().squeeze(1)
     if 2 * hard.numel() > count:
         return _pick(candidates, columns, others, m)
-    ramp = torch.arange(0, length, m, device=x.device, dtype=torch.float32)  # level * m, exact
-    positions = (above.view(count * k, depth).to(torch.float32) @ ramp).view(count, k).long() + columns
+    # level * m of each chosen column's one cell above: one matmul with (level * m) x identity, exact
+    starts = torch.arange(0, length, m, device=x.device, dtype=torch.float32).view(depth, 1, 1)
+    weights = (starts * torch.eye(k, device=x.device)).view(depth * k, k)
+    positions = (above.view(count, depth * k).to(torch.float32) @ weights).long() + columns
     ambiguous = torch.zeros(count, dtype=torch.bool, device=x.device)
     if hard.numel():
         chosen, flags = _pick(candidates[hard], columns[hard], others[hard], m)
@@ -203,15 +205,15 @@ def _pick(candidates: Tensor, columns: Tensor, others: Tensor, m: int) -> tuple[
     every other column's maximum (``others``) is below ``t``; otherwise (a tie at the boundary, a
     kept NaN, a cell the columns missed) it is flagged for the stable sort.
     """
-    count, k, depth = candidates.shape
-    flat = candidates.reshape(count, k * depth)
+    count, depth, k = candidates.shape
+    flat = candidates.reshape(count, depth * k)
     values, picked = flat.topk(k, dim=1, sorted=False)
     kth = values.amin(dim=1)  # NaN if a NaN is kept: those rows are redone
     rest = torch.maximum(others, flat.scatter_(1, picked, -math.inf).amax(dim=1))
-    # candidate s * depth + i is the cell i * m + columns[s]
-    slots = torch.arange(k * depth, device=candidates.device)
-    starts = slots.remainder(depth) * m
-    positions = starts.take(picked) + columns.gather(1, slots.div(depth, rounding_mode="floor").take(picked))
+    # candidate i * k + s is the cell i * m + columns[s]
+    slots = torch.arange(depth * k, device=candidates.device)
+    starts = slots.div(k, rounding_mode="floor") * m
+    positions = starts.take(picked) + columns.gather(1, slots.remainder(k).take(picked))
     return positions, ~(rest < kth)
 
 

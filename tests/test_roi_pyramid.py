@@ -279,16 +279,38 @@ def test_bad_arguments(call: Any, error: type[Exception], match: str) -> None:
         call(torch.zeros(1, 5))
 
 
-def test_boxes_in_chunks_give_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Thousands of regions are gathered in chunks of boxes (bounded memory): same values, same gradient."""
+@pytest.mark.parametrize(
+    ("chunk", "table", "groups", "slices"),
+    [(500, 2**22, 4, [3]), (2**21, 1, 4, [1, 1, 1]), (500, 2500, 3, [2, 1]), (2**21, 2**22, 1, [3])],
+    ids=["box-chunks", "one-channel-slices", "all-three", "one-group"],
+)
+def test_chunks_slices_and_groups_give_the_same_result(
+    monkeypatch: pytest.MonkeyPatch, chunk: int, table: int, groups: int, slices: list[int]
+) -> None:
+    """Thousands of regions are gathered in chunks of boxes, the channels pooled in slices (bounded
+    memory) and the boxes in groups of similar widths: same values, same gradient, whatever the split.
+    (The row table here is 2 x 32 x 15 per channel; slices of one or two channels take the
+    argmax's last step by a shift, three channels by a division.)"""
     import torchpool.ops.roi_pyramid as roi
 
     x = _features((2, 3, 12, 15)).requires_grad_(True)
     boxes = _random_boxes(2, 12, 15, 50, 0.5, seed=11)
-    whole = tp.roi_spatial_pyramid_pool(x, boxes, (1, 2, 4, 3), spatial_scale=0.5)
+    levels = (1, 2, 4, 3, (5, 7))
+    whole = tp.roi_spatial_pyramid_pool(x, boxes, levels, spatial_scale=0.5)
     (grad,) = torch.autograd.grad(whole.sum(), x)
-    monkeypatch.setattr(roi, "_CHUNK", 500)  # a few boxes per chunk
-    chunked = tp.roi_spatial_pyramid_pool(x, boxes, (1, 2, 4, 3), spatial_scale=0.5)
+    monkeypatch.setattr(roi, "_CHUNK", chunk)
+    monkeypatch.setattr(roi, "_TABLE", table)
+    monkeypatch.setattr(roi, "_GROUPS", groups)
+    widths: list[int] = []
+    row_table = roi._row_table
+
+    def spy(x: Tensor, depth: int, table: Tensor) -> Tensor:
+        widths.append(table.shape[3])
+        return row_table(x, depth, table)
+
+    monkeypatch.setattr(roi, "_row_table", spy)
+    chunked = tp.roi_spatial_pyramid_pool(x, boxes, levels, spatial_scale=0.5)
+    assert widths == slices
     (chunked_grad,) = torch.autograd.grad(chunked.sum(), x)
     assert torch.equal(chunked, whole) and torch.equal(chunked_grad, grad)
-    torch.testing.assert_close(chunked, roi_spp_reference(x, boxes, (1, 2, 4, 3), 0.5), rtol=0, atol=0)
+    torch.testing.assert_close(chunked, roi_spp_reference(x, boxes, levels, 0.5), rtol=0, atol=0)

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal, overload
+from typing import Any, Literal, NamedTuple, overload
 
 import torch
 import torch.nn.functional as F
@@ -57,8 +57,14 @@ from .pyramid import Level, _check_levels
 __all__ = ["RoISpatialPyramidPool", "roi_spatial_pyramid_pool"]
 
 _MODES = ("max", "avg")
-#: the most cells gathered at once (boxes are gathered in chunks below it).
-_CHUNK = 2**25
+#: the most values gathered at once (boxes are gathered in chunks below it): a few MiB, which the
+#: allocator reuses (CPU allocations above 32 MiB are fresh pages every time: page faults).
+_CHUNK = 2**21
+#: the most values in the row table of one slice of channels (the channels are pooled in slices).
+_TABLE = 2**22
+#: a level's boxes, sorted by their widest bin, are gathered in this many groups, each gathering its
+#: own widest bin's columns (rather than every box the widest of all).
+_GROUPS = 4
 #: torchvision's kernel holds the rounded corners in a C ``int``.
 _CORNER_LIMIT = 2.0**31
 Boxes = Tensor | Sequence[Tensor]
@@ -182,12 +188,11 @@ def _derived(levels: Sequence[Bins], bins: tuple[Tensor, Tensor, Tensor, Tensor]
     return derived
 
 
-def _row_table(x: Tensor, depth: int) -> Tensor:
-    """``(N, R, W, C)``: the rows of ``x`` ``(N, H, W, C)``, then the max over 2, 4, ... ``2^depth``
-    consecutive rows (block ``j`` starts at row ``sum_{i<j} (H - 2^i + 1)``); no autograd."""
+def _row_table(x: Tensor, depth: int, table: Tensor) -> Tensor:
+    """``table`` ``(N, R, W, C)``: the rows of ``x`` ``(N, H, W, C)``, then the max over 2, 4, ...
+    ``2^depth`` consecutive rows (block ``j`` starts at row ``sum_{i<j} (H - 2^i + 1)``); no autograd."""
     height = x.shape[1]
     sizes = [height - (1 << j) + 1 for j in range(depth + 1)]
-    table = x.new_empty(x.shape[0], sum(sizes), x.shape[2], x.shape[3])
     table[:, :height].copy_(x)
     start = 0
     for j in range(1, depth + 1):
@@ -199,28 +204,6 @@ def _row_table(x: Tensor, depth: int) -> Tensor:
     return table
 
 
-def _descend(
-    flat: Tensor, starts: Tensor, level: Tensor, entry: Tensor, values: Tensor, shape: torch.Size
-) -> Tensor:
-    """Where in its ``2^j`` rows each max lies: from the table entry that holds it, down the sparse
-    table one level at a time into the half that holds the value (the first half where both do; a
-    NaN half first, as the max propagates NaN). ``flat``: the table, flat; ``level``: ``j`` per bin."""
-    width, channels = shape[2], shape[3]
-    channel = torch.arange(channels, device=flat.device)
-    offset = torch.zeros_like(entry)
-    j = level
-    for _ in range(int(level.max())):
-        below = (j - 1).clamp_min(0)
-        half = torch.where(j > 0, 1 << below, 0)
-        entry = entry + (starts[below] - starts[j]) * width  # the first half: same first row, level j - 1
-        first_half = flat[entry * channels + channel]
-        step = ((first_half != values) & (first_half == first_half)) * half  # the second half
-        entry = entry + step * width
-        offset = offset + step
-        j = below
-    return offset
-
-
 def _group(t: Tensor, mh: int, mw: int, rh: int, rw: int) -> Tensor:
     """``(K, mh * rh, mw * rw, ...)`` -> ``(K, mh, mw, rh * rw, ...)``: each coarse bin's fine bins."""
     k = t.shape[0]
@@ -228,46 +211,102 @@ def _group(t: Tensor, mh: int, mw: int, rh: int, rw: int) -> Tensor:
     return t.reshape(k, mh, mw, rh * rw, *t.shape[5:])
 
 
-def _direct_level(
-    table: Tensor,
-    starts: Tensor | None,
-    shape: torch.Size,
+class _Plan(NamedTuple):
+    """One directly pooled level, its boxes sorted by their widest bin: ``order`` (the box at each
+    sorted position) and the image of each; chunks of sorted boxes ``(lo, hi, candidates)``: each
+    bin's ``2 x span`` table entries ``(2 * span, K_chunk, nh, nw)`` (its two row blocks times its
+    columns, the last column repeated up to the chunk's widest bin, which changes no max); the
+    bins ``(K * nh * nw)`` sorted by their sparse-table level ``j`` (``by_level``, undone by
+    ``unsort``), ``above[j]`` the first with level ``j`` or more."""
+
+    order: Tensor
+    batch: Tensor
+    chunks: list[tuple[int, int, Tensor]]
+    by_level: Tensor
+    unsort: Tensor
+    above: list[int]
+
+
+def _plan(
     batch: Tensor,
     two_rows: Tensor,
-    block_rows: Tensor,
     level: Tensor,
     col_start: Tensor,
     col_len: Tensor,
-    span: int,
-) -> tuple[Tensor, Tensor | None]:
-    """One level's ``(K, nh, nw, C)`` bin maxima for some boxes, from the row table ``(rows, C)``:
-    each bin's two row blocks times its columns (the last one repeated up to ``span``) gathered and
-    reduced; with ``starts`` (the first row of each block of the table) also the flat cell
-    ``(n * H + h) * W + w`` of each max."""
-    _, height, width, channels = shape
+    width: int,
+    slice_width: int,
+    depth: int,
+) -> _Plan:
+    """The chunks of one level: its boxes sorted by their widest bin and split into :data:`_GROUPS`
+    groups that each gather their own widest bin's columns, in chunks of at most :data:`_CHUNK`
+    gathered values. ``two_rows`` ``(K, nh, 2)``: the table rows of each row bin's two blocks
+    (image included); ``level`` ``(K, nh)``; ``col_start``, ``col_len`` ``(K, nw)``."""
     k, nh = two_rows.shape[:2]
     nw = col_start.shape[1]
-    c = col_start[..., None] + torch.minimum(
-        torch.arange(span, device=table.device), col_len[..., None] - 1
-    )  # (K, nw, span): the last column repeated
-    index = (two_rows[:, :, None, :, None] * width + c[:, None, :, None, :]).reshape(-1)
-    cells = table.index_select(0, index).view(k, nh, nw, 2 * span, channels)
-    if starts is None:
-        return cells.amax(dim=3), None
-    values, where = cells.max(dim=3)
-    col = torch.gather(
-        c[:, None, :, :, None].expand(k, nh, nw, span, channels), 3, (where % span)[:, :, :, None]
-    )
-    first = torch.gather(
-        block_rows[:, :, None, :, None].expand(k, nh, nw, 2, channels), 3, (where // span)[:, :, :, None]
-    )
-    entry = torch.gather(
-        index.view(k, nh, nw, 2 * span, 1).expand(-1, -1, -1, -1, channels), 3, where[:, :, :, None]
-    )
-    found = first + _descend(
-        table.view(-1), starts, level[:, :, None, None, None], entry, values[:, :, :, None], shape
-    )
-    return values, ((batch.view(-1, 1, 1, 1, 1) * height + found) * width + col)[:, :, :, 0]
+    order = col_len.amax(1).argsort()
+    two_rows, col_start, col_len = two_rows[order], col_start[order], col_len[order]
+    groups = min(_GROUPS, k)
+    bounds = [k * g // groups for g in range(groups + 1)]
+    last = torch.tensor(bounds[1:], device=col_len.device) - 1
+    spans: list[int] = col_len.amax(1)[last].tolist()
+    arange = torch.arange(max(spans), device=col_len.device)
+    chunks = []
+    for g, span in enumerate(spans):
+        step = max(1, _CHUNK // (nh * nw * 2 * span * slice_width))
+        for lo in range(bounds[g], bounds[g + 1], step):
+            hi = min(lo + step, bounds[g + 1])
+            cols = col_start[lo:hi, :, None] + torch.minimum(arange[:span], col_len[lo:hi, :, None] - 1)
+            entries = two_rows[lo:hi, :, None, :, None] * width + cols[:, None, :, None, :]
+            chunks.append(
+                (lo, hi, entries.permute(3, 4, 0, 1, 2).reshape(2 * span, hi - lo, nh, nw).contiguous())
+            )
+    level = level[order][:, :, None].expand(k, nh, nw).reshape(-1)
+    by_level = level.argsort(stable=True)
+    unsort = torch.empty_like(by_level)
+    unsort[by_level] = torch.arange(by_level.numel(), device=by_level.device)
+    counts: list[int] = torch.bincount(level, minlength=depth + 1).tolist()
+    return _Plan(order, batch[order], chunks, by_level, unsort, [sum(counts[:j]) for j in range(depth + 1)])
+
+
+def _descend(
+    flat: Tensor, starts: list[int], above: list[int], entry: Tensor, values: Tensor, width: int
+) -> Tensor:
+    """The table entry of each max's own cell (the table's first block of rows, the map's rows):
+    from the entry ``(B, c)`` of the block that holds it, ``j`` steps down the sparse table into
+    the half that holds the value (the first half where both do; a NaN half first, as the max
+    propagates NaN). ``flat``: the table ``(entries, c)``; ``starts``: the first row of each of its
+    blocks; the bins sorted by level ``j``, ``above[j]`` the first of level ``j`` or more (at step
+    ``j``, those are all at level ``j``: a suffix, one shift for all)."""
+    channels = flat.shape[1]
+    index = entry * channels + torch.arange(channels, device=flat.device)  # into flat.view(-1)
+    nan = bool(values.isnan().any())
+    for j in range(len(above) - 1, 0, -1):
+        part, value = index[above[j] :], values[above[j] :]
+        if part.numel() == 0:
+            continue
+        part += (starts[j - 1] - starts[j]) * width * channels  # the first half: level j - 1
+        first = flat.view(-1).index_select(0, part.view(-1)).view(part.shape)
+        second = ((first != value) & (first == first)) if nan else (first < value)
+        part += second * ((1 << (j - 1)) * width * channels)
+    if channels & (channels - 1) == 0:  # a power of two: a shift (int64 division is slow on CPU)
+        return index.bitwise_right_shift_(channels.bit_length() - 1)
+    return index.div_(channels, rounding_mode="floor")
+
+
+def _first_max(found: Tensor, value: Tensor, dim: int) -> Tensor:
+    """The index along ``dim`` (kept, size 1) of the first of ``found`` that holds its max ``value``
+    (``dim`` kept; a NaN where the max is NaN): an equality mask times descending weights, whose
+    max is the first match (``max(dim)``'s indices are several times slower on CPU)."""
+    count = found.shape[dim]
+    match = found == value
+    if bool(value.isnan().any()):
+        match |= found != found
+    small = count < 256
+    weight = torch.arange(count, 0, -1, dtype=torch.uint8 if small else torch.int32, device=found.device)
+    weighted = match.view(torch.uint8) if small else match.to(torch.int32)
+    shape = [1] * found.dim()
+    shape[dim] = count
+    return count - weighted.mul_(weight.view(shape)).amax(dim=dim, keepdim=True).long()
 
 
 def _max_bins(
@@ -278,8 +317,11 @@ def _max_bins(
     argmax: bool,
 ) -> dict[Bins, tuple[Tensor, Tensor, Tensor | None]]:
     """Each level's ``(K, nh, nw, C)`` bin maxima (garbage where empty), ``(K, nh, nw)`` non-empty mask
-    and, with ``argmax``, the ``(K, nh, nw, C)`` flat cell ``(n * H + h) * W + w`` of each max."""
-    _, height, _, channels = x.shape
+    and, with ``argmax``, the ``(K, nh, nw, C)`` flat index ``((n * C + c) * H + h) * W + w`` of each
+    max in the map.
+    ``x``: the map ``(N, C, H, W)``, pooled in slices of channels (each slice's row table holds at
+    most :data:`_TABLE` values: a few MiB that the allocator reuses)."""
+    n, channels, height, width = x.shape
     hs, he, ws, we = bins
     rows, cols = _offsets(levels, 0), _offsets(levels, 1)
     derived = _derived(levels, bins)
@@ -288,63 +330,87 @@ def _max_bins(
     row_ok = he > hs
     length = torch.where(row_ok, he - hs, 1)
     depth = int(length[:, row_sel].max()).bit_length() - 1
-    table = _row_table(x, depth)
-    starts = torch.tensor(
-        [sum(height - (1 << i) + 1 for i in range(j)) for j in range(depth + 1)], device=x.device
-    )
+    starts = [sum(height - (1 << i) + 1 for i in range(j)) for j in range(depth + 2)]
+    table_rows = starts[-1]
     level = torch.zeros_like(length)
     for j in range(1, depth + 1):
         level += length >= (1 << j)
     top = torch.where(row_ok, hs, 0)
-    block_rows = torch.stack(
-        [top, top + length - (1 << level)], dim=-1
-    )  # (K, P, 2): the two blocks' first rows
-    two_rows = batch[:, None, None] * table.shape[1] + starts[level][..., None] + block_rows
+    block_rows = torch.stack([top, top + length - (1 << level)], dim=-1)  # (K, P, 2): the blocks' first rows
+    two_rows = batch[:, None, None] * table_rows + torch.tensor(starts, device=x.device)[level][..., None]
+    two_rows = two_rows + block_rows
     col_ok = we > ws
     col_len = torch.where(col_ok, we - ws, 1)
     col_start = torch.where(col_ok, ws, 0)
-    flat = table.view(-1, channels)  # the row table's channel vectors
-    result: dict[Bins, tuple[Tensor, Tensor, Tensor | None]] = {}
+    slices = -(-channels * n * table_rows * width // _TABLE)  # ceil: channel slices of equal widths
+    slice_width = -(-channels // slices)
+    area = height * width
+    channel_shift = torch.arange(channels, device=x.device) * area
+    plans = {
+        levels[i]: _plan(
+            batch,
+            two_rows[:, rows[i] : rows[i + 1]],
+            level[:, rows[i] : rows[i + 1]],
+            col_start[:, cols[i] : cols[i + 1]],
+            col_len[:, cols[i] : cols[i + 1]],
+            width,
+            slice_width,
+            depth,
+        )
+        for i in direct
+    }
     k = batch.shape[0]
-    for i in direct:
-        nh, nw = levels[i]
-        span = int(col_len[:, cols[i] : cols[i + 1]].max())
-        # boxes in chunks of at most _CHUNK gathered cells: bounded memory for thousands of regions
-        step = max(1, _CHUNK // (nh * nw * 2 * span * channels))
-        parts = [
-            _direct_level(
-                flat,
-                starts if argmax else None,
-                x.shape,
-                batch[lo : lo + step],
-                two_rows[lo : lo + step, rows[i] : rows[i + 1]],
-                block_rows[lo : lo + step, rows[i] : rows[i + 1]],
-                level[lo : lo + step, rows[i] : rows[i + 1]],
-                col_start[lo : lo + step, cols[i] : cols[i + 1]],
-                col_len[lo : lo + step, cols[i] : cols[i + 1]],
-                span,
+    values = {lv: x.new_empty(k, lv[0], lv[1], channels) for lv in plans}
+    cells = {lv: torch.empty(k, lv[0], lv[1], channels, dtype=torch.long, device=x.device) for lv in plans}
+    buffer = x.new_empty(n * table_rows * width * slice_width)  # one slice's table, reused
+    for c0 in range(0, channels, slice_width):
+        c1 = min(c0 + slice_width, channels)
+        table = buffer[: n * table_rows * width * (c1 - c0)].view(n, table_rows, width, c1 - c0)
+        flat = _row_table(x[:, c0:c1].permute(0, 2, 3, 1), depth, table).view(-1, c1 - c0)
+        for lv, plan in plans.items():
+            if not argmax:
+                for lo, hi, entries in plan.chunks:
+                    found = flat.index_select(0, entries.view(-1)).view(*entries.shape, c1 - c0)
+                    torch.amax(found, dim=0, out=values[lv][lo:hi, :, :, c0:c1])
+                continue
+            best, where = [], []
+            for _, _, entries in plan.chunks:
+                found = flat.index_select(0, entries.view(-1)).view(*entries.shape, c1 - c0)
+                best.append(found.amax(dim=0))
+                first = _first_max(found, best[-1], 0)
+                where.append(torch.gather(entries[..., None].expand(found.shape), 0, first)[0])
+            value = torch.cat(best)
+            values[lv][:, :, :, c0:c1] = value
+            entry, value = (
+                t.view(-1, c1 - c0).index_select(0, plan.by_level) for t in (torch.cat(where), value)
             )
-            for lo in range(0, k, step)
-        ]
+            row = _descend(flat, starts, plan.above, entry, value, width)
+            row = row.index_select(0, plan.unsort).view(k, lv[0], lv[1], c1 - c0)
+            # the table's first block is the map: (n * R + h) * W + w -> ((n * C + c) * H + h) * W + w
+            shift = plan.batch[:, None] * ((channels - 1) * area - (table_rows - height) * width)
+            cells[lv][:, :, :, c0:c1] = row.add_((shift + channel_shift[c0:c1])[:, None, None])
+    result: dict[Bins, tuple[Tensor, Tensor, Tensor | None]] = {}
+    for i in direct:
+        lv = levels[i]
+        inverse = torch.empty_like(plans[lv].order)
+        inverse[plans[lv].order] = torch.arange(k, device=x.device)
         ok = row_ok[:, rows[i] : rows[i + 1], None] & col_ok[:, None, cols[i] : cols[i + 1]]
-        values = torch.cat([part[0] for part in parts])
-        cell = torch.cat([part[1] for part in parts if part[1] is not None]) if argmax else None
-        result[levels[i]] = (values, ok, cell)
+        result[lv] = (values[lv][inverse], ok, cells[lv][inverse] if argmax else None)
     for coarse in sorted(derived, key=lambda level: -level[0] * level[1]):
         (mh, mw), fine = coarse, derived[coarse]
-        values, ok, cell = result[fine]
+        value, ok, cell = result[fine]
         rh, rw = fine[0] // mh, fine[1] // mw
-
-        masked = _group(values.masked_fill(~ok[..., None], -math.inf), mh, mw, rh, rw)
+        masked = _group(value.masked_fill(~ok[..., None], -math.inf), mh, mw, rh, rw)
         coarse_ok = _group(ok, mh, mw, rh, rw).any(3)
         if cell is None:
             result[coarse] = (masked.amax(dim=3), coarse_ok, None)
         else:
-            best, where = masked.max(dim=3)
+            top = masked.amax(dim=3)
+            first = _first_max(masked, top[:, :, :, None], 3)
             result[coarse] = (
-                best,
+                top,
                 coarse_ok,
-                torch.gather(_group(cell, mh, mw, rh, rw), 3, where[:, :, :, None])[:, :, :, 0],
+                torch.gather(_group(cell, mh, mw, rh, rw), 3, first)[:, :, :, 0],
             )
     return result
 
@@ -365,16 +431,14 @@ class _RoIMax(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
-        n, height, width, channels = ctx.shape
         grad_x: Tensor | None = None
         for cell, grad in zip(ctx.saved_tensors, grads):
             if grad is None:
                 continue
-            if grad_x is None:
-                grad_x = grad.new_zeros(n * height * width, channels)
-            grad_x = grad_x.scatter_add(0, cell.reshape(-1, channels), grad.reshape(-1, channels))
-        out = None if grad_x is None else grad_x.view(n, height, width, channels)
-        return (out, None, None, None, None, None, None)
+            if grad_x is None:  # straight into the (N, C, H, W) gradient: no layout change after
+                grad_x = grad.new_zeros(ctx.shape)
+            grad_x.view(-1).scatter_add_(0, cell.view(-1), grad.reshape(-1))
+        return (grad_x, None, None, None, None, None, None)
 
 
 def _avg_bins(
@@ -433,15 +497,14 @@ def _roi_spp(
         dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
         geometry = _bins(rois, unique, x.shape[2], x.shape[3], scale, dtype)
         batch = rois[:, 0].long()
-        channels_last = x.permute(0, 2, 3, 1)
         pooled: dict[Bins, tuple[Tensor, Tensor]]
         if mode == "avg":
-            pooled = _avg_bins(channels_last, batch, unique, geometry)
+            pooled = _avg_bins(x.permute(0, 2, 3, 1), batch, unique, geometry)
         elif torch.is_grad_enabled() and x.requires_grad:
-            both = _RoIMax.apply(channels_last, batch, unique, *geometry)  # type: ignore[no-untyped-call]
+            both = _RoIMax.apply(x, batch, unique, *geometry)  # type: ignore[no-untyped-call]
             pooled = {level: (both[i], both[len(unique) + i]) for i, level in enumerate(unique)}
         else:
-            found = _max_bins(channels_last, batch, unique, geometry, argmax=False)
+            found = _max_bins(x, batch, unique, geometry, argmax=False)
             pooled = {level: (values, ok) for level, (values, ok, _) in found.items()}
         outs = []
         for level in bins:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 from records.lip import lip_loops
 
 import torchpool as tp
+import torchpool.ops.soft as S
 
 
 def _inputs(seed: int, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,3 +102,55 @@ def test_batchless_and_one_by_one() -> None:
     torch.testing.assert_close(pool(x[0]), pool(x)[0])
     cell = torch.rand(2, 2, 1, 1)
     torch.testing.assert_close(pool(cell), cell)
+
+
+def _lip_unfold64(x: torch.Tensor, logit: torch.Tensor, k: int, s: int, p: int) -> torch.Tensor:
+    """Differentiable float64 LIP: each window's softmax of the logit (padding: -inf, no weight)
+    times its cells of ``x``, over unfolded windows."""
+    pads = (p, p, p, p)
+    xs = F.pad(x.double(), pads).unfold(2, k, s).unfold(3, k, s).flatten(-2)
+    ls = F.pad(logit.double().expand_as(x), pads, value=-math.inf).unfold(2, k, s).unfold(3, k, s).flatten(-2)
+    return (torch.softmax(ls, -1) * xs).sum(-1)
+
+
+@pytest.mark.parametrize("window", [(3, 2, 1), (2, 2, 0), (3, 1, 0)])
+@pytest.mark.parametrize("logit_grad", [True, False])
+def test_chunks_and_gradients_match_float64(
+    monkeypatch: pytest.MonkeyPatch, window: tuple[int, int, int], logit_grad: bool
+) -> None:
+    """Values and gradients (of ``x`` alone: its own one-pass backward; of both) against a float64
+    reference, with one chunk and with one batch item per chunk; also a logit shared by the channels."""
+    k, s, p = window
+    g = torch.Generator().manual_seed(10)
+    for channels in (3, 1):
+        x = (torch.randn(3, 3, 9, 8, generator=g) * 2).requires_grad_()
+        logit = (torch.randn(3, channels, 9, 8, generator=g) * 4).requires_grad_(logit_grad)
+        inputs = (x, logit) if logit_grad else (x,)
+        x64, l64 = (t.detach().double().requires_grad_() for t in (x, logit))
+        expected = _lip_unfold64(x64, l64, k, s, p)
+        upstream = torch.randn(expected.shape, generator=g, dtype=torch.float64)
+        grads64 = torch.autograd.grad(expected, (x64, l64) if logit_grad else (x64,), upstream)
+        for chunk in (S._CHUNK, 1):
+            monkeypatch.setattr(S, "_CHUNK", chunk)
+            y = tp.lip_pool2d(x, logit, k, s, p)
+            grads = torch.autograd.grad(y, inputs, upstream.float())
+            torch.testing.assert_close(y.double(), expected, rtol=1e-5, atol=1e-5)
+            for got, want in zip(grads, grads64):
+                torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_at_huge_logits() -> None:
+    """Logits up to 1e4 (float32): finite gradients of ``x`` and the logit equal to the float64 reference."""
+    x, logit = _inputs(11, torch.float32)
+    x.requires_grad_()
+    big = (1e4 * logit).requires_grad_()
+    y = tp.lip_pool2d(x, big)
+    upstream = torch.randn(y.shape, generator=torch.Generator().manual_seed(12))
+    grads = torch.autograd.grad(y, (x, big), upstream)
+    x64, l64 = x.detach().double().requires_grad_(), big.detach().double().requires_grad_()
+    expected = _lip_unfold64(x64, l64, 3, 2, 1)
+    grads64 = torch.autograd.grad(expected, (x64, l64), upstream.double())
+    torch.testing.assert_close(y.double(), expected, rtol=1e-6, atol=1e-6)
+    for got, want in zip(grads, grads64):
+        assert bool(got.isfinite().all())
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -129,3 +132,73 @@ def test_positional_arguments_follow_avg_pool() -> None:
     assert (
         repr(tp.SoftPool2d(3, 2, 1, True)) == "SoftPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=True)"
     )
+
+
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_spread_plan_writes_each_cell_first_then_adds(ceil_mode: bool) -> None:
+    """The backward's plan against counting: each (output, cell) pair of the windows once, a cell's
+    first value written and later ones added, and exactly the cells no window holds zeroed."""
+    for size, k, s in itertools.product(range(1, 10), range(1, 6), range(1, 6)):
+        for p in range(k // 2 + 1):
+            span = size + 2 * p - k
+            if span < 0:
+                continue
+            o = (-(-span // s) if ceil_mode else span // s) + 1
+            if ceil_mode and (o - 1) * s >= size + p:
+                o -= 1
+            expected = {(j, j * s - p + t) for j in range(o) for t in range(k) if 0 <= j * s - p + t < size}
+            parts, zeros = S._spread_plan(size, k, s, p, o)
+            seen: set[int] = set()
+            pairs = set()
+            for add, lo, n, start in parts:
+                for j in range(n):
+                    cell = start + j * s
+                    assert (cell in seen) == add, (size, k, s, p, o)
+                    seen.add(cell)
+                    pairs.add((lo + j, cell))
+            assert pairs == expected and len(pairs) == sum(n for _, _, n, _ in parts)
+            zeroed = {start + i * step for start, n, step in zeros for i in range(n)}
+            assert zeroed == set(range(size)) - seen, (size, k, s, p, o)
+
+
+def _soft_unfold64(x: torch.Tensor, k: int, s: int, p: int) -> torch.Tensor:
+    """Differentiable float64 SoftPool: padded with -inf (no weight), unfolded, softmax per window."""
+    xp = F.pad(x.double(), (p, p, p, p), value=-math.inf)
+    cells = xp.unfold(2, k, s).unfold(3, k, s).flatten(-2)
+    weights = torch.softmax(cells, -1)
+    return (weights * cells.masked_fill(cells.isinf(), 0.0)).sum(-1)
+
+
+@pytest.mark.parametrize("window", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
+def test_chunks_match_one_chunk_and_float64(monkeypatch: pytest.MonkeyPatch, window: tuple[int, ...]) -> None:
+    """Several chunks (one batch item each) give the values and gradients of one chunk, and both
+    match a float64 unfold + softmax reference."""
+    g = torch.Generator().manual_seed(8)
+    x = (torch.randn(3, 2, 9, 8, generator=g) * 3).requires_grad_()
+    upstream = torch.randn(_soft_unfold64(x.detach(), *window).shape, generator=g)
+    k, s, p = window
+    results = []
+    for chunk in (S._CHUNK, 1):
+        monkeypatch.setattr(S, "_CHUNK", chunk)
+        y = tp.soft_pool2d(x, k, s, p)
+        (grad,) = torch.autograd.grad(y, x, upstream)
+        results.append((y, grad))
+    for one, many in zip(results[0], results[1]):  # equal to rounding (fused multiply-adds may differ)
+        torch.testing.assert_close(many, one, rtol=1e-6, atol=1e-7)
+    x64 = x.detach().double().requires_grad_()
+    expected = _soft_unfold64(x64, k, s, p)
+    (grad64,) = torch.autograd.grad(expected, x64, upstream.double())
+    torch.testing.assert_close(results[1][0].double(), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results[1][1].double(), grad64, rtol=1e-5, atol=1e-5)
+
+
+def test_backward_recomputes_the_weights_when_not_kept() -> None:
+    """The node's backward with the weights recomputed (not kept) gives the kept weights' bits."""
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(2, 3, 7, 6, generator=g).requires_grad_()
+    upstream = torch.randn(2, 3, 4, 3, generator=g)
+    grads = []
+    for keep in (True, False):
+        y, _ = S._ExpWeightedMean.apply(x, None, (3, 3), (2, 2), (1, 1), (4, 3), keep)  # type: ignore[no-untyped-call]
+        grads.append(torch.autograd.grad(y, x, upstream)[0])
+    assert torch.equal(grads[0], grads[1])

@@ -14,8 +14,11 @@ such windows are computed again with their own max (exact for any logits); trace
 
 **Speed** (eager): one autograd node (:func:`torchpool.ops.soft._exp_weighted_mean`, shared with
 SoftPool) computes the weights once as ``exp2``, sums ``w`` and ``x * w`` over the windows as
-strided slices (no padded copy, no ``x * w`` tensor), in cache-sized chunks of the leading dims,
-and has the analytic gradient (``e_i / den`` for ``x``, ``e_i (x_i - y) / den`` for the logit).
+strided slices (no padded copy, no ``x * w`` tensor), in cache-sized chunks of the leading dims
+(the plane's max of the logit taken per chunk, so the chunk is read from memory once), and has the
+analytic gradient (``e_i / den`` for ``x``, ``e_i (x_i - y) / den`` for the logit) from the
+weights kept by the forward pass (as the formula keeps ``exp(logit)``), written cell by cell with
+no zero fill (the ``x``-only gradient ``e * spread(1 / den)`` in one pass over ``x``'s shape).
 
 **The learned logit module** (:class:`LIPPool2d`) is the paper code's ``SimplifiedLIP`` (used in
 place of the stem's max pooling in LIP-ResNet): a 3x3 convolution ``C -> C`` (padding 1, no

@@ -12,7 +12,9 @@ exponent of a window cancels between numerator and denominator):
   (:func:`_exp_weighted_mean`, shared with LIP) with the analytic gradient: ``exp`` as ``exp2``
   (on the CPU several times faster than PyTorch's ``exp``), the window sums as separable sums of
   strided slices (no padded copy, no ``e * a`` tensor), all in cache-sized chunks of the leading
-  dims (``e`` recomputed in the backward pass rather than saved). Its only failure is
+  dims, the plane's max taken chunk by chunk (``e`` kept for the backward pass when a gradient is
+  wanted, as the naive formula keeps its ``exp``; the backward pass writes each cell's first value
+  instead of zero-filling and adding). Its only failure is
   underflow, when a whole window lies far below its plane's max.
   The path checks its own result (every window's ``sum(e)`` must reach ``exp(-limit)``: then
   the window's largest weight is a normal number and the result is exact to rounding) and
@@ -373,10 +375,11 @@ class _ExpWeightedMean(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor, _grad_den: Tensor | None) -> tuple[Tensor | None, ...]:
-        """Per chunk, ``e`` recomputed; with ``q = g / den`` per window, ``u`` the spread of ``q`` and
-        ``r`` that of ``q (1 - y)`` (SoftPool) or ``q y`` (LIP): SoftPool ``grad a = e (a u + r)``,
-        LIP ``grad v = e u``, ``grad logit = e (v u - r)``. The last axis' spread writes each
-        cell's first value (no zero fill), LIP's ``x``-only gradient with ``e`` multiplied in."""
+        """Per chunk, ``e`` as kept by the forward pass (or recomputed); with ``q = g / den`` per
+        window, ``u`` the spread of ``q`` and ``r`` that of ``q (1 - y)`` (SoftPool) or ``q y``
+        (LIP): SoftPool ``grad a = e (a u + r)``, LIP ``grad v = e u``, ``grad logit = e (v u - r)``.
+        The last axis' spread writes each cell's first value (no zero fill), LIP's ``x``-only
+        gradient with ``e`` multiplied in."""
         v, logit, shift, y, den, saved = ctx.saved_tensors
         geometry = ctx.geometry
         k, s, p, out = geometry

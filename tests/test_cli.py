@@ -503,6 +503,30 @@ def test_list_unknown_family_is_one_line(capsys: pytest.CaptureFixture[str]) -> 
     _refused(capsys, [], "command")
 
 
+def test_list_shows_the_ops_with_a_second_input_apart(capsys: pytest.CaptureFixture[str]) -> None:
+    """SPP on regions and max unpooling take boxes / indices: not registry pools, listed in a section
+    after the pools' count, each row naming a real functional and Module; a --family leaves it out."""
+    import torchpool as tp
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    pools, _, section = out.partition(f"{len(list_pools())} pools\n")
+    assert section.startswith("\nops that take a second input")
+    rows = {line.split()[0]: line.split()[1] for line in section.strip().splitlines()[2:-2]}
+    assert {"roi_spatial_pyramid_pool", "max_unpool2d"} <= set(rows)
+    assert rows["roi_spatial_pyramid_pool"] == "RoISpatialPyramidPool" and "SPPNet" in section
+    assert section.strip().endswith(f"{len(rows)} ops with a second input")
+    for function, module in rows.items():
+        assert callable(getattr(tp, function)) and issubclass(getattr(tp, module), torch.nn.Module)
+        assert function not in pools
+        with pytest.raises(ValueError, match="not registered"):
+            get_pool_info(function)
+    assert main(["list", "--family", "max"]) == 0
+    filtered = capsys.readouterr().out
+    assert "second input" not in filtered and "roi_spatial_pyramid_pool" not in filtered
+    assert filtered.rstrip().endswith(f"{len(list_pools('max/avg'))} pools")
+
+
 def test_an_os_error_is_one_line_not_a_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -53,6 +53,44 @@ def format_pool_table(family: str | None = None) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+#: ops that take a second input besides the map (boxes, indices): not registry pools, since
+#: ``create_pool(name)(x)`` cannot call them; ``torchpool list`` shows them in a section of their own.
+#: (functional, Module, what it takes, description)
+_TWO_INPUT_OPS: tuple[tuple[str, str, str, str], ...] = (
+    (
+        "roi_spatial_pyramid_pool",
+        "RoISpatialPyramidPool",
+        "features (N, C, H, W) + boxes Tensor[K, 5] or [Tensor[L_i, 4]]",
+        "SPP on regions: each box into n x n bins per level, C * sum n^2 features "
+        "(SPPNet's detection mode, He et al. 2014); one level is torchvision's roi_pool",
+    ),
+    *(
+        (
+            f"max_unpool{d}d",
+            f"MaxUnpool{d}d",
+            f"x + indices of max_pool{d}d(return_indices=True)",
+            "max unpooling: the pooled values back at their recorded positions, zeros elsewhere",
+        )
+        for d in (1, 2, 3)
+    ),
+)
+
+
+def _format_two_input_table() -> str:
+    """The ops of :data:`_TWO_INPUT_OPS` as a fixed-width table under a heading saying why apart."""
+    header = ("name", "module", "takes", "description")
+    rows = [header, *_TWO_INPUT_OPS]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1] for row in rows
+    ]
+    heading = (
+        "ops that take a second input (boxes, indices): not registry pools (create_pool cannot build them)"
+    )
+    count = f"{len(_TWO_INPUT_OPS)} ops with a second input"
+    return "\n".join([heading, *(line.rstrip() for line in lines), "", count])
+
+
 class _Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line: ``prog: error: message (prog --help ...)``."""
 
@@ -121,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 list_parser.error(str(error))
         print(format_pool_table(family))
         print(f"\n{len(list_pools(family))} pools")
+        if family is None:  # a family names registry pools only
+            print(f"\n{_format_two_input_table()}")
         return 0
     except KeyboardInterrupt:
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank is interrupted: say it once

@@ -140,11 +140,12 @@ def _ranked_top(x: Tensor, k: int, axis: int) -> Tensor:
 def _column_count(x: Tensor, k: int, axis: int) -> int:
     """The number of columns ``m`` of the two-stage selection on the CPU, 0 where it does not pay.
 
-    Two ``topk`` of ``k`` over ``m + k * L / m`` cells (``m`` a divisor of ``L``, near
-    ``sqrt(k * L)``) against one over ``L``: PyTorch's CPU ``topk`` costs about three times as much
-    per cell below ``L = 64 k`` (nth_element) as above (partial sort), so the two stages are used
-    where they select among at most a third of ``L`` cells, and only on rows contiguous in memory
-    (the column maxima are then one vectorised ``amax`` over strided views).
+    ``topk`` of ``k`` over ``m`` column maxima, then, for the rows that need it, over ``k L / m``
+    cells (``m`` a divisor of ``L``, near ``sqrt(k L)``), against one ``topk`` over ``L``: PyTorch's
+    CPU ``topk`` costs about three times as much per cell below ``L = 64 k`` (nth_element) as above
+    (partial sort), so the two stages are used where they select among at most a third of ``L``
+    cells, and only on rows contiguous in memory (the column maxima are then one vectorised
+    ``amax`` over strided views).
     """
     length = x.shape[axis]
     if x.device.type != "cpu" or k < 4 or k * 64 > length or not x.movedim(axis, -1).is_contiguous():
@@ -186,10 +187,11 @@ def _two_stage(x: Tensor, k: int, axis: int, m: int) -> tuple[Tensor, Tensor]:
     hard = (~simple).nonzero().squeeze(1)
     if 2 * hard.numel() > count:
         return _pick(candidates, columns, others, m)
-    # level * m of each chosen column's one cell above: one matmul with (level * m) x identity, exact
-    starts = torch.arange(0, length, m, device=x.device, dtype=torch.float32).view(depth, 1, 1)
-    weights = (starts * torch.eye(k, device=x.device)).view(depth * k, k)
-    positions = (above.view(count, depth * k).to(torch.float32) @ weights).long() + columns
+    # level * m of each chosen column's one cell above: one matmul with (level * m) x identity,
+    # float64 (exact, and never lowered the way float32 matmul precision settings allow)
+    starts = torch.arange(0, length, m, device=x.device, dtype=torch.float64).view(depth, 1, 1)
+    weights = (starts * torch.eye(k, device=x.device, dtype=torch.float64)).view(depth * k, k)
+    positions = (above.view(count, depth * k).to(torch.float64) @ weights).long() + columns
     ambiguous = torch.zeros(count, dtype=torch.bool, device=x.device)
     if hard.numel():
         chosen, flags = _pick(candidates[hard], columns[hard], others[hard], m)

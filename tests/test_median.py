@@ -497,6 +497,28 @@ def test_compiled_key_path_matches_eager_and_reference(nd: int, monkeypatch: pyt
     assert not used
 
 
+@pytest.mark.slow
+def test_compiled_key_path_by_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of planes (here 4 + 3 of 7 planes) give the same bits as one chunk; a NaN in the last
+    chunk hands the whole input to the float network."""
+    used = _spy_keys(monkeypatch)
+    mode = "circular"
+    x = torch.randn(1, 7, 9, 10, generator=torch.Generator().manual_seed(23))
+    whole = median_pool2d(x, 3, (1, 2), 1, padding_mode=mode, compiled=True)
+    assert used.pop() is True
+    plane = 11 * 12 * x.element_size()
+    monkeypatch.setattr(median_kernels, "_KEY_CHUNK_BYTES", 4 * plane)
+    y = median_pool2d(x, 3, (1, 2), 1, padding_mode=mode, compiled=True)
+    assert used.pop() is True
+    assert torch.equal(y, whole)
+    assert torch.equal(y, median_pool2d(x, 3, (1, 2), 1, padding_mode=mode))
+    late = x.clone()
+    late[0, 6, 4, 4] = float("nan")
+    y = median_pool2d(late, 3, (1, 2), 1, padding_mode=mode, compiled=True)
+    assert used.pop() is False
+    assert torch.isnan(y[0, 6, 3:6, 2]).all() and not torch.isnan(y[0, :6]).any()
+
+
 def test_compiled_key_path_leaves_nan_and_valid_to_the_float_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """A NaN in the input, ``"valid"`` padding, ceil-mode overhang and other dtypes take the float
     network (a NaN's key would not propagate); the results are the eager ones."""

@@ -414,6 +414,11 @@ _KEY_DTYPES: dict[torch.dtype, tuple[torch.dtype, int, int]] = {
 _INF_BITS: dict[torch.dtype, int] = {torch.float32: 0x7F80_0000, torch.float64: 0x7FF0_0000_0000_0000}
 
 
+# Bytes of padded keys per chunk of :func:`_forward_keys`: the chunk is written, then read by the
+# network, from the cache (a fraction of a 32 MiB L3) rather than from memory.
+_KEY_CHUNK_BYTES = 8 << 20
+
+
 def _keys_source(cfg: _Config, shift: int, mask: int) -> str:
     """Source of ``keys(xi, kp)``, writing the keys of the bits ``xi`` (``(B, *sizes)``) into the inner
     cells of the padded ``kp`` (and returning it), and of ``largest(xi)``, the largest magnitude bits (a
@@ -429,11 +434,12 @@ def _keys_source(cfg: _Config, shift: int, mask: int) -> str:
 
 
 def _network_keys_source(plan: _Plan, cfg: _Config, shift: int, mask: int) -> str:
-    """Source of ``network_keys(kp)``: the network on padded keys, returning the bits of the medians
-    (the key map is its own inverse)."""
+    """Source of ``network_keys(kp, out)``: the network on padded keys (or their phases), writing the
+    bits of the medians into ``out`` (the key map is its own inverse)."""
     args = ", ".join(f"p{r}" for r in range(cfg.stride[-1])) if _uses_phases(plan, cfg.stride) else "kp"
     return _network_source(plan, cfg.out_sizes, cfg.stride, cfg.dilation) + (
-        f"def network_keys({args}):\n    k = network({args})\n    return k ^ ((k >> {shift}) & {mask})\n"
+        f"def network_keys({args}, out):\n    k = network({args})\n"
+        f"    out.copy_(k ^ ((k >> {shift}) & {mask}))\n    return out\n"
     )
 
 
@@ -460,11 +466,13 @@ def _fill_border(kp: Tensor, cfg: _Config) -> None:
 def _forward_keys(x: Tensor, cfg: _Config) -> Tensor | None:
     """The compiled forward on integer keys of the unpadded ``(B, *sizes)`` float tensor ``x``.
 
-    One compiled pass writes the keys into a padded buffer (no padded float copy), the padding cells
-    are copied from their sources, and one compiled kernel runs the network on the keys. The medians
-    are the same values as the float network's (a zero's sign may differ: -0.0 orders below +0.0).
-    None when it does not apply (another dtype or device, ``"valid"`` padding, ceil-mode overhang,
-    no network) or when ``x`` holds a NaN: the caller then runs the float network.
+    A chunk of planes at a time (:data:`_KEY_CHUNK_BYTES` of padded keys, reused, so that the pass
+    over the keys reads them from the cache): one compiled pass writes the keys into the padded
+    buffer (no padded float copy), the padding cells are copied from their sources, and one compiled
+    kernel runs the network on the keys, writing the chunk's output in place. The medians are the
+    same values as the float network's (a zero's sign may differ: -0.0 orders below +0.0). None when
+    it does not apply (another dtype or device, ``"valid"`` padding, ceil-mode overhang, no network)
+    or when ``x`` holds a NaN: the caller then runs the float network.
     """
     if x.dtype not in _KEY_DTYPES or x.device.type != "cpu" or cfg.restricted or cfg.rows is not None:
         return None
@@ -473,34 +481,40 @@ def _forward_keys(x: Tensor, cfg: _Config) -> Tensor | None:
         return None
     int_dtype, shift, mask = _KEY_DTYPES[x.dtype]
     xi = x.view(int_dtype)
-    kp = torch.empty(
-        (x.shape[0], *(s + 2 * p for s, p in zip(cfg.sizes, cfg.padding))), dtype=int_dtype, device=x.device
-    )
-    key = (cfg.sizes, cfg.padding, tuple(x.shape), tuple(x.stride()), x.dtype)
-    largest = _call_compiled(("largest", *key), lambda: _keys_source(cfg, shift, mask), "largest", xi)
-    if largest is None or int(largest) > _INF_BITS[x.dtype]:
-        return None
-    if _call_compiled(("keys", *key), lambda: _keys_source(cfg, shift, mask), "keys", xi, kp) is None:
-        return None
-    _fill_border(kp, cfg)
-    net_key = (
-        "fwd_keys",
-        plan.kernel,
-        plan.perm,
-        tuple(kp.shape),
-        cfg.out_sizes,
-        cfg.stride,
-        cfg.dilation,
-        x.dtype,
-    )
-    if _uses_phases(plan, cfg.stride):
-        args = _phases(kp[_leading(slice(0, u) for u in cfg.used)], cfg.stride[-1])
-    else:
-        args = [kp]
-    bits = _call_compiled(
-        net_key, lambda: _network_keys_source(plan, cfg, shift, mask), "network_keys", *args
-    )
-    return None if bits is None else bits.view(x.dtype)
+    padded = tuple(s + 2 * p for s, p in zip(cfg.sizes, cfg.padding))
+    per_plane = max(1, math.prod(padded) * x.element_size())
+    chunks = -(-x.shape[0] // max(1, _KEY_CHUNK_BYTES // per_plane))
+    chunk = -(-x.shape[0] // max(1, chunks))  # equal chunks: at most two shapes to compile
+    kp = torch.empty((min(chunk, x.shape[0]), *padded), dtype=int_dtype, device=x.device)
+    bits = torch.empty((x.shape[0], *cfg.out_sizes), dtype=int_dtype, device=x.device)
+    phases = _uses_phases(plan, cfg.stride)
+    for start in range(0, x.shape[0], chunk):
+        part = xi[start : start + chunk]
+        kpc = kp[: part.shape[0]]
+        key = (cfg.sizes, cfg.padding, tuple(part.shape), tuple(part.stride()), x.dtype)
+        largest = _call_compiled(("largest", *key), lambda: _keys_source(cfg, shift, mask), "largest", part)
+        if largest is None or int(largest) > _INF_BITS[x.dtype]:
+            return None
+        if _call_compiled(("keys", *key), lambda: _keys_source(cfg, shift, mask), "keys", part, kpc) is None:
+            return None
+        _fill_border(kpc, cfg)
+        args = _phases(kpc[_leading(slice(0, u) for u in cfg.used)], cfg.stride[-1]) if phases else [kpc]
+        net_key = (
+            "fwd_keys",
+            plan.kernel,
+            plan.perm,
+            tuple(kpc.shape),
+            cfg.out_sizes,
+            cfg.stride,
+            cfg.dilation,
+        )
+        source = lambda: _network_keys_source(plan, cfg, shift, mask)  # noqa: E731
+        if (
+            _call_compiled((*net_key, x.dtype), source, "network_keys", *args, bits[start : start + chunk])
+            is None
+        ):
+            return None
+    return bits.view(x.dtype)
 
 
 def _grad_compiled(xp: Tensor, y: Tensor, g: Tensor, cfg: _Config) -> Tensor | None:

@@ -110,13 +110,17 @@ def test_matches_the_loop_reference(mode: str, levels: tuple[int | tuple[int, in
 
 
 def test_both_kinds_of_level_are_exercised() -> None:
-    """Levels (1, 2, 4) are derived from 4 for every box; 7 bins of a 57-cell region in float32 end a
-    cell after the region (``7 * fl(57 / 7)`` rounds up to 57.000004), so there 1 is pooled directly."""
+    """Levels (1, 2, 4): 2 is derived from 4 and 1 from 2 for every box (1 from 4 without 2); 7 bins
+    of a 57-cell region in float32 end a cell after the region (``7 * fl(57 / 7)`` rounds up to
+    57.000004), so there 1 is pooled directly."""
     boxes = _random_boxes(1, 40, 40, 200, 1.0, seed=7)
     levels = [(4, 4), (2, 2), (1, 1)]
     assert _derived(levels, _bins(boxes, levels, 40, 40, 1.0, torch.float32)) == {
         (2, 2): (4, 4),
-        (1, 1): (4, 4),
+        (1, 1): (2, 2),
+    }
+    assert _derived([(4, 4), (1, 1)], _bins(boxes, [(4, 4), (1, 1)], 40, 40, 1.0, torch.float32)) == {
+        (1, 1): (4, 4)
     }
     odd = torch.tensor([[0.0, 0.0, 0.0, 56.0, 56.0]])
     seven = [(7, 7), (1, 1)]

@@ -162,14 +162,16 @@ def _offsets(levels: Sequence[Bins], axis: int) -> list[int]:
 
 
 def _derived(levels: Sequence[Bins], bins: tuple[Tensor, Tensor, Tensor, Tensor]) -> dict[Bins, Bins]:
-    """The levels whose bins are exactly unions of a finer level's bins, for every region: coarse -> fine."""
+    """The levels whose bins are exactly unions of a finer level's bins, for every region: coarse ->
+    fine (the finer level with the fewest bins, itself derived or not: ``(1, 2, 4)``: 2 from 4, 1
+    from 2)."""
     hs, he, ws, we = bins
     rows, cols = _offsets(levels, 0), _offsets(levels, 1)
     derived: dict[Bins, Bins] = {}
-    direct: list[int] = []
+    done: list[int] = []
     for i in sorted(range(len(levels)), key=lambda i: -levels[i][0] * levels[i][1]):
-        (mh, mw), found = levels[i], False
-        for j in direct:
+        mh, mw = levels[i]
+        for j in reversed(done):
             nh, nw = levels[j]
             if nh % mh or nw % mw:
                 continue
@@ -181,10 +183,9 @@ def _derived(levels: Sequence[Bins], bins: tuple[Tensor, Tensor, Tensor, Tensor]
                 and torch.equal(we[:, cols[i] : cols[i + 1]], we[:, cols[j] + rw - 1 : cols[j + 1] : rw])
             )
             if same:
-                derived[levels[i]], found = levels[j], True
+                derived[levels[i]] = levels[j]
                 break
-        if not found:
-            direct.append(i)
+        done.append(i)
     return derived
 
 
@@ -202,13 +203,6 @@ def _row_table(x: Tensor, depth: int, table: Tensor) -> Tensor:
             prev[:, : sizes[j]], prev[:, half : half + sizes[j]], out=table[:, start : start + sizes[j]]
         )
     return table
-
-
-def _group(t: Tensor, mh: int, mw: int, rh: int, rw: int) -> Tensor:
-    """``(K, mh * rh, mw * rw, ...)`` -> ``(K, mh, mw, rh * rw, ...)``: each coarse bin's fine bins."""
-    k = t.shape[0]
-    t = t.view(k, mh, rh, mw, rw, *t.shape[3:]).transpose(2, 3)
-    return t.reshape(k, mh, mw, rh * rw, *t.shape[5:])
 
 
 class _Plan(NamedTuple):
@@ -293,20 +287,28 @@ def _descend(
     return index.div_(channels, rounding_mode="floor")
 
 
-def _first_max(found: Tensor, value: Tensor, dim: int) -> Tensor:
-    """The index along ``dim`` (kept, size 1) of the first of ``found`` that holds its max ``value``
-    (``dim`` kept; a NaN where the max is NaN): an equality mask times descending weights, whose
-    max is the first match (``max(dim)``'s indices are several times slower on CPU)."""
-    count = found.shape[dim]
+def _first_max(found: Tensor, value: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """The row-major position over ``dims`` (kept, size 1) of the first of ``found`` that holds its
+    max ``value`` (``dims`` kept; a NaN where the max is NaN): an equality mask times descending
+    weights, whose max is the first match (``max(dim)``'s indices are several times slower on CPU)."""
+    shape = [1] * found.dim()
+    for dim in dims:
+        shape[dim] = found.shape[dim]
+    count = math.prod(shape)
     match = found == value
     if bool(value.isnan().any()):
         match |= found != found
     small = count < 256
     weight = torch.arange(count, 0, -1, dtype=torch.uint8 if small else torch.int32, device=found.device)
     weighted = match.view(torch.uint8) if small else match.to(torch.int32)
-    shape = [1] * found.dim()
-    shape[dim] = count
-    return count - weighted.mul_(weight.view(shape)).amax(dim=dim, keepdim=True).long()
+    return torch.rsub(_amax(weighted.mul_(weight.view(shape)), dims), count).long()
+
+
+def _amax(t: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """``t.amax(dims, keepdim=True)``, one dim at a time (several at once is many times slower on CPU)."""
+    for dim in sorted(dims, reverse=True):
+        t = t.amax(dim=dim, keepdim=True)
+    return t
 
 
 def _max_bins(
@@ -377,7 +379,7 @@ def _max_bins(
             for _, _, entries in plan.chunks:
                 found = flat.index_select(0, entries.view(-1)).view(*entries.shape, c1 - c0)
                 best.append(found.amax(dim=0))
-                first = _first_max(found, best[-1], 0)
+                first = _first_max(found, best[-1], (0,))
                 where.append(torch.gather(entries[..., None].expand(found.shape), 0, first)[0])
             value = torch.cat(best)
             values[lv][:, :, :, c0:c1] = value
@@ -395,24 +397,35 @@ def _max_bins(
         inverse = torch.empty_like(plans[lv].order)
         inverse[plans[lv].order] = torch.arange(k, device=x.device)
         ok = row_ok[:, rows[i] : rows[i + 1], None] & col_ok[:, None, cols[i] : cols[i + 1]]
-        result[lv] = (values[lv][inverse], ok, cells[lv][inverse] if argmax else None)
+        cell = cells[lv].index_select(0, inverse) if argmax else None
+        result[lv] = (values[lv].index_select(0, inverse), ok, cell)
     for coarse in sorted(derived, key=lambda level: -level[0] * level[1]):
-        (mh, mw), fine = coarse, derived[coarse]
-        value, ok, cell = result[fine]
-        rh, rw = fine[0] // mh, fine[1] // mw
-        masked = _group(value.masked_fill(~ok[..., None], -math.inf), mh, mw, rh, rw)
-        coarse_ok = _group(ok, mh, mw, rh, rw).any(3)
-        if cell is None:
-            result[coarse] = (masked.amax(dim=3), coarse_ok, None)
-        else:
-            top = masked.amax(dim=3)
-            first = _first_max(masked, top[:, :, :, None], 3)
-            result[coarse] = (
-                top,
-                coarse_ok,
-                torch.gather(_group(cell, mh, mw, rh, rw), 3, first)[:, :, :, 0],
-            )
+        result[coarse] = _coarse(*result[derived[coarse]], coarse)
     return result
+
+
+def _coarse(
+    value: Tensor, ok: Tensor, cell: Tensor | None, level: Bins
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """A coarse level's ``(K, mh, mw, C)`` maxima, mask and cells from a finer level's, whose bins
+    it unites ``rh x rw`` at a time (views, no regrouping copy)."""
+    k, nh, nw, channels = value.shape
+    (mh, mw), rh, rw = level, nh // level[0], nw // level[1]
+    if not bool(ok.all()):
+        value = value.masked_fill(~ok[..., None], -math.inf)
+    fine = value.view(k, mh, rh, mw, rw, channels)
+    top = _amax(fine, (2, 4))  # (K, mh, 1, mw, 1, C)
+    coarse_ok = ok.view(k, mh, rh, mw, rw).any(dim=4).any(dim=2)
+    if cell is None:
+        return top.view(k, mh, mw, channels), coarse_ok, None
+    rank = _first_max(fine, top, (2, 4)).view(-1)  # a * rw + b: the fine bin (a, b) of the coarse one
+    offset = torch.tensor([a * nw + b for a in range(rh) for b in range(rw)], device=value.device)
+    i = torch.arange(mh, device=value.device)[:, None] * (rh * nw)
+    j = torch.arange(mw, device=value.device)[None, :] * rw
+    index = offset.index_select(0, rank).view(k, mh * mw, channels)
+    index += (i + j).view(-1, 1)  # (i rh + a) nw + j rw + b (a 2-d broadcast: many times faster than 3-d)
+    cells = torch.gather(cell.view(k, nh * nw, channels), 1, index)
+    return top.view(k, mh, mw, channels), coarse_ok, cells.view(k, mh, mw, channels)
 
 
 class _RoIMax(torch.autograd.Function):
@@ -509,7 +522,9 @@ def _roi_spp(
         outs = []
         for level in bins:
             values, ok = pooled[level]
-            outs.append(values.masked_fill(~ok[..., None], 0).permute(0, 3, 1, 2))
+            if not bool(ok.all()):
+                values = values.masked_fill(~ok[..., None], 0)
+            outs.append(values.permute(0, 3, 1, 2))
     if flatten:
         return torch.cat([out.flatten(1) for out in outs], dim=1)
     return [out.contiguous() for out in outs]

@@ -26,13 +26,21 @@ are equal bit for bit:
 * ``max``: a sparse table of row maxima of the map (the max over ``2^j`` consecutive rows,
   ``j`` up to the longest bin), so a bin's row range is the max of two overlapping ``2^j``
   blocks; the bin's columns are gathered (``index_select`` of channel vectors, the last column
-  repeated to the widest bin's width, which changes no max) and reduced with ``amax``. A
-  coarser level whose bins are exactly unions of a finer level's bins (levels ``(1, 2, 4)``:
+  repeated to the widest bin's width, which changes no max) and reduced with ``amax``. The
+  channels are pooled in slices whose table holds at most :data:`_TABLE` values (one buffer,
+  reused), and the candidates gathered in chunks of at most :data:`_CHUNK` values: every
+  temporary is a few MiB, which the CPU allocator reuses (larger ones are fresh pages on every
+  call, whose page faults cost more than the pooling). A level's boxes are sorted by their
+  widest bin and gathered in :data:`_GROUPS` groups, each padded to its own widest bin only.
+  A coarser level whose bins are exactly unions of a finer level's bins (levels ``(1, 2, 4)``:
   checked per region, since the bins are computed in floating point) is the max over those
-  finer bins instead of a second pass over the map. Where a gradient is needed, the forward
-  also finds each max's cell (its column from the gather; its row by descending the sparse
-  table from the block that holds it, ``j`` steps into the half that holds the value) and the
-  backward scatters each bin's gradient to it.
+  finer bins (``1`` from ``2``, ``2`` from ``4``) instead of a second pass over the map.
+  Where a gradient is needed, the forward also finds each max's cell: the first candidate
+  equal to the max (an equality mask times descending weights: ``max(dim)``'s indices are
+  several times slower on CPU) gives its column and block; its row is found by descending the
+  sparse table from that block, ``j`` steps into the half that holds the value (the bins
+  sorted by ``j``, so each step works on a suffix). The backward scatters each bin's gradient
+  to its cell, straight into the ``(N, C, H, W)`` gradient.
 * ``avg``: a float64 summed-area table of the map (float32 on MPS), four corners per bin.
 
 Where cells of a bin tie for its max, the bin's gradient goes to one of them, as in

@@ -154,21 +154,29 @@ def _tap_views(t: Tensor, dim: int, k: int, s: int, p: int, o: int) -> list[tupl
 
 
 def _sum_axes(
-    t: Tensor, k: tuple[int, ...], s: tuple[int, ...], p: tuple[int, ...], out: tuple[int, ...], first: int
+    t: Tensor,
+    k: tuple[int, ...],
+    s: tuple[int, ...],
+    p: tuple[int, ...],
+    out: tuple[int, ...],
+    first: int,
+    dest: Tensor,
 ) -> Tensor:
-    """The window sums of ``t`` along window axes ``first..`` (no autograd): strided slices added in place."""
+    """The window sums of ``t`` along window axes ``first..`` (no autograd): strided slices added in
+    place, the last axis' into ``dest`` (returned)."""
     ndim = len(k)
     for axis in range(first, ndim):
         dim = t.dim() - ndim + axis
         taps = _tap_views(t, dim, k[axis], s[axis], p[axis], out[axis])
         full = [i for i, (lo, n, _) in enumerate(taps) if lo == 0 and n == out[axis]]
+        shape = list(t.shape)
+        shape[dim] = out[axis]
+        total = dest if axis == ndim - 1 else t.new_empty(shape)
         if len(full) >= 2:  # two cells every window has: their sum starts the total (no zero fill)
-            total = torch.add(taps[full[0]][2], taps[full[1]][2])
+            torch.add(taps[full[0]][2], taps[full[1]][2], out=total)
             taps = [tap for i, tap in enumerate(taps) if i not in full[:2]]
         else:
-            shape = list(t.shape)
-            shape[dim] = out[axis]
-            total = t.new_zeros(shape)
+            total.zero_()
         for lo, n, view in taps:
             total.narrow(dim, lo, n).add_(view)
         t = total
@@ -267,31 +275,42 @@ def _chunks(t: Tensor, ndim: int) -> list[tuple[slice, ...]]:
 
 
 def _mean_chunk(
-    v: Tensor, e: Tensor, k: tuple[int, ...], s: tuple[int, ...], p: tuple[int, ...], out: tuple[int, ...]
-) -> tuple[Tensor, Tensor]:
-    """``(sum(e * v) / sum(e), sum(e))`` per window (no autograd); the first axis' sums of ``e`` and
-    ``e * v`` go into one buffer, the other axes sum both at once."""
+    v: Tensor,
+    e: Tensor,
+    k: tuple[int, ...],
+    s: tuple[int, ...],
+    p: tuple[int, ...],
+    out: tuple[int, ...],
+    dest: Tensor,
+) -> None:
+    """``dest = (sum(e), sum(e * v))`` per window (no autograd); the first axis' sums of ``e`` and
+    ``e * v`` go into one buffer, the other axes sum both at once (the last one into ``dest``)."""
     ndim = len(k)
     dim = v.dim() - ndim
     shape = list(v.shape)
     shape[dim] = out[0]
-    pair = v.new_empty((2, *shape))
+    pair = dest if ndim == 1 else v.new_empty((2, *shape))
     den, num = pair[0], pair[1]
     taps = list(
         zip(_tap_views(e, dim, k[0], s[0], p[0], out[0]), _tap_views(v, dim, k[0], s[0], p[0], out[0]))
     )
-    full = next((i for i, ((lo, n, _), _) in enumerate(taps) if lo == 0 and n == out[0]), None)
-    if full is None:
+    full = [i for i, ((lo, n, _), _) in enumerate(taps) if lo == 0 and n == out[0]]
+    if not full:
         pair.zero_()
     else:
-        (_, _, e_tap), (_, _, v_tap) = taps.pop(full)
-        den.copy_(e_tap)
+        (_, _, e_tap), (_, _, v_tap) = taps[full[0]]
         torch.mul(e_tap, v_tap, out=num)
+        if len(full) >= 2:  # two cells every window has: their sum starts den (no copy)
+            torch.add(e_tap, taps[full[1]][0][2], out=den)
+            num.addcmul_(taps[full[1]][0][2], taps[full[1]][1][2])
+        else:
+            den.copy_(e_tap)
+        taps = [tap for i, tap in enumerate(taps) if i not in full[:2]]
     for (lo, n, e_tap), (_, _, v_tap) in taps:
         den.narrow(dim, lo, n).add_(e_tap)
         num.narrow(dim, lo, n).addcmul_(e_tap, v_tap)
-    sums = _sum_axes(pair, k, s, p, out, 1)
-    return sums[1].div_(sums[0]), sums[0]
+    if ndim > 1:
+        _sum_axes(pair, k, s, p, out, 1, dest)
 
 
 def _spread_rows(
@@ -356,7 +375,8 @@ class _ExpWeightedMean(torch.autograd.Function):
         ndim = len(k)
         lead = v.shape[: v.dim() - ndim]
         dims = tuple(range(-ndim, 0))
-        y, den = v.new_empty((*lead, *out)), v.new_empty((*lead, *out))
+        y, sums = v.new_empty((*lead, *out)), v.new_empty((2, *lead, *out))  # sums: den, num
+        den = sums[0]
         shift = v.new_empty((*lead, *(1,) * ndim))
         saved = v.new_empty(v.shape) if keep else None  # the weights, kept for the backward pass
         for part in _chunks(v, ndim):
@@ -365,9 +385,9 @@ class _ExpWeightedMean(torch.autograd.Function):
             if logit is not None:
                 shift[part].nan_to_num_(0.0, 0.0, 0.0)
             e = _exp_shifted(source, shift[part], None if saved is None else saved[part])
-            y_part, den_part = _mean_chunk(v[part], e, k, s, p, out)
-            y[part].copy_(y_part)
-            den[part].copy_(den_part)
+            both = (slice(None), *part)  # den and num of the chunk
+            _mean_chunk(v[part], e, k, s, p, out, sums[both])
+            torch.div(sums[1][part], den[part], out=y[part])
         ctx.save_for_backward(v, logit, shift, y, den, saved)
         ctx.geometry = (k, s, p, out)
         ctx.mark_non_differentiable(den)

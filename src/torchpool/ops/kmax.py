@@ -145,7 +145,7 @@ def _column_count(x: Tensor, k: int, axis: int) -> int:
     CPU ``topk`` costs about three times as much per cell below ``L = 64 k`` (nth_element) as above
     (partial sort), so the two stages are used where they select among at most a third of ``L``
     cells, and only on rows contiguous in memory (the column maxima are then one vectorised
-    ``amax`` over strided views).
+    ``amax`` over strided views); at most 256 levels (cells per column), counted in bytes.
     """
     length = x.shape[axis]
     if x.device.type != "cpu" or k < 4 or k * 64 > length or not x.movedim(axis, -1).is_contiguous():
@@ -155,7 +155,7 @@ def _column_count(x: Tensor, k: int, axis: int) -> int:
         if length % small:
             continue
         for m in (small, length // small):  # the divisors of L in pairs
-            if 2 * k <= m <= length // 2 and m + k * (length // m) < cost:
+            if 2 * k <= m <= length // 2 and length // m <= 256 and m + k * (length // m) < cost:
                 best, cost = m, m + k * (length // m)
     return best
 
@@ -187,11 +187,11 @@ def _two_stage(x: Tensor, k: int, axis: int, m: int) -> tuple[Tensor, Tensor]:
     hard = (~simple).nonzero().squeeze(1)
     if 2 * hard.numel() > count:
         return _pick(candidates, columns, others, m)
-    # level * m of each chosen column's one cell above: one matmul with (level * m) x identity,
-    # float64 (exact, and never lowered the way float32 matmul precision settings allow)
-    starts = torch.arange(0, length, m, device=x.device, dtype=torch.float64).view(depth, 1, 1)
-    weights = (starts * torch.eye(k, device=x.device, dtype=torch.float64)).view(depth * k, k)
-    positions = (above.view(count, depth * k).to(torch.float64) @ weights).long() + columns
+    # the level of each chosen column's one cell above: a sum of level x above in bytes (depth <= 256;
+    # a matmul is slower, much slower with two threads)
+    levels = torch.arange(depth, device=x.device, dtype=torch.uint8).view(1, depth, 1)
+    level = (above.view(torch.uint8) * levels).sum(dim=1, dtype=torch.uint8)
+    positions = level.long() * m + columns
     ambiguous = torch.zeros(count, dtype=torch.bool, device=x.device)
     if hard.numel():
         chosen, flags = _pick(candidates[hard], columns[hard], others[hard], m)

@@ -15,25 +15,25 @@ the dimension is always kept (the first ``k`` NaNs if there are more), so NaN pr
 output. ``+inf`` is kept like any large value; ``-inf`` only when fewer than ``k`` cells are larger.
 
 How it is computed: on the CPU, for rows contiguous in memory with ``k >= 4`` and ``64 k <= L``
-(``k = 8`` on ``L = 512``), in two ``topk`` stages over column maxima. Each row is cut into ``m`` strided
-columns (cells ``j, j + m, ...``; ``m`` a divisor of ``L`` near ``sqrt(k L)``, 64 there): the
-column maxima are one vectorised ``amax``, and the ``k`` largest cells lie in the ``k`` columns
-with the largest maxima (``topk`` of the ``m`` maxima). Where each of those columns holds exactly
-one cell at or above the least of their maxima and every other column's maximum is below it
-(most rows of random data), the ``k`` largest are those maxima, unique, and their positions are
-read off that comparison. The other rows take ``topk`` of the chosen columns' ``k L / m`` cells
-(all rows do where they are the majority); PyTorch's CPU ``topk`` costs about three times as
-much per cell below ``L = 64 k`` (nth_element) as above (partial sort), so this pays where the
-two stages select among at most a third of ``L`` cells (no such divisor: one ``topk`` as below).
-Such a row's selection stands only if its ``k``-th kept value ``t`` is a number and every other
-candidate and every other column's maximum is below ``t``; otherwise (a tie at the boundary, a
-kept NaN, a cell the columns missed) the row is redone by a stable descending sort, which keeps
-equal values in their original order. Elsewhere it is ``torch.topk`` of ``k + 1`` (a tie at the boundary: the
-``k``-th and ``(k + 1)``-th largest are equal, those rows redone the same way), or, where
-``k + 1`` would leave the CPU's partial sort (``64 k <= L < 64 (k + 1)``), ``topk`` of ``k``
-and a count of each row's cells at or above the ``k``-th largest (more than ``k``: a tie at
-the boundary; a kept NaN is redone too). The kept positions are then sorted (``k`` of them)
-and gathered; the gradient is ``gather``'s (a scatter into zeros).
+(``k = 8`` on ``L = 512``), from column maxima. Each row is cut into ``m`` strided columns (cells
+``j, j + m, ...``; ``m`` a divisor of ``L`` near ``sqrt(k L)``, 64 there): the column maxima are
+one vectorised ``amax``, and the ``k`` largest cells lie in the ``k`` columns with the largest
+maxima (``topk`` of the ``m`` maxima). Where each of those columns holds exactly one cell at or
+above the least of their maxima and every other column's maximum is below it (most rows of
+random data), the ``k`` largest are those maxima, unique, and their positions are read off that
+comparison. The other rows (all rows where they are the majority) take a second ``topk``, of the
+chosen columns' ``k L / m`` cells; PyTorch's CPU ``topk`` costs about three times as much per
+cell below ``L = 64 k`` (nth_element) as above (partial sort), so the two stages are used where
+they select among at most a third of ``L`` cells (no such divisor: one ``topk`` as below). Such
+a row stands only if its ``k``-th kept value ``t`` is a number and every other candidate and
+every other column's maximum is below ``t``; otherwise (a tie at the boundary, a kept NaN, a
+cell the columns missed) the row is redone by a stable descending sort, which keeps equal
+values in their original order. Elsewhere it is ``torch.topk`` of ``k + 1`` (a tie at the
+boundary: the ``k``-th and ``(k + 1)``-th largest are equal, those rows redone the same way),
+or, where ``k + 1`` would leave the CPU's partial sort (``64 k <= L < 64 (k + 1)``), ``topk``
+of ``k`` and a count of each row's cells at or above the ``k``-th largest (more than ``k``: a
+tie at the boundary; a kept NaN is redone too). The kept positions are then sorted (``k`` of
+them) and gathered; the gradient is ``gather``'s (a scatter into zeros).
 Traced code (``torch.compile``, ``torch.export``, ONNX), ``meta`` and fake tensors, where the
 tie check cannot read values, apply the rule without a sort (ONNX has no stable sort): the
 ``k``-th largest by ``topk``, the cells above it, then the cells equal to it in position order

@@ -420,16 +420,15 @@ _KEY_CHUNK_BYTES = 8 << 20
 
 
 def _keys_source(cfg: _Config, shift: int, mask: int) -> str:
-    """Source of ``keys(xi, kp)``, writing the keys of the bits ``xi`` (``(B, *sizes)``) into the inner
-    cells of the padded ``kp`` (and returning it), and of ``largest(xi)``, the largest magnitude bits (a
-    NaN's exceed the infinities'). Two functions: inductor runs the reduction as a loop of its own
-    anyway, and in one graph the two took longer than apart. (The padding cells are left to
-    :func:`_fill_border`: written in the graph, as views of ``xi``, inductor turned the whole pass
-    into one masked loop with scalar loads, several times slower.)"""
+    """Source of ``keys(xi, kp)``: writes the keys of the bits ``xi`` (``(B, *sizes)``) into the inner
+    cells of the padded ``kp`` and returns the largest magnitude bits of ``xi`` (a NaN's exceed the
+    infinities'). (The padding cells are left to :func:`_fill_border`: written in the graph, as views
+    of ``xi``, inductor turned the whole pass into one masked loop with scalar loads, several times
+    slower.)"""
     inner = ", ".join([":"] + [f"{p}:{p + size}" for p, size in zip(cfg.padding, cfg.sizes)])
     return (
-        f"def keys(xi, kp):\n    kp[{inner}] = xi ^ ((xi >> {shift}) & {mask})\n    return kp\n"
-        f"def largest(xi):\n    return (xi & {mask}).amax()\n"
+        f"def keys(xi, kp):\n    kp[{inner}] = xi ^ ((xi >> {shift}) & {mask})\n"
+        f"    return (xi & {mask}).amax()\n"
     )
 
 
@@ -476,6 +475,8 @@ def _forward_keys(x: Tensor, cfg: _Config) -> Tensor | None:
     """
     if x.dtype not in _KEY_DTYPES or x.device.type != "cpu" or cfg.restricted or cfg.rows is not None:
         return None
+    if _jit_is_tracing():  # the TorchScript exporters record the float network's ops
+        return None
     plan = _choose_plan(cfg.kernel, cfg.stride, cfg.full_out_sizes, cfg.full_used)
     if plan is None:
         return None
@@ -488,31 +489,22 @@ def _forward_keys(x: Tensor, cfg: _Config) -> Tensor | None:
     kp = torch.empty((min(chunk, x.shape[0]), *padded), dtype=int_dtype, device=x.device)
     bits = torch.empty((x.shape[0], *cfg.out_sizes), dtype=int_dtype, device=x.device)
     phases = _uses_phases(plan, cfg.stride)
+    net_key = ("fwd_keys", plan.kernel, plan.perm, cfg.out_sizes, cfg.stride, cfg.dilation, x.dtype)
+
+    def network_source() -> str:
+        return _network_keys_source(plan, cfg, shift, mask)
+
     for start in range(0, x.shape[0], chunk):
         part = xi[start : start + chunk]
         kpc = kp[: part.shape[0]]
         key = (cfg.sizes, cfg.padding, tuple(part.shape), tuple(part.stride()), x.dtype)
-        largest = _call_compiled(("largest", *key), lambda: _keys_source(cfg, shift, mask), "largest", part)
+        largest = _call_compiled(("keys", *key), lambda: _keys_source(cfg, shift, mask), "keys", part, kpc)
         if largest is None or int(largest) > _INF_BITS[x.dtype]:
-            return None
-        if _call_compiled(("keys", *key), lambda: _keys_source(cfg, shift, mask), "keys", part, kpc) is None:
             return None
         _fill_border(kpc, cfg)
         args = _phases(kpc[_leading(slice(0, u) for u in cfg.used)], cfg.stride[-1]) if phases else [kpc]
-        net_key = (
-            "fwd_keys",
-            plan.kernel,
-            plan.perm,
-            tuple(kpc.shape),
-            cfg.out_sizes,
-            cfg.stride,
-            cfg.dilation,
-        )
-        source = lambda: _network_keys_source(plan, cfg, shift, mask)  # noqa: E731
-        if (
-            _call_compiled((*net_key, x.dtype), source, "network_keys", *args, bits[start : start + chunk])
-            is None
-        ):
+        out = bits[start : start + chunk]
+        if _call_compiled((*net_key, tuple(kpc.shape)), network_source, "network_keys", *args, out) is None:
             return None
     return bits.view(x.dtype)
 

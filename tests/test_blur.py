@@ -266,3 +266,127 @@ def test_deterministic_padding_equals_f_pad(ndim: int, mode: str) -> None:
             (grad,) = torch.autograd.grad(y, leaf, torch.ones_like(y))
             outputs.append((y.detach(), grad))
         torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=1e-13)
+
+
+# ------------------------------------------------------------------ the border-fixed convolution
+
+
+def _padded_index(i: int, size: int, mode: str) -> int | None:
+    """Where padded position ``i`` of an axis of ``size`` cells reads (``None``: a zero)."""
+    if 0 <= i < size:
+        return i
+    if mode == "zeros":
+        return None
+    if mode == "replicate":
+        return min(max(i, 0), size - 1)
+    if mode == "circular":
+        return i % size
+    return -i if i < 0 else 2 * (size - 1) - i  # reflect (one reflection: k // 2 < size)
+
+
+def _axis_matrix(size: int, k: int, stride: int, mode: str) -> Tensor:
+    """The blur of one axis as a dense ``(outputs, size)`` float64 matrix, from Pascal's row."""
+    taps = [math.comb(k - 1, t) / 2 ** (k - 1) for t in range(k)]
+    outputs = -(-size // stride)
+    matrix = torch.zeros(outputs, size, dtype=torch.float64)
+    for o in range(outputs):
+        for t in range(k):
+            i = _padded_index(o * stride - (k - 1) // 2 + t, size, mode)
+            if i is not None:
+                matrix[o, i] += taps[t]
+    return matrix
+
+
+def _reference(x: Tensor, k: int, stride: int, mode: str) -> Tensor:
+    """The separable blur of every spatial axis by dense matrices (a float64 loop reference)."""
+    for axis in range(2, x.dim()):
+        matrix = _axis_matrix(x.shape[axis], k, stride, mode)
+        x = torch.tensordot(x, matrix, dims=([axis], [1])).movedim(-1, axis)
+    return x
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+@pytest.mark.parametrize("k", [1, 3, 5, 7])
+def test_border_fixed_convolution_2d(k: int, mode: str) -> None:
+    """Odd kernels (eager CPU float32 / float64) run the zero-padded convolution plus the border
+    correction: values and gradients equal the reference for every stride, odd and even sizes, down
+    to the smallest size the mode allows (reflection: ``k // 2 + 1``)."""
+    smallest = {"reflect": k // 2 + 1, "replicate": 1, "circular": max(1, k // 2)}[mode]
+    sizes = sorted({smallest, smallest + 1, smallest + 2, 8, 9})
+    for stride in (1, 2, 3):
+        for h, w in [(a, b) for a in sizes for b in sizes if (a + b + stride) % 2 == 0 or a == b]:
+            x = torch.randn(2, 3, h, w, dtype=torch.float64, requires_grad=True)
+            y = tp.blur_pool2d(x, k, stride, padding_mode=mode)
+            expected = _reference(x.detach(), k, stride, mode)
+            torch.testing.assert_close(y.detach(), expected, rtol=0, atol=1e-12)
+            g = torch.randn_like(expected)
+            (grad,) = torch.autograd.grad(y, x, g)
+            (expected_grad,) = torch.autograd.grad(_reference(x, k, stride, mode), x, g)
+            torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("ndim", [1, 3])
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_border_fixed_convolution_1d_3d(ndim: int, mode: str) -> None:
+    fn = {1: tp.blur_pool1d, 3: tp.blur_pool3d}[ndim]
+    for k, stride in [(3, 2), (5, 1), (7, 3), (3, 1)]:
+        smallest = {"reflect": k // 2 + 1, "replicate": 1, "circular": max(1, k // 2)}[mode]
+        for sizes in [(smallest,) * ndim, (8, 9, 7)[:ndim], (smallest + 1, 9, smallest)[:ndim]]:
+            x = torch.randn(2, 2, *sizes, dtype=torch.float64, requires_grad=True)
+            y = fn(x, k, stride, padding_mode=mode)
+            expected = _reference(x.detach(), k, stride, mode)
+            torch.testing.assert_close(y.detach(), expected, rtol=0, atol=1e-12)
+            g = torch.randn_like(y)
+            (grad,) = torch.autograd.grad(y, x, g)
+            (expected,) = torch.autograd.grad(_reference(x, k, stride, mode), x, g)
+            torch.testing.assert_close(grad, expected, rtol=0, atol=1e-12)
+
+
+def test_border_fixed_convolution_general_terms(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the size of the dense 2-d matrices the terms run as gathers and separable passes: the
+    same values and gradients."""
+    import torchpool.ops.blur as blur
+
+    monkeypatch.setattr(blur, "_MAX_DENSE", 0)
+    for k, stride, (h, w) in [(3, 2, (8, 7)), (5, 1, (3, 6)), (7, 2, (9, 4)), (7, 3, (5, 5))]:
+        for mode in ("reflect", "replicate", "circular"):
+            x = torch.randn(2, 3, h, w, dtype=torch.float64, requires_grad=True)
+            y = tp.blur_pool2d(x, k, stride, padding_mode=mode)
+            expected = _reference(x.detach(), k, stride, mode)
+            torch.testing.assert_close(y.detach(), expected, rtol=0, atol=1e-12)
+            g = torch.randn_like(y)
+            (grad,) = torch.autograd.grad(y, x, g)
+            (expected,) = torch.autograd.grad(_reference(x, k, stride, mode), x, g)
+            torch.testing.assert_close(grad, expected, rtol=0, atol=1e-12)
+
+
+def test_border_fixed_convolution_chunks_and_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of the batch (one sample each here) and channels-last input: the same result, the
+    layout kept, float32 within rounding of the float64 reference."""
+    import torchpool.ops.blur as blur
+
+    monkeypatch.setattr(blur, "_CHUNK", 1)
+    x = torch.randn(3, 4, 11, 10)
+    expected = _reference(x.double(), 3, 2, "reflect")
+    for t in (x, x.contiguous(memory_format=torch.channels_last)):
+        leaf = t.clone().requires_grad_(True)
+        y = tp.blur_pool2d(leaf)
+        assert y.is_contiguous(memory_format=_layout(t))
+        torch.testing.assert_close(y.double(), expected, rtol=1e-6, atol=1e-6)
+        (grad,) = torch.autograd.grad(y, leaf, torch.ones_like(y))
+        assert grad.is_contiguous(memory_format=_layout(t))
+        expected_grad = torch.autograd.grad(
+            _reference(leaf.double(), 3, 2, "reflect"), leaf, torch.ones_like(expected)
+        )[0]
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-6, atol=1e-6)
+
+
+def _layout(t: Tensor) -> torch.memory_format:
+    return torch.contiguous_format if t.is_contiguous() else torch.channels_last
+
+
+def test_border_fixed_convolution_gradgradcheck() -> None:
+    for mode in ("reflect", "replicate"):
+        x = torch.randn(1, 2, 5, 6, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda t, m=mode: tp.blur_pool2d(t, 3, 2, padding_mode=m), (x,))
+        assert torch.autograd.gradgradcheck(lambda t, m=mode: tp.blur_pool2d(t, 5, 1, padding_mode=m), (x,))

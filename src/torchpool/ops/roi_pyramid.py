@@ -271,17 +271,16 @@ def _plan(
 
 
 def _descend(
-    flat: Tensor, starts: list[int], above: list[int], entry: Tensor, values: Tensor, width: int
+    flat: Tensor, starts: list[int], above: list[int], entry: Tensor, values: Tensor, width: int, nan: bool
 ) -> Tensor:
     """The table entry of each max's own cell (the table's first block of rows, the map's rows):
     from the entry ``(B, c)`` of the block that holds it, ``j`` steps down the sparse table into
     the half that holds the value (the first half where both do; a NaN half first, as the max
     propagates NaN). ``flat``: the table ``(entries, c)``; ``starts``: the first row of each of its
     blocks; the bins sorted by level ``j``, ``above[j]`` the first of level ``j`` or more (at step
-    ``j``, those are all at level ``j``: a suffix, one shift for all)."""
+    ``j``, those are all at level ``j``: a suffix, one shift for all); ``nan``: the map has NaN."""
     channels = flat.shape[1]
     index = entry * channels + torch.arange(channels, device=flat.device)  # into flat.view(-1)
-    nan = bool(values.isnan().any())
     for j in range(len(above) - 1, 0, -1):
         part, value = index[above[j] :], values[above[j] :]
         if part.numel() == 0:
@@ -295,16 +294,17 @@ def _descend(
     return index.div_(channels, rounding_mode="floor")
 
 
-def _first_max(found: Tensor, value: Tensor, dims: tuple[int, ...]) -> Tensor:
+def _first_max(found: Tensor, value: Tensor, dims: tuple[int, ...], nan: bool) -> Tensor:
     """The row-major position over ``dims`` (kept, size 1) of the first of ``found`` that holds its
     max ``value`` (``dims`` kept; a NaN where the max is NaN): an equality mask times descending
-    weights, whose max is the first match (``max(dim)``'s indices are several times slower on CPU)."""
+    weights, whose max is the first match (``max(dim)``'s indices are several times slower on CPU);
+    ``nan``: the values may hold NaN."""
     shape = [1] * found.dim()
     for dim in dims:
         shape[dim] = found.shape[dim]
     count = math.prod(shape)
     match = found == value
-    if bool(value.isnan().any()):
+    if nan:
         match |= found != found
     small = count < 256
     weight = torch.arange(count, 0, -1, dtype=torch.uint8 if small else torch.int32, device=found.device)
@@ -373,6 +373,7 @@ def _max_bins(
     values = {lv: x.new_empty(k, lv[0], lv[1], channels) for lv in plans}
     cells = {lv: torch.empty(k, lv[0], lv[1], channels, dtype=torch.long, device=x.device) for lv in plans}
     buffer = x.new_empty(n * table_rows * width * slice_width)  # one slice's table, reused
+    nan = argmax and bool(x.isnan().any())  # where the argmax must look for NaN maxima
     for c0 in range(0, channels, slice_width):
         c1 = min(c0 + slice_width, channels)
         table = buffer[: n * table_rows * width * (c1 - c0)].view(n, table_rows, width, c1 - c0)
@@ -381,39 +382,37 @@ def _max_bins(
             if not argmax:
                 for lo, hi, entries in plan.chunks:
                     found = flat.index_select(0, entries.view(-1)).view(*entries.shape, c1 - c0)
-                    torch.amax(found, dim=0, out=values[lv][lo:hi, :, :, c0:c1])
+                    values[lv][:, :, :, c0:c1].index_copy_(0, plan.order[lo:hi], found.amax(dim=0))
                 continue
             best, where = [], []
             for _, _, entries in plan.chunks:
                 found = flat.index_select(0, entries.view(-1)).view(*entries.shape, c1 - c0)
                 best.append(found.amax(dim=0))
-                first = _first_max(found, best[-1], (0,))
+                first = _first_max(found, best[-1], (0,), nan)
                 where.append(torch.gather(entries[..., None].expand(found.shape), 0, first)[0])
             value = torch.cat(best)
-            values[lv][:, :, :, c0:c1] = value
+            values[lv][:, :, :, c0:c1].index_copy_(0, plan.order, value)
             entry, value = (
                 t.view(-1, c1 - c0).index_select(0, plan.by_level) for t in (torch.cat(where), value)
             )
-            row = _descend(flat, starts, plan.above, entry, value, width)
+            row = _descend(flat, starts, plan.above, entry, value, width, nan)
             row = row.index_select(0, plan.unsort).view(k, lv[0], lv[1], c1 - c0)
             # the table's first block is the map: (n * R + h) * W + w -> ((n * C + c) * H + h) * W + w
             shift = plan.batch[:, None] * ((channels - 1) * area - (table_rows - height) * width)
-            cells[lv][:, :, :, c0:c1] = row.add_((shift + channel_shift[c0:c1])[:, None, None])
+            row += (shift + channel_shift[c0:c1])[:, None, None]
+            cells[lv][:, :, :, c0:c1].index_copy_(0, plan.order, row)
     result: dict[Bins, tuple[Tensor, Tensor, Tensor | None]] = {}
     for i in direct:
         lv = levels[i]
-        inverse = torch.empty_like(plans[lv].order)
-        inverse[plans[lv].order] = torch.arange(k, device=x.device)
         ok = row_ok[:, rows[i] : rows[i + 1], None] & col_ok[:, None, cols[i] : cols[i + 1]]
-        cell = cells[lv].index_select(0, inverse) if argmax else None
-        result[lv] = (values[lv].index_select(0, inverse), ok, cell)
+        result[lv] = (values[lv], ok, cells[lv] if argmax else None)
     for coarse in sorted(derived, key=lambda level: -level[0] * level[1]):
-        result[coarse] = _coarse(*result[derived[coarse]], coarse)
+        result[coarse] = _coarse(*result[derived[coarse]], coarse, nan)
     return result
 
 
 def _coarse(
-    value: Tensor, ok: Tensor, cell: Tensor | None, level: Bins
+    value: Tensor, ok: Tensor, cell: Tensor | None, level: Bins, nan: bool
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """A coarse level's ``(K, mh, mw, C)`` maxima, mask and cells from a finer level's, whose bins
     it unites ``rh x rw`` at a time (views, no regrouping copy)."""
@@ -426,11 +425,11 @@ def _coarse(
     coarse_ok = ok.view(k, mh, rh, mw, rw).any(dim=4).any(dim=2)
     if cell is None:
         return top.view(k, mh, mw, channels), coarse_ok, None
-    rank = _first_max(fine, top, (2, 4)).view(-1)  # a * rw + b: the fine bin (a, b) of the coarse one
-    offset = torch.tensor([a * nw + b for a in range(rh) for b in range(rw)], device=value.device)
+    index = _first_max(fine, top, (2, 4), nan).view(k, mh * mw, channels)  # a * rw + b: fine bin (a, b)
+    if rw != nw:
+        index += index.div(rw, rounding_mode="floor") * (nw - rw)  # a * nw + b
     i = torch.arange(mh, device=value.device)[:, None] * (rh * nw)
     j = torch.arange(mw, device=value.device)[None, :] * rw
-    index = offset.index_select(0, rank).view(k, mh * mw, channels)
     index += (i + j).view(-1, 1)  # (i rh + a) nw + j rw + b (a 2-d broadcast: many times faster than 3-d)
     cells = torch.gather(cell.view(k, nh * nw, channels), 1, index)
     return top.view(k, mh, mw, channels), coarse_ok, cells.view(k, mh, mw, channels)

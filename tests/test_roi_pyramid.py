@@ -230,6 +230,22 @@ def test_empty_boxes_nan_and_meta() -> None:
     assert meta.device.type == "meta" and meta.shape == (2, 63)
 
 
+@pytest.mark.parametrize("levels", [(1,), (1, 2, 4), (4,)], ids=str)
+def test_a_nan_bin_gives_its_gradient_to_the_nan_cell(levels: tuple[int, ...]) -> None:
+    """As PyTorch's max pools: the NaN is the max, so its cell takes the gradient (direct levels and
+    the levels derived from them)."""
+    x = _features((2, 3, 8, 8))
+    x[1, 2, 3, 4] = math.nan
+    x.requires_grad_(True)
+    boxes = torch.tensor([[1, 0.0, 0.0, 7.0, 7.0], [0, 0.0, 0.0, 7.0, 7.0]], dtype=torch.float64)
+    outs = _levels(tp.roi_spatial_pyramid_pool(x, boxes, levels, flatten=False))
+    (grad,) = torch.autograd.grad(torch.cat([out[0].flatten() for out in outs]).sum(), x)
+    nan_bins = sum(int(out[0, 2].isnan().sum()) for out in outs)
+    assert nan_bins == len(levels)  # one NaN bin per level
+    assert grad[1, 2, 3, 4] == nan_bins and float(grad[1, 2].sum()) == sum(n * n for n in levels)
+    assert float(grad[0].abs().sum()) == 0
+
+
 @pytest.mark.parametrize(
     ("boxes", "error", "match"),
     [

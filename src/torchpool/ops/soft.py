@@ -314,34 +314,22 @@ def _mean_chunk(
 
 
 def _spread_rows(
-    grad: Tensor,
-    u: Tensor,
-    r: Tensor,
-    v: Tensor | None,
-    sign: float,
-    geometry: tuple[tuple[int, ...], ...],
+    grad: Tensor, u: Tensor, r: Tensor, v: Tensor, geometry: tuple[tuple[int, ...], ...]
 ) -> None:
-    """``grad = spread(v * u + sign * r)`` along the first window axis (``v=None``: ``spread(u)``),
-    ``grad`` uninitialised: each cell's first value written, the next ones added."""
+    """``grad = spread(v * u + r)`` along the first window axis, ``grad`` uninitialised: each
+    cell's first value written (one ``addcmul``), the next ones added."""
     k, s, p, out = geometry
     dim = grad.dim() - len(k)
     parts, zeros = _spread_plan(grad.shape[dim], k[0], s[0], p[0], out[0])
     for start, count, step in zeros:
         _strided(grad, dim, start, count, step).zero_()
     for add, lo, n, start in parts:
-        g_rows = _strided(grad, dim, start, n, s[0])
+        g_rows, v_rows = _strided(grad, dim, start, n, s[0]), _strided(v, dim, start, n, s[0])
         u_rows, r_rows = u.narrow(dim, lo, n), r.narrow(dim, lo, n)
-        if v is None:
-            if add:
-                g_rows.add_(u_rows)
-            else:
-                g_rows.copy_(u_rows)
-            continue
-        v_rows = _strided(v, dim, start, n, s[0])
         if add:
-            g_rows.addcmul_(v_rows, u_rows).add_(r_rows, alpha=sign)
+            g_rows.addcmul_(v_rows, u_rows).add_(r_rows)
         else:
-            torch.mul(v_rows, u_rows, out=g_rows).add_(r_rows, alpha=sign)
+            torch.addcmul(r_rows, v_rows, u_rows, out=g_rows)
 
 
 def _spread_weighted(grad: Tensor, u: Tensor, e: Tensor, geometry: tuple[tuple[int, ...], ...]) -> None:
@@ -396,10 +384,10 @@ class _ExpWeightedMean(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor, _grad_den: Tensor | None) -> tuple[Tensor | None, ...]:
         """Per chunk, ``e`` as kept by the forward pass (or recomputed); with ``q = g / den`` per
-        window, ``u`` the spread of ``q`` and ``r`` that of ``q (1 - y)`` (SoftPool) or ``q y``
-        (LIP): SoftPool ``grad a = e (a u + r)``, LIP ``grad v = e u``, ``grad logit = e (v u - r)``.
-        The last axis' spread writes each cell's first value (no zero fill), LIP's ``x``-only
-        gradient with ``e`` multiplied in."""
+        window, ``u`` the spread of ``q`` and ``r`` that of ``q (1 - y)`` (SoftPool) or ``-q y``
+        (LIP): SoftPool ``grad a = e (a u + r)``, LIP ``grad v = e u``, ``grad logit = e (v u + r)``.
+        The last axis' spread writes each cell's first value (no zero fill; ``v u + r`` one
+        ``addcmul``), LIP's ``x`` gradient with ``e`` multiplied in."""
         v, logit, shift, y, den, saved = ctx.saved_tensors
         geometry = ctx.geometry
         k, s, p, out = geometry
@@ -421,22 +409,19 @@ class _ExpWeightedMean(torch.autograd.Function):
                 pair = torch.stack([q, torch.mul(q, y[part])])
                 if empty is not None:
                     pair[1].masked_fill_(empty[part], 0.0)
+                pair[1].neg_()
                 if soft:
-                    pair[1].neg_().add_(q)
+                    pair[1].add_(q)
                 u, r = _spread_axes(pair, size, k, s, p, out, 1).unbind(0)
             else:  # LIP, the gradient of x only: r is not needed
                 u = r = _spread_axes(q, size, k, s, p, out, 1)
             e = _exp_shifted(v[part] if soft else logit[part], shift[part]) if saved is None else saved[part]
-            if grad_v is not None and not soft and grad_logit is None:
+            if grad_v is not None and not soft:
                 _spread_weighted(grad_v[part], u, e, geometry)
-                continue
-            for target, values, sign in (
-                (grad_v, v[part] if soft else None, 1.0),
-                (grad_logit, v[part], -1.0),
-            ):
-                if target is not None:
-                    _spread_rows(target[part], u, r, values, sign, geometry)
-                    target[part].mul_(e)
+            target = grad_v if soft else grad_logit
+            if target is not None:
+                _spread_rows(target[part], u, r, v[part], geometry)
+                target[part].mul_(e)
         return grad_v, grad_logit, None, None, None, None, None
 
 

@@ -10,16 +10,19 @@ Shift-Invariant Again", ICML, arXiv 1904.11486).
 
 How it runs. ``padding_mode="zeros"`` (kornia's) is one depthwise convolution with the outer
 product of the 1-d binomial filters, padded by the convolution itself: kornia's result bit for
-bit. The other modes, in eager mode on the CPU in float32 / float64, are separable: one axis after
-the other, each output a sum of weighted strided slices of the input, the padded cells read
-directly from the reflected / replicated / wrapped input cells (no padded copy), in cache-sized
-chunks of the batch, with the transposed sums as the backward pass (one autograd node; double
-backward works). Measured faster there than ``F.pad`` and the convolution, and than kornia's
-zero-padded convolution (``benchmarks/bench_blur.py``). Elsewhere (half precision, other devices,
-traced code) the input is padded and convolved. The filter's taps are dyadic rationals, exact in
-every floating dtype. The convolution's filter is built for the input's channel count and cached
-by kernel, channels, dtype and device: the Modules hold no parameter and no buffer, so their
-``state_dict`` is empty.
+bit. The other modes, in eager mode on the CPU in float32 / float64, with odd kernels, run that
+same zero-padded convolution and add a correction to the border outputs only (per axis the padded
+filter is the zero-padded one plus ``D``, the padded cells' weights moved onto the input cells
+they copy: a few rows and columns; in 2-d two thin GEMMs), in cache-sized chunks of the batch,
+one autograd node whose backward is the convolution's input gradient plus the transposed
+correction (double backward works). Even kernels there are separable: one axis after the other,
+each output a sum of weighted strided slices of the input, the padded cells read directly from
+the reflected / replicated / wrapped input cells (no padded copy). Both measured faster than
+``F.pad`` and the convolution (``benchmarks/bench_blur.py``). Elsewhere (half precision, other
+devices, traced code) the input is padded and convolved. The filter's taps are dyadic rationals,
+exact in every floating dtype. The convolution's filter is built for the input's channel count and
+cached by kernel, channels, dtype and device: the Modules hold no parameter and no buffer, so
+their ``state_dict`` is empty.
 """
 
 from __future__ import annotations
@@ -456,12 +459,13 @@ class _BorderFixedBlur(torch.autograd.Function):
     Per axis the padded filter is ``A = A0 + D``: ``A0`` the zero-padded strided filter, ``D`` the
     weights of the padded cells moved onto the input cells they copy (non-zero only in the rows of
     the border outputs, reading a few input cells). The blur is the tensor product of the axes'
-    ``A``; in 2-d ``A0 (x) A0 + D (x) A0 + A0 (x) D + D (x) D``: the zero-padded convolution, then
-    thin terms (``D`` gathers a few rows or columns, ``A0`` runs as a depthwise convolution along
-    the other axes) added onto the border outputs. The backward pass is the transpose: the
-    convolution's input gradient plus the thin terms'. Both run in cache-sized chunks of the batch
-    (the convolution's layout conversions then stay in the caches: measured faster than one call,
-    ``benchmarks/bench_blur.py``), each chunk written into the preallocated result.
+    ``A``, the zero-padded convolution plus the terms with at least one ``D``: in 2-d
+    ``D_h (x) A_w + A0_h (x) D_w``, each a GEMM of the few rows (columns) ``D`` reads with a dense
+    ``A_w`` (``A0_h``); in 1-d / 3-d (or past :data:`_MAX_DENSE`) every ``D`` term, gathered and
+    run through separable strided sums. The backward pass is the transpose: the convolution's input
+    gradient plus the terms'. Both run in cache-sized chunks of the batch (the convolution's layout
+    conversions and the terms' row / column reads then stay in the caches: measured faster than one
+    call, ``benchmarks/bench_blur.py``), each chunk copied into the preallocated result.
     """
 
     @staticmethod
@@ -514,9 +518,10 @@ class _BorderFixedBlur(torch.autograd.Function):
 
 
 def _separable_ok(x: Tensor) -> bool:
-    """Where the separable blur runs (padding other than zeros, which stays kornia's convolution,
-    bit for bit): eager CPU float32 / float64, where it is faster than padding the input and
-    convolving (``benchmarks/bench_blur.py``); half precision keeps the convolution's wider
+    """Where the eager CPU paths run for padding other than zeros (which stays kornia's convolution,
+    bit for bit): the border-fixed convolution (odd kernels) or the separable blur (even), on CPU
+    float32 / float64, measured faster there than padding the input and convolving
+    (``benchmarks/bench_blur.py``); half precision keeps the padded convolution's wider
     accumulation."""
     return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not is_traced()
 

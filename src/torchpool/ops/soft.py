@@ -137,11 +137,7 @@ def _exp_shifted(logit: Tensor, shift: Tensor, out: Tensor | None = None) -> Ten
     """``exp(logit - shift)`` in a new tensor (or in ``out``), as ``exp2((logit - shift) * log2(e))``."""
     if out is None:
         out = torch.empty(logit.shape, dtype=logit.dtype, device=logit.device)
-    if bool(shift.any()):
-        torch.sub(logit, shift, out=out).mul_(_LOG2E)
-    else:
-        torch.mul(logit, _LOG2E, out=out)
-    return out.exp2_()
+    return torch.sub(logit, shift, out=out).mul_(_LOG2E).exp2_()
 
 
 def _tap_views(t: Tensor, dim: int, k: int, s: int, p: int, o: int) -> list[tuple[int, int, Tensor]]:
@@ -269,9 +265,12 @@ def _chunks(t: Tensor, ndim: int) -> list[tuple[slice, ...]]:
     lead = t.dim() - ndim
     dim = next((d for d in range(lead) if t.shape[d] > 1), 0)
     per_index = max(1, t.numel() // max(1, t.shape[dim]))
+    size = max(1, t.shape[dim])
     step = max(1, _CHUNK * torch.get_num_threads() // per_index)  # the same share per thread
+    count = -(-size // step)
+    bounds = [size * i // count for i in range(count + 1)]  # as many chunks, of even sizes
     head = (slice(None),) * dim
-    return [(*head, slice(i, i + step)) for i in range(0, max(1, t.shape[dim]), step)]
+    return [(*head, slice(a, b)) for a, b in itertools.pairwise(bounds)]
 
 
 def _mean_chunk(

@@ -66,7 +66,7 @@ __all__ = ["RoISpatialPyramidPool", "roi_spatial_pyramid_pool"]
 
 _MODES = ("max", "avg")
 #: the most values gathered at once (boxes are gathered in chunks below it): a few MiB, which the
-#: allocator reuses (CPU allocations above 32 MiB are fresh pages every time: page faults).
+#: allocator reuses (glibc serves CPU allocations above 32 MiB with fresh pages every time: page faults).
 _CHUNK = 2**21
 #: the most values in the row table of one slice of channels (the channels are pooled in slices).
 _TABLE = 2**22
@@ -245,7 +245,7 @@ def _plan(
     (image included); ``level`` ``(K, nh)``; ``col_start``, ``col_len`` ``(K, nw)``."""
     k, nh = two_rows.shape[:2]
     nw = col_start.shape[1]
-    order = col_len.amax(1).argsort()
+    order = col_len.amax(1).argsort(stable=True)
     two_rows, col_start, col_len = two_rows[order], col_start[order], col_len[order]
     groups = min(_GROUPS, k)
     bounds = [k * g // groups for g in range(groups + 1)]

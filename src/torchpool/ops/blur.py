@@ -277,7 +277,8 @@ def _border_axis(size: int, k: int, stride: int, padding_mode: str) -> BorderAxi
     return outputs, sources, tuple(tuple(row) for row in matrix), 1.0
 
 
-def _runs(cells: tuple[int, ...]) -> list[tuple[int, int, int]]:
+@functools.lru_cache(maxsize=256)
+def _runs(cells: tuple[int, ...]) -> tuple[tuple[int, int, int], ...]:
     """The maximal runs of consecutive cells of an ascending tuple: ``(position, first cell, length)``."""
     runs: list[tuple[int, int, int]] = []
     for position, cell in enumerate(cells):
@@ -285,7 +286,7 @@ def _runs(cells: tuple[int, ...]) -> list[tuple[int, int, int]]:
             runs[-1] = (runs[-1][0], runs[-1][1], runs[-1][2] + 1)
         else:
             runs.append((position, cell, 1))
-    return runs
+    return tuple(runs)
 
 
 def _take(t: Tensor, dim: int, cells: tuple[int, ...]) -> Tensor:

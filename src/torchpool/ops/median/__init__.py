@@ -25,9 +25,14 @@ whose band of one output row fits a chunk: the last one for planes of few, long 
 that the extra memory stays under 2x the input's size at any shape (``tests/test_memory.py``); every
 chunk gives the same bits as the whole input. The eager path runs the network over chunks of the
 batch so that intermediates stay in cache and reuses buffers; ``compiled=True`` runs the same network
-under :func:`torch.compile` (padding is done eagerly outside the compiled function, which keeps every
-load unmasked; the compiled path pads the whole input at once, in one chunk: the memory bound holds
-for the eager path, not for ``compiled=True``). Windows with too many cells for a network (see
+under :func:`torch.compile` (padding is done outside the network's compiled function, which keeps every
+load unmasked; the memory bound holds for the eager path, not for ``compiled=True``). On the CPU, a
+float32/float64 input without NaN runs the network on integer keys (the float's bits with the
+magnitude of negatives flipped: the integer order is the float order, -0.0 just below +0.0, and an
+integer min/max is one vector instruction where the NaN-propagating float one takes several), a chunk
+of planes at a time: a compiled pass writes a chunk's keys into a reused padded buffer (the padding
+cells copied from their sources), and the compiled network writes that chunk's output; other inputs
+pad the whole input at once and run the float network. Windows with too many cells for a network (see
 :data:`NETWORK_MAX_OPS`) use a memory-bounded fallback: ``unfold`` + :func:`torch.median` over
 chunks of the batch. Dilation only changes where the views start (window
 cell ``c`` of an axis sits ``c * dilation`` cells after the window's first cell). The eager backward

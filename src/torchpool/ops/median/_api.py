@@ -38,9 +38,10 @@ _ARGS_DOC = """kernel_size: window size, {kernel}; even and non-square windows a
         ceil_mode: PyTorch's ceil-mode output size; cells past the padded input are not part of a window.
         padding_mode: ``"reflect"``, ``"replicate"``, ``"circular"``, ``"zeros"`` or ``"valid"``
             (median of the in-bounds cells only).
-        compiled: run the min/max network under :func:`torch.compile` (padding stays eager). It works
-            on the whole input at once: the bound on extra memory (under 2x the input) is the
-            eager path's."""
+        compiled: run the min/max network under :func:`torch.compile` (padding stays outside the
+            network's graph; on the CPU, float32/float64 inputs without NaN run it on integer keys,
+            a chunk of planes at a time, with the same values). The bound on extra memory (under 2x
+            the input) is the eager path's."""
 
 _FUNCTION_DOC = """{n}-d median pooling: the lower median of each window.
 

@@ -131,7 +131,6 @@ AxisPlan = tuple[tuple[tuple[float, int, int, int], ...], tuple[tuple[float, int
 #: input elements per chunk and thread of the separable blur: its temporaries stay in the caches
 #: (measured: 2**20 beats 2**17 to 2**19 and 2**22 on one thread).
 _CHUNK = 1 << 20
-_BORDER_FIX = True
 
 
 @functools.lru_cache(maxsize=256)
@@ -545,7 +544,7 @@ def _blur(x: Tensor, ndim: int, k: tuple[int, ...], s: tuple[int, ...], padding_
     if x.numel() == 0:  # no samples or no channels: the empty result, still on the autograd graph
         return x.reshape(*x.shape[:2], *out)
     odd = all(kk % 2 == 1 for kk in k)
-    if padding_mode != "zeros" and odd and _separable_ok(x) and _BORDER_FIX:
+    if padding_mode != "zeros" and odd and _separable_ok(x):
         fixed: Tensor = _BorderFixedBlur.apply(x, k, s, padding_mode)  # type: ignore[no-untyped-call]
         return fixed
     if padding_mode != "zeros" and _separable_ok(x):

@@ -346,9 +346,9 @@ def test_border_fixed_convolution_1d_3d(ndim: int, mode: str) -> None:
 def test_border_fixed_convolution_general_terms(monkeypatch: pytest.MonkeyPatch) -> None:
     """Past the size of the dense 2-d matrices the terms run as gathers and separable passes: the
     same values and gradients."""
-    import torchpool.ops.blur as blur
+    import torchpool.ops._blur_border as border
 
-    monkeypatch.setattr(blur, "_MAX_DENSE", 0)
+    monkeypatch.setattr(border, "_MAX_DENSE", 0)
     for k, stride, (h, w) in [(3, 2, (8, 7)), (5, 1, (3, 6)), (7, 2, (9, 4)), (7, 3, (5, 5))]:
         for mode in ("reflect", "replicate", "circular"):
             x = torch.randn(2, 3, h, w, dtype=torch.float64, requires_grad=True)
@@ -364,9 +364,9 @@ def test_border_fixed_convolution_general_terms(monkeypatch: pytest.MonkeyPatch)
 def test_border_fixed_convolution_chunks_and_layout(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks of the batch (one sample each here) and channels-last input: the same result, the
     layout kept, float32 within rounding of the float64 reference."""
-    import torchpool.ops.blur as blur
+    import torchpool.ops._blur_separable as separable
 
-    monkeypatch.setattr(blur, "_CHUNK", 1)
+    monkeypatch.setattr(separable, "_CHUNK", 1)
     x = torch.randn(3, 4, 11, 10)
     expected = _reference(x.double(), 3, 2, "reflect")
     for t in (x, x.contiguous(memory_format=torch.channels_last)):

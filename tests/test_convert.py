@@ -458,3 +458,31 @@ def test_stem_maxpool_to_the_downsampling_pools() -> None:
     assert isinstance(maxblur, MaxBlurPool2d)
     assert (maxblur.max_pool_size, maxblur.kernel_size, maxblur.stride) == (2, 3, 2)
     assert new(X).shape == (2, 10)
+
+
+class _FilterPool(nn.Module):
+    """A user's pool whose ``kernel_size`` is a filter (declared by ``pooling_window = None``)."""
+
+    pooling_window = None
+
+    def __init__(self, kernel_size: int = 5, stride: int = 2) -> None:
+        super().__init__()
+        self.kernel_size, self.stride = kernel_size, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.kernel_size // 2)
+
+
+def test_pooling_window_is_declared_by_the_class() -> None:
+    """The argument that takes the old window comes from the target class (``pooling_window``),
+    the same whether the target is named or passed as a class; without the declaration the old
+    window would become the filter."""
+    by_class = swap_pooling(_model(), MaxBlurPool2d, select=nn.MaxPool2d, max_pool_size=2, example_input=X)
+    assert isinstance(by_class.maxpool, MaxBlurPool2d)
+    assert (by_class.maxpool.max_pool_size, by_class.maxpool.kernel_size) == (2, 3)
+    custom = swap_pooling(_model(), _FilterPool, select=nn.MaxPool2d, example_input=X).maxpool
+    assert isinstance(custom, _FilterPool)
+    assert (custom.kernel_size, custom.stride) == (5, 2)  # its own filter kept, the old 3 not carried
+    plain = type("_Plain", (_FilterPool,), {"pooling_window": "kernel_size"})  # a window pool again
+    with pytest.raises(ValueError, match=r"takes no 'padding' argument"):  # the old geometry is carried
+        swap_pooling(_model(), plain, select=nn.MaxPool2d, example_input=X)

@@ -8,7 +8,6 @@ layer saw in the dry run.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import torch
@@ -27,11 +26,17 @@ _CHANNEL_ARGS = ("dim", "dim_a", "in_channels", "channels")
 # Families whose ``flatten`` chooses between ``(N, C)`` and ``(N, C, 1, ...)``: a swap keeps the
 # rank the old layer returned (timm's ConvNeXt head normalises the pooled map before flattening).
 _VECTOR_HEADS = frozenset({"global", "lse", "rmac", "attention"})
-# Targets whose ``kernel_size`` is not a pooling window: the old window goes to another argument
-# (MaxBlurPool's dense max pool) or is not carried over (BlurPool's binomial filter keeps its size;
-# its stride is the downsampling). Either pads by its own rule, so the old window's padding is
-# dropped too, and the new output shape is measured. Keyed by registry name without the dimension.
-_WINDOW_ARGUMENT: dict[str, str | None] = {"maxblur": "max_pool_size", "blur": None}
+
+
+def _window_argument(target: Target) -> str | None:
+    """The target's argument that takes a pooling window: ``kernel_size`` unless its class says
+    otherwise with a ``pooling_window`` attribute: another argument (MaxBlurPool's dense max pool,
+    ``"max_pool_size"``) or ``None`` (BlurPool's ``kernel_size`` is its binomial filter, the
+    stride is the downsampling). Such a pool pads by its own rule, so the old window's padding is
+    dropped too and the new output shape is measured."""
+    builder = target.info.builder if target.info is not None else target.builder
+    window = getattr(builder, "pooling_window", "kernel_size")
+    return window if window is None or isinstance(window, str) else "kernel_size"
 
 
 def _neutral(attr: str, value: Any, old: nn.Module) -> bool:
@@ -58,13 +63,12 @@ def _geometry(
     """The old layer's geometry for the target, and whether it provably keeps the output shape."""
     out: dict[str, Any] = {}
     same = True
-    base = re.sub(r"[123]d$", "", target.info.name) if target.info is not None else ""
+    window_argument = _window_argument(target)
     for attr in _GEOMETRY:
         if attr in given or not hasattr(old, attr):
             continue
         value = getattr(old, attr)
-        if attr in ("kernel_size", "padding") and base in _WINDOW_ARGUMENT:
-            window_argument = _WINDOW_ARGUMENT[base]
+        if attr in ("kernel_size", "padding") and window_argument != "kernel_size":
             if attr == "kernel_size" and window_argument is not None and window_argument not in given:
                 out[window_argument] = value
             same = False  # the filter changes the window: the output shape is measured

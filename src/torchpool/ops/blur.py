@@ -28,6 +28,7 @@ their ``state_dict`` is empty.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -373,6 +374,9 @@ class _BlurPoolNd(nn.Module):
     """
 
     _ndim: int
+    #: ``kernel_size`` is the blur filter, not a pooling window: ``swap_pooling`` does not carry a
+    #: replaced pool's window (or its padding) over.
+    pooling_window: ClassVar[str | None] = None
 
     def __init__(
         self, kernel_size: IntOrTuple = 3, stride: IntOrTuple = 2, *, padding_mode: str = "reflect"
@@ -394,6 +398,9 @@ class _MaxBlurPoolNd(nn.Module):
     """Stores the arguments of :func:`max_blur_pool2d`; ``forward`` runs it for rank ``_ndim``."""
 
     _ndim: int
+    #: the pooling window is the dense max pool's ``max_pool_size`` (``kernel_size`` is the blur):
+    #: ``swap_pooling`` carries a replaced pool's window there.
+    pooling_window: ClassVar[str | None] = "max_pool_size"
 
     def __init__(
         self,

@@ -326,7 +326,7 @@ def _max_bins(
     bins: tuple[Tensor, Tensor, Tensor, Tensor],
     argmax: bool,
 ) -> tuple[dict[Bins, tuple[Tensor, Tensor, Tensor | None]], dict[Bins, Bins]]:
-    """Each level's ``(K, nh, nw, C)`` bin maxima (garbage where empty), ``(K, nh, nw)`` non-empty mask
+    """Each level's ``(K, nh, nw, C)`` bin maxima (``-inf`` where empty), ``(K, nh, nw)`` non-empty mask
     and, with ``argmax``, for a directly pooled level the ``(K, nh, nw, C)`` flat index
     ``((n * C + c) * H + h) * W + w`` of each max in the map, for a derived level the finer bin that
     holds it (see :func:`_coarse`); and the derived levels (coarse -> finer level).
@@ -407,6 +407,8 @@ def _max_bins(
     for i in direct:
         lv = levels[i]
         ok = row_ok[:, rows[i] : rows[i + 1], None] & col_ok[:, None, cols[i] : cols[i + 1]]
+        if not bool(ok.all()):  # empty bins -inf (for the coarse levels' max): only their rows written
+            values[lv][~ok] = -math.inf
         result[lv] = (values[lv], ok, cells[lv] if argmax else None)
     for coarse in sorted(derived, key=lambda level: -level[0] * level[1]):
         value, ok, cell = result[derived[coarse]]
@@ -417,14 +419,12 @@ def _max_bins(
 def _coarse(
     value: Tensor, ok: Tensor, argmax: bool, level: Bins, nan: bool
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """A coarse level's ``(K, mh, mw, C)`` maxima and mask from a finer level's ``(K, nh, nw, C)``,
-    whose bins it unites ``rh x rw`` at a time (views, no regrouping copy); with ``argmax``, the
-    ``(K, mh * mw, C)`` finer bin ``a * nw + b`` that holds each max (the backward adds each coarse
-    bin's gradient to that finer bin's)."""
+    """A coarse level's ``(K, mh, mw, C)`` maxima and mask from a finer level's ``(K, nh, nw, C)``
+    (``-inf`` in its empty bins), whose bins it unites ``rh x rw`` at a time (views, no regrouping
+    copy); with ``argmax``, the ``(K, mh * mw, C)`` finer bin ``a * nw + b`` that holds each max (the
+    backward adds each coarse bin's gradient to that finer bin's)."""
     k, nh, nw, channels = value.shape
     (mh, mw), rh, rw = level, nh // level[0], nw // level[1]
-    if not bool(ok.all()):
-        value = value.masked_fill(~ok[..., None], -math.inf)
     fine = value.view(k, mh, rh, mw, rw, channels)
     top = _amax(fine, (2, 4))  # (K, mh, 1, mw, 1, C)
     coarse_ok = ok.view(k, mh, rh, mw, rw).any(dim=4).any(dim=2)
@@ -551,8 +551,12 @@ def _roi_spp(
         outs = []
         for level in bins:
             values, ok = pooled[level]
-            if not bool(ok.all()):
+            if bool(ok.all()):
+                pass
+            elif values.requires_grad:
                 values = values.masked_fill(~ok[..., None], 0)
+            else:  # our own tensor: only the empty bins' rows written
+                values[~ok] = 0
             outs.append(values.permute(0, 3, 1, 2))
     if flatten:
         return torch.cat([out.flatten(1) for out in outs], dim=1)

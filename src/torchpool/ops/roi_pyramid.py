@@ -319,6 +319,13 @@ def _amax(t: Tensor, dims: tuple[int, ...]) -> Tensor:
     return t
 
 
+def _fill_bins(values: Tensor, ok: Tensor, fill: float) -> None:
+    """``values`` ``(K, nh, nw, C)`` (contiguous) set to ``fill`` in place where ``ok`` ``(K, nh, nw)`` is
+    false: only those rows written (a bool-mask index_put_ is a masked_fill_ over every value)."""
+    empty = (~ok).view(-1).nonzero().squeeze(1)
+    values.view(-1, values.shape[-1]).index_fill_(0, empty, fill)
+
+
 def _max_bins(
     x: Tensor,
     batch: Tensor,
@@ -408,7 +415,7 @@ def _max_bins(
         lv = levels[i]
         ok = row_ok[:, rows[i] : rows[i + 1], None] & col_ok[:, None, cols[i] : cols[i + 1]]
         if not bool(ok.all()):  # empty bins -inf (for the coarse levels' max): only their rows written
-            values[lv][~ok] = -math.inf
+            _fill_bins(values[lv], ok, -math.inf)
         result[lv] = (values[lv], ok, cells[lv] if argmax else None)
     for coarse in sorted(derived, key=lambda level: -level[0] * level[1]):
         value, ok, cell = result[derived[coarse]]
@@ -556,7 +563,7 @@ def _roi_spp(
             elif values.requires_grad:
                 values = values.masked_fill(~ok[..., None], 0)
             else:  # our own tensor: only the empty bins' rows written
-                values[~ok] = 0
+                _fill_bins(values, ok, 0.0)
             outs.append(values.permute(0, 3, 1, 2))
     if flatten:
         return torch.cat([out.flatten(1) for out in outs], dim=1)

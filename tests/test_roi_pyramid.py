@@ -95,6 +95,28 @@ def test_gradient_equals_torchvision() -> None:
         torch.testing.assert_close(ours, want, rtol=0, atol=1e-12)
 
 
+def test_derived_levels_gradient_equals_torchvision() -> None:
+    """Levels (1, 2, 4), 2 derived from 4 and 1 from 2: the coarse levels' gradients, added to the
+    finer bins that hold their maxima before one scatter into the map, give torchvision's gradient
+    (the sum over the levels, each pooled on its own), boxes over the border and empty bins included."""
+    tv = pytest.importorskip("torchvision")
+    x = _features((2, 3, 11, 14)).requires_grad_(True)
+    boxes = _random_boxes(2, 11, 14, 80, 0.5, seed=9)
+    levels = [(4, 4), (2, 2), (1, 1)]
+    assert _derived(levels, _bins(boxes, levels, 11, 14, 0.5, torch.float64)) == {
+        (2, 2): (4, 4),
+        (1, 1): (2, 2),
+    }
+    g = torch.Generator().manual_seed(3)
+    weights = [torch.randn(80, 3, n, n, generator=g, dtype=x.dtype) for n in (1, 2, 4)]
+    outs = _levels(tp.roi_spatial_pyramid_pool(x, boxes, (1, 2, 4), spatial_scale=0.5, flatten=False))
+    (ours,) = torch.autograd.grad(torch.stack([(o * w).sum() for o, w in zip(outs, weights)]).sum(), x)
+    peer = [(tv.ops.roi_pool(x, boxes, n, 0.5) * w).sum() for n, w in zip((1, 2, 4), weights)]
+    (want,) = torch.autograd.grad(torch.stack(peer).sum(), x)
+    assert float(want.abs().sum()) > 0
+    torch.testing.assert_close(ours, want, rtol=0, atol=1e-12)
+
+
 # ------------------------------------------------------------------ the float64 loop reference
 
 

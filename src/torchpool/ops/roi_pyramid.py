@@ -39,8 +39,14 @@ are equal bit for bit:
   equal to the max (an equality mask times descending weights: ``max(dim)``'s indices are
   several times slower on CPU) gives its column and block; its row is found by descending the
   sparse table from that block, ``j`` steps into the half that holds the value (the bins
-  sorted by ``j``, so each step works on a suffix). The backward scatters each bin's gradient
-  to its cell, straight into the ``(N, C, H, W)`` gradient.
+  sorted by ``j``, so each step works on a suffix; whether the map holds a NaN, which changes
+  the comparisons, is one ``amax`` of the map). A derived level keeps, instead of cells, the
+  finer bin that holds each of its maxima (the first equal to it); the backward adds each
+  derived bin's gradient to that finer bin's (coarsest level first: ``1`` into ``2``, ``2`` into
+  ``4``) and then scatters only the directly pooled levels' gradients to their cells, straight
+  into the ``(N, C, H, W)`` gradient (one scatter into the map for ``(1, 2, 4)``). Empty bins
+  are set to ``-inf`` before the coarse levels' max and to 0 in the result by writing only
+  their rows (``index_fill_``).
 * ``avg``: a float64 summed-area table of the map (float32 on MPS), four corners per bin.
 
 Where cells of a bin tie for its max, the bin's gradient goes to one of them, as in

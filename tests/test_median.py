@@ -540,6 +540,19 @@ def test_compiled_key_path_leaves_nan_and_valid_to_the_float_network(monkeypatch
     assert torch.isnan(median_pool2d(x, 3, 1, 1, compiled=True)[0, 1, 5:8, 6:9]).all()
 
 
+def test_key_compile_options_pick_a_vector_width_without_remainder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On an AVX-512 CPU the key kernels of an inner loop that AVX-512 vectors do not divide but 256-bit
+    vectors do are compiled with 256-bit vectors; every other case keeps inductor's default width."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    options = median_kernels._key_compile_options
+    assert options(56, 4) == {"cpp.simdlen": 256}  # 3.5 vectors of 16 int32, 7 of 8
+    assert options(12, 8) == {"cpp.simdlen": 256}  # 1.5 vectors of 8 int64, 3 of 4
+    assert options(64, 4) == {} and options(16, 8) == {}  # whole AVX-512 vectors
+    assert options(57, 4) == {} and options(6, 8) == {}  # a remainder at either width
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert options(56, 4) == {}
+
+
 @pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
 def test_key_pass_pads_as_f_pad(mode: str) -> None:
     """The key path's first pass (run eagerly here) and its padding copies write the keys of

@@ -459,7 +459,12 @@ def _network_keys_source(plan: _Plan, cfg: _Config, shift: int, mask: int) -> st
 
 def _fill_border(kp: Tensor, cfg: _Config) -> None:
     """Fills the padding cells of ``kp`` (inner cells filled) as :func:`_pad` pads: an axis at a time,
-    from the innermost, each padding row copying its source row (zeros: the key 0 of +0.0)."""
+    from the innermost, each padding row copying its source row (zeros: the key 0 of +0.0).
+
+    A front padding row and its mirror at the back are filled by one strided copy when their sources
+    are in the same order (reflect, replicate, zeros): half the copies, each large enough for the
+    copy to run on several threads.
+    """
     nd = len(cfg.sizes)
     for axis in reversed(range(nd)):
         p, size, dim = cfg.padding[axis], cfg.sizes[axis], axis + 1
@@ -469,12 +474,20 @@ def _fill_border(kp: Tensor, cfg: _Config) -> None:
         for outer in range(axis):  # the outer axes are padded later: their inner cells only
             view = view.narrow(outer + 1, cfg.padding[outer], cfg.sizes[outer])
         sources = _source_rows(replace(cfg, rows=None, axis=axis), 0, size + 2 * p)
-        for row in [*range(p), *range(p + size, size + 2 * p)]:
-            source = sources[row]
-            if source is None:
-                view.narrow(dim, row, 1).zero_()
+        for front in range(p):
+            back = size + 2 * p - 1 - front
+            first, last = sources[front], sources[back]
+            rows = view[_axis_slice(axis, nd, front, back + 1, back - front)]
+            if first is None and last is None:
+                rows.zero_()
+            elif first is not None and last is not None and last > first:
+                rows.copy_(view[_axis_slice(axis, nd, first + p, last + p + 1, last - first)])
             else:
-                view.narrow(dim, row, 1).copy_(view.narrow(dim, source + p, 1))
+                for row, source in ((front, first), (back, last)):
+                    if source is None:
+                        view.narrow(dim, row, 1).zero_()
+                    else:
+                        view.narrow(dim, row, 1).copy_(view.narrow(dim, source + p, 1))
 
 
 def _forward_keys(x: Tensor, cfg: _Config) -> Tensor | None:

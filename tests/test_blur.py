@@ -7,10 +7,12 @@ The float64 reference, gradcheck and the generic walks come from the records
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
 import torch.nn.functional as F
+from records.blur import source_index
 from torch import Tensor
 
 import torchpool as tp
@@ -271,19 +273,6 @@ def test_deterministic_padding_equals_f_pad(ndim: int, mode: str) -> None:
 # ------------------------------------------------------------------ the border-fixed convolution
 
 
-def _padded_index(i: int, size: int, mode: str) -> int | None:
-    """Where padded position ``i`` of an axis of ``size`` cells reads (``None``: a zero)."""
-    if 0 <= i < size:
-        return i
-    if mode == "zeros":
-        return None
-    if mode == "replicate":
-        return min(max(i, 0), size - 1)
-    if mode == "circular":
-        return i % size
-    return -i if i < 0 else 2 * (size - 1) - i  # reflect (one reflection: k // 2 < size)
-
-
 def _axis_matrix(size: int, k: int, stride: int, mode: str) -> Tensor:
     """The blur of one axis as a dense ``(outputs, size)`` float64 matrix, from Pascal's row."""
     taps = [math.comb(k - 1, t) / 2 ** (k - 1) for t in range(k)]
@@ -291,7 +280,7 @@ def _axis_matrix(size: int, k: int, stride: int, mode: str) -> Tensor:
     matrix = torch.zeros(outputs, size, dtype=torch.float64)
     for o in range(outputs):
         for t in range(k):
-            i = _padded_index(o * stride - (k - 1) // 2 + t, size, mode)
+            i = source_index(o * stride - (k - 1) // 2 + t, size, mode)
             if i is not None:
                 matrix[o, i] += taps[t]
     return matrix
@@ -303,6 +292,19 @@ def _reference(x: Tensor, k: int, stride: int, mode: str) -> Tensor:
         matrix = _axis_matrix(x.shape[axis], k, stride, mode)
         x = torch.tensordot(x, matrix, dims=([axis], [1])).movedim(-1, axis)
     return x
+
+
+def _assert_reference_values_and_grad(
+    fn: Callable[..., Tensor], x: Tensor, k: int, stride: int, mode: str
+) -> None:
+    """``fn(x, k, stride, padding_mode=mode)`` equals the float64 reference in value and gradient."""
+    y = fn(x, k, stride, padding_mode=mode)
+    expected = _reference(x.detach(), k, stride, mode)
+    torch.testing.assert_close(y.detach(), expected, rtol=0, atol=1e-12)
+    g = torch.randn_like(expected)
+    (grad,) = torch.autograd.grad(y, x, g)
+    (expected_grad,) = torch.autograd.grad(_reference(x, k, stride, mode), x, g)
+    torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
@@ -317,13 +319,7 @@ def test_border_fixed_convolution_2d(k: int, mode: str) -> None:
     for stride in (1, 2, 3):
         for h, w in pairs:
             x = torch.randn(2, 3, h, w, dtype=torch.float64, requires_grad=True)
-            y = tp.blur_pool2d(x, k, stride, padding_mode=mode)
-            expected = _reference(x.detach(), k, stride, mode)
-            torch.testing.assert_close(y.detach(), expected, rtol=0, atol=1e-12)
-            g = torch.randn_like(expected)
-            (grad,) = torch.autograd.grad(y, x, g)
-            (expected_grad,) = torch.autograd.grad(_reference(x, k, stride, mode), x, g)
-            torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-12)
+            _assert_reference_values_and_grad(tp.blur_pool2d, x, k, stride, mode)
 
 
 @pytest.mark.parametrize("ndim", [1, 3])
@@ -334,13 +330,7 @@ def test_border_fixed_convolution_1d_3d(ndim: int, mode: str) -> None:
         smallest = {"reflect": k // 2 + 1, "replicate": 1, "circular": max(1, k // 2)}[mode]
         for sizes in [(smallest,) * ndim, (8, 9, 7)[:ndim], (smallest + 1, 9, smallest)[:ndim]]:
             x = torch.randn(2, 2, *sizes, dtype=torch.float64, requires_grad=True)
-            y = fn(x, k, stride, padding_mode=mode)
-            expected = _reference(x.detach(), k, stride, mode)
-            torch.testing.assert_close(y.detach(), expected, rtol=0, atol=1e-12)
-            g = torch.randn_like(y)
-            (grad,) = torch.autograd.grad(y, x, g)
-            (expected,) = torch.autograd.grad(_reference(x, k, stride, mode), x, g)
-            torch.testing.assert_close(grad, expected, rtol=0, atol=1e-12)
+            _assert_reference_values_and_grad(fn, x, k, stride, mode)
 
 
 def test_border_fixed_convolution_general_terms(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -352,13 +342,7 @@ def test_border_fixed_convolution_general_terms(monkeypatch: pytest.MonkeyPatch)
     for k, stride, (h, w) in [(3, 2, (8, 7)), (5, 1, (3, 6)), (7, 2, (9, 4)), (7, 3, (5, 5))]:
         for mode in ("reflect", "replicate", "circular"):
             x = torch.randn(2, 3, h, w, dtype=torch.float64, requires_grad=True)
-            y = tp.blur_pool2d(x, k, stride, padding_mode=mode)
-            expected = _reference(x.detach(), k, stride, mode)
-            torch.testing.assert_close(y.detach(), expected, rtol=0, atol=1e-12)
-            g = torch.randn_like(y)
-            (grad,) = torch.autograd.grad(y, x, g)
-            (expected,) = torch.autograd.grad(_reference(x, k, stride, mode), x, g)
-            torch.testing.assert_close(grad, expected, rtol=0, atol=1e-12)
+            _assert_reference_values_and_grad(tp.blur_pool2d, x, k, stride, mode)
 
 
 def test_border_fixed_convolution_chunks_and_layout(monkeypatch: pytest.MonkeyPatch) -> None:

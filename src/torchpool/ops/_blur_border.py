@@ -1,8 +1,8 @@
-"""BlurPool, the border-fixed path (:mod:`.blur`): reflect / replicate / circular padding with odd
-kernels on the CPU as the zero-padded depthwise convolution plus a correction of the border
-outputs only (per axis ``A_mode = A_zeros + D``, ``D`` a few rows and columns; in 2-d two thin
-GEMMs), in chunks of the batch; one autograd node whose backward is the convolution's input
-gradient plus the transposed correction.
+"""BlurPool, the border-fixed path (:mod:`.blur`): odd kernels on the CPU as the zero-padded
+depthwise convolution in chunks of the batch, plus, for reflect / replicate / circular padding, a
+correction of the border outputs only (per axis ``A_mode = A_zeros + D``, ``D`` a few rows and
+columns; in 2-d two thin GEMMs); one autograd node whose backward is the convolution's input
+gradient (in the same chunks) plus the transposed correction.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ._blur_filter import _CONV, _cached_weight
-from ._blur_separable import _axis_plan, _blur_axis, _chunks, _new, _spread_axis
+from ._blur_separable import _axis_plan, _blur_axis, _new, _spread_axis
 
 #: one axis of the border correction (odd kernels): ``(outputs, sources, matrix, scale)``.
 #: ``outputs``: the outputs whose window reaches a padded cell (ascending); ``sources``: the input
@@ -22,6 +22,20 @@ from ._blur_separable import _axis_plan, _blur_axis, _chunks, _new, _spread_axis
 #: reflected / replicated / wrapped filter minus the zero-padded one, or ``None`` when each output
 #: reads its own source with the one weight ``scale`` (``D`` is ``scale`` times the identity).
 BorderAxis = tuple[tuple[int, ...], tuple[int, ...], tuple[tuple[float, ...], ...] | None, float]
+
+
+#: input elements per chunk of the batch for the depthwise convolution and its input gradient:
+#: PyTorch's CPU (oneDNN) depthwise convolution is faster on a few samples at a time, each chunk's
+#: result written into the preallocated output (measured on (32, 64, 56, 56) float32, 2 threads:
+#: 1.7-1.9 ms in chunks of 4-8 samples against 2.5-2.8 ms in one call; the input gradient 2.6 ms
+#: against several times that; ``benchmarks/bench_blur.py``).
+_CONV_CHUNK = 1 << 20
+
+
+def _conv_chunks(t: Tensor) -> list[slice]:
+    """Slices of dim 0 (whole samples) of about :data:`_CONV_CHUNK` elements."""
+    step = max(1, _CONV_CHUNK // max(1, t.numel() // max(1, t.shape[0])))
+    return [slice(i, i + step) for i in range(0, t.shape[0], step)]
 
 
 @functools.lru_cache(maxsize=256)
@@ -217,19 +231,19 @@ def _add_border_grads_2d(grad_x: Tensor, grad: Tensor, geometry: tuple[Any, ...]
 
 
 class _BorderFixedBlur(torch.autograd.Function):
-    """Reflect / replicate / circular padding as kornia's zero-padded convolution plus a correction
-    of the border outputs only (odd kernels, eager CPU float32 / float64).
+    """Odd kernels as kornia's zero-padded convolution plus, for reflect / replicate / circular
+    padding, a correction of the border outputs only (eager CPU float32 / float64).
 
     Per axis the padded filter is ``A = A0 + D``: ``A0`` the zero-padded strided filter, ``D`` the
     weights of the padded cells moved onto the input cells they copy (non-zero only in the rows of
-    the border outputs, reading a few input cells). The blur is the tensor product of the axes'
-    ``A``, the zero-padded convolution plus the terms with at least one ``D``: in 2-d
+    the border outputs, reading a few input cells; none for zeros). The blur is the tensor product
+    of the axes' ``A``, the zero-padded convolution plus the terms with at least one ``D``: in 2-d
     ``D_h (x) A_w + A0_h (x) D_w``, each a GEMM of the few rows (columns) ``D`` reads with a dense
     ``A_w`` (``A0_h``); in 1-d / 3-d (or past :data:`_MAX_DENSE`) every ``D`` term, gathered and
-    run through separable strided sums. The backward pass is the transpose: the convolution's input
-    gradient plus the terms'. Both run in cache-sized chunks of the batch (the convolution's layout
-    conversions and the terms' row / column reads then stay in the caches: measured faster than one
-    call, ``benchmarks/bench_blur.py``), each chunk copied into the preallocated result.
+    run through separable strided sums, once over the whole batch. The backward pass is the
+    transpose: the convolution's input gradient plus the terms'. The convolution and its input
+    gradient run on a few samples at a time (:func:`_conv_chunks`), each chunk copied into the
+    preallocated result.
     """
 
     @staticmethod
@@ -249,14 +263,12 @@ class _BorderFixedBlur(torch.autograd.Function):
                 ),
             )
         padding = tuple(kk // 2 for kk in k)
-        for part in _chunks(x):
-            chunk = x[part]
-            part_y = _CONV[ndim](chunk, weight, stride=s, padding=padding, groups=channels)
-            if dense is not None:
-                _add_border_terms_2d(part_y, chunk, dense)
-            else:
-                _add_border_terms(part_y, chunk, k, s, axes)
-            y[part].copy_(part_y)
+        for part in _conv_chunks(x):
+            y[part].copy_(_CONV[ndim](x[part], weight, stride=s, padding=padding, groups=channels))
+        if dense is not None:
+            _add_border_terms_2d(y, x, dense)
+        else:
+            _add_border_terms(y, x, k, s, axes)
         ctx.save_for_backward(x)
         ctx.geometry = (k, s, axes, dense)
         return y
@@ -269,13 +281,13 @@ class _BorderFixedBlur(torch.autograd.Function):
         weight = _cached_weight(k, channels, x.dtype, x.device)
         grad_x = _new(x, list(x.shape), zero=False)
         half, ones, zeros = tuple(kk // 2 for kk in k), (1,) * ndim, (0,) * ndim
-        for part in _chunks(x):
+        for part in _conv_chunks(x):
             part_grad = torch.ops.aten.convolution_backward(
                 grad[part], x[part], weight, None, s, half, ones, False, zeros, channels, (True, False, False)
             )[0]
-            if dense is not None:
-                _add_border_grads_2d(part_grad, grad[part], dense)
-            else:
-                _add_border_grads(part_grad, grad[part], k, s, axes)
             grad_x[part].copy_(part_grad)
+        if dense is not None:
+            _add_border_grads_2d(grad_x, grad, dense)
+        else:
+            _add_border_grads(grad_x, grad, k, s, axes)
         return grad_x, None, None, None

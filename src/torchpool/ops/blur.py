@@ -10,11 +10,13 @@ Shift-Invariant Again", ICML, arXiv 1904.11486).
 
 How it runs. ``padding_mode="zeros"`` (kornia's) is one depthwise convolution with the outer
 product of the 1-d binomial filters, padded by the convolution itself: kornia's result bit for
-bit. The other modes, in eager mode on the CPU in float32 / float64, with odd kernels, run that
-same zero-padded convolution and add a correction to the border outputs only (per axis the padded
+bit. In eager mode on the CPU in float32 / float64 with odd kernels it runs on a few samples at a
+time (PyTorch's CPU depthwise convolution, and much more its input gradient, is faster on small
+batches: ``benchmarks/bench_blur.py``), one autograd node. The other modes there run that same
+zero-padded convolution and add a correction to the border outputs only (per axis the padded
 filter is the zero-padded one plus ``D``, the padded cells' weights moved onto the input cells
-they copy: a few rows and columns; in 2-d two thin GEMMs), in cache-sized chunks of the batch,
-one autograd node whose backward is the convolution's input gradient plus the transposed
+they copy: a few rows and columns; in 2-d two thin GEMMs), whose backward is the convolution's
+input gradient plus the transposed
 correction (double backward works). Even kernels there are separable: one axis after the other,
 each output a sum of weighted strided slices of the input, the padded cells read directly from
 the reflected / replicated / wrapped input cells (no padded copy). Both measured faster than
@@ -81,11 +83,11 @@ def _check_blur_args(
 
 
 def _separable_ok(x: Tensor) -> bool:
-    """Where the eager CPU paths run for padding other than zeros (which stays kornia's convolution,
-    bit for bit): the border-fixed convolution (odd kernels) or the separable blur (even), on CPU
-    float32 / float64, measured faster there than padding the input and convolving
-    (``benchmarks/bench_blur.py``); half precision keeps the padded convolution's wider
-    accumulation."""
+    """Where the eager CPU paths run: the batch-chunked convolution with its border correction (odd
+    kernels; none for zeros, which stays kornia's convolution bit for bit) or, for padding other
+    than zeros, the separable blur (even), on CPU float32 / float64, measured faster there than
+    one convolution of the (padded) input (``benchmarks/bench_blur.py``); half precision keeps the
+    padded convolution's wider accumulation."""
     return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not is_traced()
 
 
@@ -107,7 +109,7 @@ def _blur(x: Tensor, ndim: int, k: tuple[int, ...], s: tuple[int, ...], padding_
     if x.numel() == 0:  # no samples or no channels: the empty result, still on the autograd graph
         return x.reshape(*x.shape[:2], *out)
     odd = all(kk % 2 == 1 for kk in k)
-    if padding_mode != "zeros" and odd and _separable_ok(x):
+    if odd and _separable_ok(x):
         fixed: Tensor = _BorderFixedBlur.apply(x, k, s, padding_mode)  # type: ignore[no-untyped-call]
         return fixed
     if padding_mode != "zeros" and _separable_ok(x):

@@ -347,23 +347,26 @@ def test_border_fixed_convolution_general_terms(monkeypatch: pytest.MonkeyPatch)
 
 def test_border_fixed_convolution_chunks_and_layout(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks of the batch (one sample each here) and channels-last input: the same result, the
-    layout kept, float32 within rounding of the float64 reference."""
-    import torchpool.ops._blur_separable as separable
+    layout kept, float32 within rounding of the float64 reference; zero padding too (the chunked
+    convolution alone)."""
+    import torchpool.ops._blur_border as border
 
-    monkeypatch.setattr(separable, "_CHUNK", 1)
+    monkeypatch.setattr(border, "_CONV_CHUNK", 1)
+    assert len(border._conv_chunks(torch.empty(3, 4, 11, 10))) == 3
     x = torch.randn(3, 4, 11, 10)
-    expected = _reference(x.double(), 3, 2, "reflect")
-    for t in (x, x.contiguous(memory_format=torch.channels_last)):
-        leaf = t.clone().requires_grad_(True)
-        y = tp.blur_pool2d(leaf)
-        assert y.is_contiguous(memory_format=_layout(t))
-        torch.testing.assert_close(y.double(), expected, rtol=1e-6, atol=1e-6)
-        (grad,) = torch.autograd.grad(y, leaf, torch.ones_like(y))
-        assert grad.is_contiguous(memory_format=_layout(t))
-        expected_grad = torch.autograd.grad(
-            _reference(leaf.double(), 3, 2, "reflect"), leaf, torch.ones_like(expected)
-        )[0]
-        torch.testing.assert_close(grad, expected_grad, rtol=1e-6, atol=1e-6)
+    for mode in ("reflect", "zeros"):
+        expected = _reference(x.double(), 3, 2, mode)
+        for t in (x, x.contiguous(memory_format=torch.channels_last)):
+            leaf = t.clone().requires_grad_(True)
+            y = tp.blur_pool2d(leaf, padding_mode=mode)
+            assert y.is_contiguous(memory_format=_layout(t))
+            torch.testing.assert_close(y.double(), expected, rtol=1e-6, atol=1e-6)
+            (grad,) = torch.autograd.grad(y, leaf, torch.ones_like(y))
+            assert grad.is_contiguous(memory_format=_layout(t))
+            expected_grad = torch.autograd.grad(
+                _reference(leaf.double(), 3, 2, mode), leaf, torch.ones_like(expected)
+            )[0]
+            torch.testing.assert_close(grad, expected_grad, rtol=1e-6, atol=1e-6)
 
 
 def _layout(t: Tensor) -> torch.memory_format:

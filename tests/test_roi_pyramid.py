@@ -13,11 +13,12 @@ the validation of ``boxes``.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import pytest
 import torch
-from records.roi_pyramid import roi_spp_reference
+from records.roi_pyramid import boxes_for, roi_spp_reference
 from torch import Tensor
 
 import torchpool as tp
@@ -356,3 +357,107 @@ def test_chunks_slices_and_groups_give_the_same_result(
     (chunked_grad,) = torch.autograd.grad(chunked.sum(), x)
     assert torch.equal(chunked, whole) and torch.equal(chunked_grad, grad)
     torch.testing.assert_close(chunked, roi_spp_reference(x, boxes, levels, 0.5), rtol=0, atol=0)
+
+
+# ------------------------------------------------------------ torch.compile, torch.export, the JIT tracer
+
+
+def _edge_and_random_boxes(seed: int) -> Tensor:
+    """64 boxes on a (2, C, 10, 13) map at scale 1/2: the records' edge cases (the whole map, over the
+    border, wholly outside, malformed, one cell, half-integer corners) and random ones."""
+    return torch.cat([boxes_for(2, 10, 13, 0.5), _random_boxes(2, 10, 13, 50, 0.5, seed)])
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+def test_compiled_fullgraph_equals_eager(mode: str) -> None:
+    """``torch.compile(fullgraph=True)`` (aot_eager: the graph dynamo and AOTAutograd trace, run
+    eagerly): the max mode is one operator with the eager forward inside, the avg mode plain ops;
+    values equal eager's bit for bit on several box sets (levels derived from finer ones and pooled
+    directly), the gradient up to the order of its sums."""
+    levels = (1, 2, 4, 3)
+
+    def pool(x: Tensor, boxes: Tensor) -> Tensor:
+        out: Tensor = tp.roi_spatial_pyramid_pool(x, boxes, levels, spatial_scale=0.5, mode=mode)
+        return out
+
+    compiled = torch.compile(pool, backend="aot_eager", fullgraph=True, dynamic=False)
+    g = torch.Generator().manual_seed(12)
+    for seed in (13, 14):
+        boxes = _edge_and_random_boxes(seed)
+        x = _features((2, 3, 10, 13), seed=seed).requires_grad_(True)
+        want = pool(x, boxes)
+        got = compiled(x, boxes)
+        assert torch.equal(got, want)
+        torch.testing.assert_close(
+            got, roi_spp_reference(x, boxes, levels, 0.5, mode), rtol=1e-12, atol=1e-12
+        )
+        weight = torch.randn(want.shape, generator=g, dtype=x.dtype)
+        (grad,) = torch.autograd.grad((got * weight).sum(), x)
+        (grad_want,) = torch.autograd.grad((want * weight).sum(), x)
+        assert float(grad_want.abs().sum()) > 0
+        torch.testing.assert_close(grad, grad_want, rtol=0, atol=1e-12)
+        with torch.no_grad():  # the forward without the argmax
+            assert torch.equal(compiled(x, boxes.float().double()), want)
+
+
+def test_compiled_list_of_boxes_no_boxes_and_checks() -> None:
+    """The Module with a list of boxes per image (unflattened), no boxes at all, and the eager checks of
+    the boxes' values, which run inside the compiled graph (both modes)."""
+    x = _features((3, 4, 9, 11), torch.float32)
+    boxes = _random_boxes(3, 9, 11, 30, 0.25, seed=15).float()
+    per_image = [boxes[boxes[:, 0] == i, 1:] for i in range(3)]
+    module = tp.RoISpatialPyramidPool((1, 2, 4), 0.25, flatten=False)
+    compiled = torch.compile(module, backend="aot_eager", fullgraph=True, dynamic=False)
+    for got, want in zip(_levels(compiled(x, per_image)), _levels(module(x, per_image))):
+        assert torch.equal(got, want)
+    for mode in ("max", "avg"):
+
+        def pool(x: Tensor, boxes: Tensor, mode: str = mode) -> Tensor:
+            out: Tensor = tp.roi_spatial_pyramid_pool(x, boxes, (1, 2), mode=mode)
+            return out
+
+        fn = torch.compile(pool, backend="aot_eager", fullgraph=True, dynamic=False)
+        assert fn(x, torch.zeros(0, 5)).shape == (0, 4 * 5)
+        with pytest.raises(ValueError, match="batch indices"):
+            fn(x, torch.tensor([[3.0, 0, 0, 1, 1]]))
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+def test_export_with_a_dynamic_number_of_boxes(mode: str) -> None:
+    """``torch.export``: the max mode exports as the ``torchpool::roi_spp_max`` operator (so the program
+    needs torchpool imported to run), the avg mode as plain ops; the number of boxes may vary."""
+    module = tp.RoISpatialPyramidPool((1, 2, 4), 0.5, mode)
+    x = _features((2, 3, 10, 13), torch.float32)
+    count = torch.export.Dim("count")
+    program = torch.export.export(
+        module, (x, _edge_and_random_boxes(16).float()), dynamic_shapes=({}, {0: count})
+    )
+    assert ("torchpool.roi_spp_max" in program.graph_module.code) == (mode == "max")
+    for boxes in (_edge_and_random_boxes(17).float(), _random_boxes(2, 10, 13, 9, 0.5, seed=18).float()):
+        assert torch.equal(program.module()(x, boxes), module(x, boxes))
+
+
+def test_jit_trace_and_the_operator() -> None:
+    """The JIT tracer records the operator; the operator's schema, fake (meta) function and autograd
+    pass ``torch.library.opcheck``, and its gradient (to each bin's max cell) passes gradcheck."""
+    from torchpool.ops.roi_pyramid import _MAX_OP
+
+    x = _features((2, 3, 7, 8))
+    boxes = _random_boxes(2, 7, 8, 12, 0.5, seed=19)
+    with warnings.catch_warnings():  # deprecated; it warns of the (constant) shape checks
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace` is deprecated")
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
+        traced = torch.jit.trace(  # type: ignore[no-untyped-call]
+            lambda t: tp.roi_spatial_pyramid_pool(t, boxes, spatial_scale=0.5), (x,)
+        )
+    other = _features((2, 3, 7, 8), seed=1)
+    assert torch.equal(traced(other), tp.roi_spatial_pyramid_pool(other, boxes, spatial_scale=0.5))
+    for argmax in (False, True):
+        torch.library.opcheck(
+            _MAX_OP, (x.clone().requires_grad_(argmax), boxes, [1, 1, 2, 2, 3, 3], 0.5, argmax)
+        )
+
+    def op(t: Tensor) -> Tensor:
+        return torch.cat([v.flatten(1) for v in _MAX_OP(t, boxes, [1, 1, 2, 2, 4, 4], 0.5, True)[:3]], 1)
+
+    assert torch.autograd.gradcheck(op, (x.requires_grad_(True),), eps=1e-6, atol=1e-5)

@@ -53,6 +53,13 @@ Where cells of a bin tie for its max, the bin's gradient goes to one of them, as
 torchvision (not necessarily the same one). A NaN in a bin gives NaN, as PyTorch's
 max pools do (torchvision's kernel skips NaN), and a bin of ``-inf`` gives ``-inf``
 (torchvision: ``-FLT_MAX``).
+
+**Under** ``torch.compile`` (``fullgraph=True``), ``torch.export``, ``torch.jit.trace`` and fake
+tensors, where no value of the boxes may be read in Python, the max mode is one custom operator,
+``torchpool::roi_spp_max`` (a fake function gives its shapes from the input shapes; inside, the
+eager forward on the real values, boxes checked; its backward one ``scatter_add`` to each max's
+cell), and the avg mode the same summed-area-table ops (nothing data-dependent), its boxes
+checked at run time by ``torchpool::roi_spp_checked_rois``.
 """
 
 from __future__ import annotations
@@ -64,6 +71,7 @@ from typing import Any, Literal, NamedTuple, overload
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch._subclasses.fake_tensor import FakeTensor
 
 from .._checks import check_bool, check_choice, check_float_range, is_traced
 from .pyramid import Level, _check_levels
@@ -496,6 +504,116 @@ class _RoIMax(torch.autograd.Function):
         return (grad_x, None, None, None, None, None, None)
 
 
+# ------------------------------------------------------------------ the traced max path: one custom operator
+
+
+def _pairs(flat: Sequence[int]) -> list[Bins]:
+    return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+
+
+def _max_op_impl(
+    features: Tensor, rois: Tensor, levels: Sequence[int], spatial_scale: float, argmax: bool
+) -> list[Tensor]:
+    """``torchpool::roi_spp_max`` on real values (a compiled graph, an exported program or a trace
+    calling it): the eager forward, the boxes checked as in eager mode. Each level's ``(K, C, nh, nw)``
+    maxima (0 in empty bins), then with ``argmax`` each max's flat cell ``((n * C + c) * H + h) * W + w``
+    in the map (``features.numel()`` for an empty bin: the backward drops it)."""
+    bins = _pairs(levels)
+    n, channels, height, width = features.shape
+    count = rois.shape[0]
+    _check_values(rois, n, spatial_scale)
+    if count == 0 or channels == 0:
+        empty = [features.new_zeros(count, channels, bh, bw) for bh, bw in bins]
+        return empty + ([features.new_zeros(t.shape, dtype=torch.long) for t in empty] if argmax else [])
+    unique = list(dict.fromkeys(bins))
+    dtype = features.dtype if features.dtype in (torch.float32, torch.float64) else torch.float32
+    geometry = _bins(rois, unique, height, width, spatial_scale, dtype)
+    found, derived = _max_bins(features, rois[:, 0].long(), unique, geometry, argmax)
+    cells: dict[Bins, Tensor] = {level: cell for level, (_, _, cell) in found.items() if cell is not None}
+    for coarse in sorted(derived, key=lambda level: -level[0] * level[1]):  # finer first: 2 from 4, then 1
+        if argmax:  # the finer bin that holds each max -> that bin's cell
+            fine = cells[derived[coarse]]
+            picked = fine.view(count, -1, channels).gather(1, cells[coarse])
+            cells[coarse] = picked.view(count, coarse[0], coarse[1], channels)
+    values: list[Tensor] = []
+    where: list[Tensor] = []
+    for level in bins:
+        value, ok, _ = found[level]
+        values.append(value.masked_fill(~ok[..., None], 0).permute(0, 3, 1, 2).contiguous())
+        if argmax:
+            cell = cells[level].masked_fill(~ok[..., None], features.numel())
+            where.append(cell.permute(0, 3, 1, 2).contiguous())
+    return values + where
+
+
+def _max_op_fake(
+    features: Tensor, rois: Tensor, levels: Sequence[int], spatial_scale: float, argmax: bool
+) -> list[Tensor]:
+    count, channels = rois.shape[0], features.shape[1]
+    values = [features.new_empty(count, channels, bh, bw) for bh, bw in _pairs(levels)]
+    return values + ([features.new_empty(t.shape, dtype=torch.long) for t in values] if argmax else [])
+
+
+def _max_op_setup(ctx: Any, inputs: tuple[Any, ...], output: list[Tensor]) -> None:
+    features, _, levels, _, argmax = inputs
+    ctx.shape = features.shape
+    ctx.save_for_backward(*(output[len(levels) // 2 :] if argmax else []))
+
+
+def _max_op_backward(ctx: Any, grads: list[Tensor | None]) -> tuple[Tensor | None, ...]:
+    """Each bin's gradient to its max's cell (plain scatter_add: traceable and differentiable again)."""
+    cells = ctx.saved_tensors
+    grad: Tensor | None = None
+    for g, cell in zip(grads, cells):
+        if g is None:
+            continue
+        if grad is None:  # one spare cell at the end, for the empty bins
+            grad = g.new_zeros(math.prod(ctx.shape) + 1)
+        grad = grad.scatter_add(0, cell.reshape(-1), g.reshape(-1))
+    if grad is None:
+        return (None,) * 5
+    return (grad[:-1].view(ctx.shape), None, None, None, None)
+
+
+def _define_max_op() -> Any:
+    """``torchpool::roi_spp_max``: what ``torch.compile``, ``torch.export`` and the JIT tracer see of the
+    max mode: one opaque operator whose output shapes follow from the input shapes (the forward reads
+    the boxes: its bins, the levels derived from finer ones and its chunks depend on them)."""
+    op = torch.library.custom_op(
+        "torchpool::roi_spp_max",
+        _max_op_impl,
+        mutates_args=(),
+        schema="(Tensor features, Tensor rois, int[] levels, float spatial_scale, bool argmax) -> Tensor[]",
+    )
+    op.register_fake(_max_op_fake)
+    op.register_autograd(_max_op_backward, setup_context=_max_op_setup)
+    return op
+
+
+_MAX_OP = _define_max_op()
+
+
+def _checked_rois_impl(rois: Tensor, batch: int, spatial_scale: float) -> Tensor:
+    _check_values(rois, batch, spatial_scale)
+    return rois.clone()
+
+
+def _define_check_op() -> Any:
+    """``torchpool::roi_spp_checked_rois``: the boxes, checked on real values as in eager mode (a copy,
+    which the avg mode's traced ops then read, so that no graph drops the check)."""
+    op = torch.library.custom_op(
+        "torchpool::roi_spp_checked_rois",
+        _checked_rois_impl,
+        mutates_args=(),
+        schema="(Tensor rois, int batch, float spatial_scale) -> Tensor",
+    )
+    op.register_fake(lambda rois, batch, spatial_scale: torch.empty_like(rois))
+    return op
+
+
+_CHECK_OP = _define_check_op()
+
+
 def _avg_bins(
     x: Tensor, batch: Tensor, levels: Sequence[Bins], bins: tuple[Tensor, Tensor, Tensor, Tensor]
 ) -> dict[Bins, tuple[Tensor, Tensor]]:
@@ -526,6 +644,27 @@ def _avg_bins(
     return result
 
 
+def _traced(x: Tensor, rois: Tensor, bins: list[Bins], scale: float, mode: str) -> list[Tensor]:
+    """Each level's ``(K, C, nh, nw)`` under ``torch.compile``, ``torch.export``, the JIT tracer or fake
+    tensors, where no value of the boxes may be read in Python: the max mode is one operator
+    (:data:`_MAX_OP`, the eager forward inside), the avg mode plain differentiable ops whose shapes
+    follow from the input shapes (the eager ones, empty bins zeroed by a mask)."""
+    if mode == "max":
+        flat = [size for level in bins for size in level]
+        argmax = torch.is_grad_enabled() and x.requires_grad
+        out: list[Tensor] = _MAX_OP(x, rois, flat, scale, argmax)
+        return out[: len(bins)]
+    count, channels, height, width = rois.shape[0], *x.shape[1:]
+    if channels == 0:
+        return [x.new_zeros(count, 0, bh, bw) for bh, bw in bins]
+    rois = _CHECK_OP(rois, x.shape[0], scale)
+    unique = list(dict.fromkeys(bins))
+    dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    geometry = _bins(rois, unique, height, width, scale, dtype)
+    pooled = _avg_bins(x.permute(0, 2, 3, 1), rois[:, 0].long(), unique, geometry)
+    return [pooled[lv][0].masked_fill(~pooled[lv][1][..., None], 0).permute(0, 3, 1, 2) for lv in bins]
+
+
 def _roi_spp(
     features: Tensor, boxes: Boxes, levels: Sequence[Level], spatial_scale: float, mode: str, flatten: bool
 ) -> Tensor | list[Tensor]:
@@ -538,9 +677,12 @@ def _roi_spp(
     n, channels = x.shape[:2]
     count = rois.shape[0]
     meta = x.device.type == "meta" or rois.device.type == "meta"
-    if not meta and not is_traced():
+    traced = not meta and (is_traced() or isinstance(x, FakeTensor) or isinstance(rois, FakeTensor))
+    if not meta and not traced:
         _check_values(rois, n, scale)
-    if count == 0 or channels == 0 or meta:
+    if traced:  # the boxes' values are not read here (the max mode's operator checks them)
+        outs = _traced(x, rois, bins, scale, mode)
+    elif count == 0 or channels == 0 or meta:
         # no regions / no channels / no values (meta): the empty result, or meta's of the right shape
         if meta:
             outs = [x.new_empty(count, channels, bh, bw) for bh, bw in bins]

@@ -202,3 +202,150 @@ def test_backward_recomputes_the_weights_when_not_kept() -> None:
         y, _ = S._ExpWeightedMean.apply(x, None, (3, 3), (2, 2), (1, 1), (4, 3), keep)  # type: ignore[no-untyped-call]
         grads.append(torch.autograd.grad(y, x, upstream)[0])
     assert torch.equal(grads[0], grads[1])
+
+
+# --- the non-overlapping path (``kernel_size == stride``, no padding, sizes multiples of the window)
+
+import torchpool.ops._soft_tiles as T  # noqa: E402
+
+TILE_CASES = [  # (rank, size, kernel)
+    (1, (12,), (2,)),
+    (1, (12,), (3,)),
+    (2, (8, 6), (2, 2)),
+    (2, (9, 8), (3, 4)),
+    (2, (8, 6), (2, 1)),
+    (2, (8, 6), (1, 2)),
+    (3, (4, 6, 4), (2, 2, 2)),
+    (3, (4, 6, 4), (1, 3, 2)),
+]
+
+
+def _pool(rank: int) -> object:
+    return {1: tp.soft_pool1d, 2: tp.soft_pool2d, 3: tp.soft_pool3d}[rank]
+
+
+def _spy_tiles(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the calls of the non-overlapping path."""
+    calls: list[int] = []
+    original = T.soft_tiles
+
+    def spy(*args: object) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        calls.append(1)
+        return original(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(T, "soft_tiles", spy)
+    return calls
+
+
+@pytest.mark.parametrize(("rank", "size", "kernel"), TILE_CASES)
+def test_tiles_match_float64_values_and_gradients(
+    monkeypatch: pytest.MonkeyPatch, rank: int, size: tuple[int, ...], kernel: tuple[int, ...]
+) -> None:
+    """The non-overlapping path (taken: spied) against the loop reference (values) and a float64
+    unfold + softmax (gradients), several chunks and one."""
+    calls = _spy_tiles(monkeypatch)
+    g = torch.Generator().manual_seed(10)
+    x = (torch.randn(2, 3, *size, generator=g) * 4).requires_grad_()
+    pool = _pool(rank)
+    expected = soft_reference(x.detach().double(), kernel)
+    upstream = torch.randn(expected.shape, generator=g)
+    results = []
+    for chunk in (T._CHUNK, 1):
+        monkeypatch.setattr(T, "_CHUNK", chunk)
+        y = pool(x, kernel)  # type: ignore[operator]
+        results.append((y, torch.autograd.grad(y, x, upstream)[0]))
+    assert len(calls) == 2
+    for one, many in zip(*results):
+        torch.testing.assert_close(many, one, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(results[1][0].double(), expected, rtol=1e-5, atol=1e-5)
+    x64 = x.detach().double().requires_grad_()
+    cells = x64
+    for axis, kk in enumerate(kernel):
+        cells = cells.unfold(2 + axis, kk, kk)
+    cells = cells.flatten(-rank)
+    y64 = (torch.softmax(cells, -1) * cells).sum(-1)
+    (grad64,) = torch.autograd.grad(y64, x64, upstream.double())
+    torch.testing.assert_close(results[1][1].double(), grad64, rtol=1e-5, atol=1e-5)
+
+
+def test_tiles_gradcheck_float64() -> None:
+    x = torch.randn(2, 2, 4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
+    for scale in (1.0, 300.0):  # 300: past the unshifted pass's limit (600 in float64 exponent units)
+        leaf = (x * scale).requires_grad_()
+        assert torch.autograd.gradcheck(lambda t: tp.soft_pool2d(t, 2), (leaf,))
+        assert torch.autograd.gradcheck(lambda t: tp.soft_pool2d(t, (1, 3)), (leaf,))
+
+
+@pytest.mark.parametrize(
+    ("size", "kwargs"),
+    [
+        ((7, 8), {"kernel_size": 2}),  # odd height: the last row belongs to no window
+        ((8, 8), {"kernel_size": 2, "stride": 1}),
+        ((8, 8), {"kernel_size": 2, "padding": 1}),
+        ((7, 7), {"kernel_size": 2, "ceil_mode": True}),
+        ((8, 8), {"kernel_size": 1}),
+    ],
+)
+def test_other_windows_do_not_take_the_tiles(
+    monkeypatch: pytest.MonkeyPatch, size: tuple[int, int], kwargs: dict[str, object]
+) -> None:
+    calls = _spy_tiles(monkeypatch)
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(12))
+    y = tp.soft_pool2d(x, **kwargs)  # type: ignore[arg-type]
+    assert not calls
+    torch.testing.assert_close(y.double(), soft_reference(x.double(), **kwargs), rtol=1e-5, atol=1e-5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("big", [70.0, 500.0, 1e4, -1e4])
+def test_tiles_plane_needing_a_shift_leaves_the_others_alone(big: float) -> None:
+    """Values past the unshifted pass's limit (overflow, or all windows below it) in one plane:
+    that plane is computed with its max subtracted, exact; every other plane has the bits it has
+    alone (no dependence on its batch), value and gradient."""
+    g = torch.Generator().manual_seed(13)
+    x = torch.randn(3, 4, 6, 8, generator=g)
+    x[1, 2] = x[1, 2] * 3 + big
+    upstream = torch.randn(3, 4, 3, 4, generator=g)
+    leaf = x.clone().requires_grad_()
+    y = tp.soft_pool2d(leaf, 2)
+    (grad,) = torch.autograd.grad(y, leaf, upstream)
+    assert bool(y.isfinite().all() and grad.isfinite().all())
+    torch.testing.assert_close(y.double(), soft_reference(x.double(), 2), rtol=1e-6, atol=1e-6)
+    alone = x[0].clone().requires_grad_()
+    y0 = tp.soft_pool2d(alone, 2)
+    assert torch.equal(y[0], y0)
+    assert torch.equal(grad[0], torch.autograd.grad(y0, alone, upstream[0])[0])
+    x64 = x[1, 2].double().requires_grad_()
+    cells = x64.unfold(0, 2, 2).unfold(1, 2, 2).flatten(-2)
+    (grad64,) = torch.autograd.grad((torch.softmax(cells, -1) * cells).sum(-1), x64, upstream[1, 2].double())
+    atol = 1e-6 + 4e-7 * abs(big)  # float32 rounds a - y to eps |a|
+    torch.testing.assert_close(grad[1, 2].double(), grad64, rtol=1e-5, atol=atol)
+
+
+def test_tiles_backward_needs_the_kept_weights() -> None:
+    """A forward pass run without keeping ``e`` (no gradient wanted) refuses a backward pass loudly."""
+    x = torch.randn(1, 2, 4, 4, generator=torch.Generator().manual_seed(14)).requires_grad_()
+    y, _ = T._SoftTiles.apply(x, (2, 2), False, [])  # type: ignore[no-untyped-call]
+    with pytest.raises(RuntimeError, match="keep=False"):
+        y.sum().backward()
+
+
+def test_tiles_nan_and_inf_stay_in_their_windows() -> None:
+    x = torch.randn(2, 2, 4, 4, generator=torch.Generator().manual_seed(15))
+    x[0, 0, 0, 0] = math.nan
+    x[1, 1, 3, 3] = math.inf
+    y = tp.soft_pool2d(x, 2)
+    bad = torch.zeros_like(y, dtype=torch.bool)
+    bad[0, 0, 0, 0] = bad[1, 1, 1, 1] = True
+    assert bool(y[0, 0, 0, 0].isnan())
+    ref = soft_reference(x.masked_fill(~x.isfinite(), 0.0).double(), 2)
+    torch.testing.assert_close(y[~bad].double(), ref[~bad], rtol=1e-6, atol=1e-6)
+
+
+def test_tiles_channels_last_and_non_contiguous() -> None:
+    x = torch.randn(2, 3, 8, 6, generator=torch.Generator().manual_seed(16))
+    expected = tp.soft_pool2d(x, 2)
+    torch.testing.assert_close(tp.soft_pool2d(x.to(memory_format=torch.channels_last), 2), expected)
+    wide = torch.randn(2, 3, 8, 12, generator=torch.Generator().manual_seed(17))
+    torch.testing.assert_close(
+        tp.soft_pool2d(wide[..., ::2], 2), tp.soft_pool2d(wide[..., ::2].contiguous(), 2)
+    )

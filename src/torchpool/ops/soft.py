@@ -19,6 +19,10 @@ exponent of a window cancels between numerator and denominator):
   The path checks its own result (every window's ``sum(e)`` must reach ``exp(-limit)``: then
   the window's largest weight is a normal number and the result is exact to rounding) and
   recomputes the planes where it does not (or that hold a NaN or an infinity) by
+  Non-overlapping windows (``kernel_size == stride``, no padding, sizes multiples of the window)
+  take :mod:`torchpool.ops._soft_tiles` instead: the window sums over a reshaped view (contiguous
+  slices but on the last axis), ``exp`` first unshifted and the planes where that leaves the safe
+  range computed again with their max subtracted; the same check and fallback follow.
 * **the window path**: each window's own max ``m`` (over strided views of the padded input, one
   per window cell), then ``sum e_i a_i / sum e_i`` with ``e_i = exp(a_i - m)``: safe for any
   magnitude and sign. Traced code (``torch.compile``, ``torch.export``, ONNX) always takes it,
@@ -42,6 +46,7 @@ from torch._subclasses.fake_tensor import FakeTensor
 from .._checks import check_bool, check_input, check_window, is_traced
 from .._shape import IntOrTuple, pool_output_size
 from ..registry import register_pool
+from . import _soft_tiles
 from ._base import WindowPool
 from ._doc import rank_doc
 
@@ -87,8 +92,15 @@ def _soft_plane(
     """One stabiliser per plane; the planes where some window's weights would underflow (or that
     hold a NaN or an infinity) are computed again by :func:`_soft_windows`."""
     dims = tuple(range(-ndim, 0))
-    out = pool_output_size(tuple(a.shape[-ndim:]), k, s, p, 1, ceil_mode)
-    y, den = _exp_weighted_mean(a, None, k, s, p, out)
+    size = tuple(a.shape[-ndim:])
+    out = pool_output_size(size, k, s, p, 1, ceil_mode)
+    if _soft_tiles.fits(size, k, s, p):
+        keep = torch.is_grad_enabled() and a.requires_grad
+        y, den, clean = _soft_tiles.soft_tiles(a, k, keep)
+        if clean:  # every window's weight sum lies in [exp(-limit), exp(limit)]
+            return y
+    else:
+        y, den = _exp_weighted_mean(a, None, k, s, p, out)
     tiny = math.exp(-_LIMIT[a.dtype])  # the window max's weight is at least this
     with torch.no_grad():
         if den.numel() == 0 or bool(den.amin() >= tiny):  # NaN fails (a NaN or +inf in a plane)

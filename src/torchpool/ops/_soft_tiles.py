@@ -195,13 +195,16 @@ class _SoftTiles(torch.autograd.Function):
         ctx.save_for_backward(xf, y, den, saved)
         ctx.k = k
         ctx.mark_non_differentiable(den)
+        ctx.set_materialize_grads(False)  # no zero-filled gradient for den
         return y, den
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor, _grad_den: Tensor | None) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, grad: Tensor | None, _grad_den: Tensor | None) -> tuple[Tensor | None, ...]:
         xf, y, den, saved = ctx.saved_tensors
         if saved is None:
             raise RuntimeError("soft_tiles: backward through a forward run with keep=False")
+        if grad is None:  # only den was used (it has no gradient)
+            return None, None, None, None
         k: tuple[int, ...] = ctx.k
         ndim = len(k)
         planes, size = xf.shape[0], tuple(xf.shape[1:])

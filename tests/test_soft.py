@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from records.lip import lip_loops
 from records.soft import soft_reference
 
 import torchpool as tp
@@ -349,3 +350,47 @@ def test_tiles_channels_last_and_non_contiguous() -> None:
     torch.testing.assert_close(
         tp.soft_pool2d(wide[..., ::2], 2), tp.soft_pool2d(wide[..., ::2].contiguous(), 2)
     )
+
+
+# --- the general path's unshifted first pass (shared with LIP)
+
+
+@pytest.mark.parametrize("big", [70.0, 500.0, 1e4, -1e4])
+def test_general_path_plane_needing_a_shift_leaves_the_others_alone(big: float) -> None:
+    """Overlapping windows (3x3 stride 2 padding 1): a plane past the unshifted pass's limit is
+    computed with its max subtracted (exact, value and gradient); the other planes have the bits
+    they have alone."""
+    g = torch.Generator().manual_seed(18)
+    x = torch.randn(3, 4, 7, 8, generator=g)
+    x[1, 2] = x[1, 2] * 3 + big
+    upstream = torch.randn(3, 4, 4, 4, generator=g)
+    leaf = x.clone().requires_grad_()
+    y = tp.soft_pool2d(leaf, 3, 2, 1)
+    (grad,) = torch.autograd.grad(y, leaf, upstream)
+    assert bool(y.isfinite().all() and grad.isfinite().all())
+    torch.testing.assert_close(y.double(), soft_reference(x.double(), 3, 2, 1), rtol=1e-6, atol=1e-6)
+    alone = x[0].clone().requires_grad_()
+    y0 = tp.soft_pool2d(alone, 3, 2, 1)
+    assert torch.equal(y[0], y0)
+    assert torch.equal(grad[0], torch.autograd.grad(y0, alone, upstream[0])[0])
+    x64 = x.double().requires_grad_()
+    (grad64,) = torch.autograd.grad(_soft_unfold64(x64, 3, 2, 1), x64, upstream.double())
+    torch.testing.assert_close(grad.double(), grad64, rtol=1e-5, atol=1e-6 + 4e-7 * abs(big))
+
+
+def test_lip_planes_past_the_unshifted_limit() -> None:
+    """LIP through the shared node: a plane of large logits (overflowing unshifted) and a plane of
+    huge values under moderate logits (``sum(e * v)`` overflowing unshifted, finite shifted) are
+    computed again shifted, the others left alone."""
+    g = torch.Generator().manual_seed(19)
+    x = torch.randn(2, 3, 8, 8, generator=g)
+    logit = torch.rand(2, 3, 8, 8, generator=g) * 12
+    logit[0, 1] += 200.0
+    x[1, 2] *= 1e36
+    logit[1, 2] += 40.0  # e up to e^52: e * v past float32's range unshifted
+    y = tp.lip_pool2d(x, logit)
+    assert bool(y.isfinite().all())
+    expected = lip_loops(x, logit.double(), 3, 2, 1)
+    torch.testing.assert_close(y.double(), expected, rtol=1e-5, atol=1e-5)
+    alone = tp.lip_pool2d(x[:1, :1], logit[:1, :1])
+    assert torch.equal(y[:1, :1], alone)

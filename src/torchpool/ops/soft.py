@@ -6,23 +6,23 @@ part of any window (they carry no weight); the output lies between the window's 
 How it is computed (both exact in real arithmetic, since any constant subtracted from every
 exponent of a window cancels between numerator and denominator):
 
-* **fast path** (eager mode): one stabiliser per plane, ``c = max`` over the plane (detached: its
-  gradient cancels), then ``sum(e * a) / sum(e)`` over each window with ``e = exp(a - c)``; no
-  overflow (every exponent is ``<= 0``). One autograd node
+* **fast path** (eager mode): one stabiliser ``c`` per plane, ``sum(e * a) / sum(e)`` over each
+  window with ``e = exp(a - c)``: first ``c = 0`` (no max to take, one pass less); the planes where
+  that leaves some window's ``sum(e)`` outside ``[exp(-limit), exp(limit)]`` are computed again
+  with ``c`` = the plane's max (detached: its gradient cancels; every exponent ``<= 0``, no
+  overflow). A plane's result does not depend on the other planes. One autograd node
   (:func:`_exp_weighted_mean`, shared with LIP) with the analytic gradient: ``exp`` as ``exp2``
   (on the CPU several times faster than PyTorch's ``exp``), the window sums as separable sums of
   strided slices (no padded copy, no ``e * a`` tensor), all in cache-sized chunks of the leading
-  dims, the plane's max taken chunk by chunk (``e`` kept for the backward pass when a gradient is
-  wanted, as the naive formula keeps its ``exp``; the backward pass writes each cell's first value
-  instead of zero-filling and adding). Its only failure is
-  underflow, when a whole window lies far below its plane's max.
-  The path checks its own result (every window's ``sum(e)`` must reach ``exp(-limit)``: then
-  the window's largest weight is a normal number and the result is exact to rounding) and
-  recomputes the planes where it does not (or that hold a NaN or an infinity) by
+  dims (``e`` kept for the backward pass when a gradient is wanted, as the naive formula keeps its
+  ``exp``; the backward pass writes each cell's first value instead of zero-filling and adding).
   Non-overlapping windows (``kernel_size == stride``, no padding, sizes multiples of the window)
-  take :mod:`torchpool.ops._soft_tiles` instead: the window sums over a reshaped view (contiguous
-  slices but on the last axis), ``exp`` first unshifted and the planes where that leaves the safe
-  range computed again with their max subtracted; the same check and fallback follow.
+  take :mod:`torchpool.ops._soft_tiles` instead (the window sums over a reshaped view: contiguous
+  slices but on the last axis; the same stabiliser rule). The path's only failure is underflow,
+  when a whole window lies far below its plane's max. It checks its own result (every window's
+  ``sum(e)`` must reach ``exp(-limit)``: then the window's largest weight is a normal number and
+  the result is exact to rounding) and recomputes the planes where it does not (or that hold a
+  NaN or an infinity) by
 * **the window path**: each window's own max ``m`` (over strided views of the padded input, one
   per window cell), then ``sum e_i a_i / sum e_i`` with ``e_i = exp(a_i - m)``: safe for any
   magnitude and sign. Traced code (``torch.compile``, ``torch.export``, ONNX) always takes it,
@@ -59,7 +59,8 @@ __all__ = [
     "soft_pool3d",
 ]
 
-#: how far (in the exponent) a window's max may lie below its plane's max on the fast path.
+#: how far (in the exponent) a window's max may lie below its plane's max on the fast path (and
+#: the range ``[exp(-limit), exp(limit)]`` of each window's ``sum(e)`` on its unshifted first pass).
 _LIMIT = {torch.float32: 60.0, torch.float64: 600.0}
 
 
@@ -127,17 +128,19 @@ def _exp_weighted_mean(
     dims, ``e = exp(logit - shift)`` (``logit=None``: SoftPool, ``logit = v``), ``den = sum(e)``.
 
     ``logit`` has ``v``'s shape (an expanded view is fine). ``shift`` (no gradient: it cancels) is
-    the plane's max of the logit, taken chunk by chunk just before the chunk's ``exp`` (the chunk is
-    read from memory once, for both); for LIP a non-finite max is replaced by 0 (an infinite or NaN
-    logit propagates as in the formula), for SoftPool it is kept (the plane fails the caller's
-    check and is recomputed). Padding cells carry no weight. ``den`` has no gradient (it is for the
-    caller's underflow check).
+    first 0 (one pass less, no max to take); the planes where that leaves some window's ``sum(e)``
+    outside ``[exp(-limit), exp(limit)]`` (or, for LIP, ``sum(e * v)`` non-finite) are computed
+    again with the plane's max of the logit as ``shift``: for LIP a non-finite max is replaced by 0
+    (an infinite or NaN logit propagates as in the formula), for SoftPool it is kept (the plane
+    fails the caller's check and is recomputed). A plane's result does not depend on the other
+    planes. Padding cells carry no weight. ``den`` has no gradient (it is for the caller's
+    underflow check).
 
     One autograd node with the analytic gradient: ``d y / d v_i = e_i / den`` and
     ``d y / d logit_i = e_i (v_i - y) / den`` summed over the windows holding ``i``. ``exp`` is
     ``exp2`` of the shifted logit times ``log2(e)`` (on the CPU PyTorch's ``exp`` goes through a
     vector library several times slower than its ``exp2``; the extra rounding is that of the
-    shift's subtraction). The windows' sums are separable sums of strided slices, no padded copy.
+    product, relative to an exponent of at most ``limit``). The windows' sums are separable sums of strided slices, no padded copy.
     """
     inputs = (v,) if logit is None else (v, logit)
     keep = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
@@ -293,14 +296,16 @@ def _mean_chunk(
     p: tuple[int, ...],
     out: tuple[int, ...],
     dest: Tensor,
+    work: Tensor | None = None,
 ) -> None:
     """``dest = (sum(e), sum(e * v))`` per window (no autograd); the first axis' sums of ``e`` and
-    ``e * v`` go into one buffer, the other axes sum both at once (the last one into ``dest``)."""
+    ``e * v`` go into one buffer (in the flat ``work`` when given), the other axes sum both at once
+    (the last one into ``dest``)."""
     ndim = len(k)
     dim = v.dim() - ndim
     shape = list(v.shape)
     shape[dim] = out[0]
-    pair = dest if ndim == 1 else v.new_empty((2, *shape))
+    pair = dest if ndim == 1 else _buffer(work, v, (2, *shape))
     den, num = pair[0], pair[1]
     taps = list(
         zip(_tap_views(e, dim, k[0], s[0], p[0], out[0]), _tap_views(v, dim, k[0], s[0], p[0], out[0]))
@@ -322,6 +327,15 @@ def _mean_chunk(
         num.narrow(dim, lo, n).addcmul_(e_tap, v_tap)
     if ndim > 1:
         _sum_axes(pair, k, s, p, out, 1, dest)
+
+
+def _buffer(work: Tensor | None, like: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """A tensor of ``shape``: the front of the flat ``work`` (reused across chunks: chunk-sized
+    temporaries allocated afresh for every chunk cost page faults), or a new one."""
+    numel = math.prod(shape)
+    if work is None or work.numel() < numel:
+        return like.new_empty(shape)
+    return work[:numel].view(shape)
 
 
 def _spread_rows(
@@ -373,20 +387,23 @@ class _ExpWeightedMean(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor]:
         ndim = len(k)
         lead = v.shape[: v.dim() - ndim]
-        dims = tuple(range(-ndim, 0))
         y, sums = v.new_empty((*lead, *out)), v.new_empty((2, *lead, *out))  # sums: den, num
         den = sums[0]
-        shift = v.new_empty((*lead, *(1,) * ndim))
+        shift = v.new_zeros((*lead, *(1,) * ndim))  # 0: the plane's exp needed no shift
         saved = v.new_empty(v.shape) if keep else None  # the weights, kept for the backward pass
-        for part in _chunks(v, ndim):
+        chunks = _chunks(v, ndim)
+        largest = max(v[part].numel() for part in chunks)
+        work = v.new_empty(largest * (3 if saved is None else 2))  # e (when not kept), first sums
+        for part in chunks:
             source = v[part] if logit is None else logit[part]
-            torch.amax(source, dim=dims, keepdim=True, out=shift[part])
-            if logit is not None:
-                shift[part].nan_to_num_(0.0, 0.0, 0.0)
-            e = _exp_shifted(source, shift[part], None if saved is None else saved[part])
+            out_e = _buffer(work[2 * largest :], v, tuple(source.shape)) if saved is None else saved[part]
+            e = torch.mul(source, _LOG2E, out=out_e).exp2_()  # unshifted: checked below
             both = (slice(None), *part)  # den and num of the chunk
-            _mean_chunk(v[part], e, k, s, p, out, sums[both])
+            _mean_chunk(v[part], e, k, s, p, out, sums[both], work[: 2 * largest])
             torch.div(sums[1][part], den[part], out=y[part])
+        bad = _unsafe_planes(sums, logit is not None, ndim)
+        if bad is not None:
+            _shifted_planes(v, logit, bad, (y, sums, shift, saved), (k, s, p, out))
         ctx.save_for_backward(v, logit, shift, y, den, saved)
         ctx.geometry = (k, s, p, out)
         ctx.mark_non_differentiable(den)
@@ -434,6 +451,61 @@ class _ExpWeightedMean(torch.autograd.Function):
                 _spread_rows(target[part], u, r, v[part], geometry)
                 target[part].mul_(e)
         return grad_v, grad_logit, None, None, None, None, None
+
+
+def _unsafe_planes(sums: Tensor, lip: bool, ndim: int) -> tuple[Tensor, ...] | None:
+    """The planes whose unshifted weights may be inexact (as indices of the leading dims), or
+    ``None``: some window's ``sum(e)`` outside ``[exp(-limit), exp(limit)]`` (then its largest
+    weight may be subnormal, or ``e`` overflowed; a NaN fails too), for LIP also a non-finite
+    ``sum(e * v)`` (``v`` is not bounded by the logit)."""
+    limit = _LIMIT[sums.dtype]
+    den, num = sums[0], sums[1]
+    lo, hi = torch.aminmax(den)
+    ok = (lo >= math.exp(-limit)) & (hi <= math.exp(limit))
+    if lip:
+        num_lo, num_hi = torch.aminmax(num)
+        ok &= num_lo.isfinite() & num_hi.isfinite()
+    if bool(ok):
+        return None
+    with torch.no_grad():
+        good = (den >= math.exp(-limit)) & (den <= math.exp(limit))
+        if lip:
+            good &= num.isfinite()
+        good = good.flatten(den.dim() - ndim).all(dim=-1)
+    return tuple(torch.nonzero(~good, as_tuple=True))
+
+
+def _shifted_planes(
+    v: Tensor,
+    logit: Tensor | None,
+    planes: tuple[Tensor, ...],
+    state: tuple[Tensor, Tensor, Tensor, Tensor | None],
+    geometry: tuple[tuple[int, ...], ...],
+) -> None:
+    """The ``planes`` (indices of the leading dims) computed again with the plane's max of the
+    logit subtracted (for LIP a non-finite max replaced by 0), in chunks: ``state = (y, sums, shift,
+    kept e or None)`` updated for those planes only."""
+    y, sums, shift, saved = state
+    k, s, p, out = geometry
+    ndim = len(k)
+    count = planes[0].numel()
+    step = max(1, _CHUNK * torch.get_num_threads() // max(1, math.prod(v.shape[v.dim() - ndim :])))
+    for first in range(0, count, step):
+        index = tuple(t[first : first + step] for t in planes)
+        vb = v[index]
+        source = vb if logit is None else logit[index]
+        shift_b = torch.amax(source, dim=tuple(range(1, ndim + 1)), keepdim=True)
+        if logit is not None:
+            shift_b.nan_to_num_(0.0, 0.0, 0.0)
+        e = _exp_shifted(source, shift_b)
+        sums_b = sums.new_empty((2, vb.shape[0], *out))
+        _mean_chunk(vb, e, k, s, p, out, sums_b)
+        y[index] = sums_b[1] / sums_b[0]
+        both: tuple[slice | Tensor, ...] = (slice(None), *index)
+        sums[both] = sums_b
+        shift[index] = shift_b
+        if saved is not None:
+            saved[index] = e
 
 
 def _tap_ranges(size: int, k: int, s: int, p: int, o: int) -> list[tuple[int, int, int]]:

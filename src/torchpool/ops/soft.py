@@ -140,7 +140,8 @@ def _exp_weighted_mean(
     ``d y / d logit_i = e_i (v_i - y) / den`` summed over the windows holding ``i``. ``exp`` is
     ``exp2`` of the shifted logit times ``log2(e)`` (on the CPU PyTorch's ``exp`` goes through a
     vector library several times slower than its ``exp2``; the extra rounding is that of the
-    product, relative to an exponent of at most ``limit``). The windows' sums are separable sums of strided slices, no padded copy.
+    product, relative to an exponent of at most ``limit``). The windows' sums are separable sums
+    of strided slices, no padded copy.
     """
     inputs = (v,) if logit is None else (v, logit)
     keep = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)

@@ -299,35 +299,44 @@ def _mean_chunk(
     dest: Tensor,
     work: Tensor | None = None,
 ) -> None:
-    """``dest = (sum(e), sum(e * v))`` per window (no autograd); the first axis' sums of ``e`` and
-    ``e * v`` go into one buffer (in the flat ``work`` when given), the other axes sum both at once
-    (the last one into ``dest``)."""
+    """``dest = (sum(e), sum(e * v))`` per window (no autograd). ``e`` has ``v``'s shape, or is a
+    stacked ``(2, *v.shape)`` buffer with ``e`` in front (``e * v`` is then written behind it and
+    both are summed at once); the first axis' sums go into one buffer (the front of the flat
+    ``work`` when given, ``e * v`` behind them when ``e`` is not stacked), the other axes sum both
+    at once (the last one into ``dest``)."""
     ndim = len(k)
     dim = v.dim() - ndim
     shape = list(v.shape)
     shape[dim] = out[0]
     pair = dest if ndim == 1 else _buffer(work, v, (2, *shape))
-    den, num = pair[0], pair[1]
-    taps = list(
-        zip(_tap_views(e, dim, k[0], s[0], p[0], out[0]), _tap_views(v, dim, k[0], s[0], p[0], out[0]))
-    )
-    full = [i for i, ((lo, n, _), _) in enumerate(taps) if lo == 0 and n == out[0]]
-    if not full:
-        pair.zero_()
+    geometry = (k[0], s[0], p[0], out[0])
+    if e.dim() == v.dim() + 1:  # stacked
+        torch.mul(e[0], v, out=e[1])
+        _axis_sum(e, dim + 1, geometry, pair)
     else:
-        (_, _, e_tap), (_, _, v_tap) = taps[full[0]]
-        torch.mul(e_tap, v_tap, out=num)
-        if len(full) >= 2:  # two cells every window has: their sum starts den (no copy)
-            torch.add(e_tap, taps[full[1]][0][2], out=den)
-            num.addcmul_(taps[full[1]][0][2], taps[full[1]][1][2])
-        else:
-            den.copy_(e_tap)
-        taps = [tap for i, tap in enumerate(taps) if i not in full[:2]]
-    for (lo, n, e_tap), (_, _, v_tap) in taps:
-        den.narrow(dim, lo, n).add_(e_tap)
-        num.narrow(dim, lo, n).addcmul_(e_tap, v_tap)
+        rest = work if work is None or ndim == 1 else work[pair.numel() :]
+        ev = torch.mul(e, v, out=_buffer(rest, v, tuple(v.shape)))
+        _axis_sum(e, dim, geometry, pair[0])
+        _axis_sum(ev, dim, geometry, pair[1])
     if ndim > 1:
         _sum_axes(pair, k, s, p, out, 1, dest)
+
+
+def _axis_sum(t: Tensor, dim: int, geometry: tuple[int, int, int, int], total: Tensor) -> None:
+    """``total`` = the window sums of ``t`` along ``dim`` (``geometry = (k, s, p, outputs)``):
+    strided slices, the first two that every window has added into ``total`` (no zero fill)."""
+    k, s, p, o = geometry
+    taps = _tap_views(t, dim, k, s, p, o)
+    full = [i for i, (lo, n, _) in enumerate(taps) if lo == 0 and n == o]
+    if len(full) >= 2:
+        torch.add(taps[full[0]][2], taps[full[1]][2], out=total)
+    elif full:
+        total.copy_(taps[full[0]][2])
+    else:
+        total.zero_()
+    for i, (lo, n, view) in enumerate(taps):
+        if i not in full[:2]:
+            total.narrow(dim, lo, n).add_(view)
 
 
 def _buffer(work: Tensor | None, like: Tensor, shape: tuple[int, ...]) -> Tensor:
@@ -394,13 +403,19 @@ class _ExpWeightedMean(torch.autograd.Function):
         saved = v.new_empty(v.shape) if keep else None  # the weights, kept for the backward pass
         chunks = _chunks(v, ndim)
         largest = max(v[part].numel() for part in chunks)
-        work = v.new_empty(largest * (3 if saved is None else 2))  # e (when not kept), first sums
+        # first sums (2 chunks at most), then e and e * v of the chunk (e * v only when e is kept)
+        work = v.new_empty(largest * (4 if saved is None else 3))
         for part in chunks:
             source = v[part] if logit is None else logit[part]
-            out_e = _buffer(work[2 * largest :], v, tuple(source.shape)) if saved is None else saved[part]
-            e = torch.mul(source, _LOG2E, out=out_e).exp2_()  # unshifted: checked below
+            shape = tuple(source.shape)
             both = (slice(None), *part)  # den and num of the chunk
-            _mean_chunk(v[part], e, k, s, p, out, sums[both], work[: 2 * largest])
+            if saved is None:
+                stacked = _buffer(work[2 * largest :], v, (2, *shape))
+                torch.mul(source, _LOG2E, out=stacked[0]).exp2_()  # unshifted: checked below
+                _mean_chunk(v[part], stacked, k, s, p, out, sums[both], work)
+            else:
+                e = torch.mul(source, _LOG2E, out=saved[part]).exp2_()
+                _mean_chunk(v[part], e, k, s, p, out, sums[both], work)
             torch.div(sums[1][part], den[part], out=y[part])
         bad = _unsafe_planes(sums, logit is not None, ndim)
         if bad is not None:

@@ -394,3 +394,13 @@ def test_lip_planes_past_the_unshifted_limit() -> None:
     torch.testing.assert_close(y.double(), expected, rtol=1e-5, atol=1e-5)
     alone = tp.lip_pool2d(x[:1, :1], logit[:1, :1])
     assert torch.equal(y[:1, :1], alone)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_first_axis_with_more_outputs_than_rows(grad: bool) -> None:
+    """Stride 1 with padding on the first window axis (more output rows than input rows): the
+    chunk's buffers must not overlap (values against the loop reference, e kept or not)."""
+    x = torch.randn(1, 2, 6, 5, generator=torch.Generator().manual_seed(20)) * 3
+    kwargs = {"kernel_size": (2, 3), "stride": (1, 2), "padding": (1, 0)}
+    y = tp.soft_pool2d(x.clone().requires_grad_(grad), **kwargs)  # type: ignore[arg-type]
+    torch.testing.assert_close(y.double(), soft_reference(x.double(), **kwargs), rtol=1e-5, atol=1e-5)  # type: ignore[arg-type]

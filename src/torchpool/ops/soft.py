@@ -403,14 +403,15 @@ class _ExpWeightedMean(torch.autograd.Function):
         saved = v.new_empty(v.shape) if keep else None  # the weights, kept for the backward pass
         chunks = _chunks(v, ndim)
         largest = max(v[part].numel() for part in chunks)
-        # first sums (2 chunks at most), then e and e * v of the chunk (e * v only when e is kept)
-        work = v.new_empty(largest * (4 if saved is None else 3))
+        first = 2 * (largest // v.shape[-ndim]) * out[0]  # the first axis' sums of e and e * v
+        # then e and e * v of the chunk (only e * v when e is kept)
+        work = v.new_empty(first + largest * (2 if saved is None else 1))
         for part in chunks:
             source = v[part] if logit is None else logit[part]
             shape = tuple(source.shape)
             both = (slice(None), *part)  # den and num of the chunk
             if saved is None:
-                stacked = _buffer(work[2 * largest :], v, (2, *shape))
+                stacked = _buffer(work[first:], v, (2, *shape))
                 torch.mul(source, _LOG2E, out=stacked[0]).exp2_()  # unshifted: checked below
                 _mean_chunk(v[part], stacked, k, s, p, out, sums[both], work)
             else:

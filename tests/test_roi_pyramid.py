@@ -341,8 +341,9 @@ def test_chunks_slices_and_groups_give_the_same_result(
     levels = (1, 2, 4, 3, (5, 7))
     whole = tp.roi_spatial_pyramid_pool(x, boxes, levels, spatial_scale=0.5)
     (grad,) = torch.autograd.grad(whole.sum(), x)
-    monkeypatch.setattr(roi, "_CHUNK", chunk)
-    monkeypatch.setattr(roi, "_TABLE", table)
+    for name, value in (("_CHUNK", chunk), ("_TABLE", table)):  # the forward's bounds and the argmax's
+        monkeypatch.setattr(roi, name, value)
+        monkeypatch.setattr(roi, f"{name}_ARGMAX", value)
     monkeypatch.setattr(roi, "_GROUPS", groups)
     widths: list[int] = []
     row_table = roi._row_table
@@ -356,6 +357,9 @@ def test_chunks_slices_and_groups_give_the_same_result(
     assert widths == slices
     (chunked_grad,) = torch.autograd.grad(chunked.sum(), x)
     assert torch.equal(chunked, whole) and torch.equal(chunked_grad, grad)
+    with torch.no_grad():  # the forward without the argmax
+        assert torch.equal(tp.roi_spatial_pyramid_pool(x, boxes, levels, spatial_scale=0.5), whole)
+    assert widths == slices * 2
     torch.testing.assert_close(chunked, roi_spp_reference(x, boxes, levels, 0.5), rtol=0, atol=0)
 
 

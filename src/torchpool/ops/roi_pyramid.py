@@ -28,10 +28,13 @@ are equal bit for bit:
   blocks; the bin's columns are gathered (``index_select`` of channel vectors, the last column
   repeated to the widest bin's width, which changes no max) and reduced with ``amax``. The
   channels are pooled in slices whose table holds at most :data:`_TABLE` values (one buffer,
-  reused), and the candidates gathered in chunks of at most :data:`_CHUNK` values: every
-  temporary is a few MiB, which the CPU allocator reuses (larger ones are fresh pages on every
-  call, whose page faults cost more than the pooling). A level's boxes are sorted by their
-  widest bin and gathered in :data:`_GROUPS` groups, each padded to its own widest bin only.
+  reused), and the candidates gathered in chunks of at most :data:`_CHUNK` values (with the
+  argmax: :data:`_TABLE_ARGMAX`, :data:`_CHUNK_ARGMAX`): every temporary is a few MiB, which the
+  CPU allocator reuses (larger ones are fresh pages on every call, whose page faults cost more
+  than the pooling). A level's boxes are sorted by their widest bin and gathered in
+  :data:`_GROUPS` groups, each padded to its own widest bin only; the maxima are written in that
+  order, slice by slice, and un-sorted once (``index_select``: writing each slice back in box
+  order with ``index_copy_`` is serial on CPU).
   A coarser level whose bins are exactly unions of a finer level's bins (levels ``(1, 2, 4)``:
   checked per region, since the bins are computed in floating point) is the max over those
   finer bins (``1`` from ``2``, ``2`` from ``4``) instead of a second pass over the map.
@@ -80,10 +83,17 @@ __all__ = ["RoISpatialPyramidPool", "roi_spatial_pyramid_pool"]
 
 _MODES = ("max", "avg")
 #: the most values gathered at once (boxes are gathered in chunks below it): a few MiB, which the
-#: allocator reuses (glibc serves CPU allocations above 32 MiB with fresh pages every time: page faults).
-_CHUNK = 2**21
-#: the most values in the row table of one slice of channels (the channels are pooled in slices).
-_TABLE = 2**22
+#: allocator reuses (glibc serves CPU allocations above 32 MiB with fresh pages every time: page faults;
+#: and, until a larger block has been freed, any allocation as large as the largest freed so far).
+_CHUNK = 2**20
+#: the most values in the row table of one slice of channels (the channels are pooled in slices): 4 MiB
+#: (at 16 MiB the table was served fresh pages on every call unless the caller had freed a larger block:
+#: twice the time of the forward).
+_TABLE = 2**20
+#: the same two bounds where the forward also finds each max's cell: its steps are per slice of channels,
+#: so fewer, wider slices are faster there.
+_CHUNK_ARGMAX = 2**21
+_TABLE_ARGMAX = 2**22
 #: a level's boxes, sorted by their widest bin, are gathered in this many groups, each gathering its
 #: own widest bin's columns (rather than every box the widest of all).
 _GROUPS = 4
@@ -233,7 +243,8 @@ class _Plan(NamedTuple):
     bin's ``2 x span`` table entries ``(2 * span, K_chunk, nh, nw)`` (its two row blocks times its
     columns, the last column repeated up to the chunk's widest bin, which changes no max); the
     bins ``(K * nh * nw)`` sorted by their sparse-table level ``j`` (``by_level``, undone by
-    ``unsort``), ``above[j]`` the first with level ``j`` or more."""
+    ``unsort``), ``above[j]`` the first with level ``j`` or more (these three only where the argmax
+    is wanted); ``inverse``: the sorted position of each box (undoes ``order``)."""
 
     order: Tensor
     batch: Tensor
@@ -241,6 +252,7 @@ class _Plan(NamedTuple):
     by_level: Tensor
     unsort: Tensor
     above: list[int]
+    inverse: Tensor
 
 
 def _plan(
@@ -252,9 +264,11 @@ def _plan(
     width: int,
     slice_width: int,
     depth: int,
+    chunk: int,
+    argmax: bool,
 ) -> _Plan:
     """The chunks of one level: its boxes sorted by their widest bin and split into :data:`_GROUPS`
-    groups that each gather their own widest bin's columns, in chunks of at most :data:`_CHUNK`
+    groups that each gather their own widest bin's columns, in chunks of at most ``chunk``
     gathered values. ``two_rows`` ``(K, nh, 2)``: the table rows of each row bin's two blocks
     (image included); ``level`` ``(K, nh)``; ``col_start``, ``col_len`` ``(K, nw)``."""
     k, nh = two_rows.shape[:2]
@@ -268,7 +282,7 @@ def _plan(
     arange = torch.arange(max(spans), device=col_len.device)
     chunks = []
     for g, span in enumerate(spans):
-        step = max(1, _CHUNK // (nh * nw * 2 * span * slice_width))
+        step = max(1, chunk // (nh * nw * 2 * span * slice_width))
         for lo in range(bounds[g], bounds[g + 1], step):
             hi = min(lo + step, bounds[g + 1])
             cols = col_start[lo:hi, :, None] + torch.minimum(arange[:span], col_len[lo:hi, :, None] - 1)
@@ -276,12 +290,17 @@ def _plan(
             chunks.append(
                 (lo, hi, entries.permute(3, 4, 0, 1, 2).reshape(2 * span, hi - lo, nh, nw).contiguous())
             )
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(k, device=order.device)
+    if not argmax:
+        return _Plan(order, batch[order], chunks, order[:0], order[:0], [], inverse)
     level = level[order][:, :, None].expand(k, nh, nw).reshape(-1)
     by_level = level.argsort(stable=True)
     unsort = torch.empty_like(by_level)
     unsort[by_level] = torch.arange(by_level.numel(), device=by_level.device)
     counts: list[int] = torch.bincount(level, minlength=depth + 1).tolist()
-    return _Plan(order, batch[order], chunks, by_level, unsort, [sum(counts[:j]) for j in range(depth + 1)])
+    above = [sum(counts[:j]) for j in range(depth + 1)]
+    return _Plan(order, batch[order], chunks, by_level, unsort, above, inverse)
 
 
 def _descend(
@@ -374,7 +393,8 @@ def _max_bins(
     col_ok = we > ws
     col_len = torch.where(col_ok, we - ws, 1)
     col_start = torch.where(col_ok, ws, 0)
-    slices = -(-channels * n * table_rows * width // _TABLE)  # ceil: channel slices of equal widths
+    table_size, chunk = (_TABLE_ARGMAX, _CHUNK_ARGMAX) if argmax else (_TABLE, _CHUNK)
+    slices = -(-channels * n * table_rows * width // table_size)  # ceil: channel slices of equal widths
     slice_width = -(-channels // slices)
     area = height * width
     channel_shift = torch.arange(channels, device=x.device) * area
@@ -388,11 +408,15 @@ def _max_bins(
             width,
             slice_width,
             depth,
+            chunk,
+            argmax,
         )
         for i in direct
     }
     k = batch.shape[0]
-    values = {lv: x.new_empty(k, lv[0], lv[1], channels) for lv in plans}
+    # the maxima in each plan's sorted order (written slice by slice, un-sorted once at the end: an
+    # index_copy_ into a slice of channels is serial and several times slower)
+    ordered = {lv: x.new_empty(k, lv[0], lv[1], channels) for lv in plans}
     cells = {lv: torch.empty(k, lv[0], lv[1], channels, dtype=torch.long, device=x.device) for lv in plans}
     buffer = x.new_empty(n * table_rows * width * slice_width)  # one slice's table, reused
     # where the argmax must look for NaN maxima: the max propagates NaN (isnan().any() is ~20x slower)
@@ -402,28 +426,27 @@ def _max_bins(
         table = buffer[: n * table_rows * width * (c1 - c0)].view(n, table_rows, width, c1 - c0)
         flat = _row_table(x[:, c0:c1].permute(0, 2, 3, 1), depth, table).view(-1, c1 - c0)
         for lv, plan in plans.items():
-            if not argmax:
-                for lo, hi, entries in plan.chunks:
-                    found = flat.index_select(0, entries.view(-1)).view(*entries.shape, c1 - c0)
-                    values[lv][:, :, :, c0:c1].index_copy_(0, plan.order[lo:hi], found.amax(dim=0))
-                continue
-            best, where = [], []
-            for _, _, entries in plan.chunks:
+            where = []
+            for lo, hi, entries in plan.chunks:
                 found = flat.index_select(0, entries.view(-1)).view(*entries.shape, c1 - c0)
-                best.append(found.amax(dim=0))
-                first = _first_max(found, best[-1], (0,), nan)
+                if not argmax:  # (an out= view of the slice makes the reduction many times slower)
+                    ordered[lv][lo:hi, :, :, c0:c1].copy_(found.amax(dim=0))
+                    continue
+                best = found.amax(dim=0)
+                ordered[lv][lo:hi, :, :, c0:c1].copy_(best)
+                first = _first_max(found, best, (0,), nan)
                 where.append(torch.gather(entries[..., None].expand(found.shape), 0, first)[0])
-            value = torch.cat(best)
-            values[lv][:, :, :, c0:c1].index_copy_(0, plan.order, value)
-            entry, value = (
-                t.view(-1, c1 - c0).index_select(0, plan.by_level) for t in (torch.cat(where), value)
-            )
+            if not argmax:
+                continue
+            entry = torch.cat(where).view(-1, c1 - c0).index_select(0, plan.by_level)
+            value = ordered[lv].view(-1, channels)[:, c0:c1].index_select(0, plan.by_level)
             row = _descend(flat, starts, plan.above, entry, value, width, nan)
             row = row.index_select(0, plan.unsort).view(k, lv[0], lv[1], c1 - c0)
             # the table's first block is the map: (n * R + h) * W + w -> ((n * C + c) * H + h) * W + w
             shift = plan.batch[:, None] * ((channels - 1) * area - (table_rows - height) * width)
             row += (shift + channel_shift[c0:c1])[:, None, None]
             cells[lv][:, :, :, c0:c1].index_copy_(0, plan.order, row)
+    values = {lv: ordered[lv].index_select(0, plan.inverse) for lv, plan in plans.items()}
     result: dict[Bins, tuple[Tensor, Tensor, Tensor | None]] = {}
     for i in direct:
         lv = levels[i]
@@ -713,9 +736,17 @@ def _roi_spp(
             else:  # our own tensor: only the empty bins' rows written
                 _fill_bins(values, ok, 0.0)
             outs.append(values.permute(0, 3, 1, 2))
-    if flatten:
+    if not flatten:
+        return [out.contiguous() for out in outs]
+    if any(out.requires_grad for out in outs):
         return torch.cat([out.flatten(1) for out in outs], dim=1)
-    return [out.contiguous() for out in outs]
+    flat = x.new_empty(count, channels * sum(bh * bw for bh, bw in bins))
+    start = 0
+    for out in outs:  # each level straight into its columns (no flattened copy to concatenate)
+        size = math.prod(out.shape[1:])
+        flat[:, start : start + size].view(out.shape).copy_(out)
+        start += size
+    return flat
 
 
 @overload

@@ -404,3 +404,12 @@ def test_first_axis_with_more_outputs_than_rows(grad: bool) -> None:
     kwargs = {"kernel_size": (2, 3), "stride": (1, 2), "padding": (1, 0)}
     y = tp.soft_pool2d(x.clone().requires_grad_(grad), **kwargs)  # type: ignore[arg-type]
     torch.testing.assert_close(y.double(), soft_reference(x.double(), **kwargs), rtol=1e-5, atol=1e-5)  # type: ignore[arg-type]
+
+
+def test_shared_node_on_an_empty_batch() -> None:
+    """The node LIP shares (empty inputs reach it from LIP): an empty result, an empty gradient."""
+    x = torch.empty(0, 3, 8, 8, requires_grad=True)
+    y, den = S._exp_weighted_mean(x, None, (3, 3), (2, 2), (1, 1), (4, 4))
+    assert y.shape == den.shape == (0, 3, 4, 4)
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    assert grad.shape == x.shape

@@ -142,9 +142,9 @@ SOFT = {
         f"NaN in its windows (inf - inf in the exponent stabilised by their max); {PLANE}",
     ),
     "-inf": Out(
-        "nan and finite",
-        "NaN in its windows (the term e^a * a is 0 * -inf; its limit is 0); the other outputs of the "
-        "plane move by rounding with the cell (the fast path's stabiliser is the plane's max)",
+        "nan",
+        "NaN in its windows (the term e^a * a is 0 * -inf; its limit is 0); the other outputs do not "
+        "move with the cell (the fast path's stabiliser is 0 where the plane's values allow it)",
     ),
     "1x1": WINDOW_TOO_BIG,
 }

@@ -402,7 +402,7 @@ class _ExpWeightedMean(torch.autograd.Function):
         shift = v.new_zeros((*lead, *(1,) * ndim))  # 0: the plane's exp needed no shift
         saved = v.new_empty(v.shape) if keep else None  # the weights, kept for the backward pass
         chunks = _chunks(v, ndim)
-        largest = max(v[part].numel() for part in chunks)
+        largest = max((v[part].numel() for part in chunks), default=0)
         first = 2 * (largest // v.shape[-ndim]) * out[0]  # the first axis' sums of e and e * v
         # then e and e * v of the chunk (only e * v when e is kept)
         work = v.new_empty(first + largest * (2 if saved is None else 1))
@@ -477,6 +477,8 @@ def _unsafe_planes(sums: Tensor, lip: bool, ndim: int) -> tuple[Tensor, ...] | N
     ``sum(e * v)`` (``v`` is not bounded by the logit)."""
     limit = _LIMIT[sums.dtype]
     den, num = sums[0], sums[1]
+    if den.numel() == 0:
+        return None
     lo, hi = torch.aminmax(den)
     ok = (lo >= math.exp(-limit)) & (hi <= math.exp(limit))
     if lip:

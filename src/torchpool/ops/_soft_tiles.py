@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+__all__ = ["fits", "soft_tiles"]
+
 _LOG2E = 1.4426950408889634
 
 #: ``e`` of every window on the unshifted pass must lie in ``[exp(-limit), exp(limit)]``.

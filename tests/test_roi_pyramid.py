@@ -118,6 +118,78 @@ def test_derived_levels_gradient_equals_torchvision() -> None:
     torch.testing.assert_close(ours, want, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("levels", [(1, 2, 4), (3, 1)], ids=str)
+def test_float32_gradient_rides_on_the_values(levels: tuple[int, ...]) -> None:
+    """A finite float32 map pools float64 keys that carry each value's cell (no search for the cell
+    afterwards): the gradient equals the searched one of the same values in float64 (each bin's to
+    its max's cell; up to float32 sums) and, where installed, torchvision's, boxes over the border,
+    malformed and empty bins included; the maxima equal the forward without a gradient."""
+    import torchpool.ops.roi_pyramid as roi
+
+    x = _features((2, 3, 11, 14), torch.float32, seed=4).requires_grad_(True)
+    assert roi._keyed(x.detach(), True) == (True, False)
+    boxes = _random_boxes(2, 11, 14, 80, 0.5, seed=12).float()
+    g = torch.Generator().manual_seed(5)
+    outs = _levels(tp.roi_spatial_pyramid_pool(x, boxes, levels, spatial_scale=0.5, flatten=False))
+    weights = [torch.randn(o.shape, generator=g) for o in outs]
+    (ours,) = torch.autograd.grad(torch.stack([(o * w).sum() for o, w in zip(outs, weights)]).sum(), x)
+    with torch.no_grad():
+        plain = _levels(tp.roi_spatial_pyramid_pool(x, boxes, levels, spatial_scale=0.5, flatten=False))
+    assert all(torch.equal(a, b) for a, b in zip(outs, plain))
+    x64 = x.detach().double().requires_grad_(True)
+    outs64 = _levels(
+        tp.roi_spatial_pyramid_pool(x64, boxes.double(), levels, spatial_scale=0.5, flatten=False)
+    )
+    assert all(torch.equal(a.double(), b) for a, b in zip(outs, outs64))
+    total = torch.stack([(o * w.double()).sum() for o, w in zip(outs64, weights)]).sum()
+    (want,) = torch.autograd.grad(total, x64)
+    assert float(want.abs().sum()) > 0 and bool(((ours != 0) == (want != 0)).all())  # the same cells
+    torch.testing.assert_close(ours.double(), want, rtol=1e-6, atol=1e-6)
+    try:
+        from torchvision.ops import roi_pool  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return
+    peer = [(roi_pool(x, boxes, n, 0.5) * w).sum() for n, w in zip(levels, weights)]
+    (tv_grad,) = torch.autograd.grad(torch.stack(peer).sum(), x)
+    torch.testing.assert_close(ours, tv_grad, rtol=1e-6, atol=1e-6)
+
+
+def test_float32_keys_ties_zeros_and_infinities() -> None:
+    """Keys of tied values (a constant map, zeros of both signs) give each bin's gradient to one of its
+    cells; a map with an infinity or a NaN searches for the cell instead (a key would be NaN / NaN
+    must propagate), with the same results."""
+    import torchpool.ops.roi_pyramid as roi
+
+    boxes = torch.tensor([[0, 0.0, 0.0, 6.0, 5.0], [0, 2.0, 1.0, 9.0, 9.0], [0, 20.0, 20.0, 30.0, 30.0]])
+    for fill in (0.5, 0.0, -0.0, -3.0):
+        x = torch.full((1, 2, 6, 7), fill, requires_grad=True)
+        out = tp.roi_spatial_pyramid_pool(x, boxes, (1, 2, 4))
+        assert torch.equal(out, roi_spp_reference(x.detach(), boxes, (1, 2, 4)).float())
+        (grad,) = torch.autograd.grad(out.sum(), x)
+        nonempty = (roi_spp_reference(torch.ones_like(x), boxes, (1, 2, 4)) != 0).sum()
+        assert float(grad.sum()) == float(nonempty) and bool((grad >= 0).all())
+    x = _features((1, 2, 6, 7), torch.float32)
+    x[0, 1, 2, 3] = -0.0
+    x[0, 1, 2, 4] = 0.0
+    x[0, 1] = torch.where(x[0, 1] > 0, -x[0, 1], x[0, 1])  # channel 1: its max is a zero, twice
+    for special, keyed in ((None, True), (math.inf, False), (-math.inf, False), (math.nan, False)):
+        y = x.clone()
+        if special is not None:
+            y[0, 0, 5, 6] = special
+        assert roi._keyed(y, True)[0] is keyed
+        y.requires_grad_(True)
+        out = tp.roi_spatial_pyramid_pool(y, boxes, (1, 2, 4))
+        want = roi_spp_reference(y.detach(), boxes, (1, 2, 4))
+        torch.testing.assert_close(out.double(), want, rtol=0, atol=0, equal_nan=True)
+        (grad,) = torch.autograd.grad(out.nan_to_num().sum(), y)
+        assert float(grad[0, 1, 2, 3] + grad[0, 1, 2, 4]) > 0  # the zeros took channel 1's maxima
+        y64 = y.detach().double().requires_grad_(True)
+        (grad64,) = torch.autograd.grad(
+            tp.roi_spatial_pyramid_pool(y64, boxes.double(), (1, 2, 4)).nan_to_num().sum(), y64
+        )
+        torch.testing.assert_close(grad[0, 0].double(), grad64[0, 0])  # channel 0: distinct values
+
+
 # ------------------------------------------------------------------ the float64 loop reference
 
 
@@ -348,9 +420,9 @@ def test_chunks_slices_and_groups_give_the_same_result(
     widths: list[int] = []
     row_table = roi._row_table
 
-    def spy(x: Tensor, depth: int, table: Tensor) -> Tensor:
+    def spy(x: Tensor, depth: int, table: Tensor, cell: Tensor | None = None) -> Tensor:
         widths.append(table.shape[3])
-        return row_table(x, depth, table)
+        return row_table(x, depth, table, cell)
 
     monkeypatch.setattr(roi, "_row_table", spy)
     chunked = tp.roi_spatial_pyramid_pool(x, boxes, levels, spatial_scale=0.5)
@@ -465,3 +537,11 @@ def test_jit_trace_and_the_operator() -> None:
         return torch.cat([v.flatten(1) for v in _MAX_OP(t, boxes, [1, 1, 2, 2, 4, 4], 0.5, True)[:3]], 1)
 
     assert torch.autograd.gradcheck(op, (x.requires_grad_(True),), eps=1e-6, atol=1e-5)
+    x32 = _features((2, 3, 7, 8), torch.float32).requires_grad_(True)  # float32: the cells from the keys
+    weight = torch.randn(12, 3 * 21, generator=torch.Generator().manual_seed(2))
+    flat = torch.cat([v.flatten(1) for v in _MAX_OP(x32, boxes, [1, 1, 2, 2, 4, 4], 0.5, True)[:3]], 1)
+    eager = tp.roi_spatial_pyramid_pool(x32, boxes, spatial_scale=0.5)
+    assert torch.equal(flat, eager)
+    (got,) = torch.autograd.grad((flat * weight).sum(), x32)
+    (want,) = torch.autograd.grad((eager * weight).sum(), x32)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)

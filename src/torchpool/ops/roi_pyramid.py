@@ -38,7 +38,14 @@ are equal bit for bit:
   A coarser level whose bins are exactly unions of a finer level's bins (levels ``(1, 2, 4)``:
   checked per region, since the bins are computed in floating point) is the max over those
   finer bins (``1`` from ``2``, ``2`` from ``4``) instead of a second pass over the map.
-  Where a gradient is needed, the forward also finds each max's cell: the first candidate
+  Where a gradient is needed, the forward also finds each max's cell. For a finite float32 map
+  (the common case) the cell rides on the value: the table holds float64 keys, each float32
+  value with its cell ``(n * H + h) * W + w`` in the 29 low mantissa bits that a float32 value
+  leaves zero; that moves a value by less than a float32 ulp away from zero, so keys order as
+  their values (ties by cell) and the max key, taken as above (derived levels included), is the
+  max value and one of its cells; the backward scatters every level's gradient to its cells.
+  Otherwise (float64, half precision, a map with an infinity, which a key would turn into NaN,
+  or a NaN, which must propagate) the cell is searched for after the max: the first candidate
   equal to the max (an equality mask times descending weights: ``max(dim)``'s indices are
   several times slower on CPU) gives its column and block; its row is found by descending the
   sparse table from that block, ``j`` steps into the half that holds the value (the bins
@@ -221,12 +228,16 @@ def _derived(levels: Sequence[Bins], bins: tuple[Tensor, Tensor, Tensor, Tensor]
     return derived
 
 
-def _row_table(x: Tensor, depth: int, table: Tensor) -> Tensor:
+def _row_table(x: Tensor, depth: int, table: Tensor, cell: Tensor | None = None) -> Tensor:
     """``table`` ``(N, R, W, C)``: the rows of ``x`` ``(N, H, W, C)``, then the max over 2, 4, ...
-    ``2^depth`` consecutive rows (block ``j`` starts at row ``sum_{i<j} (H - 2^i + 1)``); no autograd."""
+    ``2^depth`` consecutive rows (block ``j`` starts at row ``sum_{i<j} (H - 2^i + 1)``); no autograd.
+    With ``cell`` ``(N, H, W, 1)``: a float64 table of keys, each value with its cell in the low
+    mantissa bits (see :func:`_keyed`)."""
     height = x.shape[1]
     sizes = [height - (1 << j) + 1 for j in range(depth + 1)]
     table[:, :height].copy_(x)
+    if cell is not None:
+        table[:, :height].view(torch.int64).bitwise_or_(cell)
     start = 0
     for j in range(1, depth + 1):
         half, prev = 1 << (j - 1), table[:, start : start + sizes[j - 1]]
@@ -235,6 +246,45 @@ def _row_table(x: Tensor, depth: int, table: Tensor) -> Tensor:
             prev[:, : sizes[j]], prev[:, half : half + sizes[j]], out=table[:, start : start + sizes[j]]
         )
     return table
+
+
+#: the low mantissa bits of a float64 key that hold its cell ``(n * H + h) * W + w`` (a float32 value in
+#: float64 leaves 29 of them zero).
+_CELL_BITS = 29
+
+
+def _keyed(x: Tensor, argmax: bool) -> tuple[bool, bool]:
+    """Whether the argmax can ride on the values (and whether the map holds NaN): for a finite float32
+    map of fewer than ``2^29`` cells, each value is pooled as a float64 key whose 29 low mantissa bits,
+    zero in a float32 value, hold its cell. Setting them moves a value by less than a float32 ulp away
+    from zero, so keys order as their values (ties by cell) and the max key is the max value with one
+    of its cells: no search for the cell afterwards. Not where the max must propagate NaN, where an
+    infinity would become NaN, or where denormals flush to zero (``torch.set_flush_denormal``: the
+    keys of zeros are denormal)."""
+    if not argmax:
+        return False, False
+    low, high = torch.aminmax(x)
+    if bool(high.isnan()):
+        return False, True
+    n, _, height, width = x.shape
+    small = x.dtype == torch.float32 and n * height * width < 2**_CELL_BITS
+    keeps = bool(torch.tensor(2.0**-1074, dtype=torch.float64, device=x.device).mul(1.0) != 0)
+    return small and keeps and bool(torch.isfinite(low) & torch.isfinite(high)), False
+
+
+def _unkey(key: Tensor, batch: Tensor, channels: int, area: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """The values ``(K, nh, nw, C)`` (``dtype``) and their cells ``((n * C + c) * H + h) * W + w`` in the
+    map from float64 keys (:func:`_keyed`); an empty bin's key is ``-inf``, whose cell is its image's
+    first (its gradient is 0)."""
+    bits = key.view(torch.int64)
+    mask = (1 << _CELL_BITS) - 1
+    value = (bits & ~mask).view(torch.float64).to(dtype)
+    cell = bits & mask  # (n * H + h) * W + w
+    cell += (
+        batch[:, None, None, None] * ((channels - 1) * area)
+        + torch.arange(channels, device=key.device) * area
+    )
+    return value, cell
 
 
 class _Plan(NamedTuple):
@@ -393,7 +443,9 @@ def _max_bins(
     col_ok = we > ws
     col_len = torch.where(col_ok, we - ws, 1)
     col_start = torch.where(col_ok, ws, 0)
-    table_size, chunk = (_TABLE_ARGMAX, _CHUNK_ARGMAX) if argmax else (_TABLE, _CHUNK)
+    keyed, nan = _keyed(x, argmax)
+    search = argmax and not keyed  # the cells found after the max (first candidate, then row descent)
+    table_size, chunk = (_TABLE_ARGMAX, _CHUNK_ARGMAX) if search else (_TABLE, _CHUNK)
     slices = -(-channels * n * table_rows * width // table_size)  # ceil: channel slices of equal widths
     slice_width = -(-channels // slices)
     area = height * width
@@ -409,34 +461,38 @@ def _max_bins(
             slice_width,
             depth,
             chunk,
-            argmax,
+            search,
         )
         for i in direct
     }
     k = batch.shape[0]
     # the maxima in each plan's sorted order (written slice by slice, un-sorted once at the end: an
     # index_copy_ into a slice of channels is serial and several times slower)
-    ordered = {lv: x.new_empty(k, lv[0], lv[1], channels) for lv in plans}
-    cells = {lv: torch.empty(k, lv[0], lv[1], channels, dtype=torch.long, device=x.device) for lv in plans}
-    buffer = x.new_empty(n * table_rows * width * slice_width)  # one slice's table, reused
-    # where the argmax must look for NaN maxima: the max propagates NaN (isnan().any() is ~20x slower)
-    nan = argmax and bool(x.amax().isnan())
+    pooled = torch.float64 if keyed else x.dtype
+    ordered = {lv: x.new_empty(k, lv[0], lv[1], channels, dtype=pooled) for lv in plans}
+    cells = (
+        {lv: torch.empty(k, lv[0], lv[1], channels, dtype=torch.long, device=x.device) for lv in plans}
+        if search
+        else {}
+    )
+    buffer = x.new_empty(n * table_rows * width * slice_width, dtype=pooled)  # one slice's table, reused
+    cell = torch.arange(n * height * width, device=x.device).view(n, height, width, 1) if keyed else None
     for c0 in range(0, channels, slice_width):
         c1 = min(c0 + slice_width, channels)
         table = buffer[: n * table_rows * width * (c1 - c0)].view(n, table_rows, width, c1 - c0)
-        flat = _row_table(x[:, c0:c1].permute(0, 2, 3, 1), depth, table).view(-1, c1 - c0)
+        flat = _row_table(x[:, c0:c1].permute(0, 2, 3, 1), depth, table, cell).view(-1, c1 - c0)
         for lv, plan in plans.items():
             where = []
             for lo, hi, entries in plan.chunks:
                 found = flat.index_select(0, entries.view(-1)).view(*entries.shape, c1 - c0)
-                if not argmax:  # (an out= view of the slice makes the reduction many times slower)
+                if not search:  # (an out= view of the slice makes the reduction many times slower)
                     ordered[lv][lo:hi, :, :, c0:c1].copy_(found.amax(dim=0))
                     continue
                 best = found.amax(dim=0)
                 ordered[lv][lo:hi, :, :, c0:c1].copy_(best)
                 first = _first_max(found, best, (0,), nan)
                 where.append(torch.gather(entries[..., None].expand(found.shape), 0, first)[0])
-            if not argmax:
+            if not search:
                 continue
             entry = torch.cat(where).view(-1, c1 - c0).index_select(0, plan.by_level)
             value = ordered[lv].view(-1, channels)[:, c0:c1].index_select(0, plan.by_level)
@@ -453,11 +509,16 @@ def _max_bins(
         ok = row_ok[:, rows[i] : rows[i + 1], None] & col_ok[:, None, cols[i] : cols[i + 1]]
         if not bool(ok.all()):  # empty bins -inf (for the coarse levels' max): only their rows written
             _fill_bins(values[lv], ok, -math.inf)
-        result[lv] = (values[lv], ok, cells[lv] if argmax else None)
+        result[lv] = (values[lv], ok, cells[lv] if search else None)
     for coarse in sorted(derived, key=lambda level: -level[0] * level[1]):
-        value, ok, cell = result[derived[coarse]]
-        result[coarse] = _coarse(value, ok, cell is not None, coarse, nan)
-    return result, derived
+        value, ok, found_cells = result[derived[coarse]]
+        result[coarse] = _coarse(value, ok, found_cells is not None, coarse, nan)
+    if not keyed:
+        return result, derived
+    for lv, (key, ok, _) in result.items():  # every level's cells in the map: none derived for the backward
+        value, where_max = _unkey(key, batch, channels, area, x.dtype)
+        result[lv] = (value, ok, where_max)
+    return result, {}
 
 
 def _coarse(

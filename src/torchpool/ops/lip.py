@@ -4,7 +4,9 @@
 exponential of an importance logit (a map of the input's shape). SoftPool is the case
 ``logit = x``.
 
-**Stabilised.** The exponent is shifted by one constant per plane, the plane's max of the logit
+**Stabilised.** The exponent is first taken unshifted; the planes where some window's ``sum(e)``
+leaves ``[e^-60, e^60]`` (float32; ``e^+-600`` float64) or ``sum(x * e)`` is not finite are
+computed again with the exponent shifted by one constant per plane, the plane's max of the logit
 (detached: it cancels between numerator and denominator, so value and gradients are exact), so
 ``exp`` never overflows however large the logits (the paper's ``logit.exp()`` overflows float32
 above 88.7 and float16 above 11.1, which its soft gate, ``12 * sigmoid``, reaches). A window
@@ -14,8 +16,8 @@ such windows are computed again with their own max (exact for any logits); trace
 
 **Speed** (eager): one autograd node (:func:`torchpool.ops.soft._exp_weighted_mean`, shared with
 SoftPool) computes the weights once as ``exp2``, sums ``w`` and ``x * w`` over the windows as
-strided slices (no padded copy, no ``x * w`` tensor), in cache-sized chunks of the leading dims
-(the plane's max of the logit taken per chunk, so the chunk is read from memory once), and has the
+strided slices (no padded copy; ``x * w`` one chunk at a time), in cache-sized chunks of the
+leading dims, and has the
 analytic gradient (``e_i / den`` for ``x``, ``e_i (x_i - y) / den`` for the logit) from the
 weights kept by the forward pass (as the formula keeps ``exp(logit)``), written cell by cell with
 no zero fill (the ``x``-only gradient ``e * spread(1 / den)`` in one pass over ``x``'s shape).
@@ -60,8 +62,9 @@ def lip_pool2d(
     """LIP (Gao et al. 2019): average pooling weighted by ``exp(logit)``, overflow-safe.
 
     ``y = avg_pool2d(x * exp(logit)) / avg_pool2d(exp(logit))``. Zero padding carries no weight
-    (numerator and denominator share the divisor), so padding cells do not count. ``exp`` is
-    shifted by the plane's max of the logit, which cancels: no overflow for any logit, the same
+    (numerator and denominator share the divisor), so padding cells do not count. Where ``exp``
+    would leave a safe range, it is shifted by the plane's max of the logit, which cancels: no
+    overflow for any logit, the same
     values and gradients as the formula wherever it is finite.
 
     Args:

@@ -13,7 +13,7 @@ exponent of a window cancels between numerator and denominator):
   overflow). A plane's result does not depend on the other planes. One autograd node
   (:func:`_exp_weighted_mean`, shared with LIP) with the analytic gradient: ``exp`` as ``exp2``
   (on the CPU several times faster than PyTorch's ``exp``), the window sums as separable sums of
-  strided slices (no padded copy, no ``e * a`` tensor), all in cache-sized chunks of the leading
+  strided slices (no padded copy; ``e * a`` one chunk at a time), all in cache-sized chunks of the leading
   dims (``e`` kept for the backward pass when a gradient is wanted, as the naive formula keeps its
   ``exp``; the backward pass writes each cell's first value instead of zero-filling and adding).
   Non-overlapping windows (``kernel_size == stride``, no padding, sizes multiples of the window)

@@ -267,9 +267,11 @@ def _keyed(x: Tensor, argmax: bool) -> tuple[bool, bool]:
     if bool(high.isnan()):
         return False, True
     n, _, height, width = x.shape
-    small = x.dtype == torch.float32 and n * height * width < 2**_CELL_BITS
+    # (MPS has no float64)
+    if x.dtype != torch.float32 or x.device.type == "mps" or n * height * width >= 2**_CELL_BITS:
+        return False, False
     keeps = bool(torch.tensor(2.0**-1074, dtype=torch.float64, device=x.device).mul(1.0) != 0)
-    return small and keeps and bool(torch.isfinite(low) & torch.isfinite(high)), False
+    return keeps and bool(torch.isfinite(low) & torch.isfinite(high)), False
 
 
 def _unkey(key: Tensor, batch: Tensor, channels: int, area: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:

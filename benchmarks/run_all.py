@@ -71,6 +71,14 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+#: glibc malloc told to keep freed memory below its largest mmap threshold (32 MiB) for reuse
+#: (never handed back to the system between calls), the steady state of a long-running process
+#: and what an allocator such as jemalloc or tcmalloc gives (PyTorch's CPU performance guide
+#: recommends one): without it, a fresh process faults in new pages for every large tensor of
+#: every call, ours and the baselines' alike (``F.max_unpool2d`` 6.5 -> 31.5 ms).
+ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**40)}
+
+
 def run_script(name: str, quick: bool, threads: int) -> list[Row]:
     """``benchmarks.<name>.run(quick)`` in a fresh process with ``threads`` threads (its rows back
     through a JSON file; the child's output passes through)."""
@@ -83,7 +91,9 @@ def run_script(name: str, quick: bool, threads: int) -> list[Row]:
             f"rows = script.run({quick!r})\n"
             f"open({str(out)!r}, 'w').write(json.dumps(rows))\n"
         )
-        subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
+        env = {**ALLOCATOR_ENV, **os.environ}  # the caller's settings win
+        root = Path(__file__).resolve().parent.parent
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env=env)
         rows: list[Row] = json.loads(out.read_text())
     return rows
 

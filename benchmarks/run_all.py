@@ -7,7 +7,8 @@ repository root. Ratios: ``speedup_*`` = naive time / our time (higher is better
 Each script runs in a fresh Python process, as ``python -m benchmarks.<script>`` would: in one
 process the allocator and oneDNN state left by earlier scripts moved later ones by up to 2.5x
 (SoftPool's forward 5.6 ms alone, 13.9 ms after the other scripts; kornia's depthwise
-convolution backward 6 or 25 ms), for ours and for the baselines alike.
+convolution backward 6 or 25 ms), for ours and for the baselines alike; see :data:`CHILD_ENV`
+for the environment the scripts run in.
 """
 
 from __future__ import annotations
@@ -71,12 +72,23 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-#: glibc malloc told to keep freed memory below its largest mmap threshold (32 MiB) for reuse
-#: (never handed back to the system between calls), the steady state of a long-running process
-#: and what an allocator such as jemalloc or tcmalloc gives (PyTorch's CPU performance guide
-#: recommends one): without it, a fresh process faults in new pages for every large tensor of
-#: every call, ours and the baselines' alike (``F.max_unpool2d`` 6.5 -> 31.5 ms).
-ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**40)}
+#: The child processes' environment (the caller's own settings win):
+#:
+#: * glibc malloc keeps freed memory below its largest mmap threshold (32 MiB) for reuse (never
+#:   handed back to the system between calls), the steady state of a long-running process and what
+#:   an allocator such as jemalloc or tcmalloc gives (PyTorch's CPU performance guide recommends
+#:   one): without it, a fresh process faults in new pages for every large tensor of every call,
+#:   ours and the baselines' alike;
+#: * OpenMP threads bound one per CPU (``OMP_PROC_BIND``, ``OMP_PLACES``, as PyTorch's
+#:   ``torch.backends.xeon.run_cpu`` launcher does): unbound, about one process in three on the
+#:   2-core development machine ran its many short parallel regions slower on two threads than
+#:   on one (SoftPool 2x2 forward 13.7 ms instead of 5.1 ms; 9-10 ms on one thread).
+CHILD_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
+    "MALLOC_TRIM_THRESHOLD_": str(2**40),
+    "OMP_PROC_BIND": "true",
+    "OMP_PLACES": "threads",
+}
 
 
 def run_script(name: str, quick: bool, threads: int) -> list[Row]:
@@ -91,7 +103,7 @@ def run_script(name: str, quick: bool, threads: int) -> list[Row]:
             f"rows = script.run({quick!r})\n"
             f"open({str(out)!r}, 'w').write(json.dumps(rows))\n"
         )
-        env = {**ALLOCATOR_ENV, **os.environ}  # the caller's settings win
+        env = {**CHILD_ENV, **os.environ}  # the caller's settings win
         root = Path(__file__).resolve().parent.parent
         subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env=env)
         rows: list[Row] = json.loads(out.read_text())

@@ -26,12 +26,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._soft_range import LOG2E, unsafe_planes
+
 __all__ = ["fits", "soft_tiles"]
-
-_LOG2E = 1.4426950408889634
-
-#: ``e`` of every window on the unshifted pass must lie in ``[exp(-limit), exp(limit)]``.
-_LIMIT = {torch.float32: 60.0, torch.float64: 600.0}
 
 #: elements of the input per chunk and thread (the chunk's temporaries, ~4x its size, mostly in
 #: L2 / L3; measured on one thread: 2**19 beats 2**17 and 2**18, smaller chunks pay more per-op cost).
@@ -107,9 +104,9 @@ def _weights(xc: Tensor, shift: Tensor | None, out: Tensor) -> Tensor:
     """``out = exp2(xc log2(e))`` or, given ``shift``, ``exp2((xc - shift) log2(e))`` (one rounding
     per op: the same bits in vectorised and scalar loops)."""
     if shift is None:
-        torch.mul(xc, _LOG2E, out=out)
+        torch.mul(xc, LOG2E, out=out)
     else:
-        torch.sub(xc, shift, out=out).mul_(_LOG2E)
+        torch.sub(xc, shift, out=out).mul_(LOG2E)
     return out.exp2_()
 
 
@@ -184,13 +181,10 @@ class _SoftTiles(torch.autograd.Function):
             e = buf[:, :n] if saved is None else saved[chunks[i][0] : chunks[i][1]]
             _forward_chunk(xc, e, buf[1, :n], None, (k, out), dest)
             torch.div(dest[1], dest[0], out=y_part)
-        low, high = math.exp(-_LIMIT[x.dtype]), math.exp(_LIMIT[x.dtype])
-        lo, hi = torch.aminmax(sums[0])
-        clean = bool((lo >= low) & (hi <= high))  # NaN fails too
-        if not clean:
-            den = sums[0].flatten(1)
-            index = (~((den >= low) & (den <= high)).all(dim=1)).nonzero().squeeze(1)
-            _shifted_planes(xf, index, (y, sums, saved), (k, out))
+        bad = unsafe_planes(sums, False, ndim)
+        clean = bad is None
+        if bad is not None:
+            _shifted_planes(xf, bad[0], (y, sums, saved), (k, out))
         report.append(clean)
         y = y.view(*lead, *out)
         den = sums[0].view(*lead, *out)

@@ -49,6 +49,7 @@ from ..registry import register_pool
 from . import _soft_tiles
 from ._base import WindowPool
 from ._doc import rank_doc
+from ._soft_range import LIMIT, LOG2E, unsafe_planes
 
 __all__ = [
     "SoftPool1d",
@@ -58,10 +59,6 @@ __all__ = [
     "soft_pool2d",
     "soft_pool3d",
 ]
-
-#: how far (in the exponent) a window's max may lie below its plane's max on the fast path (and
-#: the range ``[exp(-limit), exp(limit)]`` of each window's ``sum(e)`` on its unshifted first pass).
-_LIMIT = {torch.float32: 60.0, torch.float64: 600.0}
 
 
 def _soft(
@@ -102,7 +99,7 @@ def _soft_plane(
             return y
     else:
         y, den = _exp_weighted_mean(a, None, k, s, p, out)
-    tiny = math.exp(-_LIMIT[a.dtype])  # the window max's weight is at least this
+    tiny = math.exp(-LIMIT[a.dtype])  # the window max's weight is at least this
     with torch.no_grad():
         if den.numel() == 0 or bool(den.amin() >= tiny):  # NaN fails (a NaN or +inf in a plane)
             return y
@@ -111,9 +108,6 @@ def _soft_plane(
             redo = redo.any(dim=-1)
     redo = redo.reshape(*redo.shape, *(1,) * ndim)
     return torch.where(redo, _soft_windows(a, ndim, k, s, p, ceil_mode), y)
-
-
-_LOG2E = 1.4426950408889634
 
 
 def _exp_weighted_mean(
@@ -153,7 +147,7 @@ def _exp_shifted(logit: Tensor, shift: Tensor, out: Tensor | None = None) -> Ten
     """``exp(logit - shift)`` in a new tensor (or in ``out``), as ``exp2((logit - shift) * log2(e))``."""
     if out is None:
         out = torch.empty(logit.shape, dtype=logit.dtype, device=logit.device)
-    return torch.sub(logit, shift, out=out).mul_(_LOG2E).exp2_()
+    return torch.sub(logit, shift, out=out).mul_(LOG2E).exp2_()
 
 
 def _tap_views(t: Tensor, dim: int, k: int, s: int, p: int, o: int) -> list[tuple[int, int, Tensor]]:
@@ -412,13 +406,13 @@ class _ExpWeightedMean(torch.autograd.Function):
             both = (slice(None), *part)  # den and num of the chunk
             if saved is None:
                 stacked = _buffer(work[first:], v, (2, *shape))
-                torch.mul(source, _LOG2E, out=stacked[0]).exp2_()  # unshifted: checked below
+                torch.mul(source, LOG2E, out=stacked[0]).exp2_()  # unshifted: checked below
                 _mean_chunk(v[part], stacked, k, s, p, out, sums[both], work)
             else:
-                e = torch.mul(source, _LOG2E, out=saved[part]).exp2_()
+                e = torch.mul(source, LOG2E, out=saved[part]).exp2_()
                 _mean_chunk(v[part], e, k, s, p, out, sums[both], work)
             torch.div(sums[1][part], den[part], out=y[part])
-        bad = _unsafe_planes(sums, logit is not None, ndim)
+        bad = unsafe_planes(sums, logit is not None, ndim)
         if bad is not None:
             _shifted_planes(v, logit, bad, (y, sums, shift, saved), (k, s, p, out))
         ctx.save_for_backward(v, logit, shift, y, den, saved)
@@ -468,30 +462,6 @@ class _ExpWeightedMean(torch.autograd.Function):
                 _spread_rows(target[part], u, r, v[part], geometry)
                 target[part].mul_(e)
         return grad_v, grad_logit, None, None, None, None, None
-
-
-def _unsafe_planes(sums: Tensor, lip: bool, ndim: int) -> tuple[Tensor, ...] | None:
-    """The planes whose unshifted weights may be inexact (as indices of the leading dims), or
-    ``None``: some window's ``sum(e)`` outside ``[exp(-limit), exp(limit)]`` (then its largest
-    weight may be subnormal, or ``e`` overflowed; a NaN fails too), for LIP also a non-finite
-    ``sum(e * v)`` (``v`` is not bounded by the logit)."""
-    limit = _LIMIT[sums.dtype]
-    den, num = sums[0], sums[1]
-    if den.numel() == 0:
-        return None
-    lo, hi = torch.aminmax(den)
-    ok = (lo >= math.exp(-limit)) & (hi <= math.exp(limit))
-    if lip:
-        num_lo, num_hi = torch.aminmax(num)
-        ok &= num_lo.isfinite() & num_hi.isfinite()
-    if bool(ok):
-        return None
-    with torch.no_grad():
-        good = (den >= math.exp(-limit)) & (den <= math.exp(limit))
-        if lip:
-            good &= num.isfinite()
-        good = good.flatten(den.dim() - ndim).all(dim=-1)
-    return tuple(torch.nonzero(~good, as_tuple=True))
 
 
 def _shifted_planes(

@@ -10,7 +10,15 @@ import torch.nn.functional as F
 from records.lip import lip_loops
 
 import torchpool as tp
+import torchpool.ops._soft_native as N
 import torchpool.ops.soft as S
+
+
+@pytest.fixture(autouse=True)
+def _pytorch_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pure-PyTorch paths (float64 and machines without a C compiler take them); the C
+    kernel's tests are in test_soft_native.py."""
+    monkeypatch.setattr(N, "_library", lambda: None)
 
 
 def _inputs(seed: int, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,7 +12,16 @@ from records.lip import lip_loops
 from records.soft import soft_reference
 
 import torchpool as tp
+import torchpool.ops._soft_native as N
 import torchpool.ops.soft as S
+
+
+@pytest.fixture(autouse=True)
+def _pytorch_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pure-PyTorch paths (float64 and machines without a C compiler take them); the C
+    kernel's tests are in test_soft_native.py."""
+    monkeypatch.setattr(N, "_library", lambda: None)
+
 
 WINDOWS = [
     {"kernel_size": 2},

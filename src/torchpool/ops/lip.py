@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from .._checks import check_input, check_window, restore_batch
 from .._shape import IntOrTuple, pool_output_size
 from ..registry import register_pool
+from . import _soft_native
 from ._base import WindowPool
 from .soft import _exp_weighted_mean, _no_values
 
@@ -120,6 +121,8 @@ def lip_pool2d(
         w = (lc - c).exp_()  # in place on the fresh difference: one buffer less
         return (F.avg_pool2d(xc * w, k, s, p) / F.avg_pool2d(w, k, s, p)).to(x.dtype)
     out = pool_output_size(tuple(x.shape[-2:]), k, s, p)
+    if _soft_native.available(xc, lc):  # the C kernel: each window stabilised by its own max
+        return _soft_native.exp_weighted_mean(xc, lc.expand_as(xc), k, s, p, out).to(x.dtype)
     # one stabiliser per plane (the logit's plane max), for each plane of x
     y, den = _exp_weighted_mean(xc, lc.expand_as(xc), k, s, p, out)
     if den.numel() > 0:

@@ -46,7 +46,7 @@ from torch._subclasses.fake_tensor import FakeTensor
 from .._checks import check_bool, check_input, check_window, is_traced
 from .._shape import IntOrTuple, pool_output_size
 from ..registry import register_pool
-from . import _soft_tiles
+from . import _soft_native, _soft_tiles
 from ._base import WindowPool
 from ._doc import rank_doc
 from ._soft_range import LIMIT, LOG2E, unsafe_planes
@@ -76,6 +76,9 @@ def _soft(
     compute = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
     if _no_values(compute) or compute.numel() == 0:
         return _soft_windows(compute, ndim, k, s, p, ceil_mode).to(x.dtype)
+    if _soft_native.available(compute):
+        out = pool_output_size(tuple(compute.shape[-ndim:]), k, s, p, 1, ceil_mode)
+        return _soft_native.exp_weighted_mean(compute, None, k, s, p, out).to(x.dtype)
     return _soft_plane(compute, ndim, k, s, p, ceil_mode).to(x.dtype)
 
 
@@ -513,8 +516,15 @@ def _soft_windows(
     a: Tensor, ndim: int, k: tuple[int, ...], s: tuple[int, ...], p: tuple[int, ...], ceil_mode: bool
 ) -> Tensor:
     """Each window's own max as stabiliser, over one strided view of the padded input per window cell."""
+    return _soft_windows_out(a, k, s, p, pool_output_size(tuple(a.shape[-ndim:]), k, s, p, 1, ceil_mode))
+
+
+def _soft_windows_out(
+    a: Tensor, k: tuple[int, ...], s: tuple[int, ...], p: tuple[int, ...], out: tuple[int, ...]
+) -> Tensor:
+    """:func:`_soft_windows` for the output size ``out``."""
+    ndim = len(k)
     spatial = a.shape[-ndim:]
-    out = pool_output_size(tuple(spatial), k, s, p, 1, ceil_mode)
     # the far side padded so every cell of every (ceil-mode) window can be read
     right = [max(pp, (o - 1) * ss + kk - pp - i) for o, ss, kk, pp, i in zip(out, s, k, p, spatial)]
     pads: list[int] = []

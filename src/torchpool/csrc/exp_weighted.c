@@ -1,0 +1,414 @@
+/* torchpool: the exp-weighted window mean of SoftPool and LIP, float32, on the CPU.
+ *
+ * For every window of a (planes, D, H, W) map, zero padding carrying no weight:
+ *     y = sum_i e_i v_i / sum_i e_i,   e_i = exp(l_i - m),   m = the window's max of l
+ * (SoftPool: l = v; LIP: l = the importance logit). The window's own max makes it exact for any
+ * magnitude and sign: every exponent is <= 0. A NaN in a window gives NaN, and so does a window
+ * whose max is +inf or whose cells are all -inf (as exp(inf - inf) does in the formula).
+ *
+ * Work unit: a block of LANES consecutive outputs of one output row, in vector registers (GCC
+ * vector extensions: AVX-512, AVX2 or SSE as the CPU has). Each window cell is one strided load
+ * of the block. Blocks whose cells all lie inside the input read it in place (the last one moved
+ * back to end at the last such output); the others (the borders, short rows) read a copy of their
+ * columns in which padding holds v = 0 and l = -FLT_MAX (weight exactly 0). The forward pass can
+ * keep each window's m and sum e_i; the backward pass then takes one exp per cell and window:
+ *     dy/dv_i = e_i / den,   dy/dl_i = e_i (v_i - y) / den   (SoftPool: their sum).
+ * Output rows (forward) or planes (backward: overlapping windows add to the same cells) are split
+ * over OpenMP threads; OpenMP is PyTorch's own runtime once torch is loaded.
+ */
+#include <float.h>
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LANES 16
+#define INLINE static inline __attribute__((always_inline))
+
+typedef float vfloat __attribute__((vector_size(4 * LANES)));
+typedef int32_t vint __attribute__((vector_size(4 * LANES)));
+
+INLINE vfloat splat(float a) { return (vfloat){0} + a; }
+INLINE vfloat choose(vint mask, vfloat a, vfloat b) { return (vfloat)(((vint)a & mask) | ((vint)b & ~mask)); }
+INLINE vfloat load(const float *p) {
+    vfloat r;
+    memcpy(&r, p, sizeof r);
+    return r;
+}
+INLINE void store(float *p, vfloat a) { memcpy(p, &a, sizeof a); }
+
+/* p[0], p[sw], ..., p[(LANES - 1) sw] */
+INLINE vfloat load_strided(const float *p, int64_t sw) {
+    if (sw == 1) return load(p);
+    if (sw == 2)
+        return __builtin_shuffle(load(p), load(p + LANES),
+                                 (vint){0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30});
+    float r[LANES];
+    for (int j = 0; j < LANES; j++) r[j] = p[j * sw];
+    return load(r);
+}
+
+/* p[j sw] += a[j] */
+INLINE void add_strided(float *p, int64_t sw, vfloat a) {
+    if (sw == 1) {
+        store(p, load(p) + a);
+    } else if (sw == 2) {
+        const vfloat zero = {0};
+        store(p, load(p) + __builtin_shuffle(a, zero, (vint){0, 16, 1, 16, 2, 16, 3, 16, 4, 16, 5, 16, 6, 16, 7, 16}));
+        store(p + LANES, load(p + LANES) + __builtin_shuffle(a, zero, (vint){8, 16, 9, 16, 10, 16, 11, 16, 12, 16, 13,
+                                                                             16, 14, 16, 15, 16}));
+    } else {
+        float r[LANES];
+        store(r, a);
+        for (int j = 0; j < LANES; j++) p[j * sw] += r[j];
+    }
+}
+
+/* exp(t) for t <= 0 or NaN: NaN stays NaN; t < -87 gives 0 (the weight of a cell that far below
+ * the window max is below FLT_MIN). Cephes' polynomial on [-ln2/2, ln2/2]; the rounding to the
+ * nearest integer by adding and subtracting 1.5 * 2^23. */
+INLINE vfloat exp_nonpositive(vfloat t) {
+    const vint low = t < -87.0f;
+    const vfloat c = choose(low, splat(-87.0f), t);
+    const vfloat n = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    const vfloat r = (c - n * 0.693359375f) + n * 2.12194440e-4f;
+    vfloat p = splat(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    const vint bits = (__builtin_convertvector(n, vint) + 127) << 23;
+    return choose(low, splat(0.0f), p * (vfloat)bits);
+}
+
+/* A block: for each window row i, v[i] and l[i] point at the block's first column; column
+ * j sw + t holds cell t of output j (in place or in a copy). */
+typedef struct {
+    int nrows;
+    const float **v, **l;
+    float **gv, **gl; /* the gradient rows, or NULL */
+} block;
+
+/* y of the block; the windows' max and sum of weights through the pointers. Called with
+ * constant nrows, kw and sw for the common windows, so the loops unroll and the cells loaded by
+ * the max pass stay in registers for the exp pass (at most CACHED cells). */
+#define CACHED 9
+INLINE vfloat block_forward(const block *b, int nrows, int64_t kw, int64_t sw, vfloat *max_out, vfloat *den_out) {
+    vfloat m = splat(-INFINITY), den = {0}, num = {0}, cell[CACHED];
+    const int cache = nrows * kw <= CACHED;
+    for (int i = 0; i < nrows; i++)
+        for (int64_t t = 0; t < kw; t++) {
+            vfloat a = load_strided(b->l[i] + t, sw);
+            if (cache) cell[i * kw + t] = a;
+            m = choose(a > m, a, m);
+        }
+    for (int i = 0; i < nrows; i++)
+        for (int64_t t = 0; t < kw; t++) {
+            vfloat a = cache ? cell[i * kw + t] : load_strided(b->l[i] + t, sw);
+            vfloat e = exp_nonpositive(a - m);
+            den += e;
+            num += e * (b->v[i] == b->l[i] ? a : load_strided(b->v[i] + t, sw));
+        }
+    *max_out = m;
+    *den_out = den;
+    return num / den;
+}
+
+/* the block's gradient added to its gradient rows, from the windows' m, den, y and the incoming
+ * gradient; lanes outside `active` add exactly nothing */
+INLINE void block_backward(const block *b, int nrows, int soft, int64_t kw, int64_t sw, vfloat m, vfloat den,
+                           vfloat y, vfloat grad, vint active, int partial) {
+    const vfloat qa = grad / den, qb = soft ? qa * (1.0f - y) : -qa * y;
+    for (int i = 0; i < nrows; i++)
+        for (int64_t t = 0; t < kw; t++) {
+            vfloat l = load_strided(b->l[i] + t, sw);
+            vfloat e = exp_nonpositive(l - m);
+            if (partial) e = choose(active, e, splat(0.0f));
+            if (soft) {
+                vfloat d = e * (l * qa + qb);
+                add_strided(b->gv[i] + t, sw, partial ? choose(active, d, splat(0.0f)) : d);
+                continue;
+            }
+            if (b->gv) {
+                vfloat d = e * qa;
+                add_strided(b->gv[i] + t, sw, partial ? choose(active, d, splat(0.0f)) : d);
+            }
+            if (b->gl) {
+                vfloat d = e * (load_strided(b->v[i] + t, sw) * qa + qb);
+                add_strided(b->gl[i] + t, sw, partial ? choose(active, d, splat(0.0f)) : d);
+            }
+        }
+}
+
+typedef struct {
+    int64_t size[3], kernel[3], stride[3], padding[3], out[3];
+    int64_t lo, hi; /* the output columns whose whole window lies inside the input */
+} geometry;
+
+/* the geometry from the caller's 15 numbers (size, kernel, stride, padding, out; 3 dims each) */
+static geometry read_geometry(const int64_t *params) {
+    geometry g;
+    memcpy(&g, params, sizeof(int64_t) * 15);
+    int64_t s = g.stride[2], p = g.padding[2], k = g.kernel[2], W = g.size[2], OW = g.out[2];
+    int64_t first = (p + s - 1) / s, last = W - k + p >= 0 ? (W - k + p) / s + 1 : 0;
+    g.lo = first < OW ? first : OW;
+    g.hi = last < OW ? last : OW;
+    if (g.hi < g.lo) g.hi = g.lo;
+    return g;
+}
+
+/* One plane: its maps, and the current output row of its output-sized arrays (y, the kept m and
+ * den, the incoming gradient: NULL where absent) */
+typedef struct {
+    const float *v, *l;
+    float *gv, *gl;
+    int soft;
+    float *y, *m, *den;
+    const float *grad;
+} plane;
+
+/* a thread's work space: the window rows of the current output row, the block's row pointers,
+ * and copies of a border block's columns (v, l and their gradients, nrows x span each) */
+typedef struct {
+    int64_t span, *offsets;
+    block b;
+    float *copy;
+} scratch;
+
+static int scratch_init(scratch *s, const geometry *g) {
+    int64_t most = g->kernel[0] * g->kernel[1];
+    s->span = (LANES - 1) * g->stride[2] + g->kernel[2];
+    s->offsets = malloc(sizeof(int64_t) * (size_t)most);
+    s->b.v = malloc(sizeof(float *) * (size_t)most * 4);
+    s->copy = malloc(sizeof(float) * (size_t)(most * s->span * 4));
+    if (!s->offsets || !s->b.v || !s->copy) return 1;
+    s->b.l = s->b.v + most;
+    s->b.gv = (float **)(s->b.v + 2 * most);
+    s->b.gl = (float **)(s->b.v + 3 * most);
+    return 0;
+}
+
+static void scratch_free(scratch *s) {
+    free(s->offsets);
+    free((void *)s->b.v);
+    free(s->copy);
+}
+
+/* the window rows (d, h) of output row (od, oh) inside the input: their offsets in the plane */
+static int window_rows(const geometry *g, int64_t od, int64_t oh, int64_t *offsets) {
+    int n = 0;
+    for (int64_t td = 0; td < g->kernel[0]; td++) {
+        int64_t d = od * g->stride[0] - g->padding[0] + td;
+        if (d < 0 || d >= g->size[0]) continue;
+        for (int64_t th = 0; th < g->kernel[1]; th++) {
+            int64_t h = oh * g->stride[1] - g->padding[1] + th;
+            if (h >= 0 && h < g->size[1]) offsets[n++] = (d * g->size[1] + h) * g->size[2];
+        }
+    }
+    return n;
+}
+
+/* the columns [a, b) of [c0, c0 + span) that lie inside the input */
+static void inside(const geometry *g, const scratch *s, int64_t c0, int64_t *a, int64_t *b) {
+    *a = c0 < 0 ? -c0 : 0;
+    *b = g->size[2] - c0 < s->span ? g->size[2] - c0 : s->span;
+    if (*b < *a) *b = *a;
+}
+
+/* the block's rows pointing into the maps at column c0 */
+static void in_place(scratch *s, const plane *pl, int64_t c0) {
+    for (int i = 0; i < s->b.nrows; i++) {
+        s->b.v[i] = pl->v + s->offsets[i] + c0;
+        s->b.l[i] = pl->l + s->offsets[i] + c0;
+        s->b.gv[i] = pl->gv ? pl->gv + s->offsets[i] + c0 : NULL;
+        s->b.gl[i] = pl->gl ? pl->gl + s->offsets[i] + c0 : NULL;
+    }
+}
+
+/* the block's rows pointing into copies of the columns [c0, c0 + span): cells outside the input
+ * are padding (v = 0, l = -FLT_MAX: weight exactly 0); the gradient copies zeroed */
+static void copied(const geometry *g, scratch *s, const plane *pl, int64_t c0) {
+    const int64_t span = s->span, n = s->b.nrows;
+    int64_t a, b;
+    inside(g, s, c0, &a, &b);
+    for (int i = 0; i < n; i++) {
+        float *cv = s->copy + i * span, *cl = cv + n * span, *cgv = cl + n * span, *cgl = cgv + n * span;
+        for (int64_t c = 0; c < span; c++) cl[c] = -FLT_MAX;
+        memcpy(cl + a, pl->l + s->offsets[i] + c0 + a, sizeof(float) * (size_t)(b - a));
+        if (!pl->soft) {
+            memset(cv, 0, sizeof(float) * (size_t)span);
+            memcpy(cv + a, pl->v + s->offsets[i] + c0 + a, sizeof(float) * (size_t)(b - a));
+        }
+        memset(cgv, 0, sizeof(float) * (size_t)span);
+        memset(cgl, 0, sizeof(float) * (size_t)span);
+        s->b.v[i] = pl->soft ? cl : cv;
+        s->b.l[i] = cl;
+        s->b.gv[i] = cgv;
+        s->b.gl[i] = cgl;
+    }
+}
+
+/* a copied block's gradients added to the maps' columns inside the input */
+static void add_back(const geometry *g, scratch *s, const plane *pl, int64_t c0) {
+    const int64_t span = s->span, n = s->b.nrows;
+    int64_t a, b;
+    inside(g, s, c0, &a, &b);
+    for (int i = 0; i < n; i++) {
+        const float *cgv = s->copy + 2 * n * span + i * span, *cgl = cgv + n * span;
+        float *gv = pl->gv ? pl->gv + s->offsets[i] + c0 : NULL, *gl = pl->gl ? pl->gl + s->offsets[i] + c0 : NULL;
+        for (int64_t c = a; c < b; c++) {
+            if (gv) gv[c] += cgv[c];
+            if (gl) gl[c] += cgl[c];
+        }
+    }
+}
+
+/* CALL(nrows, kw, sw) with compile-time constants for 2x2 and 3x3 windows and strides 1 and 2 */
+#define DISPATCH(nrows, kw, sw, CALL)                                           \
+    if (nrows == 2 && kw == 2 && sw == 2) CALL(2, 2, 2);                        \
+    else if (nrows == 3 && kw == 3 && sw == 2) CALL(3, 3, 2);                   \
+    else if (nrows == 3 && kw == 3 && sw == 1) CALL(3, 3, 1);                   \
+    else if (sw == 1) CALL(nrows, kw, 1);                                       \
+    else if (sw == 2) CALL(nrows, kw, 2);                                       \
+    else CALL(nrows, kw, sw);
+
+/* lanes [skip, count) of an output-sized row from j0 (the rest: `fill`) */
+INLINE vfloat lanes_of(const float *row, int64_t j0, int skip, int count, float fill) {
+    if (skip == 0 && count == LANES) return load(row + j0);
+    float r[LANES];
+    for (int j = 0; j < LANES; j++) r[j] = j >= skip && j < count ? row[j0 + j] : fill;
+    return load(r);
+}
+
+INLINE void store_lanes(float *row, int64_t j0, int skip, int count, vfloat a) {
+    if (skip == 0 && count == LANES) {
+        store(row + j0, a);
+        return;
+    }
+    float r[LANES];
+    store(r, a);
+    memcpy(row + j0 + skip, r + skip, sizeof(float) * (size_t)(count - skip));
+}
+
+/* outputs [j0, j0 + LANES) of the row, of which lanes [skip, count) are this block's: forward
+ * (pl->grad == NULL: y, and m and den if kept, written) or backward (the gradients added) */
+static void run_block(const geometry *g, scratch *s, const plane *pl, int64_t j0, int skip, int count, int copy) {
+    const int64_t sw = g->stride[2], kw = g->kernel[2], c0 = j0 * sw - g->padding[2];
+    if (copy) copied(g, s, pl, c0);
+    else in_place(s, pl, c0);
+    if (!pl->grad) {
+        vfloat m, den, y;
+#define FORWARD(NR, KW, SW) y = block_forward(&s->b, NR, KW, SW, &m, &den)
+        DISPATCH(s->b.nrows, kw, sw, FORWARD)
+        store_lanes(pl->y, j0, skip, count, y);
+        if (pl->m) {
+            store_lanes(pl->m, j0, skip, count, m);
+            store_lanes(pl->den, j0, skip, count, den);
+        }
+        return;
+    }
+    vint active;
+    for (int j = 0; j < LANES; j++) active[j] = j >= skip && j < count ? -1 : 0;
+    const int partial = skip != 0 || count != LANES;
+    const vfloat m = lanes_of(pl->m, j0, skip, count, 0.0f), den = lanes_of(pl->den, j0, skip, count, 1.0f);
+    const vfloat y = lanes_of(pl->y, j0, skip, count, 0.0f), grad = lanes_of(pl->grad, j0, skip, count, 0.0f);
+    block b = s->b;
+    if (!pl->gv) b.gv = NULL;
+    if (!pl->gl) b.gl = NULL;
+#define BACKWARD(NR, KW, SW) block_backward(&b, NR, pl->soft, KW, SW, m, den, y, grad, active, partial)
+    DISPATCH(b.nrows, kw, sw, BACKWARD)
+    if (copy) add_back(g, s, pl, c0);
+}
+
+/* one output row (od, oh) of the plane */
+static void run_row(const geometry *g, scratch *s, const plane *pl, int64_t od, int64_t oh) {
+    const int64_t OW = g->out[2], lo = g->lo, hi = g->hi;
+    s->b.nrows = window_rows(g, od, oh, s->offsets);
+    int64_t j0 = lo;
+    for (; j0 + LANES <= hi; j0 += LANES) run_block(g, s, pl, j0, 0, LANES, 0);
+    if (j0 < hi && hi - LANES >= lo) { /* the last inner block, moved back to end at hi */
+        run_block(g, s, pl, hi - LANES, (int)(j0 - (hi - LANES)), LANES, 0);
+        j0 = hi;
+    }
+    for (int64_t b = 0; b < lo; b += LANES) /* the left border */
+        run_block(g, s, pl, b, 0, (int)(lo - b < LANES ? lo - b : LANES), 1);
+    for (; j0 < OW; j0 += LANES) /* the right border (and short rows) */
+        run_block(g, s, pl, j0, 0, (int)(OW - j0 < LANES ? OW - j0 : LANES), 1);
+}
+
+/* this thread's share [*first, *end) of `count` items */
+static void share(int64_t count, int64_t *first, int64_t *end) {
+    int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
+    *first = count * id / threads;
+    *end = count * (id + 1) / threads;
+}
+
+/* y = the exp-weighted mean; m and den (each window's max of l and sum of weights, for the
+ * backward pass) written too unless NULL. Returns 0, or 1 if a work space could not be allocated. */
+int tp_exp_weighted_forward(const float *v, const float *l, float *y, float *m, float *den, int soft, int64_t planes,
+                            const int64_t *params, int threads) {
+    const geometry g = read_geometry(params);
+    const int64_t in_plane = g.size[0] * g.size[1] * g.size[2];
+    const int64_t rows = g.out[0] * g.out[1], OW = g.out[2];
+    int failed = 0;
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+    {
+        scratch s;
+        int64_t r, end;
+        share(planes * rows, &r, &end);
+        failed |= scratch_init(&s, &g);
+        if (!failed && r < end) {
+            /* the output rows in order: plane q, then od, then oh (no division per row) */
+            int64_t q = r / rows, od = r % rows / g.out[1], oh = r % g.out[1];
+            for (; r < end; r++) {
+                plane pl = {v + q * in_plane, l + q * in_plane, NULL, NULL, soft,
+                            y + r * OW, m ? m + r * OW : NULL, den ? den + r * OW : NULL, NULL};
+                run_row(&g, &s, &pl, od, oh);
+                if (++oh == g.out[1]) {
+                    oh = 0;
+                    if (++od == g.out[0]) {
+                        od = 0;
+                        q++;
+                    }
+                }
+            }
+        }
+        scratch_free(&s);
+    }
+    return failed;
+}
+
+/* The gradients from the forward pass's y, m and den: the value's in gv, the logit's in gl
+ * (SoftPool, soft != 0: their sum in gv); either may be NULL. Returns 0, or 1 as above. */
+int tp_exp_weighted_backward(const float *v, const float *l, const float *y, const float *m, const float *den,
+                             const float *grad, float *gv, float *gl, int soft, int64_t planes, const int64_t *params,
+                             int threads) {
+    const geometry g = read_geometry(params);
+    const int64_t in_plane = g.size[0] * g.size[1] * g.size[2];
+    const int64_t rows = g.out[0] * g.out[1], OW = g.out[2];
+    int failed = 0;
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+    {
+        scratch s;
+        int64_t first, end;
+        share(planes, &first, &end);
+        failed |= scratch_init(&s, &g);
+        for (int64_t q = first; q < end && !failed; q++) {
+            float *gvq = gv ? gv + q * in_plane : NULL, *glq = gl ? gl + q * in_plane : NULL;
+            if (gvq) memset(gvq, 0, sizeof(float) * (size_t)in_plane);
+            if (glq) memset(glq, 0, sizeof(float) * (size_t)in_plane);
+            for (int64_t od = 0; od < g.out[0]; od++)
+                for (int64_t oh = 0; oh < g.out[1]; oh++) {
+                    int64_t r = (q * rows + od * g.out[1] + oh) * OW;
+                    plane pl = {v + q * in_plane, l + q * in_plane, gvq, glq, soft, (float *)y + r, (float *)m + r,
+                                (float *)den + r, grad + r};
+                    run_row(&g, &s, &pl, od, oh);
+                }
+        }
+        scratch_free(&s);
+    }
+    return failed;
+}

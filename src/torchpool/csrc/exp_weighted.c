@@ -73,13 +73,12 @@ INLINE vfloat exp_nonpositive(vfloat t) {
     const vfloat c = choose(low, splat(-87.0f), t);
     const vfloat n = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     const vfloat r = (c - n * 0.693359375f) + n * 2.12194440e-4f;
-    vfloat p = splat(1.9875691500e-4f);
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
+    vfloat p = splat(8.29797051846981e-3f);
+    p = p * r + 4.191540181636810e-2f;
+    p = p * r + 1.666757017374039e-1f;
+    p = p * r + 4.999889433383942e-1f;
+    p = p * r + 9.999997019767761e-1f;
+    p = p * r + 1.000000119209290f;
     const vint bits = (__builtin_convertvector(n, vint) + 127) << 23;
     return choose(low, splat(0.0f), p * (vfloat)bits);
 }
@@ -119,33 +118,67 @@ INLINE vfloat block_forward(const block *b, int nrows, int64_t kw, int64_t sw, v
 
 /* the block's gradient added to its gradient rows, from the windows' m, den, y and the incoming
  * gradient; lanes outside `active` add exactly nothing */
+/* p[2j] = a[j], p[2j + 1] = b[j] for the active lanes j (the others keep p's values) */
+INLINE void store_pair(float *p, vfloat a, vfloat b, vint active, int partial) {
+    vfloat lo = __builtin_shuffle(a, b, (vint){0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23});
+    vfloat hi = __builtin_shuffle(a, b, (vint){8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31});
+    if (partial) {
+        lo = choose(__builtin_shuffle(active, (vint){0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7}), lo, load(p));
+        hi = choose(__builtin_shuffle(active, (vint){8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15}), hi,
+                    load(p + LANES));
+    }
+    store(p, lo);
+    store(p + LANES, hi);
+}
+
+/* the gradient of cell t of each window row: SoftPool's (in *dv), or LIP's value and logit parts */
+INLINE void cell_gradient(const block *b, int soft, int i, int64_t t, int64_t sw, vfloat m, vfloat qa, vfloat qb,
+                          vint active, int partial, vfloat *dv, vfloat *dl) {
+    vfloat l = load_strided(b->l[i] + t, sw);
+    vfloat e = exp_nonpositive(l - m);
+    if (partial) e = choose(active, e, splat(0.0f));
+    const vfloat zero = {0};
+    if (soft) {
+        *dv = e * (l * qa + qb);
+        if (partial) *dv = choose(active, *dv, zero);
+        return;
+    }
+    *dv = e * qa;
+    *dl = b->gl ? e * (load_strided(b->v[i] + t, sw) * qa + qb) : zero;
+    if (partial) {
+        *dv = choose(active, *dv, zero);
+        *dl = choose(active, *dl, zero);
+    }
+}
+
+/* the block's gradient added to its gradient rows, from the windows' m, den, y and the incoming
+ * gradient; lanes outside `active` add exactly nothing. `pairs`: 2-cell rows at stride 2 whose
+ * cells are in no other window (the windows tile the input): both cells stored at once. */
 INLINE void block_backward(const block *b, int nrows, int soft, int64_t kw, int64_t sw, vfloat m, vfloat den,
-                           vfloat y, vfloat grad, vint active, int partial) {
+                           vfloat y, vfloat grad, vint active, int partial, int pairs) {
     const vfloat qa = grad / den, qb = soft ? qa * (1.0f - y) : -qa * y;
-    for (int i = 0; i < nrows; i++)
-        for (int64_t t = 0; t < kw; t++) {
-            vfloat l = load_strided(b->l[i] + t, sw);
-            vfloat e = exp_nonpositive(l - m);
-            if (partial) e = choose(active, e, splat(0.0f));
-            if (soft) {
-                vfloat d = e * (l * qa + qb);
-                add_strided(b->gv[i] + t, sw, partial ? choose(active, d, splat(0.0f)) : d);
-                continue;
-            }
-            if (b->gv) {
-                vfloat d = e * qa;
-                add_strided(b->gv[i] + t, sw, partial ? choose(active, d, splat(0.0f)) : d);
-            }
-            if (b->gl) {
-                vfloat d = e * (load_strided(b->v[i] + t, sw) * qa + qb);
-                add_strided(b->gl[i] + t, sw, partial ? choose(active, d, splat(0.0f)) : d);
-            }
+    for (int i = 0; i < nrows; i++) {
+        if (pairs && kw == 2 && sw == 2) {
+            vfloat dv0, dl0 = {0}, dv1, dl1 = {0};
+            cell_gradient(b, soft, i, 0, sw, m, qa, qb, active, partial, &dv0, &dl0);
+            cell_gradient(b, soft, i, 1, sw, m, qa, qb, active, partial, &dv1, &dl1);
+            if (b->gv) store_pair(b->gv[i], dv0, dv1, active, partial);
+            if (b->gl) store_pair(b->gl[i], dl0, dl1, active, partial);
+            continue;
         }
+        for (int64_t t = 0; t < kw; t++) {
+            vfloat dv, dl = {0};
+            cell_gradient(b, soft, i, t, sw, m, qa, qb, active, partial, &dv, &dl);
+            if (b->gv) add_strided(b->gv[i] + t, sw, dv);
+            if (b->gl) add_strided(b->gl[i] + t, sw, dl);
+        }
+    }
 }
 
 typedef struct {
     int64_t size[3], kernel[3], stride[3], padding[3], out[3];
     int64_t lo, hi; /* the output columns whose whole window lies inside the input */
+    int tiled;      /* the windows tile the rows exactly: each (d, h) row in one output row */
 } geometry;
 
 /* the geometry from the caller's 15 numbers (size, kernel, stride, padding, out; 3 dims each) */
@@ -157,6 +190,10 @@ static geometry read_geometry(const int64_t *params) {
     g.lo = first < OW ? first : OW;
     g.hi = last < OW ? last : OW;
     if (g.hi < g.lo) g.hi = g.lo;
+    g.tiled = 1;
+    for (int axis = 0; axis < 2; axis++)
+        g.tiled &= g.kernel[axis] == g.stride[axis] && g.padding[axis] == 0 &&
+                   g.out[axis] * g.stride[axis] == g.size[axis];
     return g;
 }
 
@@ -316,9 +353,10 @@ static void run_block(const geometry *g, scratch *s, const plane *pl, int64_t j0
     const vfloat m = lanes_of(pl->m, j0, skip, count, 0.0f), den = lanes_of(pl->den, j0, skip, count, 1.0f);
     const vfloat y = lanes_of(pl->y, j0, skip, count, 0.0f), grad = lanes_of(pl->grad, j0, skip, count, 0.0f);
     block b = s->b;
+    const int pairs = g->tiled && !copy;
     if (!pl->gv) b.gv = NULL;
     if (!pl->gl) b.gl = NULL;
-#define BACKWARD(NR, KW, SW) block_backward(&b, NR, pl->soft, KW, SW, m, den, y, grad, active, partial)
+#define BACKWARD(NR, KW, SW) block_backward(&b, NR, pl->soft, KW, SW, m, den, y, grad, active, partial, pairs)
     DISPATCH(b.nrows, kw, sw, BACKWARD)
     if (copy) add_back(g, s, pl, c0);
 }
@@ -327,6 +365,11 @@ static void run_block(const geometry *g, scratch *s, const plane *pl, int64_t j0
 static void run_row(const geometry *g, scratch *s, const plane *pl, int64_t od, int64_t oh) {
     const int64_t OW = g->out[2], lo = g->lo, hi = g->hi;
     s->b.nrows = window_rows(g, od, oh, s->offsets);
+    if (pl->grad && g->tiled) /* the gradient rows zeroed here, while they are about to be used */
+        for (int i = 0; i < s->b.nrows; i++) {
+            if (pl->gv) memset(pl->gv + s->offsets[i], 0, sizeof(float) * (size_t)g->size[2]);
+            if (pl->gl) memset(pl->gl + s->offsets[i], 0, sizeof(float) * (size_t)g->size[2]);
+        }
     int64_t j0 = lo;
     for (; j0 + LANES <= hi; j0 += LANES) run_block(g, s, pl, j0, 0, LANES, 0);
     if (j0 < hi && hi - LANES >= lo) { /* the last inner block, moved back to end at hi */
@@ -398,8 +441,8 @@ int tp_exp_weighted_backward(const float *v, const float *l, const float *y, con
         failed |= scratch_init(&s, &g);
         for (int64_t q = first; q < end && !failed; q++) {
             float *gvq = gv ? gv + q * in_plane : NULL, *glq = gl ? gl + q * in_plane : NULL;
-            if (gvq) memset(gvq, 0, sizeof(float) * (size_t)in_plane);
-            if (glq) memset(glq, 0, sizeof(float) * (size_t)in_plane);
+            if (gvq && !g.tiled) memset(gvq, 0, sizeof(float) * (size_t)in_plane);
+            if (glq && !g.tiled) memset(glq, 0, sizeof(float) * (size_t)in_plane);
             for (int64_t od = 0; od < g.out[0]; od++)
                 for (int64_t oh = 0; oh < g.out[1]; oh++) {
                     int64_t r = (q * rows + od * g.out[1] + oh) * OW;

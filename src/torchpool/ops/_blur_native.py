@@ -1,0 +1,150 @@
+"""BlurPool on the CPU in float32 through the C kernel ``csrc/blur.c``.
+
+The separable binomial blur and subsampling of :mod:`.blur` (every padding mode, kernel sizes 1 to
+7, any stride, 1-d to 3-d) as one operator, ``torchpool::blur_pool``, with a fake (shape) function
+and its gradient, ``torchpool::blur_pool_backward`` (the transposed blur, windows accumulated a
+plane at a time). The blur is linear, so each operator's gradient is the other one: double (and
+higher) backward runs the kernel too, no pure-PyTorch formula needed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch._subclasses.fake_tensor import FakeTensor
+
+from .. import _native
+from .._checks import is_traced
+from ._blur_filter import MAX_KERNEL, binomial_filter
+
+__all__ = ["available", "blur"]
+
+#: the kernel's numbers of the padding modes
+MODES = {"zeros": 0, "reflect": 1, "replicate": 2, "circular": 3}
+
+
+def _library() -> ctypes.CDLL | None:
+    return _native.load("blur")
+
+
+def available(x: Tensor) -> bool:
+    """Whether the kernel is built and takes ``x`` (eager mode, CPU, float32, values readable)."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not isinstance(x, FakeTensor)
+        and not is_traced()
+        and _library() is not None
+    )
+
+
+def _kernel() -> ctypes.CDLL:
+    lib = _library()
+    if lib is None:
+        raise RuntimeError(f"torchpool: the blur kernel is not built: {_native.build_error('blur')}")
+    return lib
+
+
+def _params(x: Tensor, k: list[int], s: list[int], mode: str) -> tuple[int, Tensor, Tensor]:
+    """The plane count, the geometry (size, kernel, stride, out: 3 dims each, leading dims of size 1
+    for 1-d and 2-d; the mode) and the taps (3 x ``MAX_KERNEL`` float32, axis-major)."""
+    ndim = len(k)
+    lift = [1] * (3 - ndim)
+    size = lift + list(x.shape[x.dim() - ndim :])
+    kernel, stride = lift + k, lift + s
+    out = [-(-n // ss) for n, ss in zip(size, stride)]
+    geometry = torch.tensor([*size, *kernel, *stride, *out, MODES[mode]], dtype=torch.int64)
+    taps = torch.zeros(3, MAX_KERNEL, dtype=torch.float32)
+    for axis, kk in enumerate(kernel):
+        taps[axis, :kk] = torch.tensor(binomial_filter(kk))  # dyadic: exact in float32
+    planes = math.prod(x.shape[: x.dim() - ndim])
+    return planes, geometry, taps
+
+
+def _run(name: str, source: Tensor, target: Tensor, shape_of: Tensor, k: list[int], s: list[int], mode: str) -> None:
+    planes, geometry, taps = _params(shape_of, k, s, mode)
+    fn = getattr(_kernel(), name)
+    failed = fn(
+        ctypes.c_void_p(source.data_ptr()),
+        ctypes.c_void_p(target.data_ptr()),
+        ctypes.c_int64(planes),
+        ctypes.c_void_p(geometry.data_ptr()),
+        ctypes.c_void_p(taps.data_ptr()),
+        torch.get_num_threads(),
+    )
+    if failed:
+        raise MemoryError("torchpool: the blur kernel could not allocate its work space")
+
+
+def _out_shape(x_shape: torch.Size | list[int], k: list[int], s: list[int]) -> list[int]:
+    ndim = len(k)
+    lead = list(x_shape[: len(x_shape) - ndim])
+    return lead + [-(-n // ss) for n, ss in zip(x_shape[len(x_shape) - ndim :], s)]
+
+
+@torch.library.custom_op("torchpool::blur_pool", mutates_args=(), device_types="cpu")
+def _forward(x: Tensor, k: list[int], s: list[int], mode: str) -> Tensor:
+    """The blurred and subsampled ``x`` over its last ``len(k)`` dims (contiguous result)."""
+    x = x.contiguous()
+    y = x.new_empty(_out_shape(x.shape, k, s))
+    if y.numel():
+        _run("tp_blur_forward", x, y, x, k, s, mode)
+    return y
+
+
+@_forward.register_fake
+def _(x: Tensor, k: list[int], s: list[int], mode: str) -> Tensor:
+    return x.new_empty(_out_shape(x.shape, k, s))
+
+
+@torch.library.custom_op("torchpool::blur_pool_backward", mutates_args=(), device_types="cpu")
+def _backward(grad: Tensor, size: list[int], k: list[int], s: list[int], mode: str) -> Tensor:
+    """The gradient of :func:`_forward` for an input of spatial ``size`` (the transposed blur)."""
+    grad = grad.contiguous()
+    shape = [*grad.shape[: grad.dim() - len(k)], *size]
+    grad_x = grad.new_empty(shape)
+    if grad_x.numel():
+        _run("tp_blur_backward", grad, grad_x, grad_x, k, s, mode)
+    return grad_x
+
+
+@_backward.register_fake
+def _(grad: Tensor, size: list[int], k: list[int], s: list[int], mode: str) -> Tensor:
+    return grad.new_empty([*grad.shape[: grad.dim() - len(k)], *size])
+
+
+def _setup_forward(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+    x, k, s, mode = inputs
+    ctx.geometry = (list(x.shape[x.dim() - len(k) :]), k, s, mode)
+
+
+def _forward_gradient(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
+    return _backward(grad, *ctx.geometry), None, None, None
+
+
+def _setup_backward(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+    _grad, _size, k, s, mode = inputs
+    ctx.geometry = (k, s, mode)
+
+
+def _backward_gradient(ctx: Any, grad_grad_x: Tensor) -> tuple[Tensor, None, None, None, None]:
+    return _forward(grad_grad_x, *ctx.geometry), None, None, None, None
+
+
+_forward.register_autograd(_forward_gradient, setup_context=_setup_forward)
+_backward.register_autograd(_backward_gradient, setup_context=_setup_backward)
+
+
+def blur(x: Tensor, k: tuple[int, ...], s: tuple[int, ...], padding_mode: str) -> Tensor:
+    """The blur of :mod:`.blur` over the last ``len(k)`` dims of ``x`` (CPU, float32: see
+    :func:`available`; sizes checked by the caller), in ``x``'s memory format."""
+    y: Tensor = _forward(x, list(k), list(s), padding_mode)
+    if x.dim() in (4, 5) and not x.is_contiguous():
+        fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+        if x.is_contiguous(memory_format=fmt):
+            return y.contiguous(memory_format=fmt)
+    return y

@@ -14,7 +14,9 @@ whose logits all lie more than ~80 (float32; ~700 float64) below its plane's max
 such windows are computed again with their own max (exact for any logits); traced code
 (``torch.compile``, ``torch.export``, ONNX) uses the per-plane stabiliser only.
 
-**Speed** (eager): one autograd node (:func:`torchpool.ops.soft._exp_weighted_mean`, shared with
+**Speed** (eager): on the CPU in float32, SoftPool's C kernel (:mod:`torchpool.ops._soft_native`:
+each window stabilised by its own max of the logit, one pass, the analytic gradients). Otherwise
+one autograd node (:func:`torchpool.ops.soft._exp_weighted_mean`, shared with
 SoftPool) computes the weights once as ``exp2``, sums ``w`` and ``x * w`` over the windows as
 strided slices (no padded copy; ``x * w`` one chunk at a time), in cache-sized chunks of the
 leading dims, and has the

@@ -3,9 +3,13 @@
 ``y = sum_i e^{a_i} a_i / sum_j e^{a_j}`` over the cells ``i`` of a window. Padding cells are not
 part of any window (they carry no weight); the output lies between the window's mean and max.
 
-How it is computed (both exact in real arithmetic, since any constant subtracted from every
+How it is computed (all exact in real arithmetic, since any constant subtracted from every
 exponent of a window cancels between numerator and denominator):
 
+* **the C kernel** (eager mode, CPU, float32; :mod:`torchpool.ops._soft_native`): each window
+  stabilised by its own max, in one pass, exact to rounding for any magnitude and sign; built on
+  first use with the system's C compiler. Where it is not available (float64, no compiler,
+  ``TORCHPOOL_NATIVE=0``):
 * **fast path** (eager mode): one stabiliser ``c`` per plane, ``sum(e * a) / sum(e)`` over each
   window with ``e = exp(a - c)``: first ``c = 0`` (no max to take, one pass less); the planes where
   that leaves some window's ``sum(e)`` outside ``[exp(-limit), exp(limit)]`` are computed again

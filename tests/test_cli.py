@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -547,3 +548,39 @@ def test_a_closed_pipe_stops_quietly() -> None:
     err = process.stderr.read()
     assert process.wait(timeout=60) == 1
     assert err == ""
+
+
+@pytest.fixture
+def fresh_kernels(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    import torchpool._native as native
+
+    monkeypatch.setenv("TORCHPOOL_CACHE_DIR", str(tmp_path / "cache"))
+    native.load.cache_clear()
+    native._paths.clear()
+    native._errors.clear()
+    yield native
+    native.load.cache_clear()
+
+
+def test_kernels_builds_and_lists_every_kernel(
+    capsys: pytest.CaptureFixture[str], fresh_kernels: Any
+) -> None:
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler")
+    assert main(["kernels"]) == 0
+    out = capsys.readouterr().out
+    names = fresh_kernels.kernel_names()
+    assert "exp_weighted" in names
+    for name in names:
+        assert f"{name} " in out and str(fresh_kernels.built_path(name)) in out
+    assert f"{len(names)} of {len(names)} kernels built" in out
+
+
+def test_kernels_without_them_says_why_and_fails(
+    capsys: pytest.CaptureFixture[str], fresh_kernels: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCHPOOL_NATIVE", "0")
+    assert main(["kernels"]) == 1
+    out = capsys.readouterr().out
+    assert "NOT built: disabled by TORCHPOOL_NATIVE=0" in out and "pure-PyTorch path" in out
+    assert f"0 of {len(fresh_kernels.kernel_names())} kernels built" in out

@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["build_error", "cache_dir", "load"]
+__all__ = ["build_error", "built_path", "cache_dir", "kernel_names", "load"]
 
 SOURCES = Path(__file__).parent / "csrc"
 FLAGS = ("-O3", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math")
@@ -32,6 +32,7 @@ FLAGS = ("-O3", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-fno-trappin
 TARGETS = (("-march=native",), ())
 
 _errors: dict[str, str] = {}
+_paths: dict[str, Path] = {}
 
 
 def cache_dir() -> Path:
@@ -104,7 +105,10 @@ def load(name: str) -> ctypes.CDLL | None:
         _errors[name] = "disabled by TORCHPOOL_NATIVE=0"
         return None
     try:
-        return ctypes.CDLL(str(_build(name)))
+        path = _build(name)
+        library = ctypes.CDLL(str(path))
+        _paths[name] = path
+        return library
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
         _errors[name] = str(error)
         return None
@@ -113,3 +117,13 @@ def load(name: str) -> ctypes.CDLL | None:
 def build_error(name: str) -> str | None:
     """Why :func:`load` returned ``None`` for ``name`` (``None`` if it did not, or was not called)."""
     return _errors.get(name)
+
+
+def built_path(name: str) -> Path | None:
+    """The shared library :func:`load` loaded for ``name`` (``None`` if it did not, or was not called)."""
+    return _paths.get(name)
+
+
+def kernel_names() -> list[str]:
+    """The kernels this package ships (``csrc/<name>.c``), sorted."""
+    return sorted(path.stem for path in SOURCES.glob("*.c"))

@@ -1,4 +1,4 @@
-"""Command line: ``torchpool list``, ``compare``, ``gallery``, ``shape`` (or ``python -m torchpool``)."""
+"""Command line: ``torchpool list``, ``kernels``, ``compare``, ``gallery``, ``shape``."""
 
 from __future__ import annotations
 
@@ -91,6 +91,30 @@ def _format_two_input_table() -> str:
     return "\n".join([heading, *(line.rstrip() for line in lines), "", count])
 
 
+def report_kernels() -> tuple[str, bool]:
+    """Builds (or finds in the cache) every C kernel; returns a table of their states and whether
+    all of them were built."""
+    from . import _native
+
+    lines, ok = [], True
+    names = _native.kernel_names()
+    width = max((len(name) for name in names), default=0)
+    for name in names:
+        library = _native.load(name)
+        ok &= library is not None
+        state = (
+            f"built  {_native.built_path(name)}"
+            if library is not None
+            else f"NOT built: {_native.build_error(name)}"
+        )
+        lines.append(f"{name.ljust(width)}  {state}")
+    built = sum(_native.built_path(name) is not None for name in names)
+    lines.append(f"\n{built} of {len(names)} kernels built (cache: {_native.cache_dir()})")
+    if not ok:
+        lines.append("the ops whose kernel is not built run their pure-PyTorch path: same results, slower")
+    return "\n".join(lines), ok
+
+
 class _Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line: ``prog: error: message (prog --help ...)``."""
 
@@ -143,6 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="only this family (any case, e.g. median, combined, max for max/avg)",
     )
+    kernels_text = (
+        "build the C kernels now (else on first use) and print where they are; exit status 1 if one "
+        "could not be built (no C compiler, TORCHPOOL_NATIVE=0)"
+    )
+    commands.add_parser("kernels", help=kernels_text, description=kernels_text)
     for name, text in _LAB_COMMANDS.items():
         sub = commands.add_parser(name, help=text, description=text)
         importlib.import_module(f"torchpool.lab.{name}").add_arguments(sub)
@@ -151,6 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in _LAB_COMMANDS:
             return int(importlib.import_module(f"torchpool.lab.{args.command}").run(args))
+        if args.command == "kernels":
+            table, ok = report_kernels()
+            print(table)
+            return 0 if ok else 1
         family = None
         if args.family is not None:
             try:

@@ -16,9 +16,17 @@ from records.blur import source_index
 from torch import Tensor
 
 import torchpool as tp
+import torchpool.ops._blur_native as N
 from torchpool.ops.blur import binomial_filter
 
 KERNELS = range(1, 8)
+
+
+@pytest.fixture(autouse=True)
+def _pytorch_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pure-PyTorch paths (float64, half precision and machines without a C compiler take
+    them); the C kernel's tests are in test_blur_native.py."""
+    monkeypatch.setattr(N, "_library", lambda: None)
 
 
 def _integer_input(shape: tuple[int, ...], seed: int = 0) -> Tensor:

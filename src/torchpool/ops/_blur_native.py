@@ -65,7 +65,9 @@ def _params(x: Tensor, k: list[int], s: list[int], mode: str) -> tuple[int, Tens
     return planes, geometry, taps
 
 
-def _run(name: str, source: Tensor, target: Tensor, shape_of: Tensor, k: list[int], s: list[int], mode: str) -> None:
+def _run(
+    name: str, source: Tensor, target: Tensor, shape_of: Tensor, k: list[int], s: list[int], mode: str
+) -> None:
     planes, geometry, taps = _params(shape_of, k, s, mode)
     fn = getattr(_kernel(), name)
     failed = fn(

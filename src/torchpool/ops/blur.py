@@ -42,6 +42,7 @@ from .._deterministic import max_pool3d as _max_pool3d
 from .._deterministic import needs_deterministic_backward
 from .._shape import IntOrTuple, ntuple
 from ..registry import register_pool
+from . import _blur_native
 from ._blur_border import _BorderFixedBlur
 from ._blur_filter import _CONV, MAX_KERNEL, _weight, binomial_filter
 from ._blur_separable import _axis_plan, _SeparableBlur
@@ -108,6 +109,8 @@ def _blur(x: Tensor, ndim: int, k: tuple[int, ...], s: tuple[int, ...], padding_
     out = tuple(-(-size // ss) for size, ss in zip(spatial, s))
     if x.numel() == 0:  # no samples or no channels: the empty result, still on the autograd graph
         return x.reshape(*x.shape[:2], *out)
+    if _blur_native.available(x):  # eager, CPU, float32: the C kernel, every mode and kernel
+        return _blur_native.blur(x, k, s, padding_mode)
     odd = all(kk % 2 == 1 for kk in k)
     if odd and _separable_ok(x):
         fixed: Tensor = _BorderFixedBlur.apply(x, k, s, padding_mode)  # type: ignore[no-untyped-call]
@@ -238,6 +241,8 @@ def _max_blur_pool(
         # PyTorch's CPU max_pool2d at stride 1 is several times faster on channels-last input
         # (measured: benchmarks/bench_blur.py); the result comes back in the input's layout
         dense = F.max_pool2d(x.contiguous(memory_format=torch.channels_last), m, 1, 0, 1, ceil_mode)
+        if _blur_native.available(dense):  # the C kernel reads contiguous maps
+            return restore_batch(_blur(dense.contiguous(), ndim, k, s, padding_mode), unbatched)
         return restore_batch(_blur(dense, ndim, k, s, padding_mode).contiguous(), unbatched)
     else:
         dense = _MAX[ndim](x, m, (1,) * ndim, (0,) * ndim, (1,) * ndim, ceil_mode=ceil_mode)

@@ -63,7 +63,14 @@ def _kernel() -> ctypes.CDLL:
     return lib
 
 
-@torch.library.custom_op("torchpool::exp_weighted_mean", mutates_args=(), device_types="cpu")
+# explicit schemas: torch 2.4 cannot read this module's string annotations
+@torch.library.custom_op(
+    "torchpool::exp_weighted_mean",
+    mutates_args=(),
+    device_types="cpu",
+    schema="(Tensor v, Tensor? logit, int[] k, int[] s, int[] p, int[] out, bool keep) "
+    "-> (Tensor, Tensor, Tensor)",
+)
 def _forward(
     v: Tensor, logit: Tensor | None, k: list[int], s: list[int], p: list[int], out: list[int], keep: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -98,7 +105,13 @@ def _(
     return v.new_empty(shape), v.new_empty(shape if keep else (0,)), v.new_empty(shape if keep else (0,))
 
 
-@torch.library.custom_op("torchpool::exp_weighted_mean_backward", mutates_args=(), device_types="cpu")
+@torch.library.custom_op(
+    "torchpool::exp_weighted_mean_backward",
+    mutates_args=(),
+    device_types="cpu",
+    schema="(Tensor v, Tensor? logit, Tensor[] stats, Tensor grad, int[] k, int[] s, int[] p, int[] out, "
+    "bool want_v, bool want_logit) -> (Tensor, Tensor)",
+)
 def _backward(
     v: Tensor,
     logit: Tensor | None,

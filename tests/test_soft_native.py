@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -294,3 +296,14 @@ def test_every_geometry_of_a_small_grid() -> None:
             torch.testing.assert_close(
                 tp.soft_pool2d(x, k, s, p, ceil).double(), expected, rtol=2e-6, atol=2e-6
             )
+
+
+def test_loader_falls_back_to_the_temporary_directory(
+    fresh_loader: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("TORCHPOOL_CACHE_DIR", str(blocked / "cache"))
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    assert native.load("exp_weighted") is not None
+    assert native.built_path("exp_weighted").parent.parent == tmp_path / "tmp"  # type: ignore[union-attr]

@@ -3,7 +3,8 @@ loaded with :mod:`ctypes`.
 
 A kernel is a plain C file (no Python or PyTorch headers, so it compiles in about a second). It is
 built with ``-O3 -march=native -fopenmp`` into the cache directory (``$TORCHPOOL_CACHE_DIR``, else
-``$XDG_CACHE_HOME/torchpool``, else ``~/.cache/torchpool``) under a name that hashes the source,
+``$XDG_CACHE_HOME/torchpool``, else ``~/.cache/torchpool``; a folder of the temporary directory
+where that cannot be written) under a name that hashes the source,
 the compiler's version, the flags and the CPU, so a changed file, compiler or machine builds
 again. Its OpenMP calls run on the OpenMP runtime PyTorch has already loaded (the library's
 ``libgomp.so.1`` resolves to PyTorch's), so they share PyTorch's threads.
@@ -41,6 +42,21 @@ def cache_dir() -> Path:
         return Path(os.environ["TORCHPOOL_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "torchpool"
+
+
+def _writable_cache() -> Path:
+    """:func:`cache_dir`, created; or, where it cannot be written, a folder in the temporary directory."""
+    for folder in (
+        cache_dir(),
+        Path(tempfile.gettempdir()) / f"torchpool-{os.getuid() if hasattr(os, 'getuid') else 0}",
+    ):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if os.access(folder, os.W_OK):
+                return folder
+        except OSError:
+            continue
+    raise RuntimeError(f"no writable cache folder ({cache_dir()} nor the temporary directory)")
 
 
 def _cpu() -> str:
@@ -81,7 +97,9 @@ def _build(name: str) -> Path:
         path = cache_dir() / f"{name}-{key.hexdigest()[:16]}.so"
         if path.exists():
             return path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = _writable_cache() / path.name
+        if path.exists():
+            return path
         with tempfile.TemporaryDirectory(dir=path.parent) as work:
             built = Path(work) / path.name
             run = subprocess.run(

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import torch
+import torch.nn.functional as F
 from records.blur import source_index
 from torch import Tensor
 
@@ -73,21 +74,29 @@ def test_kernel_builds_where_a_compiler_exists() -> None:
 
 
 def test_the_eager_float32_path_is_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
-    """blur_pool on CPU float32 calls the kernel (and only there): a spy on the operator."""
+    """blur_pool and max_blur_pool on CPU float32 call the kernel (and only there): spies on the
+    operators."""
     calls: list[str] = []
-    real = N._forward
+    blur, max_blur = N._forward, N._max_forward
 
     def spy(x: Tensor, k: list[int], s: list[int], mode: str) -> Tensor:
-        calls.append(mode)
-        y: Tensor = real(x, k, s, mode)
+        calls.append(f"blur {mode}")
+        y: Tensor = blur(x, k, s, mode)
+        return y
+
+    def max_spy(x: Tensor, m: list[int], k: list[int], s: list[int], mode: str) -> Tensor:
+        calls.append(f"max_blur {mode}")
+        y: Tensor = max_blur(x, m, k, s, mode)
         return y
 
     monkeypatch.setattr(N, "_forward", spy)
+    monkeypatch.setattr(N, "_max_forward", max_spy)
     tp.blur_pool2d(torch.randn(1, 2, 8, 8), padding_mode="circular")
     tp.max_blur_pool2d(torch.randn(1, 2, 8, 8))
-    tp.blur_pool2d(torch.randn(1, 2, 8, 8, dtype=torch.float64))
-    tp.blur_pool2d(torch.randn(1, 2, 8, 8, dtype=torch.bfloat16))
-    assert calls == ["circular", "reflect"]
+    for dtype in (torch.float64, torch.bfloat16):
+        tp.blur_pool2d(torch.randn(1, 2, 8, 8, dtype=dtype))
+        tp.max_blur_pool2d(torch.randn(1, 2, 8, 8, dtype=dtype))
+    assert calls == ["blur circular", "max_blur reflect"]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -209,12 +218,12 @@ def test_operators_pass_opcheck() -> None:
     torch.library.opcheck(N._backward, (grad, [7, 19], [3, 3], [2, 2], "replicate"))
 
 
-def test_empty_and_batchless() -> None:
+def test_empty_batch() -> None:
     x = torch.randn(0, 3, 8, 8, requires_grad=True)
-    y = tp.blur_pool2d(x)
-    assert y.shape == (0, 3, 4, 4)
-    (grad,) = torch.autograd.grad(y.sum(), x)
-    assert grad.shape == x.shape
+    for y in (tp.blur_pool2d(x), tp.max_blur_pool2d(x)):
+        assert y.shape[:2] == (0, 3)
+        (grad,) = torch.autograd.grad(y.sum(), x)
+        assert grad.shape == x.shape
 
 
 @pytest.mark.parametrize("stride", [1, 2, 3])
@@ -247,23 +256,107 @@ def test_kornia_max_blur_within_float32_rounding() -> None:
         torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
 
 
+def _max_reference(
+    x: Tensor, m: tuple[int, ...], k: tuple[int, ...], s: tuple[int, ...], mode: str
+) -> Tensor:
+    """PyTorch's float64 dense max pool (its choice among ties and NaN), then the reference blur."""
+    dense = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[len(m)](x, m, 1)
+    return _reference(dense, k, s, mode)
+
+
+def _check_max(x: Tensor, m: tuple[int, ...], k: tuple[int, ...], s: tuple[int, ...], mode: str) -> None:
+    leaf = x.clone().requires_grad_(True)
+    fn = {1: tp.max_blur_pool1d, 2: tp.max_blur_pool2d, 3: tp.max_blur_pool3d}[len(m)]
+    y = fn(leaf, k, s, m, padding_mode=mode)
+    x64 = x.double().requires_grad_(True)
+    expected = _max_reference(x64, m, k, s, mode)
+    # the matrices' zeros would spread a NaN over a whole axis: NaN where a window holds one
+    dense = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[len(m)](x.double(), m, 1)
+    values = _reference(dense.nan_to_num(0.0), k, s, mode)
+    values[_reference(dense.isnan().double(), k, s, mode) > 0] = float("nan")
+    torch.testing.assert_close(y.double(), values, rtol=1e-6, atol=1e-6, equal_nan=True)
+    upstream = torch.randn(expected.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    (grad,) = torch.autograd.grad(y, leaf, upstream.float())
+    (expected_grad,) = torch.autograd.grad(expected, x64, upstream)
+    torch.testing.assert_close(grad.double(), expected_grad, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("mode", MODES)
-def test_max_blur_equals_max_then_blur(mode: str) -> None:
-    """MaxBlurPool's blur step runs on the kernel too (the dense max is PyTorch's): values and
-    gradients of the float64 dense max followed by the reference blur; the layout kept."""
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+def test_max_blur_2d(m: int, mode: str) -> None:
+    """The fused dense max and blur: values and gradients of PyTorch's float64 max pool and the
+    reference blur, on small integers (many ties: the first largest cell takes the gradient, as
+    PyTorch's) and with NaN (the window's last NaN), rows shorter and longer than a vector block."""
+    g = torch.Generator().manual_seed(m)
+    for k, stride in [(3, 2), (1, 1), (4, 3), (7, 2), (2, 1)]:
+        small = _smallest(k, mode) + m - 1
+        for h, w in [(9, 40), (small, 21), (small + 1, small), (12, 17)]:
+            x = torch.randint(-3, 4, (2, 3, h, w), generator=g).float()
+            _check_max(x, (m, m), (k, k), (stride, stride), mode)
+            x[0, 0, h // 2, w // 3] = x[1, 2, 0, w - 1] = x[1, 2, 0, w - 2] = float("nan")
+            _check_max(x, (m, m), (k, k), (stride, stride), mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_max_blur_1d_3d_and_mixed_windows(mode: str) -> None:
+    g = torch.Generator().manual_seed(5)
+    for size in (40, 9):
+        _check_max(torch.randint(-3, 4, (2, 3, size), generator=g).float(), (2,), (3,), (2,), mode)
+        _check_max(torch.randn(2, 3, size, generator=g), (3,), (5,), (1,), mode)
+    _check_max(
+        torch.randint(-3, 4, (2, 2, 6, 7, 20), generator=g).float(), (2, 2, 2), (3, 3, 3), (2, 2, 2), mode
+    )
+    _check_max(torch.randn(1, 2, 5, 9, 33, generator=g), (2, 3, 1), (3, 2, 5), (1, 2, 3), mode)
+    _check_max(torch.randn(2, 3, 11, 37, generator=g), (1, 3), (5, 3), (2, 1), mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_max_blur_layouts(mode: str) -> None:
+    """The layout kept (channels-last in, channels-last out), the same values; batch-less input."""
     x = torch.randn(2, 3, 12, 21, generator=torch.Generator().manual_seed(10))
-    for t in (x, x.contiguous(memory_format=torch.channels_last)):
-        leaf = t.clone().requires_grad_(True)
-        y = tp.max_blur_pool2d(leaf, 3, 2, 2, padding_mode=mode)
-        assert y.is_contiguous(
-            memory_format=torch.contiguous_format if t.is_contiguous() else torch.channels_last
-        )
-        x64 = t.double().requires_grad_(True)
-        expected = _reference(torch.nn.functional.max_pool2d(x64, 2, 1), (3, 3), (2, 2), mode)
-        torch.testing.assert_close(y.double(), expected.detach(), rtol=1e-6, atol=1e-6)
-        (grad,) = torch.autograd.grad(y, leaf, torch.ones_like(y))
-        (grad64,) = torch.autograd.grad(expected, x64, torch.ones_like(expected))
-        torch.testing.assert_close(grad.double(), grad64, rtol=1e-5, atol=1e-5)
+    y = tp.max_blur_pool2d(x, padding_mode=mode)
+    assert y.is_contiguous()
+    last = tp.max_blur_pool2d(x.contiguous(memory_format=torch.channels_last), padding_mode=mode)
+    assert last.is_contiguous(memory_format=torch.channels_last) and torch.equal(last, y)
+    assert torch.equal(tp.max_blur_pool2d(x[1], padding_mode=mode), y[1])
+    _check_max(x.contiguous(memory_format=torch.channels_last), (2, 2), (3, 3), (2, 2), mode)
+
+
+def test_max_blur_threads_give_the_same_bits(one_thread: None) -> None:
+    x = torch.randint(-3, 4, (3, 5, 31, 45)).float().requires_grad_(True)
+    results = []
+    for threads in (1, 2, 3):
+        torch.set_num_threads(threads)
+        y = tp.max_blur_pool2d(x, 5, 2, 3)
+        (grad,) = torch.autograd.grad(y, x, torch.ones_like(y))
+        results.append((y, grad))
+    for y, grad in results[1:]:
+        assert torch.equal(y, results[0][0]) and torch.equal(grad, results[0][1])
+
+
+def test_max_blur_double_backward() -> None:
+    """Under double backward the gradient is PyTorch's max pool's and the blur operator's."""
+    x = torch.randn(2, 3, 9, 20, requires_grad=True)
+    y = tp.max_blur_pool2d(x, 3, 2, 2)
+    upstream = torch.randn(y.shape, requires_grad=True)
+    (grad,) = torch.autograd.grad(y, x, upstream, create_graph=True)
+    weight = torch.randn(grad.shape)
+    (second,) = torch.autograd.grad((grad * weight).sum(), upstream)
+    u64 = upstream.detach().double().requires_grad_(True)
+    x64 = x.detach().double().requires_grad_(True)
+    reference = _max_reference(x64, (2, 2), (3, 3), (2, 2), "reflect")
+    (grad64,) = torch.autograd.grad(reference, x64, u64, create_graph=True)
+    (second64,) = torch.autograd.grad((grad64 * weight.double()).sum(), u64)
+    torch.testing.assert_close(grad.double(), grad64.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(second.double(), second64, rtol=1e-5, atol=1e-5)
+
+
+def test_max_blur_operators_pass_opcheck() -> None:
+    x = torch.randn(2, 3, 8, 19, requires_grad=True)
+    torch.library.opcheck(N._max_forward, (x, [2, 2], [3, 3], [2, 2], "reflect"))
+    torch.library.opcheck(N._max_forward, (x.detach()[0], [3], [5], [3], "circular"))
+    grad = torch.randn(2, 3, 4, 9)
+    torch.library.opcheck(N._max_backward, (x.detach(), grad, [2, 2], [3, 3], [2, 2], "zeros"))
 
 
 @pytest.fixture
@@ -283,3 +376,4 @@ def test_without_the_kernel_the_pytorch_path_answers(
     for mode in MODES:
         _check(torch.randn(2, 3, 9, 12), (3, 3), (2, 2), mode)
         _check(torch.randn(2, 3, 9, 12), (4, 4), (2, 2), mode)
+        _check_max(torch.randn(2, 3, 9, 12), (2, 2), (3, 3), (2, 2), mode)

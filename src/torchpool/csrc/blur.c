@@ -28,6 +28,9 @@
  * rows. Every output and gradient cell is computed in a fixed order whatever the thread count, so
  * results are bitwise the same for any number of threads. OpenMP is PyTorch's own runtime once
  * torch is loaded.
+ *
+ * MaxBlurPool (the end of the file) runs the dense max pool and this blur a plane at a time, the
+ * dense plane in a work buffer; its gradient recomputes each dense cell's chosen input cell.
  */
 #include <omp.h>
 #include <stdint.h>
@@ -214,6 +217,14 @@ static int scratch_init(scratch *s, const geometry *g) {
     return s->buf == NULL;
 }
 
+/* one output row's blur: the window rows into the row buffer, the horizontal taps into y */
+static void forward_row(const geometry *g, scratch *s, const float *plane, float *y, int64_t od, int64_t oh) {
+    int n = window_rows(g, od, oh, s->offsets, s->weights);
+    vertical(s->buf + g->lo[2], plane, s->offsets, s->weights, n, g->size[2]);
+    fill_padding(g, s->buf);
+    horizontal_any(g, y, s->buf);
+}
+
 /* y = the blurred, subsampled x. Returns 0, or 1 if a work space could not be allocated. */
 int tp_blur_forward(const float *x, float *y, int64_t planes, const int64_t *params, const float *taps,
                     int threads) {
@@ -231,10 +242,7 @@ int tp_blur_forward(const float *x, float *y, int64_t planes, const int64_t *par
             /* the output rows in order: plane q, then od, then oh (no division per row) */
             int64_t q = r / rows, od = r % rows / g.out[1], oh = r % g.out[1];
             for (; r < end; r++) {
-                int n = window_rows(&g, od, oh, s.offsets, s.weights);
-                vertical(s.buf + g.lo[2], x + q * in_plane, s.offsets, s.weights, n, g.size[2]);
-                fill_padding(&g, s.buf);
-                horizontal_any(&g, y + r * OW, s.buf);
+                forward_row(&g, &s, x + q * in_plane, y + r * OW, od, oh);
                 if (++oh == g.out[1]) {
                     oh = 0;
                     if (++od == g.out[0]) {
@@ -292,12 +300,29 @@ static void row_gradient(const geometry *g, scratch *s, const float *grad) {
     }
 }
 
+/* the gradient of one plane (zeroed, then every output row's part added, in order) */
+static void backward_plane(const geometry *g, scratch *s, const float *gy, float *plane) {
+    const int64_t W = g->size[2], OW = g->out[2];
+    memset(plane, 0, sizeof(float) * (size_t)(g->size[0] * g->size[1] * W));
+    for (int64_t od = 0; od < g->out[0]; od++)
+        for (int64_t oh = 0; oh < g->out[1]; oh++) {
+            int n = window_rows(g, od, oh, s->offsets, s->weights);
+            row_gradient(g, s, gy + (od * g->out[1] + oh) * OW);
+            const float *b = s->buf + g->lo[2];
+            for (int i = 0; i < n; i++) {
+                float *row = plane + s->offsets[i];
+                const float w = s->weights[i];
+                for (int64_t c = 0; c < W; c++) row[c] += w * b[c];
+            }
+        }
+}
+
 /* gx = the gradient of the blur, from the incoming gradient gy. Returns 0, or 1 as above. */
 int tp_blur_backward(const float *gy, float *gx, int64_t planes, const int64_t *params, const float *taps,
                      int threads) {
     const geometry g = read_geometry(params, taps);
-    const int64_t in_plane = g.size[0] * g.size[1] * g.size[2], W = g.size[2];
-    const int64_t rows = g.out[0] * g.out[1], OW = g.out[2];
+    const int64_t in_plane = g.size[0] * g.size[1] * g.size[2];
+    const int64_t out_plane = g.out[0] * g.out[1] * g.out[2];
     int failed = 0;
 #pragma omp parallel num_threads(threads) reduction(| : failed)
     {
@@ -305,22 +330,191 @@ int tp_blur_backward(const float *gy, float *gx, int64_t planes, const int64_t *
         int64_t first, end;
         share(planes, &first, &end);
         failed |= scratch_init(&s, &g);
+        for (int64_t q = first; q < end && !failed; q++) backward_plane(&g, &s, gy + q * out_plane, gx + q * in_plane);
+        free(s.buf);
+    }
+    return failed;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * MaxBlurPool: the dense max pool (window m per axis, stride 1, no padding: each axis of n cells
+ * gives n - m + 1) and then the blur above, a plane at a time so the dense plane stays in cache.
+ *
+ * The max follows PyTorch's CPU max pooling cell by cell: the window is scanned in order (d, then
+ * h, then w) and a cell replaces the running one if it is greater or NaN, so the max is the first
+ * largest cell, or the last NaN. The gradient goes to that one cell (recomputed in the backward
+ * pass): each dense cell's gradient is added onto its chosen input cell.
+ */
+
+typedef struct {
+    int64_t m[3];       /* the max window */
+    int64_t size[3];    /* the input's size (the dense map's plus m - 1) */
+    int64_t rows;       /* m[0] m[1]: the window's rows */
+} dense;
+
+static dense read_dense(const int64_t *params, const geometry *g) {
+    dense d;
+    for (int a = 0; a < 3; a++) {
+        d.m[a] = params[13 + a];
+        d.size[a] = g->size[a] + d.m[a] - 1;
+    }
+    d.rows = d.m[0] * d.m[1];
+    return d;
+}
+
+/* the window rows of dense row (dd, dh): offsets in the input plane, in scan order */
+static void dense_rows(const dense *d, int64_t dd, int64_t dh, int64_t *offsets) {
+    int n = 0;
+    for (int64_t td = 0; td < d->m[0]; td++)
+        for (int64_t th = 0; th < d->m[1]; th++) offsets[n++] = ((dd + td) * d->size[1] + dh + th) * d->size[2];
+}
+
+INLINE vint pick(vfloat v, vfloat best) { return (v > best) | (v != v); }
+
+/* one dense row: out[c] = the window max of dense column c, c in [0, Wd); `index` (if not NULL)
+ * gets the chosen cell's position in the window's scan order */
+static void dense_row(const dense *d, const float *plane, const int64_t *offsets, int64_t Wd, float *out,
+                      int32_t *index) {
+    const int64_t mw = d->m[2], rows = d->rows;
+    int64_t c = 0;
+    for (int last = 0; c < Wd && Wd >= LANES && !last; c += LANES) {
+        if (c + LANES >= Wd) { /* the last block, moved back to end at Wd (cells computed twice) */
+            c = Wd - LANES;
+            last = 1;
+        }
+        vfloat best = load(plane + offsets[0] + c);
+        vint id = {0};
+        int32_t t = 0;
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t tw = 0; tw < mw; tw++, t++) {
+                if (t == 0) continue;
+                vfloat v = load(plane + offsets[i] + c + tw);
+                vint take = pick(v, best);
+                best = (vfloat)((take & (vint)v) | (~take & (vint)best));
+                id = (take & t) | (~take & id);
+            }
+        store(out + c, best);
+        if (index) memcpy(index + c, &id, sizeof id);
+    }
+    for (; c < Wd; c++) { /* a row shorter than a block, cell by cell (no branch on the values) */
+        float best = plane[offsets[0] + c];
+        int32_t id = 0, t = 0;
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t tw = 0; tw < mw; tw++, t++) {
+                float v = plane[offsets[i] + c + tw];
+                int take = (v > best) | (v != v);
+                best = take ? v : best;
+                id = take ? t : id;
+            }
+        out[c] = best;
+        if (index) index[c] = id;
+    }
+}
+
+/* the dense max of one input plane */
+static void dense_plane(const dense *d, const geometry *g, const float *plane, float *out, int64_t *offsets) {
+    const int64_t Hd = g->size[1], Wd = g->size[2];
+    for (int64_t dd = 0; dd < g->size[0]; dd++)
+        for (int64_t dh = 0; dh < Hd; dh++) {
+            dense_rows(d, dd, dh, offsets);
+            dense_row(d, plane, offsets, Wd, out + (dd * Hd + dh) * Wd, NULL);
+        }
+}
+
+/* params: the blur's 13 numbers for the dense map, then the max window m (3) */
+int tp_max_blur_forward(const float *x, float *y, int64_t planes, const int64_t *params, const float *taps,
+                        int threads) {
+    const geometry g = read_geometry(params, taps);
+    const dense d = read_dense(params, &g);
+    const int64_t in_plane = d.size[0] * d.size[1] * d.size[2], dense_size = g.size[0] * g.size[1] * g.size[2];
+    const int64_t out_plane = g.out[0] * g.out[1] * g.out[2], OW = g.out[2];
+    int failed = 0;
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+    {
+        scratch s;
+        int64_t first, end;
+        share(planes, &first, &end);
+        failed |= scratch_init(&s, &g);
+        float *dplane = malloc(sizeof(float) * (size_t)dense_size);
+        int64_t *offsets = malloc(sizeof(int64_t) * (size_t)d.rows);
+        failed |= !dplane || !offsets;
         for (int64_t q = first; q < end && !failed; q++) {
-            float *plane = gx + q * in_plane;
-            memset(plane, 0, sizeof(float) * (size_t)in_plane);
+            dense_plane(&d, &g, x + q * in_plane, dplane, offsets);
             for (int64_t od = 0; od < g.out[0]; od++)
-                for (int64_t oh = 0; oh < g.out[1]; oh++) {
-                    int n = window_rows(&g, od, oh, s.offsets, s.weights);
-                    row_gradient(&g, &s, gy + (q * rows + od * g.out[1] + oh) * OW);
-                    const float *b = s.buf + g.lo[2];
-                    for (int i = 0; i < n; i++) {
-                        float *row = plane + s.offsets[i];
-                        const float w = s.weights[i];
-                        for (int64_t c = 0; c < W; c++) row[c] += w * b[c];
+                for (int64_t oh = 0; oh < g.out[1]; oh++)
+                    forward_row(&g, &s, dplane, y + q * out_plane + (od * g.out[1] + oh) * OW, od, oh);
+        }
+        free(s.buf);
+        free(dplane);
+        free(offsets);
+    }
+    return failed;
+}
+
+/* target[c] += the dense cells' gradients that chose input cell c of window row i, for c in
+ * [0, W): from dense cells c - tw, tw < MW (grad and index padded by MW cells each side: index -1,
+ * grad 0), added in the order of tw; one pass per input row, no overlapping read-modify-writes */
+INLINE void scatter_row(float *restrict target, const float *grad, const int32_t *index, int64_t W, int64_t i,
+                        int64_t MW) {
+    for (int64_t c = 0; c < W; c++) {
+        float acc = 0.0f;
+        for (int64_t tw = 0; tw < MW; tw++) acc += index[c - tw] == (int32_t)(i * MW + tw) ? grad[c - tw] : 0.0f;
+        target[c] += acc;
+    }
+}
+
+/* gx from x and the incoming gradient gy: the blur's gradient of the dense plane, each of its cells
+ * then added onto the input cell its max chose. Returns 0, or 1 as above. */
+int tp_max_blur_backward(const float *x, const float *gy, float *gx, int64_t planes, const int64_t *params,
+                         const float *taps, int threads) {
+    const geometry g = read_geometry(params, taps);
+    const dense d = read_dense(params, &g);
+    const int64_t in_plane = d.size[0] * d.size[1] * d.size[2], dense_size = g.size[0] * g.size[1] * g.size[2];
+    const int64_t out_plane = g.out[0] * g.out[1] * g.out[2], Hd = g.size[1], Wd = g.size[2];
+    const int64_t mw = d.m[2], W = d.size[2], padded = Wd + 2 * mw;
+    int failed = 0;
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+    {
+        scratch s;
+        int64_t first, end;
+        share(planes, &first, &end);
+        failed |= scratch_init(&s, &g);
+        /* the dense plane's gradient; a dense row's max (unused), gradient and choices, padded */
+        float *gdense = malloc(sizeof(float) * (size_t)(dense_size + 2 * padded));
+        int32_t *index = malloc(sizeof(int32_t) * (size_t)padded);
+        int64_t *offsets = malloc(sizeof(int64_t) * (size_t)d.rows);
+        failed |= !gdense || !index || !offsets;
+        float *row = gdense ? gdense + dense_size : NULL, *grow = row ? row + padded : NULL;
+        if (!failed)
+            for (int64_t c = 0; c < padded; c++) {
+                index[c] = -1;
+                grow[c] = 0.0f;
+            }
+        for (int64_t q = first; q < end && !failed; q++) {
+            const float *xq = x + q * in_plane;
+            float *gq = gx + q * in_plane;
+            backward_plane(&g, &s, gy + q * out_plane, gdense);
+            memset(gq, 0, sizeof(float) * (size_t)in_plane);
+            for (int64_t dd = 0; dd < g.size[0]; dd++)
+                for (int64_t dh = 0; dh < Hd; dh++) {
+                    memcpy(grow + mw, gdense + (dd * Hd + dh) * Wd, sizeof(float) * (size_t)Wd);
+                    dense_rows(&d, dd, dh, offsets);
+                    dense_row(&d, xq, offsets, Wd, row, index + mw);
+                    for (int64_t i = 0; i < d.rows; i++) {
+                        float *target = gq + offsets[i];
+                        switch (mw) {
+                        case 1: scatter_row(target, grow + mw, index + mw, W, i, 1); break;
+                        case 2: scatter_row(target, grow + mw, index + mw, W, i, 2); break;
+                        case 3: scatter_row(target, grow + mw, index + mw, W, i, 3); break;
+                        default: scatter_row(target, grow + mw, index + mw, W, i, mw);
+                        }
                     }
                 }
         }
         free(s.buf);
+        free(gdense);
+        free(index);
+        free(offsets);
     }
     return failed;
 }

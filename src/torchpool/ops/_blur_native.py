@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch._subclasses.fake_tensor import FakeTensor
 
@@ -21,7 +22,7 @@ from .. import _native
 from .._checks import is_traced
 from ._blur_filter import MAX_KERNEL, binomial_filter
 
-__all__ = ["available", "blur"]
+__all__ = ["available", "blur", "max_blur"]
 
 #: the kernel's numbers of the padding modes
 MODES = {"zeros": 0, "reflect": 1, "replicate": 2, "circular": 3}
@@ -49,30 +50,32 @@ def _kernel() -> ctypes.CDLL:
     return lib
 
 
-def _params(x: Tensor, k: list[int], s: list[int], mode: str) -> tuple[int, Tensor, Tensor]:
+def _params(shape: list[int], k: list[int], s: list[int], mode: str) -> tuple[int, Tensor, Tensor]:
     """The plane count, the geometry (size, kernel, stride, out: 3 dims each, leading dims of size 1
     for 1-d and 2-d; the mode) and the taps (3 x ``MAX_KERNEL`` float32, axis-major)."""
     ndim = len(k)
     lift = [1] * (3 - ndim)
-    size = lift + list(x.shape[x.dim() - ndim :])
+    size = lift + shape[len(shape) - ndim :]
     kernel, stride = lift + k, lift + s
     out = [-(-n // ss) for n, ss in zip(size, stride)]
     geometry = torch.tensor([*size, *kernel, *stride, *out, MODES[mode]], dtype=torch.int64)
     taps = torch.zeros(3, MAX_KERNEL, dtype=torch.float32)
     for axis, kk in enumerate(kernel):
         taps[axis, :kk] = torch.tensor(binomial_filter(kk))  # dyadic: exact in float32
-    planes = math.prod(x.shape[: x.dim() - ndim])
+    planes = math.prod(shape[: len(shape) - ndim])
     return planes, geometry, taps
 
 
 def _run(
-    name: str, source: Tensor, target: Tensor, shape_of: Tensor, k: list[int], s: list[int], mode: str
+    name: str, tensors: list[Tensor], shape: list[int], k: list[int], s: list[int], mode: str, m: list[int]
 ) -> None:
-    planes, geometry, taps = _params(shape_of, k, s, mode)
-    fn = getattr(_kernel(), name)
-    failed = fn(
-        ctypes.c_void_p(source.data_ptr()),
-        ctypes.c_void_p(target.data_ptr()),
+    """Calls the kernel ``name`` on ``tensors`` (pointers, in order) with the blur's geometry for an
+    input (for MaxBlurPool: the dense map) of ``shape``, then the max window ``m`` if any."""
+    planes, geometry, taps = _params(shape, k, s, mode)
+    if m:
+        geometry = torch.cat([geometry, torch.tensor([1] * (3 - len(m)) + m, dtype=torch.int64)])
+    failed = getattr(_kernel(), name)(
+        *(ctypes.c_void_p(t.data_ptr()) for t in tensors),
         ctypes.c_int64(planes),
         ctypes.c_void_p(geometry.data_ptr()),
         ctypes.c_void_p(taps.data_ptr()),
@@ -94,7 +97,7 @@ def _forward(x: Tensor, k: list[int], s: list[int], mode: str) -> Tensor:
     x = x.contiguous()
     y = x.new_empty(_out_shape(x.shape, k, s))
     if y.numel():
-        _run("tp_blur_forward", x, y, x, k, s, mode)
+        _run("tp_blur_forward", [x, y], list(x.shape), k, s, mode, [])
     return y
 
 
@@ -110,7 +113,7 @@ def _backward(grad: Tensor, size: list[int], k: list[int], s: list[int], mode: s
     shape = [*grad.shape[: grad.dim() - len(k)], *size]
     grad_x = grad.new_empty(shape)
     if grad_x.numel():
-        _run("tp_blur_backward", grad, grad_x, grad_x, k, s, mode)
+        _run("tp_blur_backward", [grad, grad_x], shape, k, s, mode, [])
     return grad_x
 
 
@@ -141,10 +144,85 @@ _forward.register_autograd(_forward_gradient, setup_context=_setup_forward)
 _backward.register_autograd(_backward_gradient, setup_context=_setup_backward)
 
 
+def _dense_shape(x_shape: torch.Size | list[int], m: list[int]) -> list[int]:
+    ndim = len(m)
+    lead = list(x_shape[: len(x_shape) - ndim])
+    return lead + [n - mm + 1 for n, mm in zip(x_shape[len(x_shape) - ndim :], m)]
+
+
+@torch.library.custom_op("torchpool::max_blur_pool", mutates_args=(), device_types="cpu")
+def _max_forward(x: Tensor, m: list[int], k: list[int], s: list[int], mode: str) -> Tensor:
+    """MaxBlurPool: the dense max (window ``m``, stride 1), then the blur, a plane at a time."""
+    x = x.contiguous()
+    dense_shape = _dense_shape(x.shape, m)
+    y = x.new_empty(_out_shape(dense_shape, k, s))
+    if y.numel():
+        _run("tp_max_blur_forward", [x, y], dense_shape, k, s, mode, m)
+    return y
+
+
+@_max_forward.register_fake
+def _(x: Tensor, m: list[int], k: list[int], s: list[int], mode: str) -> Tensor:
+    return x.new_empty(_out_shape(_dense_shape(x.shape, m), k, s))
+
+
+@torch.library.custom_op("torchpool::max_blur_pool_backward", mutates_args=(), device_types="cpu")
+def _max_backward(x: Tensor, grad: Tensor, m: list[int], k: list[int], s: list[int], mode: str) -> Tensor:
+    """The gradient of :func:`_max_forward`: the blur's, then each dense cell's onto its max."""
+    x, grad = x.contiguous(), grad.contiguous()
+    grad_x = torch.empty_like(x)
+    if grad_x.numel():
+        _run("tp_max_blur_backward", [x, grad, grad_x], _dense_shape(x.shape, m), k, s, mode, m)
+    return grad_x
+
+
+@_max_backward.register_fake
+def _(x: Tensor, grad: Tensor, m: list[int], k: list[int], s: list[int], mode: str) -> Tensor:
+    return torch.empty_like(x)
+
+
+def _setup_max(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+    x, m, k, s, mode = inputs
+    ctx.save_for_backward(x)
+    ctx.geometry = (m, k, s, mode)
+
+
+_MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+
+
+def _max_gradient(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None, None, None]:
+    (x,) = ctx.saved_tensors
+    m, k, s, mode = ctx.geometry
+    if torch.is_grad_enabled():  # double backward: PyTorch's max pool, then the blur operator
+        leaf = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            dense = _MAX_POOL[len(m)](leaf, m, 1)
+            (grad_x,) = torch.autograd.grad(_forward(dense, k, s, mode), leaf, grad, create_graph=True)
+        return grad_x, None, None, None, None
+    return _max_backward(x, grad, m, k, s, mode), None, None, None, None
+
+
+_max_forward.register_autograd(_max_gradient, setup_context=_setup_max)
+
+
 def blur(x: Tensor, k: tuple[int, ...], s: tuple[int, ...], padding_mode: str) -> Tensor:
     """The blur of :mod:`.blur` over the last ``len(k)`` dims of ``x`` (CPU, float32: see
     :func:`available`; sizes checked by the caller), in ``x``'s memory format."""
     y: Tensor = _forward(x, list(k), list(s), padding_mode)
+    return _in_layout_of(y, x)
+
+
+def max_blur(
+    x: Tensor, m: tuple[int, ...], k: tuple[int, ...], s: tuple[int, ...], padding_mode: str
+) -> Tensor:
+    """MaxBlurPool of :mod:`.blur` (dense max with window ``m``, stride 1, then :func:`blur`; CPU,
+    float32; sizes checked by the caller), in ``x``'s memory format."""
+    y: Tensor = _max_forward(x, list(m), list(k), list(s), padding_mode)
+    return _in_layout_of(y, x)
+
+
+def _in_layout_of(y: Tensor, x: Tensor) -> Tensor:
+    """``y`` (contiguous) in ``x``'s channels-last layout if ``x`` has one."""
     if x.dim() in (4, 5) and not x.is_contiguous():
         fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
         if x.is_contiguous(memory_format=fmt):

@@ -8,23 +8,31 @@ Shift-Invariant Again", ICML, arXiv 1904.11486).
 * ``max_blur_pool``: dense max pooling (``max_pool_size`` window, stride 1, no padding), then
   ``blur_pool``: the paper's ``MaxBlurPool``.
 
-How it runs. ``padding_mode="zeros"`` (kornia's) is one depthwise convolution with the outer
-product of the 1-d binomial filters, padded by the convolution itself: kornia's result bit for
-bit. In eager mode on the CPU in float32 / float64 with odd kernels it runs on a few samples at a
-time (PyTorch's CPU depthwise convolution, and much more its input gradient, is faster on small
-batches: ``benchmarks/bench_blur.py``), one autograd node. The other modes there run that same
-zero-padded convolution and add a correction to the border outputs only (per axis the padded
-filter is the zero-padded one plus ``D``, the padded cells' weights moved onto the input cells
-they copy: a few rows and columns; in 2-d two thin GEMMs), whose backward is the convolution's
-input gradient plus the transposed
-correction (double backward works). Even kernels there are separable: one axis after the other,
-each output a sum of weighted strided slices of the input, the padded cells read directly from
-the reflected / replicated / wrapped input cells (no padded copy). Both measured faster than
-``F.pad`` and the convolution (``benchmarks/bench_blur.py``). Elsewhere (half precision, other
-devices, traced code) the input is padded and convolved. The filter's taps are dyadic rationals,
-exact in every floating dtype. The convolution's filter is built for the input's channel count and
-cached by kernel, channels, dtype and device: the Modules hold no parameter and no buffer, so
-their ``state_dict`` is empty.
+How it runs. In eager mode on the CPU in float32 both pools run the C kernel ``csrc/blur.c``
+(:mod:`._blur_native`, built on first use): the separable blur (the window's rows summed into a
+padded row buffer, then the horizontal taps with the stride, in vector registers), every padding
+mode, kernel and stride, and for ``max_blur_pool`` the dense max pool fused in front of it (a
+plane at a time; the gradient goes to the cell PyTorch's max pool picks: the first largest, or the
+last NaN). Its input gradient is the transposed blur, accumulated a plane at a time; the results
+do not depend on the thread count. It sums in another order than a convolution: within float32
+rounding (about 1e-7 relative) of kornia's, no longer bit for bit. Where the kernel cannot be
+built (no C compiler), and in float64, these run in PyTorch: ``padding_mode="zeros"`` is one
+depthwise convolution with the outer product of the 1-d binomial filters, padded by the
+convolution itself: kornia's result bit for bit. In eager mode on the CPU in float32 / float64
+with odd kernels it runs on a few samples at a time (PyTorch's CPU depthwise convolution, and much
+more its input gradient, is faster on small batches: ``benchmarks/bench_blur.py``), one autograd
+node. The other modes there run that same zero-padded convolution and add a correction to the
+border outputs only (per axis the padded filter is the zero-padded one plus ``D``, the padded
+cells' weights moved onto the input cells they copy: a few rows and columns; in 2-d two thin
+GEMMs), whose backward is the convolution's input gradient plus the transposed correction (double
+backward works). Even kernels there are separable: one axis after the other, each output a sum of
+weighted strided slices of the input, the padded cells read directly from the reflected /
+replicated / wrapped input cells (no padded copy). Both measured faster than ``F.pad`` and the
+convolution (``benchmarks/bench_blur.py``). Elsewhere (half precision, other devices, traced code)
+the input is padded and convolved. The filter's taps are dyadic rationals, exact in every
+floating dtype. The convolution's filter is built for the input's channel count and cached by
+kernel, channels, dtype and device: the Modules hold no parameter and no buffer, so their
+``state_dict`` is empty.
 """
 
 from __future__ import annotations
@@ -92,19 +100,24 @@ def _separable_ok(x: Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not is_traced()
 
 
-def _blur(x: Tensor, ndim: int, k: tuple[int, ...], s: tuple[int, ...], padding_mode: str) -> Tensor:
-    """Blur and subsample a batched input whose arguments are checked."""
-    spatial = x.shape[-ndim:]
+def _check_room(spatial: tuple[int, ...], k: tuple[int, ...], padding_mode: str) -> None:
+    """The sizes reflection and circular padding need (the blur's input: MaxBlurPool's dense map)."""
     if padding_mode == "reflect" and any(kk // 2 >= size for kk, size in zip(k, spatial)):
         raise ValueError(
-            f"input of spatial size {tuple(spatial)} is too small for padding_mode='reflect' with "
+            f"input of spatial size {spatial} is too small for padding_mode='reflect' with "
             f"kernel_size={k}: every size must exceed kernel_size // 2 (use 'replicate' or 'zeros')"
         )
     if padding_mode == "circular" and any(kk // 2 > size for kk, size in zip(k, spatial)):
         raise ValueError(
-            f"input of spatial size {tuple(spatial)} is too small for padding_mode='circular' with "
+            f"input of spatial size {spatial} is too small for padding_mode='circular' with "
             f"kernel_size={k}: every size must be at least kernel_size // 2"
         )
+
+
+def _blur(x: Tensor, ndim: int, k: tuple[int, ...], s: tuple[int, ...], padding_mode: str) -> Tensor:
+    """Blur and subsample a batched input whose arguments are checked."""
+    spatial = x.shape[-ndim:]
+    _check_room(tuple(spatial), k, padding_mode)
     channels = x.shape[1]
     out = tuple(-(-size // ss) for size, ss in zip(spatial, s))
     if x.numel() == 0:  # no samples or no channels: the empty result, still on the autograd graph
@@ -235,14 +248,15 @@ def _max_blur_pool(
             f"input of shape {tuple(x.shape)} is smaller than max_pool_size={m} (the dense max pool "
             "has no padding)"
         )
+    if x.numel() and _blur_native.available(x):  # eager, CPU, float32: the max and the blur in C
+        _check_room(tuple(size - mm + 1 for size, mm in zip(spatial, m)), k, padding_mode)
+        return restore_batch(_blur_native.max_blur(x, m, k, s, padding_mode), unbatched)
     if x.numel() == 0:  # the empty result, still on the autograd graph
         dense = x.reshape(*x.shape[:2], *(size - mm + 1 for size, mm in zip(spatial, m)))
     elif _channels_last_is_faster(x, ndim):
         # PyTorch's CPU max_pool2d at stride 1 is several times faster on channels-last input
         # (measured: benchmarks/bench_blur.py); the result comes back in the input's layout
         dense = F.max_pool2d(x.contiguous(memory_format=torch.channels_last), m, 1, 0, 1, ceil_mode)
-        if _blur_native.available(dense):  # the C kernel reads contiguous maps
-            return restore_batch(_blur(dense.contiguous(), ndim, k, s, padding_mode), unbatched)
         return restore_batch(_blur(dense, ndim, k, s, padding_mode).contiguous(), unbatched)
     else:
         dense = _MAX[ndim](x, m, (1,) * ndim, (0,) * ndim, (1,) * ndim, ceil_mode=ceil_mode)

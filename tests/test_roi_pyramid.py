@@ -22,7 +22,15 @@ from records.roi_pyramid import boxes_for, roi_spp_reference
 from torch import Tensor
 
 import torchpool as tp
+import torchpool.ops._roi_native as N
 from torchpool.ops.roi_pyramid import _bins, _derived
+
+
+@pytest.fixture(autouse=True)
+def _pytorch_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pure-PyTorch paths (float64, half precision and machines without a C compiler take them);
+    the C kernel's tests are in test_roi_native.py."""
+    monkeypatch.setattr(N, "_library", lambda: None)
 
 
 def _random_boxes(n: int, height: int, width: int, count: int, scale: float, seed: int) -> Tensor:

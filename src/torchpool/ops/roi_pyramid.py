@@ -84,6 +84,7 @@ from torch import Tensor, nn
 from torch._subclasses.fake_tensor import FakeTensor
 
 from .._checks import check_bool, check_choice, check_float_range, is_traced
+from . import _roi_native
 from .pyramid import Level, _check_levels
 
 __all__ = ["RoISpatialPyramidPool", "roi_spatial_pyramid_pool"]
@@ -611,6 +612,9 @@ def _max_op_impl(
     if count == 0 or channels == 0:
         empty = [features.new_zeros(count, channels, bh, bw) for bh, bw in bins]
         return empty + ([features.new_zeros(t.shape, dtype=torch.long) for t in empty] if argmax else [])
+    if _roi_native.available(features, rois):  # CPU float32: the C kernel
+        maxima, where_max = _roi_native.max_forward(features, rois, bins, spatial_scale, argmax)
+        return maxima + where_max
     unique = list(dict.fromkeys(bins))
     dtype = features.dtype if features.dtype in (torch.float32, torch.float64) else torch.float32
     geometry = _bins(rois, unique, height, width, spatial_scale, dtype)
@@ -641,14 +645,22 @@ def _max_op_fake(
 
 
 def _max_op_setup(ctx: Any, inputs: tuple[Any, ...], output: list[Tensor]) -> None:
-    features, _, levels, _, argmax = inputs
+    features, rois, levels, _, argmax = inputs
     ctx.shape = features.shape
+    ctx.native = _roi_native.available(features, rois)
     ctx.save_for_backward(*(output[len(levels) // 2 :] if argmax else []))
 
 
 def _max_op_backward(ctx: Any, grads: list[Tensor | None]) -> tuple[Tensor | None, ...]:
-    """Each bin's gradient to its max's cell (plain scatter_add: traceable and differentiable again)."""
+    """Each bin's gradient to its max's cell: the C kernel's operator (CPU float32), or where the
+    gradient must be differentiable again (and off the kernel) plain scatter_add (traceable)."""
     cells = ctx.saved_tensors
+    if ctx.native and not torch.is_grad_enabled() and cells:
+        present = [(g, cell) for g, cell in zip(grads, cells) if g is not None]
+        if not present:
+            return (None,) * 5
+        native = _roi_native.max_backward([g for g, _ in present], [c for _, c in present], list(ctx.shape))
+        return (native, None, None, None, None)
     grad: Tensor | None = None
     for g, cell in zip(grads, cells):
         if g is None:
@@ -768,6 +780,13 @@ def _roi_spp(
         _check_values(rois, n, scale)
     if traced:  # the boxes' values are not read here (the max mode's operator checks them)
         outs = _traced(x, rois, bins, scale, mode)
+    elif mode == "max" and count and channels and not meta and _roi_native.available(x, rois):
+        if not (torch.is_grad_enabled() and x.requires_grad):  # the C kernel, straight into the result
+            flat = x.new_empty(count, channels * sum(bh * bw for bh, bw in bins)) if flatten else None
+            outs = _roi_native.max_forward(x, rois, bins, scale, False, flat)[0]
+            return outs if flat is None else flat
+        # the C kernel inside the operator (its gradient: each bin's to its max's cell)
+        outs = _MAX_OP(x, rois, [size for level in bins for size in level], scale, True)[: len(bins)]
     elif count == 0 or channels == 0 or meta:
         # no regions / no channels / no values (meta): the empty result, or meta's of the right shape
         if meta:

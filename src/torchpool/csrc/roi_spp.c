@@ -33,6 +33,7 @@
 
 typedef float vfloat __attribute__((vector_size(4 * LANES)));
 typedef int32_t vint __attribute__((vector_size(4 * LANES)));
+typedef int64_t vlong __attribute__((vector_size(8 * LANES)));
 
 INLINE vfloat splat(float a) { return (vfloat){0} + a; }
 INLINE vint splati(int32_t a) { return (vint){0} + a; }
@@ -334,6 +335,19 @@ static void write_box(const plan *p, int64_t k, int64_t n, int64_t c0, const vfl
         }
         if (!cells) continue;
         int64_t *where = cells[l] + k * p->C * nb + c0 * nb;
+        if (nb == LANES && cw == LANES) { /* transposed: channel c's 16 cells, widened to int64 */
+            vfloat t[LANES];
+            for (int b = 0; b < LANES; b++) t[b] = (vfloat)cell[off + b];
+            transpose16(t);
+            for (int c = 0; c < LANES; c++) {
+                const vint at = (vint)t[c];
+                const vlong wide = __builtin_convertvector(at, vlong) + (at0 + c * area);
+                const vlong empty = __builtin_convertvector(at == EMPTY, vlong);
+                const vlong out = (wide & ~empty) | (((vlong){0} + none) & empty);
+                memcpy(where + c * LANES, &out, sizeof out);
+            }
+            continue;
+        }
         for (int64_t b = 0; b < nb; b++) {
             const vint at = cell[off + b];
             for (int64_t c = 0; c < cw; c++) where[c * nb + b] = at[c] == EMPTY ? none : at0 + c * area + at[c];
@@ -381,12 +395,13 @@ int tp_roi_spp_max_forward(const float *x, const int64_t *shape, const float *ro
 }
 
 /* The gradient of the map (N, C, H, W) contiguous, written whole: each bin's incoming gradient
- * grads[l] (K, C, nh, nw) contiguous added to its cell cells[l] (skipped where N * C * H * W: an
+ * grads[l] (K, C, nh, nw), boxes stride[l] apart, added to its cell cells[l] (contiguous) (skipped where N * C * H * W: an
  * empty bin). Blocks of LANES channels are split over threads (each channel is one thread's: no
  * races where boxes overlap); in a block, boxes and levels in order, so the sums do not depend on
  * the number of threads. */
 int tp_roi_spp_max_backward(float *grad_x, const int64_t *shape, int64_t K, const int64_t *levels, int64_t L,
-                            const float *const *grads, const int64_t *const *cells, int threads) {
+                            const float *const *grads, const int64_t *stride, const int64_t *const *cells,
+                            int threads) {
     const int64_t N = shape[0], C = shape[1], area = shape[2] * shape[3], none = N * C * area;
     const int64_t blocks = (C + LANES - 1) / LANES;
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
@@ -396,7 +411,7 @@ int tp_roi_spp_max_backward(float *grad_x, const int64_t *shape, int64_t K, cons
         for (int64_t k = 0; k < K; k++)
             for (int64_t l = 0; l < L; l++) {
                 const int64_t nb = levels[2 * l] * levels[2 * l + 1];
-                const float *g = grads[l] + (k * C + c0) * nb;
+                const float *g = grads[l] + k * stride[l] + c0 * nb;
                 const int64_t *at = cells[l] + (k * C + c0) * nb;
                 for (int64_t b = 0; b < cw * nb; b++)
                     if (at[b] < none) grad_x[at[b]] += g[b];

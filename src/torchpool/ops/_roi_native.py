@@ -125,8 +125,9 @@ def max_backward(grads: list[Tensor], cells: list[Tensor], shape: list[int]) -> 
     """The map's ``(N, C, H, W)`` float32 gradient: each level's ``(K, C, nh, nw)`` gradient added to
     the cells of its maxima (``N * C * H * W``: an empty bin's, skipped)."""
     grad_x = torch.empty(shape, dtype=torch.float32)
-    grads = [g.contiguous() for g in grads]
+    grads = [g if g[:1].is_contiguous() else g.contiguous() for g in grads]  # slices of a flat one: in place
     cells = [c.contiguous() for c in cells]
+    strides = torch.tensor([g.stride(0) for g in grads], dtype=torch.int64)
     dims = torch.tensor(shape, dtype=torch.int64)
     levels = torch.tensor([size for g in grads for size in g.shape[2:]], dtype=torch.int64)
     sources, targets = _pointers(grads), _pointers(cells)  # (alive through the call)
@@ -137,6 +138,7 @@ def max_backward(grads: list[Tensor], cells: list[Tensor], shape: list[int]) -> 
         _address(levels),
         ctypes.c_int64(len(grads)),
         _address(sources),
+        _address(strides),
         _address(targets),
         torch.get_num_threads(),
     )

@@ -136,20 +136,29 @@ def test_the_benchmark_shape_matches_the_loops() -> None:
 
 @pytest.mark.parametrize("scale", [1 / 16, 1.0, 0.3, 0.5])
 def test_each_level_equals_torchvision_roi_pool(scale: float) -> None:
-    """Bit for bit at every level, and the gradient to the same cells (a map of ties included:
-    torchvision's cell is the first in row-major order too)."""
+    """Bit for bit at every level, with and without a gradient (regions of 57 x 29 cells too, whose 7
+    bins end a cell after the region in float32; float64 boxes, which both round to float32 first),
+    and the gradient to the same cells (a map of ties included: torchvision's cell is the first in
+    row-major order too)."""
     tv = pytest.importorskip("torchvision")
     g = torch.Generator().manual_seed(5)
-    boxes = _boxes(3, 30, 45, 80, scale, seed=6).float()
+    odd = torch.tensor([[1, 0.0, 0.0, 56 / scale, 28 / scale]], dtype=torch.float64)
+    boxes64 = torch.cat([_boxes(3, 30, 45, 150, scale, seed=6), odd])
+    boxes = boxes64.float()
+    levels: tuple[Level, ...] = (1, 2, 4, 3, 6, 7, 5, (2, 3), (4, 6), 20)
+    pairs = _pairs(levels)
     for x in (
         torch.randn(3, 20, 30, 45, generator=g),
         torch.randint(0, 4, (3, 20, 30, 45), generator=g).float(),
     ):
+        with torch.no_grad():
+            peers = [tv.ops.roi_pool(x, boxes, size, scale) for size in pairs]
+            fast = tp.roi_spatial_pyramid_pool(x, boxes64, levels, spatial_scale=scale)
+        assert torch.equal(fast, torch.cat([p.flatten(1) for p in peers], dim=1))
         x.requires_grad_(True)
-        outs = tp.roi_spatial_pyramid_pool(x, boxes, (1, 2, 4, 7), spatial_scale=scale, flatten=False)
-        assert isinstance(outs, list)
-        peers = [tv.ops.roi_pool(x, boxes, n, scale) for n in (1, 2, 4, 7)]
-        assert all(torch.equal(a, b) for a, b in zip(outs, peers))
+        outs = tp.roi_spatial_pyramid_pool(x, boxes, levels, spatial_scale=scale, flatten=False)
+        assert isinstance(outs, list) and all(torch.equal(a, b) for a, b in zip(outs, peers))
+        outs, peers = outs[:3], [tv.ops.roi_pool(x, boxes, n, scale) for n in (1, 2, 4)]
         weights = [torch.randn(o.shape, generator=g) for o in outs]
         (ours,) = torch.autograd.grad(torch.stack([(o * w).sum() for o, w in zip(outs, weights)]).sum(), x)
         (want,) = torch.autograd.grad(torch.stack([(p * w).sum() for p, w in zip(peers, weights)]).sum(), x)

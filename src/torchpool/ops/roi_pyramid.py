@@ -21,7 +21,14 @@ are equal bit for bit:
 
 ``mode="avg"`` is the mean over the same bins (empty bins 0).
 
-**How it is computed**, vectorised over the regions (no loop over boxes):
+**How it is computed**, vectorised over the regions (no loop over boxes). On the CPU in float32 the
+max mode runs a C kernel (``csrc/roi_spp.c``, :mod:`torchpool.ops._roi_native`; built on first use
+where a C compiler exists): one image and 16 channels at a time, every box of the image pooled from
+a copy of those channels held as channel vectors, the coarser levels from the finer ones box by
+box where the bins nest, each max's cell the first in row-major order among ties (torchvision's
+cell), its backward (``torchpool::roi_spp_max_backward``) adding each bin's gradient to that cell.
+The PyTorch path below serves the other dtypes and devices, the double backward and machines
+without a compiler:
 
 * ``max``: a sparse table of row maxima of the map (the max over ``2^j`` consecutive rows,
   ``j`` up to the longest bin), so a bin's row range is the max of two overlapping ``2^j``
@@ -60,16 +67,17 @@ are equal bit for bit:
 * ``avg``: a float64 summed-area table of the map (float32 on MPS), four corners per bin.
 
 Where cells of a bin tie for its max, the bin's gradient goes to one of them, as in
-torchvision (not necessarily the same one). A NaN in a bin gives NaN, as PyTorch's
-max pools do (torchvision's kernel skips NaN), and a bin of ``-inf`` gives ``-inf``
+torchvision (the C kernel: the same one, the first in row-major order; the PyTorch path: not
+necessarily). A NaN in a bin gives NaN, as PyTorch's max pools do (torchvision's kernel skips
+NaN; the C kernel's gradient goes to the first NaN), and a bin of ``-inf`` gives ``-inf``
 (torchvision: ``-FLT_MAX``).
 
 **Under** ``torch.compile`` (``fullgraph=True``), ``torch.export``, ``torch.jit.trace`` and fake
 tensors, where no value of the boxes may be read in Python, the max mode is one custom operator,
 ``torchpool::roi_spp_max`` (a fake function gives its shapes from the input shapes; inside, the
-eager forward on the real values, boxes checked; its backward one ``scatter_add`` to each max's
-cell), and the avg mode the same summed-area-table ops (nothing data-dependent), its boxes
-checked at run time by ``torchpool::roi_spp_checked_rois``.
+eager forward on the real values, boxes checked; its backward the C kernel's operator, or one
+``scatter_add`` to each max's cell), and the avg mode the same summed-area-table ops (nothing
+data-dependent), its boxes checked at run time by ``torchpool::roi_spp_checked_rois``.
 """
 
 from __future__ import annotations

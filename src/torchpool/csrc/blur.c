@@ -32,6 +32,9 @@
  * MaxBlurPool (the end of the file) runs the dense max pool and this blur a plane at a time, the
  * dense plane in a work buffer; its gradient recomputes each dense cell's chosen input cell.
  */
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -52,6 +55,30 @@ INLINE vfloat load(const float *p) {
     return r;
 }
 INLINE void store(float *p, vfloat a) { memcpy(p, &a, sizeof a); }
+
+/* a non-temporal store of a block at a 64-byte-aligned address (a plain store without SSE) */
+#if defined(__AVX512F__)
+INLINE void store_stream(float *p, vfloat a) {
+    __m512 v;
+    memcpy(&v, &a, sizeof v);
+    _mm512_stream_ps(p, v);
+}
+#elif defined(__AVX__)
+INLINE void store_stream(float *p, vfloat a) {
+    __m256 v[2];
+    memcpy(v, &a, sizeof v);
+    _mm256_stream_ps(p, v[0]);
+    _mm256_stream_ps(p + 8, v[1]);
+}
+#elif defined(__SSE2__)
+INLINE void store_stream(float *p, vfloat a) {
+    __m128 v[4];
+    memcpy(v, &a, sizeof v);
+    for (int j = 0; j < 4; j++) _mm_stream_ps(p + 4 * j, v[j]);
+}
+#else
+INLINE void store_stream(float *p, vfloat a) { store(p, a); }
+#endif
 
 /* p[0], p[s], ..., p[(LANES - 1) s] */
 INLINE vfloat load_strided(const float *p, int64_t s) {
@@ -264,30 +291,60 @@ INLINE void correlate_back(float *restrict gbuf, const float *up, const float *t
         for (int64_t p = 0; p < P; p++) gbuf[p] += taps[t] * up[p - t];
 }
 
+/* correlate_back for stride 2 without the upsampled row: up holds the incoming gradient row itself
+ * (zeros around it); the even and odd positions 2 o + r, r = 0, 1, are sums of the taps t = r mod 2
+ * times up[o - (t - r) / 2] (taps in order), LANES values of o at a time, then interleaved */
+INLINE void correlate_back_2(float *gbuf, const float *up, const float *taps, int64_t P, int64_t K) {
+    const vint low = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
+    const vint high = {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    for (int64_t o = 0; 2 * o < P; o += LANES) {
+        vfloat even = {0}, odd = {0};
+        for (int64_t t = 0; t < K; t++) {
+            if (t % 2 == 0) even += taps[t] * load(up + o - t / 2);
+            else odd += taps[t] * load(up + o - (t - 1) / 2);
+        }
+        store(gbuf + 2 * o, __builtin_shuffle(even, odd, low));
+        store(gbuf + 2 * o + LANES, __builtin_shuffle(even, odd, high));
+    }
+}
+
 /* the gradient of one output row's padded row buffer, its padding columns added onto their
  * source columns (in a fixed order) */
 static void row_gradient(const geometry *g, scratch *s, const float *grad) {
     const int64_t OW = g->out[2], S = g->stride[2], K = g->kernel[2], W = g->size[2], lo = g->lo[2];
     const int64_t P = g->padded;
     float *up = s->up + K; /* up[-K .. -1] stay zero */
-    if (S == 1) {
+    const float *taps = g->taps + 2 * MAXK;
+    if (S == 2) {
+        memcpy(up, grad, sizeof(float) * (size_t)OW);
+#define STRIDE_TWO(KK, SS) correlate_back_2(s->buf, up, taps, P, KK)
+        switch (K) {
+        case 1: STRIDE_TWO(1, 0); break;
+        case 2: STRIDE_TWO(2, 0); break;
+        case 3: STRIDE_TWO(3, 0); break;
+        case 4: STRIDE_TWO(4, 0); break;
+        case 5: STRIDE_TWO(5, 0); break;
+        case 6: STRIDE_TWO(6, 0); break;
+        default: STRIDE_TWO(7, 0); break;
+        }
+#undef STRIDE_TWO
+    } else if (S == 1) {
         memcpy(up, grad, sizeof(float) * (size_t)OW);
     } else {
         memset(up, 0, sizeof(float) * (size_t)(OW * S));
         for (int64_t o = 0; o < OW; o++) up[o * S] = grad[o];
     }
     /* up[-K .. -1] and up beyond OW s are never written: zero from calloc */
-    const float *taps = g->taps + 2 * MAXK;
 #define CORRELATE(KK, SS) correlate_back(s->buf, up, taps, P, KK)
-    switch (K) {
-    case 1: CORRELATE(1, 0); break;
-    case 2: CORRELATE(2, 0); break;
-    case 3: CORRELATE(3, 0); break;
-    case 4: CORRELATE(4, 0); break;
-    case 5: CORRELATE(5, 0); break;
-    case 6: CORRELATE(6, 0); break;
-    default: CORRELATE(7, 0); break;
-    }
+    if (S != 2) switch (K) {
+        case 1: CORRELATE(1, 0); break;
+        case 2: CORRELATE(2, 0); break;
+        case 3: CORRELATE(3, 0); break;
+        case 4: CORRELATE(4, 0); break;
+        case 5: CORRELATE(5, 0); break;
+        case 6: CORRELATE(6, 0); break;
+        default: CORRELATE(7, 0); break;
+        }
 #undef CORRELATE
     /* the padding columns onto their source columns, left ones first */
     for (int64_t c = -lo; c < 0; c++) {
@@ -300,21 +357,91 @@ static void row_gradient(const geometry *g, scratch *s, const float *grad) {
     }
 }
 
-/* the gradient of one plane (zeroed, then every output row's part added, in order) */
-static void backward_plane(const geometry *g, scratch *s, const float *gy, float *plane) {
-    const int64_t W = g->size[2], OW = g->out[2];
-    memset(plane, 0, sizeof(float) * (size_t)(g->size[0] * g->size[1] * W));
-    for (int64_t od = 0; od < g->out[0]; od++)
-        for (int64_t oh = 0; oh < g->out[1]; oh++) {
-            int n = window_rows(g, od, oh, s->offsets, s->weights);
-            row_gradient(g, s, gy + (od * g->out[1] + oh) * OW);
-            const float *b = s->buf + g->lo[2];
-            for (int i = 0; i < n; i++) {
-                float *row = plane + s->offsets[i];
-                const float w = s->weights[i];
-                for (int64_t c = 0; c < W; c++) row[c] += w * b[c];
-            }
+/* dst[0 .. n) = src[0 .. n), the 64-byte-aligned middle with non-temporal stores: the gradient
+ * is written once and not read again here, so it need not be read into the cache first */
+static void stream_copy(float *dst, const float *src, int64_t n) {
+    int64_t i = 0;
+    for (; i < n && ((uintptr_t)(dst + i) & 63); i++) dst[i] = src[i];
+    for (; i + LANES <= n; i += LANES) store_stream(dst + i, load(src + i));
+    for (; i < n; i++) dst[i] = src[i];
+}
+
+/* the non-temporal stores ordered before what follows (the end of the parallel region) */
+static void stream_fence(void) {
+#if defined(__SSE2__)
+    _mm_sfence();
+#endif
+}
+
+/* The readers of an axis: for each of its n cells i, the (output, tap) pairs whose padded
+ * position o s - lo + t reads it (its own position, or as a reflected / replicated / wrapped
+ * copy), in order of output, then tap: pairs [start[i], start[i + 1]). */
+typedef struct {
+    int64_t *start;
+    int64_t *out, *tap;
+} readers;
+
+static int readers_init(readers *r, const geometry *g, int axis) {
+    const int64_t n = g->size[axis], k = g->kernel[axis], outs = g->out[axis];
+    r->start = calloc((size_t)(n + 2), sizeof(int64_t));
+    r->out = malloc(sizeof(int64_t) * (size_t)(outs * k + 1));
+    r->tap = malloc(sizeof(int64_t) * (size_t)(outs * k + 1));
+    if (!r->start || !r->out || !r->tap) return 1;
+    for (int64_t o = 0; o < outs; o++) /* count each cell's pairs into start[i + 2] */
+        for (int64_t t = 0; t < k; t++) {
+            int64_t i = source(o * g->stride[axis] - g->lo[axis] + t, n, g->mode);
+            if (i >= 0) r->start[i + 2]++;
         }
+    for (int64_t i = 2; i <= n + 1; i++) r->start[i] += r->start[i - 1];
+    for (int64_t o = 0; o < outs; o++) /* place them, advancing start[i + 1] to its final value */
+        for (int64_t t = 0; t < k; t++) {
+            int64_t i = source(o * g->stride[axis] - g->lo[axis] + t, n, g->mode);
+            if (i < 0) continue;
+            int64_t j = r->start[i + 1]++;
+            r->out[j] = o;
+            r->tap[j] = t;
+        }
+    return 0;
+}
+
+static void readers_free(readers *r) {
+    free(r->start);
+    free(r->out);
+    free(r->tap);
+}
+
+/* The gradient of one plane: first the gradient of every output row's row buffer (rows, OD x OH
+ * rows of W), then each input row once, the sum of the rows of the outputs that read it times
+ * their weights, in the readers' order (a row no window reads: zero). */
+static void backward_plane(const geometry *g, scratch *s, const readers *rd, const float *gy, float *rows,
+                           float *plane) {
+    const int64_t W = g->size[2], OW = g->out[2], OH = g->out[1];
+    for (int64_t r = 0; r < g->out[0] * OH; r++) {
+        row_gradient(g, s, gy + r * OW);
+        memcpy(rows + r * W, s->buf + g->lo[2], sizeof(float) * (size_t)W);
+    }
+    for (int64_t d = 0; d < g->size[0]; d++)
+        for (int64_t h = 0; h < g->size[1]; h++) {
+            float *restrict row = plane + (d * g->size[1] + h) * W;
+            int first = 1;
+            for (int64_t a = rd[0].start[d]; a < rd[0].start[d + 1]; a++)
+                for (int64_t b = rd[1].start[h]; b < rd[1].start[h + 1]; b++) {
+                    const float *src = rows + (rd[0].out[a] * OH + rd[1].out[b]) * W;
+                    const float w = g->taps[rd[0].tap[a]] * g->taps[MAXK + rd[1].tap[b]];
+                    if (first)
+                        for (int64_t c = 0; c < W; c++) row[c] = w * src[c];
+                    else
+                        for (int64_t c = 0; c < W; c++) row[c] += w * src[c];
+                    first = 0;
+                }
+            if (first) memset(row, 0, sizeof(float) * (size_t)W);
+        }
+}
+
+/* the readers of the D and H axes (2 each); returns 1 if they could not be allocated */
+static int readers_pair(readers *rd, const geometry *g) {
+    int failed = readers_init(&rd[0], g, 0);
+    return readers_init(&rd[1], g, 1) | failed;
 }
 
 /* gx = the gradient of the blur, from the incoming gradient gy. Returns 0, or 1 as above. */
@@ -322,17 +449,32 @@ int tp_blur_backward(const float *gy, float *gx, int64_t planes, const int64_t *
                      int threads) {
     const geometry g = read_geometry(params, taps);
     const int64_t in_plane = g.size[0] * g.size[1] * g.size[2];
-    const int64_t out_plane = g.out[0] * g.out[1] * g.out[2];
-    int failed = 0;
+    const int64_t out_plane = g.out[0] * g.out[1] * g.out[2], row_plane = g.out[0] * g.out[1] * g.size[2];
+    readers rd[2];
+    int failed = readers_pair(rd, &g);
+    if (failed) {
+        readers_free(&rd[0]);
+        readers_free(&rd[1]);
+        return failed;
+    }
 #pragma omp parallel num_threads(threads) reduction(| : failed)
     {
         scratch s;
         int64_t first, end;
         share(planes, &first, &end);
         failed |= scratch_init(&s, &g);
-        for (int64_t q = first; q < end && !failed; q++) backward_plane(&g, &s, gy + q * out_plane, gx + q * in_plane);
+        float *rows = malloc(sizeof(float) * (size_t)(row_plane + in_plane)), *local = rows ? rows + row_plane : NULL;
+        failed |= rows == NULL;
+        for (int64_t q = first; q < end && !failed; q++) {
+            backward_plane(&g, &s, rd, gy + q * out_plane, rows, local);
+            stream_copy(gx + q * in_plane, local, in_plane);
+        }
+        stream_fence();
         free(s.buf);
+        free(rows);
     }
+    readers_free(&rd[0]);
+    readers_free(&rd[1]);
     return failed;
 }
 
@@ -373,9 +515,8 @@ INLINE vint pick(vfloat v, vfloat best) { return (v > best) | (v != v); }
 
 /* one dense row: out[c] = the window max of dense column c, c in [0, Wd); `index` (if not NULL)
  * gets the chosen cell's position in the window's scan order */
-static void dense_row(const dense *d, const float *plane, const int64_t *offsets, int64_t Wd, float *out,
-                      int32_t *index) {
-    const int64_t mw = d->m[2], rows = d->rows;
+INLINE void dense_row_n(const float *plane, const int64_t *offsets, int64_t Wd, float *out, int32_t *index,
+                        int64_t rows, int64_t mw) {
     int64_t c = 0;
     for (int last = 0; c < Wd && Wd >= LANES && !last; c += LANES) {
         if (c + LANES >= Wd) { /* the last block, moved back to end at Wd (cells computed twice) */
@@ -409,6 +550,14 @@ static void dense_row(const dense *d, const float *plane, const int64_t *offsets
         out[c] = best;
         if (index) index[c] = id;
     }
+}
+
+/* dense_row_n with constants for the 2 x 2 and 3 x 3 windows */
+static void dense_row(const dense *d, const float *plane, const int64_t *offsets, int64_t Wd, float *out,
+                      int32_t *index) {
+    if (d->rows == 2 && d->m[2] == 2) dense_row_n(plane, offsets, Wd, out, index, 2, 2);
+    else if (d->rows == 3 && d->m[2] == 3) dense_row_n(plane, offsets, Wd, out, index, 3, 3);
+    else dense_row_n(plane, offsets, Wd, out, index, d->rows, d->m[2]);
 }
 
 /* the dense max of one input plane */
@@ -451,70 +600,91 @@ int tp_max_blur_forward(const float *x, float *y, int64_t planes, const int64_t 
     return failed;
 }
 
-/* target[c] += the dense cells' gradients that chose input cell c of window row i, for c in
- * [0, W): from dense cells c - tw, tw < MW (grad and index padded by MW cells each side: index -1,
- * grad 0), added in the order of tw; one pass per input row, no overlapping read-modify-writes */
-INLINE void scatter_row(float *restrict target, const float *grad, const int32_t *index, int64_t W, int64_t i,
-                        int64_t MW) {
+/* row[c] (= if `first`, else +=) the dense cells' gradients that chose input cell c as cell
+ * (i, tw) of their window, for c in [0, W): dense cells c - tw, tw < MW (grad and index rows
+ * padded by MW cells each side: index -1, grad 0), added in the order of tw */
+INLINE void gather_row(float *restrict row, const float *grad, const int32_t *index, int64_t W, int64_t i, int first,
+                       int64_t MW) {
     for (int64_t c = 0; c < W; c++) {
         float acc = 0.0f;
         for (int64_t tw = 0; tw < MW; tw++) acc += index[c - tw] == (int32_t)(i * MW + tw) ? grad[c - tw] : 0.0f;
-        target[c] += acc;
+        row[c] = first ? acc : row[c] + acc;
     }
 }
 
-/* gx from x and the incoming gradient gy: the blur's gradient of the dense plane, each of its cells
- * then added onto the input cell its max chose. Returns 0, or 1 as above. */
+/* gx from x and the incoming gradient gy: the blur's gradient of the dense plane; then every dense
+ * row's choices, and each input row once, the sum of the gradients of the dense cells that chose
+ * its cells (dense rows in order of window row). Returns 0, or 1 as above. */
 int tp_max_blur_backward(const float *x, const float *gy, float *gx, int64_t planes, const int64_t *params,
                          const float *taps, int threads) {
     const geometry g = read_geometry(params, taps);
     const dense d = read_dense(params, &g);
     const int64_t in_plane = d.size[0] * d.size[1] * d.size[2], dense_size = g.size[0] * g.size[1] * g.size[2];
-    const int64_t out_plane = g.out[0] * g.out[1] * g.out[2], Hd = g.size[1], Wd = g.size[2];
-    const int64_t mw = d.m[2], W = d.size[2], padded = Wd + 2 * mw;
-    int failed = 0;
+    const int64_t out_plane = g.out[0] * g.out[1] * g.out[2], Dd = g.size[0], Hd = g.size[1], Wd = g.size[2];
+    const int64_t row_plane = g.out[0] * g.out[1] * Wd, mw = d.m[2], W = d.size[2], padded = Wd + 2 * mw;
+    readers rd[2];
+    int failed = readers_pair(rd, &g);
+    if (failed) {
+        readers_free(&rd[0]);
+        readers_free(&rd[1]);
+        return failed;
+    }
 #pragma omp parallel num_threads(threads) reduction(| : failed)
     {
         scratch s;
         int64_t first, end;
         share(planes, &first, &end);
         failed |= scratch_init(&s, &g);
-        /* the dense plane's gradient; a dense row's max (unused), gradient and choices, padded */
-        float *gdense = malloc(sizeof(float) * (size_t)(dense_size + 2 * padded));
-        int32_t *index = malloc(sizeof(int32_t) * (size_t)padded);
+        /* the blur's row gradients and the dense plane's gradient; the dense plane's gradient and
+         * choices again in padded rows; a dense row's max (unused) */
+        float *work = malloc(sizeof(float) * (size_t)(row_plane + dense_size + Dd * Hd * padded + Wd + in_plane));
+        int32_t *index = malloc(sizeof(int32_t) * (size_t)(Dd * Hd * padded));
         int64_t *offsets = malloc(sizeof(int64_t) * (size_t)d.rows);
-        failed |= !gdense || !index || !offsets;
-        float *row = gdense ? gdense + dense_size : NULL, *grow = row ? row + padded : NULL;
+        failed |= !work || !index || !offsets;
+        float *rows = work, *gdense = rows + row_plane, *gpad = gdense + dense_size, *max = gpad + Dd * Hd * padded;
+        float *local = max + Wd; /* the plane's gradient, then streamed out */
         if (!failed)
-            for (int64_t c = 0; c < padded; c++) {
+            for (int64_t c = 0; c < Dd * Hd * padded; c++) {
                 index[c] = -1;
-                grow[c] = 0.0f;
+                gpad[c] = 0.0f;
             }
         for (int64_t q = first; q < end && !failed; q++) {
             const float *xq = x + q * in_plane;
-            float *gq = gx + q * in_plane;
-            backward_plane(&g, &s, gy + q * out_plane, gdense);
-            memset(gq, 0, sizeof(float) * (size_t)in_plane);
-            for (int64_t dd = 0; dd < g.size[0]; dd++)
-                for (int64_t dh = 0; dh < Hd; dh++) {
-                    memcpy(grow + mw, gdense + (dd * Hd + dh) * Wd, sizeof(float) * (size_t)Wd);
+            backward_plane(&g, &s, rd, gy + q * out_plane, rows, gdense);
+            for (int64_t dd = 0, r = 0; dd < Dd; dd++)
+                for (int64_t dh = 0; dh < Hd; dh++, r++) {
+                    memcpy(gpad + r * padded + mw, gdense + r * Wd, sizeof(float) * (size_t)Wd);
                     dense_rows(&d, dd, dh, offsets);
-                    dense_row(&d, xq, offsets, Wd, row, index + mw);
-                    for (int64_t i = 0; i < d.rows; i++) {
-                        float *target = gq + offsets[i];
-                        switch (mw) {
-                        case 1: scatter_row(target, grow + mw, index + mw, W, i, 1); break;
-                        case 2: scatter_row(target, grow + mw, index + mw, W, i, 2); break;
-                        case 3: scatter_row(target, grow + mw, index + mw, W, i, 3); break;
-                        default: scatter_row(target, grow + mw, index + mw, W, i, mw);
-                        }
-                    }
+                    dense_row(&d, xq, offsets, Wd, max, index + r * padded + mw);
                 }
+            for (int64_t i0 = 0; i0 < d.size[0]; i0++)
+                for (int64_t i1 = 0; i1 < d.size[1]; i1++) {
+                    float *row = local + (i0 * d.size[1] + i1) * W;
+                    int first_row = 1;
+                    for (int64_t td = 0; td < d.m[0]; td++)
+                        for (int64_t th = 0; th < d.m[1]; th++) {
+                            const int64_t dd = i0 - td, dh = i1 - th, i = td * d.m[1] + th;
+                            if (dd < 0 || dd >= Dd || dh < 0 || dh >= Hd) continue;
+                            const float *gr = gpad + (dd * Hd + dh) * padded + mw;
+                            const int32_t *ir = index + (dd * Hd + dh) * padded + mw;
+                            switch (mw) {
+                            case 1: gather_row(row, gr, ir, W, i, first_row, 1); break;
+                            case 2: gather_row(row, gr, ir, W, i, first_row, 2); break;
+                            case 3: gather_row(row, gr, ir, W, i, first_row, 3); break;
+                            default: gather_row(row, gr, ir, W, i, first_row, mw);
+                            }
+                            first_row = 0;
+                        }
+                }
+            stream_copy(gx + q * in_plane, local, in_plane);
         }
+        stream_fence();
         free(s.buf);
-        free(gdense);
+        free(work);
         free(index);
         free(offsets);
     }
+    readers_free(&rd[0]);
+    readers_free(&rd[1]);
     return failed;
 }

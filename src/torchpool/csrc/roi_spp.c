@@ -23,6 +23,9 @@
  */
 #include <math.h>
 #include <omp.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -235,6 +238,16 @@ static void nan_bin(const vfloat *buf, int64_t W, span r, span c, vfloat *max_ou
     *cell_out = at;
 }
 
+/* a > m ? a : m (no NaN here): vmaxps where the CPU has it, so the running max's chain is one
+ * instruction (the comparison that moves the cell reads the old max beside it) */
+INLINE vfloat larger(vfloat a, vfloat m) {
+#if defined(__AVX512F__) && LANES == 16
+    return (vfloat)_mm512_max_ps((__m512)a, (__m512)m);
+#else
+    return choose(a > m, a, m);
+#endif
+}
+
 /* the same without NaN: two running maxima (even and odd columns), each replaced only by a larger
  * value, so each keeps its first max; the odd one wins if larger, or equal at an earlier cell */
 INLINE void direct_bin(const vfloat *buf, int64_t W, span r, span c, vfloat *max_out, vint *cell_out) {
@@ -248,17 +261,15 @@ INLINE void direct_bin(const vfloat *buf, int64_t W, span r, span c, vfloat *max
             int32_t w = c.start;
             for (int32_t i = 0; i < pairs; i++, w += 2) {
                 const vfloat a0 = row[w], a1 = row[w + 1];
-                const vint t0 = a0 > m0, t1 = a1 > m1;
-                m0 = choose(t0, a0, m0);
-                m1 = choose(t1, a1, m1);
-                at0 = choosei(t0, splati(h * (int32_t)W + w), at0);
-                at1 = choosei(t1, splati(h * (int32_t)W + w + 1), at1);
+                at0 = choosei(a0 > m0, splati(h * (int32_t)W + w), at0);
+                at1 = choosei(a1 > m1, splati(h * (int32_t)W + w + 1), at1);
+                m0 = larger(a0, m0);
+                m1 = larger(a1, m1);
             }
             if (odd) {
                 const vfloat a0 = row[w];
-                const vint t0 = a0 > m0;
-                m0 = choose(t0, a0, m0);
-                at0 = choosei(t0, splati(h * (int32_t)W + w), at0);
+                at0 = choosei(a0 > m0, splati(h * (int32_t)W + w), at0);
+                m0 = larger(a0, m0);
             }
         }
     }
@@ -322,6 +333,17 @@ static void write_box(const plan *p, int64_t k, int64_t n, int64_t c0, const vfl
     for (int64_t l = 0; l < p->L; l++) {
         const int64_t nb = p->levels[2 * l] * p->levels[2 * l + 1], off = p->bin_off[l];
         float *dst = values[l] + k * stride[l] + c0 * nb;
+        if (nb == 1 && cw == LANES) { /* one bin: the channels in a row */
+            store(dst, choose(cell[off] != EMPTY, val[off], splat(0.0f)));
+            if (!cells) continue;
+            const vint at = cell[off];
+            const vlong lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+            const vlong wide = __builtin_convertvector(at, vlong) + at0 + lane * area;
+            const vlong empty = __builtin_convertvector(at == EMPTY, vlong);
+            const vlong out = (wide & ~empty) | (((vlong){0} + none) & empty);
+            memcpy(cells[l] + k * p->C + c0, &out, sizeof out);
+            continue;
+        }
         if (nb == LANES && cw == LANES) {
             vfloat t[LANES];
             for (int b = 0; b < LANES; b++) t[b] = choose(cell[off + b] != EMPTY, val[off + b], splat(0.0f));

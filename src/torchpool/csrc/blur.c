@@ -308,52 +308,45 @@ INLINE void correlate_back_2(float *gbuf, const float *up, const float *taps, in
     }
 }
 
-/* the gradient of one output row's padded row buffer, its padding columns added onto their
- * source columns (in a fixed order) */
-static void row_gradient(const geometry *g, scratch *s, const float *grad) {
+/* the gradient of one output row's padded row buffer into out[0 .. P), its padding columns then
+ * added onto their source columns (in a fixed order). For strides 1 and 2, `up` is the incoming
+ * gradient row with zeros around it (K before, at least K + 2 LANES after); other strides pass
+ * NULL and the row is upsampled here from `grad` */
+static void row_gradient(const geometry *g, scratch *s, const float *up, const float *grad, float *out) {
     const int64_t OW = g->out[2], S = g->stride[2], K = g->kernel[2], W = g->size[2], lo = g->lo[2];
     const int64_t P = g->padded;
-    float *up = s->up + K; /* up[-K .. -1] stay zero */
     const float *taps = g->taps + 2 * MAXK;
-    if (S == 2) {
-        memcpy(up, grad, sizeof(float) * (size_t)OW);
-#define STRIDE_TWO(KK, SS) correlate_back_2(s->buf, up, taps, P, KK)
-        switch (K) {
-        case 1: STRIDE_TWO(1, 0); break;
-        case 2: STRIDE_TWO(2, 0); break;
-        case 3: STRIDE_TWO(3, 0); break;
-        case 4: STRIDE_TWO(4, 0); break;
-        case 5: STRIDE_TWO(5, 0); break;
-        case 6: STRIDE_TWO(6, 0); break;
-        default: STRIDE_TWO(7, 0); break;
-        }
-#undef STRIDE_TWO
-    } else if (S == 1) {
-        memcpy(up, grad, sizeof(float) * (size_t)OW);
-    } else {
-        memset(up, 0, sizeof(float) * (size_t)(OW * S));
-        for (int64_t o = 0; o < OW; o++) up[o * S] = grad[o];
+    if (!up) {
+        float *u = s->up + K; /* u[-K .. -1] and u beyond OW S are never written: zero from calloc */
+        memset(u, 0, sizeof(float) * (size_t)(OW * S));
+        for (int64_t o = 0; o < OW; o++) u[o * S] = grad[o];
+        up = u;
     }
-    /* up[-K .. -1] and up beyond OW s are never written: zero from calloc */
-#define CORRELATE(KK, SS) correlate_back(s->buf, up, taps, P, KK)
-    if (S != 2) switch (K) {
-        case 1: CORRELATE(1, 0); break;
-        case 2: CORRELATE(2, 0); break;
-        case 3: CORRELATE(3, 0); break;
-        case 4: CORRELATE(4, 0); break;
-        case 5: CORRELATE(5, 0); break;
-        case 6: CORRELATE(6, 0); break;
-        default: CORRELATE(7, 0); break;
-        }
+#define STRIDE_TWO(KK, SS) correlate_back_2(out, up, taps, P, KK)
+#define CORRELATE(KK, SS) correlate_back(out, up, taps, P, KK)
+#define BY_KERNEL(CALL)                                                                                \
+    switch (K) {                                                                                       \
+    case 1: CALL(1, 0); break;                                                                         \
+    case 2: CALL(2, 0); break;                                                                         \
+    case 3: CALL(3, 0); break;                                                                         \
+    case 4: CALL(4, 0); break;                                                                         \
+    case 5: CALL(5, 0); break;                                                                         \
+    case 6: CALL(6, 0); break;                                                                         \
+    default: CALL(7, 0); break;                                                                        \
+    }
+    if (S == 2) BY_KERNEL(STRIDE_TWO)
+    else BY_KERNEL(CORRELATE)
+#undef STRIDE_TWO
 #undef CORRELATE
+#undef BY_KERNEL
     /* the padding columns onto their source columns, left ones first */
     for (int64_t c = -lo; c < 0; c++) {
         int64_t i = source(c, W, g->mode);
-        if (i >= 0) s->buf[lo + i] += s->buf[lo + c];
+        if (i >= 0) out[lo + i] += out[lo + c];
     }
     for (int64_t c = W; c < P - lo; c++) {
         int64_t i = source(c, W, g->mode);
-        if (i >= 0) s->buf[lo + i] += s->buf[lo + c];
+        if (i >= 0) out[lo + i] += out[lo + c];
     }
 }
 
@@ -410,28 +403,48 @@ static void readers_free(readers *r) {
     free(r->tap);
 }
 
-/* The gradient of one plane: first the gradient of every output row's row buffer (rows, OD x OH
- * rows of W), then each input row once, the sum of the rows of the outputs that read it times
- * their weights, in the readers' order (a row no window reads: zero). */
-static void backward_plane(const geometry *g, scratch *s, const readers *rd, const float *gy, float *rows,
+/* A thread's work space for the gradient of a plane: the row buffers' gradients of its output
+ * rows (stride `row`), its incoming gradient rows with zeros around them (stride `grad`, strides 1
+ * and 2), and the plane's gradient before it is streamed out */
+typedef struct {
+    int64_t row, grad;
+    float *rows, *grads, *plane;
+} plane_work;
+
+static int plane_work_init(plane_work *w, const geometry *g, int64_t in_plane) {
+    const int64_t n = g->out[0] * g->out[1];
+    w->row = g->padded + 2 * LANES;
+    w->grad = g->out[2] + 2 * g->kernel[2] + 2 * LANES;
+    w->rows = calloc((size_t)(n * (w->row + w->grad) + in_plane), sizeof(float));
+    w->grads = w->rows ? w->rows + n * w->row : NULL;
+    w->plane = w->grads ? w->grads + n * w->grad : NULL;
+    return w->rows == NULL;
+}
+
+/* The gradient of one plane: first the gradient of every output row's row buffer, then each
+ * input row once, the sum of the rows of the outputs that read it times their weights, in the
+ * readers' order (a row no window reads: zero). */
+static void backward_plane(const geometry *g, scratch *s, const readers *rd, const float *gy, plane_work *w,
                            float *plane) {
-    const int64_t W = g->size[2], OW = g->out[2], OH = g->out[1];
-    for (int64_t r = 0; r < g->out[0] * OH; r++) {
-        row_gradient(g, s, gy + r * OW);
-        memcpy(rows + r * W, s->buf + g->lo[2], sizeof(float) * (size_t)W);
-    }
+    const int64_t W = g->size[2], OW = g->out[2], OH = g->out[1], n = g->out[0] * OH, K = g->kernel[2];
+    const int small = g->stride[2] <= 2;
+    if (small) /* all rows copied first: no load right after the store it reads */
+        for (int64_t r = 0; r < n; r++) memcpy(w->grads + r * w->grad + K, gy + r * OW, sizeof(float) * (size_t)OW);
+    for (int64_t r = 0; r < n; r++)
+        row_gradient(g, s, small ? w->grads + r * w->grad + K : NULL, gy + r * OW, w->rows + r * w->row);
+    const float *rows = w->rows + g->lo[2];
     for (int64_t d = 0; d < g->size[0]; d++)
         for (int64_t h = 0; h < g->size[1]; h++) {
             float *restrict row = plane + (d * g->size[1] + h) * W;
             int first = 1;
             for (int64_t a = rd[0].start[d]; a < rd[0].start[d + 1]; a++)
                 for (int64_t b = rd[1].start[h]; b < rd[1].start[h + 1]; b++) {
-                    const float *src = rows + (rd[0].out[a] * OH + rd[1].out[b]) * W;
-                    const float w = g->taps[rd[0].tap[a]] * g->taps[MAXK + rd[1].tap[b]];
+                    const float *src = rows + (rd[0].out[a] * OH + rd[1].out[b]) * w->row;
+                    const float wt = g->taps[rd[0].tap[a]] * g->taps[MAXK + rd[1].tap[b]];
                     if (first)
-                        for (int64_t c = 0; c < W; c++) row[c] = w * src[c];
+                        for (int64_t c = 0; c < W; c++) row[c] = wt * src[c];
                     else
-                        for (int64_t c = 0; c < W; c++) row[c] += w * src[c];
+                        for (int64_t c = 0; c < W; c++) row[c] += wt * src[c];
                     first = 0;
                 }
             if (first) memset(row, 0, sizeof(float) * (size_t)W);
@@ -449,7 +462,7 @@ int tp_blur_backward(const float *gy, float *gx, int64_t planes, const int64_t *
                      int threads) {
     const geometry g = read_geometry(params, taps);
     const int64_t in_plane = g.size[0] * g.size[1] * g.size[2];
-    const int64_t out_plane = g.out[0] * g.out[1] * g.out[2], row_plane = g.out[0] * g.out[1] * g.size[2];
+    const int64_t out_plane = g.out[0] * g.out[1] * g.out[2];
     readers rd[2];
     int failed = readers_pair(rd, &g);
     if (failed) {
@@ -463,15 +476,15 @@ int tp_blur_backward(const float *gy, float *gx, int64_t planes, const int64_t *
         int64_t first, end;
         share(planes, &first, &end);
         failed |= scratch_init(&s, &g);
-        float *rows = malloc(sizeof(float) * (size_t)(row_plane + in_plane)), *local = rows ? rows + row_plane : NULL;
-        failed |= rows == NULL;
+        plane_work w;
+        failed |= plane_work_init(&w, &g, in_plane);
         for (int64_t q = first; q < end && !failed; q++) {
-            backward_plane(&g, &s, rd, gy + q * out_plane, rows, local);
-            stream_copy(gx + q * in_plane, local, in_plane);
+            backward_plane(&g, &s, rd, gy + q * out_plane, &w, w.plane);
+            stream_copy(gx + q * in_plane, w.plane, in_plane);
         }
         stream_fence();
         free(s.buf);
-        free(rows);
+        free(w.rows);
     }
     readers_free(&rd[0]);
     readers_free(&rd[1]);
@@ -621,7 +634,7 @@ int tp_max_blur_backward(const float *x, const float *gy, float *gx, int64_t pla
     const dense d = read_dense(params, &g);
     const int64_t in_plane = d.size[0] * d.size[1] * d.size[2], dense_size = g.size[0] * g.size[1] * g.size[2];
     const int64_t out_plane = g.out[0] * g.out[1] * g.out[2], Dd = g.size[0], Hd = g.size[1], Wd = g.size[2];
-    const int64_t row_plane = g.out[0] * g.out[1] * Wd, mw = d.m[2], W = d.size[2], padded = Wd + 2 * mw;
+    const int64_t mw = d.m[2], W = d.size[2], padded = Wd + 2 * mw;
     readers rd[2];
     int failed = readers_pair(rd, &g);
     if (failed) {
@@ -637,11 +650,13 @@ int tp_max_blur_backward(const float *x, const float *gy, float *gx, int64_t pla
         failed |= scratch_init(&s, &g);
         /* the blur's row gradients and the dense plane's gradient; the dense plane's gradient and
          * choices again in padded rows; a dense row's max (unused) */
-        float *work = malloc(sizeof(float) * (size_t)(row_plane + dense_size + Dd * Hd * padded + Wd + in_plane));
+        plane_work w;
+        failed |= plane_work_init(&w, &g, dense_size);
+        float *work = malloc(sizeof(float) * (size_t)(Dd * Hd * padded + Wd + in_plane));
         int32_t *index = malloc(sizeof(int32_t) * (size_t)(Dd * Hd * padded));
         int64_t *offsets = malloc(sizeof(int64_t) * (size_t)d.rows);
         failed |= !work || !index || !offsets;
-        float *rows = work, *gdense = rows + row_plane, *gpad = gdense + dense_size, *max = gpad + Dd * Hd * padded;
+        float *gdense = w.plane, *gpad = work, *max = gpad + Dd * Hd * padded;
         float *local = max + Wd; /* the plane's gradient, then streamed out */
         if (!failed)
             for (int64_t c = 0; c < Dd * Hd * padded; c++) {
@@ -650,7 +665,7 @@ int tp_max_blur_backward(const float *x, const float *gy, float *gx, int64_t pla
             }
         for (int64_t q = first; q < end && !failed; q++) {
             const float *xq = x + q * in_plane;
-            backward_plane(&g, &s, rd, gy + q * out_plane, rows, gdense);
+            backward_plane(&g, &s, rd, gy + q * out_plane, &w, gdense);
             for (int64_t dd = 0, r = 0; dd < Dd; dd++)
                 for (int64_t dh = 0; dh < Hd; dh++, r++) {
                     memcpy(gpad + r * padded + mw, gdense + r * Wd, sizeof(float) * (size_t)Wd);
@@ -680,6 +695,7 @@ int tp_max_blur_backward(const float *x, const float *gy, float *gx, int64_t pla
         }
         stream_fence();
         free(s.buf);
+        free(w.rows);
         free(work);
         free(index);
         free(offsets);

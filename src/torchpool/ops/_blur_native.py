@@ -10,6 +10,7 @@ higher) backward runs the kernel too, no pure-PyTorch formula needed.
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 from typing import Any
 
@@ -50,20 +51,26 @@ def _kernel() -> ctypes.CDLL:
     return lib
 
 
-def _params(shape: list[int], k: list[int], s: list[int], mode: str) -> tuple[int, Tensor, Tensor]:
+@functools.lru_cache(maxsize=256)
+def _params(
+    shape: tuple[int, ...], k: tuple[int, ...], s: tuple[int, ...], mode: str, m: tuple[int, ...]
+) -> tuple[int, Tensor, Tensor]:
     """The plane count, the geometry (size, kernel, stride, out: 3 dims each, leading dims of size 1
-    for 1-d and 2-d; the mode) and the taps (3 x ``MAX_KERNEL`` float32, axis-major)."""
+    for 1-d and 2-d; the mode; then MaxBlurPool's window ``m``, if any, likewise) and the taps (3 x
+    ``MAX_KERNEL`` float32, axis-major), for an input (MaxBlurPool: its dense map) of ``shape``.
+    Cached: the kernel only reads them."""
     ndim = len(k)
     lift = [1] * (3 - ndim)
-    size = lift + shape[len(shape) - ndim :]
-    kernel, stride = lift + k, lift + s
+    size = lift + list(shape[len(shape) - ndim :])
+    kernel, stride = lift + list(k), lift + list(s)
     out = [-(-n // ss) for n, ss in zip(size, stride)]
-    geometry = torch.tensor([*size, *kernel, *stride, *out, MODES[mode]], dtype=torch.int64)
-    taps = torch.zeros(3, MAX_KERNEL, dtype=torch.float32)
-    for axis, kk in enumerate(kernel):
-        taps[axis, :kk] = torch.tensor(binomial_filter(kk))  # dyadic: exact in float32
-    planes = math.prod(shape[: len(shape) - ndim])
-    return planes, geometry, taps
+    window = lift + list(m) if m else []
+    with torch.inference_mode(False):  # plain tensors even if first built under inference mode
+        geometry = torch.tensor([*size, *kernel, *stride, *out, MODES[mode], *window], dtype=torch.int64)
+        taps = torch.zeros(3, MAX_KERNEL, dtype=torch.float32)
+        for axis, kk in enumerate(kernel):
+            taps[axis, :kk] = torch.tensor(binomial_filter(kk))  # dyadic: exact in float32
+    return math.prod(shape[: len(shape) - ndim]), geometry, taps
 
 
 def _run(
@@ -71,9 +78,7 @@ def _run(
 ) -> None:
     """Calls the kernel ``name`` on ``tensors`` (pointers, in order) with the blur's geometry for an
     input (for MaxBlurPool: the dense map) of ``shape``, then the max window ``m`` if any."""
-    planes, geometry, taps = _params(shape, k, s, mode)
-    if m:
-        geometry = torch.cat([geometry, torch.tensor([1] * (3 - len(m)) + m, dtype=torch.int64)])
+    planes, geometry, taps = _params(tuple(shape), tuple(k), tuple(s), mode, tuple(m))
     failed = getattr(_kernel(), name)(
         *(ctypes.c_void_p(t.data_ptr()) for t in tensors),
         ctypes.c_int64(planes),

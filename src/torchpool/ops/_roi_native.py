@@ -120,7 +120,13 @@ def max_forward(
     return values, cells
 
 
-@torch.library.custom_op("torchpool::roi_spp_max_backward", mutates_args=(), device_types="cpu")
+# an explicit schema: torch 2.4 cannot read this module's string annotations
+@torch.library.custom_op(
+    "torchpool::roi_spp_max_backward",
+    mutates_args=(),
+    device_types="cpu",
+    schema="(Tensor[] grads, Tensor[] cells, int[] shape) -> Tensor",
+)
 def max_backward(grads: list[Tensor], cells: list[Tensor], shape: list[int]) -> Tensor:
     """The map's ``(N, C, H, W)`` float32 gradient: each level's ``(K, C, nh, nw)`` gradient added to
     the cells of its maxima (``N * C * H * W``: an empty bin's, skipped)."""

@@ -232,6 +232,8 @@ def test_kornia_within_float32_rounding(k: int, stride: int) -> None:
     """kornia's zero-padded depthwise convolution sums in another order: the same values within
     float32 rounding (not bit for bit), and the same gradients."""
     kornia = pytest.importorskip("kornia")
+    if k % 2 == 0 and tuple(int(v) for v in kornia.__version__.split(".")[:2]) < (0, 9):
+        pytest.skip("kornia before 0.9 pads even kernels (k - 1) // 2 on both sides: other output sizes")
     x = torch.randn(2, 8, 15, 38, generator=torch.Generator().manual_seed(k), requires_grad=True)
     ours = tp.blur_pool2d(x, k, stride, padding_mode="zeros")
     theirs = kornia.filters.blur_pool2d(x, k, stride)
@@ -247,7 +249,7 @@ def test_kornia_within_float32_rounding(k: int, stride: int) -> None:
 def test_kornia_max_blur_within_float32_rounding() -> None:
     kornia = pytest.importorskip("kornia")
     x = torch.randn(2, 8, 15, 38, generator=torch.Generator().manual_seed(9), requires_grad=True)
-    for k, stride, m in [(3, 2, 2), (5, 2, 3), (4, 3, 2)]:
+    for k, stride, m in [(3, 2, 2), (5, 2, 3), (7, 3, 2)]:
         ours = tp.max_blur_pool2d(x, k, stride, m, padding_mode="zeros")
         theirs = kornia.filters.max_blur_pool2d(x, k, stride, m)
         torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)

@@ -96,7 +96,13 @@ def _out_shape(x_shape: torch.Size | list[int], k: list[int], s: list[int]) -> l
     return lead + [-(-n // ss) for n, ss in zip(x_shape[len(x_shape) - ndim :], s)]
 
 
-@torch.library.custom_op("torchpool::blur_pool", mutates_args=(), device_types="cpu")
+# explicit schemas: torch 2.4 cannot read this module's string annotations
+@torch.library.custom_op(
+    "torchpool::blur_pool",
+    mutates_args=(),
+    device_types="cpu",
+    schema="(Tensor x, int[] k, int[] s, str mode) -> Tensor",
+)
 def _forward(x: Tensor, k: list[int], s: list[int], mode: str) -> Tensor:
     """The blurred and subsampled ``x`` over its last ``len(k)`` dims (contiguous result)."""
     x = x.contiguous()
@@ -111,7 +117,12 @@ def _(x: Tensor, k: list[int], s: list[int], mode: str) -> Tensor:
     return x.new_empty(_out_shape(x.shape, k, s))
 
 
-@torch.library.custom_op("torchpool::blur_pool_backward", mutates_args=(), device_types="cpu")
+@torch.library.custom_op(
+    "torchpool::blur_pool_backward",
+    mutates_args=(),
+    device_types="cpu",
+    schema="(Tensor grad, int[] size, int[] k, int[] s, str mode) -> Tensor",
+)
 def _backward(grad: Tensor, size: list[int], k: list[int], s: list[int], mode: str) -> Tensor:
     """The gradient of :func:`_forward` for an input of spatial ``size`` (the transposed blur)."""
     grad = grad.contiguous()
@@ -155,7 +166,12 @@ def _dense_shape(x_shape: torch.Size | list[int], m: list[int]) -> list[int]:
     return lead + [n - mm + 1 for n, mm in zip(x_shape[len(x_shape) - ndim :], m)]
 
 
-@torch.library.custom_op("torchpool::max_blur_pool", mutates_args=(), device_types="cpu")
+@torch.library.custom_op(
+    "torchpool::max_blur_pool",
+    mutates_args=(),
+    device_types="cpu",
+    schema="(Tensor x, int[] m, int[] k, int[] s, str mode) -> Tensor",
+)
 def _max_forward(x: Tensor, m: list[int], k: list[int], s: list[int], mode: str) -> Tensor:
     """MaxBlurPool: the dense max (window ``m``, stride 1), then the blur, a plane at a time."""
     x = x.contiguous()
@@ -171,7 +187,12 @@ def _(x: Tensor, m: list[int], k: list[int], s: list[int], mode: str) -> Tensor:
     return x.new_empty(_out_shape(_dense_shape(x.shape, m), k, s))
 
 
-@torch.library.custom_op("torchpool::max_blur_pool_backward", mutates_args=(), device_types="cpu")
+@torch.library.custom_op(
+    "torchpool::max_blur_pool_backward",
+    mutates_args=(),
+    device_types="cpu",
+    schema="(Tensor x, Tensor grad, int[] m, int[] k, int[] s, str mode) -> Tensor",
+)
 def _max_backward(x: Tensor, grad: Tensor, m: list[int], k: list[int], s: list[int], mode: str) -> Tensor:
     """The gradient of :func:`_max_forward`: the blur's, then each dense cell's onto its max."""
     x, grad = x.contiguous(), grad.contiguous()

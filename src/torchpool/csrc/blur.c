@@ -411,11 +411,11 @@ typedef struct {
     float *rows, *grads, *plane;
 } plane_work;
 
-static int plane_work_init(plane_work *w, const geometry *g, int64_t in_plane) {
+static int plane_work_init(plane_work *w, const geometry *g, int64_t in_plane, int64_t extra) {
     const int64_t n = g->out[0] * g->out[1];
     w->row = g->padded + 2 * LANES;
     w->grad = g->out[2] + 2 * g->kernel[2] + 2 * LANES;
-    w->rows = calloc((size_t)(n * (w->row + w->grad) + in_plane), sizeof(float));
+    w->rows = calloc((size_t)(n * (w->row + w->grad) + in_plane + extra), sizeof(float));
     w->grads = w->rows ? w->rows + n * w->row : NULL;
     w->plane = w->grads ? w->grads + n * w->grad : NULL;
     return w->rows == NULL;
@@ -477,7 +477,7 @@ int tp_blur_backward(const float *gy, float *gx, int64_t planes, const int64_t *
         share(planes, &first, &end);
         failed |= scratch_init(&s, &g);
         plane_work w;
-        failed |= plane_work_init(&w, &g, in_plane);
+        failed |= plane_work_init(&w, &g, in_plane, 0);
         for (int64_t q = first; q < end && !failed; q++) {
             backward_plane(&g, &s, rd, gy + q * out_plane, &w, w.plane);
             stream_copy(gx + q * in_plane, w.plane, in_plane);
@@ -651,8 +651,8 @@ int tp_max_blur_backward(const float *x, const float *gy, float *gx, int64_t pla
         /* the blur's row gradients and the dense plane's gradient; the dense plane's gradient and
          * choices again in padded rows; a dense row's max (unused) */
         plane_work w;
-        failed |= plane_work_init(&w, &g, dense_size);
-        float *work = malloc(sizeof(float) * (size_t)(Dd * Hd * padded + Wd + in_plane));
+        failed |= plane_work_init(&w, &g, dense_size, Dd * Hd * padded + Wd + in_plane);
+        float *work = w.rows ? w.plane + dense_size : NULL; /* after the plane, in the same block */
         int32_t *index = malloc(sizeof(int32_t) * (size_t)(Dd * Hd * padded));
         int64_t *offsets = malloc(sizeof(int64_t) * (size_t)d.rows);
         failed |= !work || !index || !offsets;
@@ -696,7 +696,6 @@ int tp_max_blur_backward(const float *x, const float *gy, float *gx, int64_t pla
         stream_fence();
         free(s.buf);
         free(w.rows);
-        free(work);
         free(index);
         free(offsets);
     }

@@ -20,13 +20,15 @@
  *   2. horizontal: the buffer's taps with the stride, LANES outputs at a time in vector registers
  *      (GCC vector extensions; stride 2 deinterleaved by a shuffle of two loads).
  *
- * The gradient is the transpose, per output row: the incoming gradient row upsampled by the
- * stride (zeros between) and correlated with the reversed taps gives the gradient of the padded
- * row buffer; its padding columns are added onto their source columns; the buffer, times each
- * window row's weight, is added onto that input row's gradient. Windows overlap, so the gradient
- * is accumulated a plane at a time (planes split over threads); the forward pass splits output
- * rows. Every output and gradient cell is computed in a fixed order whatever the thread count, so
- * results are bitwise the same for any number of threads. OpenMP is PyTorch's own runtime once
+ * The gradient is the transpose, a plane at a time (windows overlap; planes split over threads,
+ * where the forward pass splits output rows). First, per output row, the incoming gradient row
+ * upsampled by the stride (zeros between; stride 2: even and odd taps, interleaved) and correlated
+ * with the reversed taps gives the gradient of its padded row buffer, whose padding columns are
+ * then added onto their source columns. Then each input row is written once: the sum of the row
+ * buffers' gradients of the output rows that read it (per-axis reader lists, reflected / wrapped /
+ * replicated reads included) times their weights; the plane is streamed out with non-temporal
+ * stores. Every output and gradient cell is computed in a fixed order whatever the thread count,
+ * so results are bitwise the same for any number of threads. OpenMP is PyTorch's own runtime once
  * torch is loaded.
  *
  * MaxBlurPool (the end of the file) runs the dense max pool and this blur a plane at a time, the

@@ -307,3 +307,23 @@ def test_loader_falls_back_to_the_temporary_directory(
     monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
     assert native.load("exp_weighted") is not None
     assert native.built_path("exp_weighted").parent.parent == tmp_path / "tmp"  # type: ignore[union-attr]
+
+
+def test_portable_build_gives_the_same(fresh_loader: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built for the compiler's default target (x86-64: SSE2, no AVX-512 instructions), as on a
+    CPU where ``-march=native`` fails: the same values and gradients within rounding."""
+    x = _inputs((11, 50), 17).requires_grad_()
+    logit = _inputs((11, 50), 18).requires_grad_()
+    upstream = torch.randn(2, 3, 6, 25)
+    native_build = [tp.soft_pool2d(x, 3, 2, 1), tp.lip_pool2d(x, logit)]
+    native_grads = [torch.autograd.grad(y, (x, logit), upstream, allow_unused=True) for y in native_build]
+    monkeypatch.setattr(native, "TARGETS", ((),))
+    native.load.cache_clear()
+    assert native.load("exp_weighted") is not None, native.build_error("exp_weighted")
+    portable = [tp.soft_pool2d(x, 3, 2, 1), tp.lip_pool2d(x, logit)]
+    for y, z, grads in zip(native_build, portable, native_grads):
+        torch.testing.assert_close(z, y, rtol=1e-6, atol=1e-6)
+        for a, b in zip(torch.autograd.grad(z, (x, logit), upstream, allow_unused=True), grads):
+            assert (a is None) == (b is None)
+            if a is not None and b is not None:
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -38,6 +38,19 @@ INLINE vfloat load(const float *p) {
 }
 INLINE void store(float *p, vfloat a) { memcpy(p, &a, sizeof a); }
 
+/* a > b ? a : b (so b where a is NaN), and the integer max: one instruction each with AVX-512 */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+INLINE vfloat larger(vfloat a, vfloat b) { return (vfloat)_mm512_max_ps((__m512)a, (__m512)b); }
+INLINE vint larger_int(vint a, vint b) { return (vint)_mm512_max_epi32((__m512i)a, (__m512i)b); }
+#else
+INLINE vfloat larger(vfloat a, vfloat b) { return choose(a > b, a, b); }
+INLINE vint larger_int(vint a, vint b) {
+    const vint first = a > b;
+    return (a & first) | (b & ~first);
+}
+#endif
+
 /* p[0], p[sw], ..., p[(LANES - 1) sw] */
 INLINE vfloat load_strided(const float *p, int64_t sw) {
     if (sw == 1) return load(p);
@@ -65,13 +78,13 @@ INLINE void add_strided(float *p, int64_t sw, vfloat a) {
     }
 }
 
-/* exp(t) for t <= 0 or NaN: NaN stays NaN; t < -87 gives 0 (the weight of a cell that far below
- * the window max is below FLT_MIN). A degree-5 polynomial fitted for relative error (7.5e-8) on
- * [-ln2/2, ln2/2] after the Cody-Waite reduction; the rounding to the
- * nearest integer by adding and subtracting 1.5 * 2^23. */
+/* exp(t) for t <= 0 or NaN: NaN stays NaN; t below about -87.3 gives 0 (the weight of a cell that
+ * far below the window max would be subnormal). Cody-Waite reduction to r in [-ln2/2, ln2/2] (the
+ * rounding to the nearest integer n by adding and subtracting 1.5 * 2^23), a degree-5 polynomial
+ * fitted for relative error (7.5e-8), times 2^n built in the exponent bits; t is first raised to
+ * -104 and n + 127 to 0, so 2^n is 0 where it would be subnormal (a NaN t keeps a NaN polynomial). */
 INLINE vfloat exp_nonpositive(vfloat t) {
-    const vint low = t < -87.0f;
-    const vfloat c = choose(low, splat(-87.0f), t);
+    const vfloat c = larger(splat(-104.0f), t);
     const vfloat n = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     const vfloat r = (c - n * 0.693359375f) + n * 2.12194440e-4f;
     vfloat p = splat(8.29797051846981e-3f);
@@ -80,8 +93,8 @@ INLINE vfloat exp_nonpositive(vfloat t) {
     p = p * r + 4.999889433383942e-1f;
     p = p * r + 9.999997019767761e-1f;
     p = p * r + 1.000000119209290f;
-    const vint bits = (__builtin_convertvector(n, vint) + 127) << 23;
-    return choose(low, splat(0.0f), p * (vfloat)bits);
+    const vint bits = larger_int(__builtin_convertvector(n, vint) + 127, (vint){0}) << 23;
+    return p * (vfloat)bits;
 }
 
 /* A block: for each window row i, v[i] and l[i] point at the block's first column; column
@@ -103,7 +116,7 @@ INLINE vfloat block_forward(const block *b, int nrows, int64_t kw, int64_t sw, v
         for (int64_t t = 0; t < kw; t++) {
             vfloat a = load_strided(b->l[i] + t, sw);
             if (cache) cell[i * kw + t] = a;
-            m = choose(a > m, a, m);
+            m = larger(a, m);
         }
     for (int i = 0; i < nrows; i++)
         for (int64_t t = 0; t < kw; t++) {

@@ -10,9 +10,10 @@
  * vector extensions: AVX-512, AVX2 or SSE as the CPU has). Each window cell is one strided load
  * of the block. Blocks whose cells all lie inside the input read it in place (the last one moved
  * back to end at the last such output); the others (the borders, short rows) read a copy of their
- * columns in which padding holds v = 0 and l = -FLT_MAX (weight exactly 0). The forward pass can
- * keep each window's m and sum e_i; the backward pass then takes one exp per cell and window:
- *     dy/dv_i = e_i / den,   dy/dl_i = e_i (v_i - y) / den   (SoftPool: their sum).
+ * columns in which padding holds v = 0 and l = -FLT_MAX (weight exactly 0). The backward pass
+ * computes the block's windows again (one exp per cell and window, kept in registers), then
+ *     dy/dv_i = e_i / den,   dy/dl_i = e_i (v_i - y) / den   (SoftPool: their sum),
+ * so nothing is kept between the passes but the inputs.
  * Output rows (forward) or planes (backward: overlapping windows add to the same cells) are split
  * over OpenMP threads; OpenMP is PyTorch's own runtime once torch is loaded.
  */
@@ -105,12 +106,15 @@ typedef struct {
     float **gv, **gl; /* the gradient rows, or NULL */
 } block;
 
-/* y of the block; the windows' max and sum of weights through the pointers. Called with
+/* The block's windows' max, sum of weights and weighted sum of v (y = num / den). Called with
  * constant nrows, kw and sw for the common windows, so the loops unroll and the cells loaded by
- * the max pass stay in registers for the exp pass (at most CACHED cells). */
+ * the max pass stay in registers for the exp pass. `cells` and `weights` (NULL, or CACHED
+ * vectors each, nrows * kw <= CACHED) receive each cell's l and e for the backward pass. */
 #define CACHED 9
-INLINE vfloat block_forward(const block *b, int nrows, int64_t kw, int64_t sw, vfloat *max_out, vfloat *den_out) {
-    vfloat m = splat(-INFINITY), den = {0}, num = {0}, cell[CACHED];
+INLINE void block_sums(const block *b, int nrows, int64_t kw, int64_t sw, vfloat *max_out, vfloat *den_out,
+                       vfloat *num_out, vfloat *cells, vfloat *weights) {
+    vfloat m = splat(-INFINITY), den = {0}, num = {0}, own[CACHED];
+    vfloat *cell = cells ? cells : own;
     const int cache = nrows * kw <= CACHED;
     for (int i = 0; i < nrows; i++)
         for (int64_t t = 0; t < kw; t++) {
@@ -122,16 +126,15 @@ INLINE vfloat block_forward(const block *b, int nrows, int64_t kw, int64_t sw, v
         for (int64_t t = 0; t < kw; t++) {
             vfloat a = cache ? cell[i * kw + t] : load_strided(b->l[i] + t, sw);
             vfloat e = exp_nonpositive(a - m);
+            if (weights) weights[i * kw + t] = e;
             den += e;
             num += e * (b->v[i] == b->l[i] ? a : load_strided(b->v[i] + t, sw));
         }
     *max_out = m;
     *den_out = den;
-    return num / den;
+    *num_out = num;
 }
 
-/* the block's gradient added to its gradient rows, from the windows' m, den, y and the incoming
- * gradient; lanes outside `active` add exactly nothing */
 /* p[2j] = a[j], p[2j + 1] = b[j] for the active lanes j (the others keep p's values) */
 INLINE void store_pair(float *p, vfloat a, vfloat b, vint active, int partial) {
     vfloat lo = __builtin_shuffle(a, b, (vint){0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23});
@@ -145,13 +148,12 @@ INLINE void store_pair(float *p, vfloat a, vfloat b, vint active, int partial) {
     store(p + LANES, hi);
 }
 
-/* the gradient of cell t of each window row: SoftPool's (in *dv), or LIP's value and logit parts */
-INLINE void cell_gradient(const block *b, int soft, int i, int64_t t, int64_t sw, vfloat m, vfloat qa, vfloat qb,
-                          vint active, int partial, vfloat *dv, vfloat *dl) {
-    vfloat l = load_strided(b->l[i] + t, sw);
-    vfloat e = exp_nonpositive(l - m);
-    if (partial) e = choose(active, e, splat(0.0f));
+/* the gradient of cell t of window row i, whose logit is l and weight e: SoftPool's (in *dv), or
+ * LIP's value and logit parts; zero in the inactive lanes */
+INLINE void cell_gradient(const block *b, int soft, int i, int64_t t, int64_t sw, vfloat l, vfloat e, vfloat qa,
+                          vfloat qb, vint active, int partial, vfloat *dv, vfloat *dl) {
     const vfloat zero = {0};
+    if (partial) e = choose(active, e, zero);
     if (soft) {
         *dv = e * (l * qa + qb);
         if (partial) *dv = choose(active, *dv, zero);
@@ -165,28 +167,41 @@ INLINE void cell_gradient(const block *b, int soft, int i, int64_t t, int64_t sw
     }
 }
 
-/* the block's gradient added to its gradient rows, from the windows' m, den, y and the incoming
- * gradient; lanes outside `active` add exactly nothing. `pairs`: 2-cell rows at stride 2 whose
- * cells are in no other window (the windows tile the input): both cells stored at once. */
-INLINE void block_backward(const block *b, int nrows, int soft, int64_t kw, int64_t sw, vfloat m, vfloat den,
-                           vfloat y, vfloat grad, vint active, int partial, int pairs) {
-    const vfloat qa = grad / den, qb = soft ? qa * (1.0f - y) : -qa * y;
+/* The block's gradient added to its gradient rows: its windows computed again (max, weights, y;
+ * each cell's weight kept in registers where the window has at most CACHED cells), then
+ * dy/dl_i = e_i (v_i - y) / den and dy/dv_i = e_i / den times the incoming gradient; lanes
+ * outside `active` add exactly nothing. `pairs`: 2-cell rows at stride 2 whose cells are in no
+ * other window (the windows tile the input): both cells stored at once. */
+INLINE void block_backward(const block *b, int nrows, int soft, int64_t kw, int64_t sw, vfloat grad, vint active,
+                           int partial, int pairs) {
+    vfloat m, den, num, cells[CACHED], weights[CACHED];
+    const int cache = nrows * kw <= CACHED;
+    block_sums(b, nrows, kw, sw, &m, &den, &num, cache ? cells : NULL, cache ? weights : NULL);
+    const vfloat inverse = 1.0f / den, y = num * inverse; /* one division */
+    const vfloat qa = grad * inverse, qb = soft ? qa * (1.0f - y) : -qa * y;
+#define CELL(i, t, dv, dl)                                                                    \
+    {                                                                                         \
+        vfloat l_ = cache ? cells[(i) * kw + (t)] : load_strided(b->l[i] + (t), sw);          \
+        vfloat e_ = cache ? weights[(i) * kw + (t)] : exp_nonpositive(l_ - m);                \
+        cell_gradient(b, soft, i, t, sw, l_, e_, qa, qb, active, partial, dv, dl);            \
+    }
     for (int i = 0; i < nrows; i++) {
         if (pairs && kw == 2 && sw == 2) {
             vfloat dv0, dl0 = {0}, dv1, dl1 = {0};
-            cell_gradient(b, soft, i, 0, sw, m, qa, qb, active, partial, &dv0, &dl0);
-            cell_gradient(b, soft, i, 1, sw, m, qa, qb, active, partial, &dv1, &dl1);
+            CELL(i, 0, &dv0, &dl0)
+            CELL(i, 1, &dv1, &dl1)
             if (b->gv) store_pair(b->gv[i], dv0, dv1, active, partial);
             if (b->gl) store_pair(b->gl[i], dl0, dl1, active, partial);
             continue;
         }
         for (int64_t t = 0; t < kw; t++) {
             vfloat dv, dl = {0};
-            cell_gradient(b, soft, i, t, sw, m, qa, qb, active, partial, &dv, &dl);
+            CELL(i, t, &dv, &dl)
             if (b->gv) add_strided(b->gv[i] + t, sw, dv);
             if (b->gl) add_strided(b->gl[i] + t, sw, dl);
         }
     }
+#undef CELL
 }
 
 typedef struct {
@@ -211,13 +226,13 @@ static geometry read_geometry(const int64_t *params) {
     return g;
 }
 
-/* One plane: its maps, and the current output row of its output-sized arrays (y, the kept m and
- * den, the incoming gradient: NULL where absent) */
+/* One plane: its maps (and their gradients: NULL where absent), and the current output row of y
+ * (forward) or of the incoming gradient (backward; NULL in the forward pass) */
 typedef struct {
     const float *v, *l;
     float *gv, *gl;
     int soft;
-    float *y, *m, *den;
+    float *y;
     const float *grad;
 } plane;
 
@@ -345,32 +360,27 @@ INLINE void store_lanes(float *row, int64_t j0, int skip, int count, vfloat a) {
 }
 
 /* outputs [j0, j0 + LANES) of the row, of which lanes [skip, count) are this block's: forward
- * (pl->grad == NULL: y, and m and den if kept, written) or backward (the gradients added) */
+ * (pl->grad == NULL: y written) or backward (the gradients added) */
 static void run_block(const geometry *g, scratch *s, const plane *pl, int64_t j0, int skip, int count, int copy) {
     const int64_t sw = g->stride[2], kw = g->kernel[2], c0 = j0 * sw - g->padding[2];
     if (copy) copied(g, s, pl, c0);
     else in_place(s, pl, c0);
     if (!pl->grad) {
-        vfloat m, den, y;
-#define FORWARD(NR, KW, SW) y = block_forward(&s->b, NR, KW, SW, &m, &den)
+        vfloat m, den, num;
+#define FORWARD(NR, KW, SW) block_sums(&s->b, NR, KW, SW, &m, &den, &num, NULL, NULL)
         DISPATCH(s->b.nrows, kw, sw, FORWARD)
-        store_lanes(pl->y, j0, skip, count, y);
-        if (pl->m) {
-            store_lanes(pl->m, j0, skip, count, m);
-            store_lanes(pl->den, j0, skip, count, den);
-        }
+        store_lanes(pl->y, j0, skip, count, num / den);
         return;
     }
     vint active;
     for (int j = 0; j < LANES; j++) active[j] = j >= skip && j < count ? -1 : 0;
     const int partial = skip != 0 || count != LANES;
-    const vfloat m = lanes_of(pl->m, j0, skip, count, 0.0f), den = lanes_of(pl->den, j0, skip, count, 1.0f);
-    const vfloat y = lanes_of(pl->y, j0, skip, count, 0.0f), grad = lanes_of(pl->grad, j0, skip, count, 0.0f);
+    const vfloat grad = lanes_of(pl->grad, j0, skip, count, 0.0f);
     block b = s->b;
     const int pairs = g->tiled && !copy;
     if (!pl->gv) b.gv = NULL;
     if (!pl->gl) b.gl = NULL;
-#define BACKWARD(NR, KW, SW) block_backward(&b, NR, pl->soft, KW, SW, m, den, y, grad, active, partial, pairs)
+#define BACKWARD(NR, KW, SW) block_backward(&b, NR, pl->soft, KW, SW, grad, active, partial, pairs)
     DISPATCH(b.nrows, kw, sw, BACKWARD)
     if (copy) add_back(g, s, pl, c0);
 }
@@ -403,10 +413,9 @@ static void share(int64_t count, int64_t *first, int64_t *end) {
     *end = count * (id + 1) / threads;
 }
 
-/* y = the exp-weighted mean; m and den (each window's max of l and sum of weights, for the
- * backward pass) written too unless NULL. Returns 0, or 1 if a work space could not be allocated. */
-int tp_exp_weighted_forward(const float *v, const float *l, float *y, float *m, float *den, int soft, int64_t planes,
-                            const int64_t *params, int threads) {
+/* y = the exp-weighted mean. Returns 0, or 1 if a work space could not be allocated. */
+int tp_exp_weighted_forward(const float *v, const float *l, float *y, int soft, int64_t planes, const int64_t *params,
+                            int threads) {
     const geometry g = read_geometry(params);
     const int64_t in_plane = g.size[0] * g.size[1] * g.size[2];
     const int64_t rows = g.out[0] * g.out[1], OW = g.out[2];
@@ -421,8 +430,7 @@ int tp_exp_weighted_forward(const float *v, const float *l, float *y, float *m, 
             /* the output rows in order: plane q, then od, then oh (no division per row) */
             int64_t q = r / rows, od = r % rows / g.out[1], oh = r % g.out[1];
             for (; r < end; r++) {
-                plane pl = {v + q * in_plane, l + q * in_plane, NULL, NULL, soft,
-                            y + r * OW, m ? m + r * OW : NULL, den ? den + r * OW : NULL, NULL};
+                plane pl = {v + q * in_plane, l + q * in_plane, NULL, NULL, soft, y + r * OW, NULL};
                 run_row(&g, &s, &pl, od, oh);
                 if (++oh == g.out[1]) {
                     oh = 0;
@@ -438,11 +446,10 @@ int tp_exp_weighted_forward(const float *v, const float *l, float *y, float *m, 
     return failed;
 }
 
-/* The gradients from the forward pass's y, m and den: the value's in gv, the logit's in gl
- * (SoftPool, soft != 0: their sum in gv); either may be NULL. Returns 0, or 1 as above. */
-int tp_exp_weighted_backward(const float *v, const float *l, const float *y, const float *m, const float *den,
-                             const float *grad, float *gv, float *gl, int soft, int64_t planes, const int64_t *params,
-                             int threads) {
+/* The gradients (the windows computed again): the value's in gv, the logit's in gl (SoftPool,
+ * soft != 0: their sum in gv); either may be NULL. Returns 0, or 1 as above. */
+int tp_exp_weighted_backward(const float *v, const float *l, const float *grad, float *gv, float *gl, int soft,
+                             int64_t planes, const int64_t *params, int threads) {
     const geometry g = read_geometry(params);
     const int64_t in_plane = g.size[0] * g.size[1] * g.size[2];
     const int64_t rows = g.out[0] * g.out[1], OW = g.out[2];
@@ -460,8 +467,7 @@ int tp_exp_weighted_backward(const float *v, const float *l, const float *y, con
             for (int64_t od = 0; od < g.out[0]; od++)
                 for (int64_t oh = 0; oh < g.out[1]; oh++) {
                     int64_t r = (q * rows + od * g.out[1] + oh) * OW;
-                    plane pl = {v + q * in_plane, l + q * in_plane, gvq, glq, soft, (float *)y + r, (float *)m + r,
-                                (float *)den + r, grad + r};
+                    plane pl = {v + q * in_plane, l + q * in_plane, gvq, glq, soft, NULL, grad + r};
                     run_row(&g, &s, &pl, od, oh);
                 }
         }

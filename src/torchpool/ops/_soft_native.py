@@ -3,7 +3,8 @@
 Each window is stabilised by its own max (``y = sum e_i v_i / sum e_i``, ``e_i = exp(l_i - m)``),
 so the result is exact to rounding for any magnitude and sign, with no second pass and no check.
 The kernel is one operator, ``torchpool::exp_weighted_mean``, with a fake (shape) function and
-its gradient (``torchpool::exp_weighted_mean_backward``, which recomputes the weights); under
+its gradient (``torchpool::exp_weighted_mean_backward``, which computes the windows again: nothing
+but the inputs is kept between the passes); under
 double backward the gradient is taken through the pure-PyTorch window formula instead, so it is
 differentiable again.
 """
@@ -68,54 +69,38 @@ def _kernel() -> ctypes.CDLL:
     "torchpool::exp_weighted_mean",
     mutates_args=(),
     device_types="cpu",
-    schema="(Tensor v, Tensor? logit, int[] k, int[] s, int[] p, int[] out, bool keep) "
-    "-> (Tensor, Tensor, Tensor)",
+    schema="(Tensor v, Tensor? logit, int[] k, int[] s, int[] p, int[] out) -> Tensor",
 )
 def _forward(
-    v: Tensor, logit: Tensor | None, k: list[int], s: list[int], p: list[int], out: list[int], keep: bool
-) -> tuple[Tensor, Tensor, Tensor]:
-    """``(y, m, den)``: the mean, and (if ``keep``, else empty) each window's max of the logit and
-    sum of weights, which the backward pass reads."""
+    v: Tensor, logit: Tensor | None, k: list[int], s: list[int], p: list[int], out: list[int]
+) -> Tensor:
     v = v.contiguous()
     logit = None if logit is None else logit.contiguous()
-    shape = (*v.shape[: v.dim() - len(k)], *out)
-    y = v.new_empty(shape)
-    m, den = (v.new_empty(shape), v.new_empty(shape)) if keep else (v.new_empty(0), v.new_empty(0))
+    y = v.new_empty((*v.shape[: v.dim() - len(k)], *out))
     if y.numel():
         planes, geometry = _params(v, k, s, p, out)
-        source = v if logit is None else logit
-        pointers = [_pointer(t) for t in (v, source, y, m if keep else None, den if keep else None)]
+        pointers = [_pointer(t) for t in (v, v if logit is None else logit, y)]
         soft = int(logit is None)
-        _call(
-            _kernel().tp_exp_weighted_forward,
-            *pointers,
-            soft,
-            ctypes.c_int64(planes),
-            _pointer(geometry),
-            torch.get_num_threads(),
-        )
-    return y, m, den
+        args = (*pointers, soft, ctypes.c_int64(planes), _pointer(geometry), torch.get_num_threads())
+        _call(_kernel().tp_exp_weighted_forward, *args)
+    return y
 
 
 @_forward.register_fake
-def _(
-    v: Tensor, logit: Tensor | None, k: list[int], s: list[int], p: list[int], out: list[int], keep: bool
-) -> tuple[Tensor, Tensor, Tensor]:
-    shape = (*v.shape[: v.dim() - len(k)], *out)
-    return v.new_empty(shape), v.new_empty(shape if keep else (0,)), v.new_empty(shape if keep else (0,))
+def _(v: Tensor, logit: Tensor | None, k: list[int], s: list[int], p: list[int], out: list[int]) -> Tensor:
+    return v.new_empty((*v.shape[: v.dim() - len(k)], *out))
 
 
 @torch.library.custom_op(
     "torchpool::exp_weighted_mean_backward",
     mutates_args=(),
     device_types="cpu",
-    schema="(Tensor v, Tensor? logit, Tensor[] stats, Tensor grad, int[] k, int[] s, int[] p, int[] out, "
-    "bool want_v, bool want_logit) -> (Tensor, Tensor)",
+    schema="(Tensor v, Tensor? logit, Tensor grad, int[] k, int[] s, int[] p, int[] out, bool want_v, "
+    "bool want_logit) -> (Tensor, Tensor)",
 )
 def _backward(
     v: Tensor,
     logit: Tensor | None,
-    stats: list[Tensor],
     grad: Tensor,
     k: list[int],
     s: list[int],
@@ -124,18 +109,16 @@ def _backward(
     want_v: bool,
     want_logit: bool,
 ) -> tuple[Tensor, Tensor]:
-    """``(grad v, grad logit)`` from ``stats = [y, m, den]`` of the forward pass; SoftPool
-    (``logit=None``) puts the whole gradient in the first; one that is not wanted is empty."""
+    """``(grad v, grad logit)``, the windows computed again; SoftPool (``logit=None``) puts the
+    whole gradient in the first; one that is not wanted is empty."""
     v = v.contiguous()
     logit = None if logit is None else logit.contiguous()
-    y, m, den = (t.contiguous() for t in stats)
     grad = grad.contiguous()
     grad_v = torch.empty_like(v) if want_v else v.new_empty(0)
     grad_logit = torch.empty_like(v) if want_logit and logit is not None else v.new_empty(0)
     if v.numel():
         planes, geometry = _params(v, k, s, p, out)
-        source = v if logit is None else logit
-        pointers = [_pointer(t) for t in (v, source, y, m, den, grad)]
+        pointers = [_pointer(t) for t in (v, v if logit is None else logit, grad)]
         targets = [_pointer(grad_v if want_v else None), _pointer(grad_logit if grad_logit.numel() else None)]
         soft = int(logit is None)
         args = (
@@ -154,7 +137,6 @@ def _backward(
 def _(
     v: Tensor,
     logit: Tensor | None,
-    stats: list[Tensor],
     grad: Tensor,
     k: list[int],
     s: list[int],
@@ -168,12 +150,10 @@ def _(
     return grad_v, grad_logit
 
 
-def _setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor, Tensor]) -> None:
-    v, logit, k, s, p, out, _keep = inputs
-    y, m, den = output
-    ctx.save_for_backward(v, logit, y, m, den)
+def _setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+    v, logit, k, s, p, out = inputs
+    ctx.save_for_backward(v, logit)
     ctx.geometry = (k, s, p, out)
-    ctx.mark_non_differentiable(m, den)
 
 
 def _window_formula(v: Tensor, logit: Tensor | None, geometry: tuple[list[int], ...]) -> Tensor:
@@ -185,21 +165,17 @@ def _window_formula(v: Tensor, logit: Tensor | None, geometry: tuple[list[int], 
     return _soft_windows_out(v, k, s, p, out) if logit is None else _lip_windows(v, logit, k, s, p)
 
 
-def _gradient(
-    ctx: Any, grad: Tensor, _grad_m: Tensor | None, _grad_den: Tensor | None
-) -> tuple[Tensor | None, ...]:
-    v, logit, y, m, den = ctx.saved_tensors
+def _gradient(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+    v, logit = ctx.saved_tensors
     want_v, want_logit = ctx.needs_input_grad[0], logit is not None and ctx.needs_input_grad[1]
     if torch.is_grad_enabled():  # double backward: the formula's gradient, itself differentiable
         inputs = [t for t, want in ((v, want_v), (logit, want_logit)) if want]
         grads = iter(
             torch.autograd.grad(_window_formula(v, logit, ctx.geometry), inputs, grad, create_graph=True)
         )
-        return (next(grads) if want_v else None, next(grads) if want_logit else None, *(None,) * 5)
-    if m.numel() != y.numel():
-        raise RuntimeError("torchpool: exp_weighted_mean was called with keep=False; it has no gradient")
-    grad_v, grad_logit = _backward(v, logit, [y, m, den], grad, *ctx.geometry, want_v, want_logit)
-    return (grad_v if want_v else None, grad_logit if want_logit else None, *(None,) * 5)
+        return (next(grads) if want_v else None, next(grads) if want_logit else None, *(None,) * 4)
+    grad_v, grad_logit = _backward(v, logit, grad, *ctx.geometry, want_v, want_logit)
+    return (grad_v if want_v else None, grad_logit if want_logit else None, *(None,) * 4)
 
 
 _forward.register_autograd(_gradient, setup_context=_setup)
@@ -216,7 +192,5 @@ def exp_weighted_mean(
     """``sum(e * v) / sum(e)`` over each window of the last ``len(k)`` dims, ``e = exp(l - m)`` with
     ``l = logit`` (LIP; ``v``'s shape) or ``v`` (SoftPool, ``logit=None``) and ``m`` the window's
     max of ``l``; padding cells carry no weight. CPU, float32 (see :func:`available`)."""
-    inputs = (v,) if logit is None else (v, logit)
-    keep = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
-    y: Tensor = _forward(v, logit, list(k), list(s), list(p), list(out), keep)[0]
+    y: Tensor = _forward(v, logit, list(k), list(s), list(p), list(out))
     return y

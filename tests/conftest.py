@@ -14,8 +14,11 @@ files; the cheap checks that the tables and the docs rendered from them agree st
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -107,3 +110,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             warnings.warn(
                 pytest.PytestWarning(f"conftest.SLOW names no test of {file}: {stale}"), stacklevel=1
             )
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """PyTorch (and the C kernels, which take its thread count) on one thread, restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def fresh_loader(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """The C kernel loader with an empty cache folder and no library loaded yet (restored after)."""
+    import torchpool._native as native
+
+    monkeypatch.setenv("TORCHPOOL_CACHE_DIR", str(tmp_path))
+    native.load.cache_clear()
+    yield
+    native.load.cache_clear()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -171,14 +171,6 @@ def test_channels_last_gradient() -> None:
     expected = _reference(x64, (5, 5), (2, 2), "replicate")
     (grad64,) = torch.autograd.grad(expected, x64, torch.ones_like(expected))
     torch.testing.assert_close(grad.double(), grad64, rtol=1e-5, atol=1e-5)
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_threads_give_the_same_bits(one_thread: None) -> None:
@@ -359,14 +351,6 @@ def test_max_blur_operators_pass_opcheck() -> None:
     torch.library.opcheck(N._max_forward, (x.detach()[0], [3], [5], [3], "circular"))
     grad = torch.randn(2, 3, 4, 9)
     torch.library.opcheck(N._max_backward, (x.detach(), grad, [2, 2], [3, 3], [2, 2], "zeros"))
-
-
-@pytest.fixture
-def fresh_loader(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> Iterator[None]:
-    monkeypatch.setenv("TORCHPOOL_CACHE_DIR", str(tmp_path))
-    native.load.cache_clear()
-    yield
-    native.load.cache_clear()
 
 
 @pytest.mark.parametrize(("variable", "value"), [("CC", "no-such-compiler-xyz"), ("TORCHPOOL_NATIVE", "0")])

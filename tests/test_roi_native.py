@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 import torch
@@ -270,14 +270,6 @@ def test_no_boxes_and_no_channels() -> None:
     assert values[1].shape == (0, 5, 2, 2) and cells[1].shape == (0, 5, 2, 2)
     none = tp.roi_spatial_pyramid_pool(torch.randn(2, 0, 8, 9), torch.tensor([[1, 0.0, 0.0, 4.0, 4.0]]))
     assert none.shape == (1, 0)
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_threads_give_the_same_bits(one_thread: None) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -173,14 +172,6 @@ def test_a_nan_or_inf_stays_in_its_windows_gradient_too() -> None:
     assert bad[0, 0, 2:4, 4:6].all() and bad[0, 1, 6:8, 32:34].all() and bad.sum() == 8
 
 
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_threads_give_the_same_bits(one_thread: None) -> None:
     x = _inputs((31, 45), 8).requires_grad_()
     upstream = torch.randn(2, 3, 16, 23)
@@ -233,14 +224,6 @@ def test_empty_batch() -> None:
     assert y.shape == (0, 3, 4, 4)
     (grad,) = torch.autograd.grad(y.sum(), x)
     assert grad.shape == x.shape
-
-
-@pytest.fixture
-def fresh_loader(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> Iterator[None]:
-    monkeypatch.setenv("TORCHPOOL_CACHE_DIR", str(tmp_path))
-    native.load.cache_clear()
-    yield
-    native.load.cache_clear()
 
 
 def test_loader_caches_the_build(fresh_loader: None, tmp_path: object) -> None:

@@ -1,7 +1,8 @@
 """The C kernels of ``torchpool/csrc``: compiled on first use with the system's C compiler, cached,
 loaded with :mod:`ctypes`.
 
-A kernel is a plain C file (no Python or PyTorch headers, so it compiles in about a second). It is
+A kernel is a plain C file (no Python or PyTorch headers, so it compiles in about a second; the
+shared ``csrc/vector.h`` is hashed with it). It is
 built with ``-O3 -march=native -fopenmp`` into the cache directory (``$TORCHPOOL_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/torchpool``, else ``~/.cache/torchpool``; a folder of the temporary directory
 where that cannot be written) under a name that hashes the source,
@@ -83,7 +84,8 @@ def _compiler() -> tuple[str, str] | None:
 
 def _build(name: str) -> Path:
     """The kernel ``csrc/<name>.c`` built (or found in the cache); raises ``RuntimeError`` on failure."""
-    source = (SOURCES / f"{name}.c").read_bytes()
+    # the kernel and the headers it may include (csrc/*.h): a change to either builds it again
+    source = b"\0".join(path.read_bytes() for path in [SOURCES / f"{name}.c", *sorted(SOURCES.glob("*.h"))])
     found = _compiler()
     if found is None:
         raise RuntimeError(f"no C compiler ({os.environ.get('CC', 'cc')}) found")

@@ -37,26 +37,13 @@
 #if defined(__SSE2__)
 #include <immintrin.h>
 #endif
-#include <omp.h>
-#include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
-#define LANES 16
+#include "vector.h"
+
 #define MAXK 7
-#define INLINE static inline __attribute__((always_inline))
-
-typedef float vfloat __attribute__((vector_size(4 * LANES)));
-typedef int32_t vint __attribute__((vector_size(4 * LANES)));
 
 enum { ZEROS = 0, REFLECT = 1, REPLICATE = 2, CIRCULAR = 3 };
-
-INLINE vfloat load(const float *p) {
-    vfloat r;
-    memcpy(&r, p, sizeof r);
-    return r;
-}
-INLINE void store(float *p, vfloat a) { memcpy(p, &a, sizeof a); }
 
 /* a non-temporal store of a block at a 64-byte-aligned address (a plain store without SSE) */
 #if defined(__AVX512F__)
@@ -224,13 +211,6 @@ static void horizontal_any(const geometry *g, float *y, const float *buf) {
 #define HORIZONTAL(K, S) horizontal(y, buf, taps, g->out[2], K, S)
     DISPATCH(g->kernel[2], g->stride[2], HORIZONTAL)
 #undef HORIZONTAL
-}
-
-/* this thread's share [*first, *end) of `count` items */
-static void share(int64_t count, int64_t *first, int64_t *end) {
-    int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
-    *first = count * id / threads;
-    *end = count * (id + 1) / threads;
 }
 
 /* a thread's work space: the window rows' offsets and weights, two row buffers */

@@ -19,38 +19,9 @@
  */
 #include <float.h>
 #include <math.h>
-#include <omp.h>
-#include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
-#define LANES 16
-#define INLINE static inline __attribute__((always_inline))
-
-typedef float vfloat __attribute__((vector_size(4 * LANES)));
-typedef int32_t vint __attribute__((vector_size(4 * LANES)));
-
-INLINE vfloat splat(float a) { return (vfloat){0} + a; }
-INLINE vfloat choose(vint mask, vfloat a, vfloat b) { return (vfloat)(((vint)a & mask) | ((vint)b & ~mask)); }
-INLINE vfloat load(const float *p) {
-    vfloat r;
-    memcpy(&r, p, sizeof r);
-    return r;
-}
-INLINE void store(float *p, vfloat a) { memcpy(p, &a, sizeof a); }
-
-/* a > b ? a : b (so b where a is NaN), and the integer max: one instruction each with AVX-512 */
-#if defined(__AVX512F__)
-#include <immintrin.h>
-INLINE vfloat larger(vfloat a, vfloat b) { return (vfloat)_mm512_max_ps((__m512)a, (__m512)b); }
-INLINE vint larger_int(vint a, vint b) { return (vint)_mm512_max_epi32((__m512i)a, (__m512i)b); }
-#else
-INLINE vfloat larger(vfloat a, vfloat b) { return choose(a > b, a, b); }
-INLINE vint larger_int(vint a, vint b) {
-    const vint first = a > b;
-    return (a & first) | (b & ~first);
-}
-#endif
+#include "vector.h"
 
 /* p[0], p[sw], ..., p[(LANES - 1) sw] */
 INLINE vfloat load_strided(const float *p, int64_t sw) {
@@ -404,13 +375,6 @@ static void run_row(const geometry *g, scratch *s, const plane *pl, int64_t od, 
         run_block(g, s, pl, b, 0, (int)(lo - b < LANES ? lo - b : LANES), 1);
     for (; j0 < OW; j0 += LANES) /* the right border (and short rows) */
         run_block(g, s, pl, j0, 0, (int)(OW - j0 < LANES ? OW - j0 : LANES), 1);
-}
-
-/* this thread's share [*first, *end) of `count` items */
-static void share(int64_t count, int64_t *first, int64_t *end) {
-    int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
-    *first = count * id / threads;
-    *end = count * (id + 1) / threads;
 }
 
 /* y = the exp-weighted mean. Returns 0, or 1 if a work space could not be allocated. */

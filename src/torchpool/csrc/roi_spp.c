@@ -22,37 +22,21 @@
  * threads (overlapping boxes add to the same cells: each channel is one thread's).
  */
 #include <math.h>
-#include <omp.h>
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
-#include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
-#define LANES 16
+#include "vector.h"
+
 #define EMPTY INT32_MAX /* the cell of an empty bin, larger than any real cell (ties: smallest) */
-#define INLINE static inline __attribute__((always_inline))
 
-typedef float vfloat __attribute__((vector_size(4 * LANES)));
-typedef int32_t vint __attribute__((vector_size(4 * LANES)));
 typedef int64_t vlong __attribute__((vector_size(8 * LANES)));
 
-INLINE vfloat splat(float a) { return (vfloat){0} + a; }
 INLINE vint splati(int32_t a) { return (vint){0} + a; }
-INLINE vfloat choose(vint mask, vfloat a, vfloat b) { return (vfloat)(((vint)a & mask) | ((vint)b & ~mask)); }
 INLINE vint choosei(vint mask, vint a, vint b) { return (a & mask) | (b & ~mask); }
-INLINE vfloat load(const float *p) {
-    vfloat r;
-    memcpy(&r, p, sizeof r);
-    return r;
-}
 INLINE vint loadi(const int32_t *p) {
     vint r;
     memcpy(&r, p, sizeof r);
     return r;
 }
-INLINE void store(float *p, vfloat a) { memcpy(p, &a, sizeof a); }
 INLINE void storei(int32_t *p, vint a) { memcpy(p, &a, sizeof a); }
 
 /* rows[i] <- zip_lo(rows[i], rows[i + 8]), zip_hi(...) into rows 2i, 2i + 1: applied four times,
@@ -238,15 +222,6 @@ static void nan_bin(const vfloat *buf, int64_t W, span r, span c, vfloat *max_ou
     *cell_out = at;
 }
 
-/* a > m ? a : m (no NaN here): vmaxps where the CPU has it, so the running max's chain is one
- * instruction (the comparison that moves the cell reads the old max beside it) */
-INLINE vfloat larger(vfloat a, vfloat m) {
-#if defined(__AVX512F__) && LANES == 16
-    return (vfloat)_mm512_max_ps((__m512)a, (__m512)m);
-#else
-    return choose(a > m, a, m);
-#endif
-}
 
 /* the same without NaN: two running maxima (even and odd columns), each replaced only by a larger
  * value, so each keeps its first max; the odd one wins if larger, or equal at an earlier cell */

@@ -5,14 +5,13 @@ MaxBlurPool's ``max_pool_size=2``). Each row names its baseline in ``impl`` and 
 ``params`` (``vs ...``), so two rows of one op and padding never read as the same comparison.
 
 * ``vs kornia``: kornia's ``blur_pool2d`` / ``max_blur_pool2d`` as its users call them (zero
-  padding: one strided depthwise convolution). Our ``zeros`` row is the like-for-like one (the same
-  convolution, the same result bit for bit); our ``reflect`` row is our default (the paper's
-  padding) against kornia's zeros: on the CPU the same zero-padded convolution plus a correction
-  of the border outputs only, in batch chunks.
+  padding: one strided depthwise convolution). Our ``zeros`` row is the like-for-like one (the
+  same values within float32 rounding); our ``reflect`` row is our default (the paper's padding)
+  against kornia's zeros. On the CPU in float32 ours is the C kernel ``csrc/blur.c`` (the
+  separable blur in row buffers; MaxBlurPool's dense max fused in front of it).
 * ``vs F.pad+conv``: reflection written the way timm and the paper's ``antialiased-cnns`` write it,
   ``F.pad(mode="reflect")`` then the depthwise convolution (the same values).
-* ``vs separable``: two 1-d depthwise convolutions (the first strided) against our one 2-d
-  convolution for zeros.
+* ``vs separable``: two 1-d depthwise convolutions (the first strided) against ours for zeros.
 
 ``speedup_*`` = baseline time / ours. Run ``python -m benchmarks.bench_blur [--quick]`` from the
 repository root.

@@ -365,14 +365,14 @@ static void run_row(const geometry *g, scratch *s, const plane *pl, int64_t od, 
             if (pl->gv) memset(pl->gv + s->offsets[i], 0, sizeof(float) * (size_t)g->size[2]);
             if (pl->gl) memset(pl->gl + s->offsets[i], 0, sizeof(float) * (size_t)g->size[2]);
         }
-    int64_t j0 = lo;
+    int64_t j0 = 0;
+    for (; j0 < lo; j0 += LANES) /* the left border, in whole copied blocks (fewer blocks per row) */
+        run_block(g, s, pl, j0, 0, (int)(OW - j0 < LANES ? OW - j0 : LANES), 1);
     for (; j0 + LANES <= hi; j0 += LANES) run_block(g, s, pl, j0, 0, LANES, 0);
     if (j0 < hi && hi - LANES >= lo) { /* the last inner block, moved back to end at hi */
         run_block(g, s, pl, hi - LANES, (int)(j0 - (hi - LANES)), LANES, 0);
         j0 = hi;
     }
-    for (int64_t b = 0; b < lo; b += LANES) /* the left border */
-        run_block(g, s, pl, b, 0, (int)(lo - b < LANES ? lo - b : LANES), 1);
     for (; j0 < OW; j0 += LANES) /* the right border (and short rows) */
         run_block(g, s, pl, j0, 0, (int)(OW - j0 < LANES ? OW - j0 : LANES), 1);
 }

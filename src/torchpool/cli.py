@@ -91,7 +91,7 @@ def _format_two_input_table() -> str:
     return "\n".join([heading, *(line.rstrip() for line in lines), "", count])
 
 
-def report_kernels() -> tuple[str, bool]:
+def _report_kernels() -> tuple[str, bool]:
     """Builds (or finds in the cache) every C kernel; returns a table of their states and whether
     all of them were built."""
     from . import _native
@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in _LAB_COMMANDS:
             return int(importlib.import_module(f"torchpool.lab.{args.command}").run(args))
         if args.command == "kernels":
-            table, ok = report_kernels()
+            table, ok = _report_kernels()
             print(table)
             return 0 if ok else 1
         family = None

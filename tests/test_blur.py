@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
-from records.blur import source_index
+from records.blur import axis_matrix
 from torch import Tensor
 
 import torchpool as tp
@@ -281,23 +281,10 @@ def test_deterministic_padding_equals_f_pad(ndim: int, mode: str) -> None:
 # ------------------------------------------------------------------ the border-fixed convolution
 
 
-def _axis_matrix(size: int, k: int, stride: int, mode: str) -> Tensor:
-    """The blur of one axis as a dense ``(outputs, size)`` float64 matrix, from Pascal's row."""
-    taps = [math.comb(k - 1, t) / 2 ** (k - 1) for t in range(k)]
-    outputs = -(-size // stride)
-    matrix = torch.zeros(outputs, size, dtype=torch.float64)
-    for o in range(outputs):
-        for t in range(k):
-            i = source_index(o * stride - (k - 1) // 2 + t, size, mode)
-            if i is not None:
-                matrix[o, i] += taps[t]
-    return matrix
-
-
 def _reference(x: Tensor, k: int, stride: int, mode: str) -> Tensor:
     """The separable blur of every spatial axis by dense matrices (a float64 loop reference)."""
     for axis in range(2, x.dim()):
-        matrix = _axis_matrix(x.shape[axis], k, stride, mode)
+        matrix = axis_matrix(x.shape[axis], k, stride, mode)
         x = torch.tensordot(x, matrix, dims=([axis], [1])).movedim(-1, axis)
     return x
 

@@ -7,13 +7,12 @@ MaxBlurPool, and the fallback without the kernel."""
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Callable
 
 import pytest
 import torch
 import torch.nn.functional as F
-from records.blur import source_index
+from records.blur import axis_matrix
 from torch import Tensor
 
 import torchpool as tp
@@ -28,25 +27,12 @@ MODES = ("zeros", "reflect", "replicate", "circular")
 POOLS: dict[int, Callable[..., Tensor]] = {1: tp.blur_pool1d, 2: tp.blur_pool2d, 3: tp.blur_pool3d}
 
 
-def _axis_matrix(size: int, k: int, stride: int, mode: str) -> Tensor:
-    """One axis's blur as a dense float64 ``(outputs, size)`` matrix."""
-    taps = [math.comb(k - 1, t) / 2 ** (k - 1) for t in range(k)]
-    outputs = -(-size // stride)
-    matrix = torch.zeros(outputs, size, dtype=torch.float64)
-    for o in range(outputs):
-        for t in range(k):
-            i = source_index(o * stride - (k - 1) // 2 + t, size, mode)
-            if i is not None:
-                matrix[o, i] += taps[t]
-    return matrix
-
-
 def _reference(x: Tensor, k: tuple[int, ...], s: tuple[int, ...], mode: str) -> Tensor:
     """The blur of the last ``len(k)`` axes by their matrices (differentiable, float64)."""
     first = x.dim() - len(k)
     for axis, (kk, ss) in enumerate(zip(k, s)):
         dim = first + axis
-        x = torch.tensordot(x, _axis_matrix(x.shape[dim], kk, ss, mode), dims=([dim], [1])).movedim(-1, dim)
+        x = torch.tensordot(x, axis_matrix(x.shape[dim], kk, ss, mode), dims=([dim], [1])).movedim(-1, dim)
     return x
 
 

@@ -53,6 +53,20 @@ def source_index(i: int, size: int, mode: str) -> int | None:
     return -i if i < 0 else 2 * (size - 1) - i  # reflect (the edge not repeated)
 
 
+def axis_matrix(size: int, k: int, stride: int, mode: str) -> Tensor:
+    """The blur of one axis as a dense ``(outputs, size)`` float64 matrix, from Pascal's row (the
+    padded cells folded onto the input cells ``mode`` reads)."""
+    taps = pascal_row(k)
+    outputs = -(-size // stride)
+    matrix = torch.zeros(outputs, size, dtype=torch.float64)
+    for o in range(outputs):
+        for t in range(k):
+            i = source_index(o * stride - (k - 1) // 2 + t, size, mode)
+            if i is not None:
+                matrix[o, i] += taps[t]
+    return matrix
+
+
 def _tuple(value: Size, n: int) -> tuple[int, ...]:
     return (value,) * n if isinstance(value, int) else tuple(value)
 
